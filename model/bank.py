@@ -1,0 +1,96 @@
+"""Memory bank of normal patch tokens on FAISS: exact inner-product search over L2-normalised tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class MemoryBank:
+    """Nearest-normal search: for each query token, the best cosine similarity to any bank token."""
+
+    def __init__(self, tokens: torch.Tensor) -> None:
+        assert tokens.ndim == 2, "bank tokens are (M, D)"
+        self.tokens = F.normalize(tokens.detach().float().cpu(), dim=-1).contiguous()  # (M, D)
+        self._index = faiss.IndexFlatIP(self.tokens.shape[1])
+        self._index.add(self.tokens.numpy())
+        self._device_tokens: dict[torch.device, torch.Tensor] = {}
+
+    @classmethod
+    def build(
+        cls, tokens: torch.Tensor, budget: int, reduction: str = "coreset", seed: int = 0
+    ) -> MemoryBank:
+        """Bank of `tokens` (M, D); past `budget` tokens, reduced by greedy coreset or k-means."""
+        tokens = F.normalize(tokens.detach().float().cpu(), dim=-1)  # (M, D)
+        if tokens.shape[0] > budget:
+            if reduction == "kmeans":
+                tokens = kmeans_centroids(tokens, budget, seed)
+            elif reduction == "coreset":
+                tokens = tokens[greedy_coreset(tokens, budget, seed)]
+            else:
+                raise ValueError(f"unknown bank reduction {reduction!r}")
+        return cls(tokens)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.tokens.shape[1]
+
+    def max_similarity(self, queries: torch.Tensor) -> torch.Tensor:
+        """Psi: best cosine similarity of each query (..., D) to the bank -> (...), on the queries' device.
+
+        On CPU the search runs in FAISS; on an accelerator the same exact search is one matmul on the device,
+        which avoids copying every query token to the host.
+        """
+        shape = queries.shape[:-1]
+        flat = F.normalize(queries.reshape(-1, queries.shape[-1]).float(), dim=-1)  # (Q, D)
+        if flat.device.type == "cpu":
+            best, _ = self._index.search(flat.contiguous().numpy(), 1)  # (Q, 1)
+            return torch.from_numpy(best[:, 0]).reshape(shape)
+        bank = self._on(flat.device)  # (M, D)
+        best = torch.cat([(chunk @ bank.T).amax(dim=1) for chunk in flat.split(4096)])  # (Q,)
+        return best.reshape(shape)
+
+    def _on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._device_tokens:
+            self._device_tokens[device] = self.tokens.to(device)
+        return self._device_tokens[device]
+
+    def save(self, path: Path) -> None:
+        np.save(path, self.tokens.numpy())
+
+    @classmethod
+    def load(cls, path: Path) -> MemoryBank:
+        return cls(torch.from_numpy(np.load(path)))
+
+
+def greedy_coreset(tokens: torch.Tensor, budget: int, seed: int = 0, projection_dim: int = 128) -> torch.Tensor:
+    """Indices of a greedy k-center coreset (PatchCore), on a random projection for speed."""
+    generator = torch.Generator().manual_seed(seed)
+    n, d = tokens.shape
+    if d > projection_dim:
+        proj = torch.randn(d, projection_dim, generator=generator) / projection_dim**0.5  # (D, P)
+        feats = tokens @ proj  # (M, P)
+    else:
+        feats = tokens
+    chosen = torch.empty(budget, dtype=torch.long)
+    chosen[0] = int(torch.randint(n, (1,), generator=generator))
+    min_dist = torch.linalg.vector_norm(feats - feats[chosen[0]], dim=1)  # (M,)
+    for i in range(1, budget):
+        chosen[i] = int(torch.argmax(min_dist))
+        dist = torch.linalg.vector_norm(feats - feats[chosen[i]], dim=1)  # (M,)
+        min_dist = torch.minimum(min_dist, dist)
+    return chosen
+
+
+def kmeans_centroids(tokens: torch.Tensor, budget: int, seed: int = 0) -> torch.Tensor:
+    """`budget` k-means centroids of `tokens` (M, D) with FAISS (spherical: centroids re-normalised)."""
+    kmeans = faiss.Kmeans(tokens.shape[1], budget, niter=20, seed=seed, spherical=True, verbose=False)
+    kmeans.train(tokens.numpy())
+    return torch.from_numpy(kmeans.centroids)

@@ -1,0 +1,124 @@
+"""Named detector configs: one JSON per config in model/configs/, or a path to a JSON file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config name or file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    layers: tuple[int, ...]  # 1-based block indices whose patch tokens feed CACA
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    open_clip_model: str | None = None  # a name in open_clip's registry ...
+    arch: dict[str, Any] | None = None  # ... or an inline open_clip architecture (tiny)
+
+
+@dataclass(frozen=True)
+class DinoConfig:
+    timm_model: str
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    timm_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    prompt_length: int = 12
+    anomaly_word: str = "damaged"
+    temperature: float = 0.07
+    amplifier_channels: int = 16
+    acl_blocks: int = 3
+    acl_heads: int = 8
+    acl_kv: str = "mean"  # "mean" (the paper) or "concat"
+    lambda_cos: float = 1.0
+    mu_local: float = 2.0
+    p_max: float = 0.1
+    adapter_hidden: int = 64
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    map_size: int = 256  # maps are smoothed at this size, then resized to each image
+    gaussian_sigma: float = 4.0  # in pixels at map_size
+    top_fraction: float = 0.01  # training-free image score: mean of the top 1% of the map
+    bank_budget: int = 16384  # memory-bank tokens kept at most
+    bank_reduction: str = "coreset"  # "coreset" or "kmeans"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    name: str
+    clip: ClipConfig
+    dino: DinoConfig
+    heads: HeadsConfig
+    inference: InferenceConfig
+    description: str = ""
+    random_weights: bool = False  # tiny: random init by design, no weight file
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def available_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def load_config(name_or_path: str | Path) -> DetectorConfig:
+    """Load a named config (`paper`, `edge`, `tiny`) or a JSON file."""
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = CONFIG_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            raise ConfigError(
+                f"unknown config {name_or_path!r}: choose one of {available_configs()} or pass a .json path"
+            )
+    elif not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid JSON: {err}") from err
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict[str, Any]) -> DetectorConfig:
+    try:
+        clip = dict(raw["clip"])
+        dino = dict(raw["dino"])
+        cfg = DetectorConfig(
+            name=raw["name"],
+            description=raw.get("description", ""),
+            random_weights=bool(raw.get("random_weights", False)),
+            seed=int(raw.get("seed", 0)),
+            clip=ClipConfig(
+                layers=tuple(clip.pop("layers")),
+                mean=tuple(clip.pop("mean")),
+                std=tuple(clip.pop("std")),
+                **clip,
+            ),
+            dino=DinoConfig(mean=tuple(dino.pop("mean")), std=tuple(dino.pop("std")), **dino),
+            heads=HeadsConfig(**raw.get("heads", {})),
+            inference=InferenceConfig(**raw.get("inference", {})),
+        )
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"config is missing or has an unknown field: {err}") from err
+    if (cfg.clip.open_clip_model is None) == (cfg.clip.arch is None):
+        raise ConfigError("clip needs exactly one of 'open_clip_model' or 'arch'")
+    if cfg.heads.acl_kv not in ("mean", "concat"):
+        raise ConfigError(f"heads.acl_kv must be 'mean' or 'concat', got {cfg.heads.acl_kv!r}")
+    if cfg.inference.bank_reduction not in ("coreset", "kmeans"):
+        raise ConfigError("inference.bank_reduction must be 'coreset' or 'kmeans'")
+    return cfg

@@ -1,0 +1,89 @@
+"""ReferenceSet: a product's normal reference features and memory bank; saves to and loads from a folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.bank import MemoryBank
+
+FORMAT_VERSION = 1
+TENSORS_FILE = "features.safetensors"
+BANK_FILE = "bank.npy"
+META_FILE = "meta.json"
+
+
+class ReferenceMismatchError(ValueError):
+    """References built by another config (or another feature layout) than the detector's."""
+
+
+@dataclass
+class ReferenceSet:
+    """Product-agnostic features of K normal references, plus the memory bank built from them."""
+
+    config_name: str
+    fingerprint: str  # what the features depend on: backbones, sizes, widths
+    patch_tokens: torch.Tensor  # (K, Nd, Dd) DINOv2 patch tokens, CPU float32
+    cls_tokens: torch.Tensor  # (K, Dd) DINOv2 class tokens
+    bank: MemoryBank
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_references(self) -> int:
+        return self.patch_tokens.shape[0]
+
+    @property
+    def bank_size(self) -> int:
+        return len(self.bank)
+
+    def check_compatible(self, config_name: str, fingerprint: str) -> None:
+        if fingerprint != self.fingerprint:
+            raise ReferenceMismatchError(
+                f"these references were built with config {self.config_name!r} "
+                f"(features {self.fingerprint}); this detector runs config {config_name!r} "
+                f"(features {fingerprint}): fit the references again with this detector"
+            )
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {"patch_tokens": self.patch_tokens.contiguous(), "cls_tokens": self.cls_tokens.contiguous()},
+            folder / TENSORS_FILE,
+        )
+        self.bank.save(folder / BANK_FILE)
+        meta = {
+            **self.meta,
+            "format_version": FORMAT_VERSION,
+            "config_name": self.config_name,
+            "fingerprint": self.fingerprint,
+            "n_references": self.n_references,
+            "bank_size": self.bank_size,
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ReferenceSet:
+        folder = Path(folder)
+        missing = [n for n in (META_FILE, TENSORS_FILE, BANK_FILE) if not (folder / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder} is not a saved ReferenceSet: missing {', '.join(missing)}")
+        meta = json.loads((folder / META_FILE).read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ReferenceMismatchError(
+                f"{folder} has reference format {meta.get('format_version')}, expected {FORMAT_VERSION}"
+            )
+        tensors = load_file(folder / TENSORS_FILE)
+        return cls(
+            config_name=meta["config_name"],
+            fingerprint=meta["fingerprint"],
+            patch_tokens=tensors["patch_tokens"],
+            cls_tokens=tensors["cls_tokens"],
+            bank=MemoryBank.load(folder / BANK_FILE),
+            meta=meta,
+        )
