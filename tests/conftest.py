@@ -1,0 +1,27 @@
+"""Shared fixtures. Everything here uses the `tiny` config: random weights, tests only, never a download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+BOTTLE = SHARED_DATA / "mvtec_ad" / "bottle_xs"
+
+
+@pytest.fixture(scope="session")
+def bottle_dir() -> Path:
+    """The 15 real MVTec AD bottle images in ../shared/data (skips when absent)."""
+    if not BOTTLE.is_dir():
+        pytest.skip(f"real sample data not found at {BOTTLE}")
+    return BOTTLE
+
+
+@pytest.fixture(scope="session")
+def tiny_detector():
+    """The tiny detector (random weights, training-free mode), built once per session."""
+    from model import create_detector
+
+    return create_detector("tiny", weights_dir=None, device="cpu")
