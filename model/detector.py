@@ -1,0 +1,263 @@
+"""Detector: fit references for a product, predict scores and anomaly maps. create_detector() builds one."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import open_clip
+import timm
+import torch
+import torch.nn.functional as F
+from open_clip.model import resize_pos_embed
+from PIL import Image
+from timm.layers import resample_abs_pos_embed
+from torchvision.transforms.functional import gaussian_blur
+
+from model.bank import MemoryBank
+from model.config import DetectorConfig, load_config
+from model.heads import top_fraction_mean
+from model.network import DCPSFR, ReferenceFeatures
+from model.preprocess import backbone_input, image_tensors
+from model.records import Mode, Prediction
+from model.references import ReferenceSet
+from model.weights import (
+    DEFAULT_WEIGHTS_DIR,
+    heads_file_config,
+    heads_path,
+    load_heads,
+    read_state_dict,
+    verified_weight_file,
+)
+
+log = logging.getLogger(__name__)
+
+FIT_CHUNK = 8  # references are embedded this many at a time
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
+    return resolved
+
+
+def feature_fingerprint(cfg: DetectorConfig, random_weights: bool) -> str:
+    """What reference features depend on: the DINOv2 backbone, its input size, and whether weights are random."""
+    basis = {"dino": cfg.dino.__dict__, "random_weights": random_weights, "seed": cfg.seed if random_weights else None}
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Detector:
+    """DCP-SFR inference: `fit_references(images)` once per product, then `predict(images, refs)`."""
+
+    def __init__(self, network: DCPSFR, device: torch.device, random_weights: bool, heads_info: dict) -> None:
+        self.network = network.to(device).eval()
+        self.config: DetectorConfig = network.cfg
+        self.device = device
+        self.random_weights = random_weights
+        self.heads_info = heads_info
+        self.mode: Mode = "full" if network.heads is not None else "training-free"
+        self.fingerprint = feature_fingerprint(self.config, random_weights)
+        self._text_features: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Detector(config={self.config.name!r}, mode={self.mode!r}, device={self.device}, "
+            f"random_weights={self.random_weights})"
+        )
+
+    # --- references -----------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def fit_references(self, images: Sequence[Image.Image]) -> ReferenceSet:
+        """Embed K normal images of one product and build its memory bank."""
+        tensors = image_tensors(images, self.device)
+        patches, classes = [], []
+        for start in range(0, len(tensors), FIT_CHUNK):
+            dino = self._dino(tensors[start : start + FIT_CHUNK])
+            patches.append(dino.patch_tokens.float().cpu())  # (k, Nd, Dd)
+            classes.append(dino.cls_token.float().cpu())  # (k, Dd)
+        patch_tokens = torch.cat(patches)  # (K, Nd, Dd)
+        inference = self.config.inference
+        bank = MemoryBank.build(patch_tokens.flatten(0, 1), inference.bank_budget, inference.bank_reduction)
+        meta = {
+            "created": datetime.now(UTC).isoformat(),
+            "image_sizes": [list(img.size) for img in images],
+            "grid": list(self.network.dino_grid),
+            "versions": {"torch": torch.__version__, "timm": timm.__version__, "open_clip": open_clip.__version__},
+        }
+        return ReferenceSet(
+            config_name=self.config.name,
+            fingerprint=self.fingerprint,
+            patch_tokens=patch_tokens,
+            cls_tokens=torch.cat(classes),
+            bank=bank,
+            meta=meta,
+        )
+
+    def load_references(self, folder: str | Path) -> ReferenceSet:
+        refs = ReferenceSet.load(folder)
+        refs.check_compatible(self.config.name, self.fingerprint)
+        return refs
+
+    # --- prediction -----------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[Image.Image], refs: ReferenceSet) -> list[Prediction]:
+        """Scores and anomaly maps (each at its image's own H x W) for a batch of one product's images."""
+        refs.check_compatible(self.config.name, self.fingerprint)
+        timings: dict[str, float] = {}
+        with _timed(timings, "preprocess", self.device):
+            tensors = image_tensors(images, self.device)
+        with _timed(timings, "backbones", self.device):
+            dino = self._dino(tensors)
+            clip = self._clip(tensors) if self.mode == "full" else None
+        with _timed(timings, "heads", self.device):
+            s_cos = 1.0 - refs.bank.max_similarity(dino.patch_tokens).to(self.device)  # (B, Nd)
+            grid_maps, scores = self._score(dino, clip, s_cos, refs)  # (B, hd, wd), (B,)
+        with _timed(timings, "postprocess", self.device):
+            maps = self._full_resolution_maps(grid_maps, [t.shape[-2:] for t in tensors])
+            scores = scores.float().cpu().tolist()
+        return [
+            Prediction(score=s, anomaly_map=m, mode=self.mode, random_weights=self.random_weights, timings_ms=timings)
+            for s, m in zip(scores, maps, strict=True)
+        ]
+
+    def _score(self, dino, clip, s_cos: torch.Tensor, refs: ReferenceSet) -> tuple[torch.Tensor, torch.Tensor]:
+        b = s_cos.shape[0]
+        if self.mode == "training-free":
+            grid = s_cos.view(b, *self.network.dino_grid)  # (B, hd, wd)
+            return grid, top_fraction_mean(s_cos, self.config.inference.top_fraction)
+        reference = ReferenceFeatures(
+            patch_tokens=refs.patch_tokens.to(self.device)[None],  # (1, K, Nd, Dd)
+            cls_tokens=refs.cls_tokens.to(self.device)[None],  # (1, K, Dd)
+        )
+        out = self.network.run_heads(clip, dino, reference, s_cos, self._cached_text_features())
+        return out.s_hat, torch.sigmoid(out.y_hat)
+
+    def _cached_text_features(self) -> torch.Tensor:
+        if self._text_features is None:
+            self._text_features = self.network.text_features()  # (2, Dt): fixed once the heads are trained
+        return self._text_features
+
+    def _dino(self, tensors: list[torch.Tensor]):
+        cfg = self.config.dino
+        with self._autocast():
+            return self.network.extract_dino(backbone_input(tensors, cfg.image_size, cfg.mean, cfg.std))
+
+    def _clip(self, tensors: list[torch.Tensor]):
+        cfg = self.config.clip
+        with self._autocast():
+            return self.network.extract_clip(backbone_input(tensors, cfg.image_size, cfg.mean, cfg.std))
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _full_resolution_maps(self, grid_maps: torch.Tensor, sizes: list[torch.Size]) -> list:
+        """Grid maps (B, hd, wd) -> smoothed at map_size -> each image's (H, W) float32 numpy array."""
+        inference = self.config.inference
+        size = inference.map_size
+        maps = F.interpolate(grid_maps.float()[:, None], size=(size, size), mode="bilinear", align_corners=False)
+        sigma = inference.gaussian_sigma
+        if sigma > 0:
+            kernel = 2 * math.ceil(3 * sigma) + 1
+            maps = gaussian_blur(maps, kernel_size=[kernel, kernel], sigma=[sigma, sigma])  # (B, 1, S, S)
+        out = []
+        for smoothed, (h, w) in zip(maps, sizes, strict=True):
+            full = F.interpolate(smoothed[None], size=(int(h), int(w)), mode="bilinear", align_corners=False)
+            out.append(full[0, 0].cpu().numpy().astype("float32", copy=False))  # (H, W)
+        return out
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], stage: str, device: torch.device) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    timings[stage] = round((time.perf_counter() - start) * 1000.0, 3)
+
+
+# --- construction ---------------------------------------------------------------------------------------------
+
+
+def create_detector(
+    config: str | Path = "tiny",
+    weights_dir: str | Path | None = None,
+    device: str | torch.device = "auto",
+    random_init: bool = False,
+    heads: str | Path | None = None,
+) -> Detector:
+    """Build a detector from a named config (`paper`, `edge`, `tiny`) or a JSON config path.
+
+    weights_dir: where backbone files and `heads/<config>.safetensors` live (default: the project's weights/).
+    random_init: real-size architecture with random weights, for timing only (never a default; logged loudly).
+    heads: a heads file, "random" (untrained heads, for training and tests), or None: the weights dir's heads
+        file when present, else training-free mode.
+    """
+    cfg = load_config(config)
+    weights = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
+    random_weights = cfg.random_weights or random_init
+    heads_file = _resolve_heads(cfg, weights, heads)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # random weights (tiny, random_init) are the same in every process
+        network = DCPSFR(cfg, with_heads=heads_file is not None)
+    if random_weights:
+        why = "the tiny test config" if cfg.random_weights else "random_init=True"
+        log.warning("RANDOM BACKBONE WEIGHTS (%s): scores and maps mean nothing; for tests and timing only", why)
+    else:
+        _load_backbones(network, cfg, weights)
+    heads_info: dict = {}
+    if isinstance(heads_file, Path):
+        heads_info = _load_heads(network, cfg, heads_file)
+    detector = Detector(network, resolve_device(device), random_weights, heads_info)
+    log.info("detector ready: %r", detector)
+    return detector
+
+
+def _resolve_heads(cfg: DetectorConfig, weights: Path, heads: str | Path | None) -> Path | str | None:
+    if heads == "random":
+        return "random"
+    if heads is not None:
+        path = Path(heads)
+        if not path.is_file():
+            raise FileNotFoundError(f"heads file {path} not found")
+        return path
+    default = heads_path(weights, cfg.name)
+    return default if default.is_file() else None
+
+
+def _load_heads(network: DCPSFR, cfg: DetectorConfig, path: Path) -> dict:
+    trained_for = heads_file_config(path)
+    if trained_for and trained_for != cfg.name:
+        log.warning("heads file %s was trained for config %r, loading into %r", path, trained_for, cfg.name)
+    info = load_heads(network.heads, path)
+    log.info("trained heads loaded from %s", path)
+    return info
+
+
+def _load_backbones(network: DCPSFR, cfg: DetectorConfig, weights: Path) -> None:
+    """Verified local files only; position embeddings resampled when the configured size differs."""
+    dino_state = read_state_dict(verified_weight_file(cfg.name, "dino", weights))
+    model = network.dino.model
+    if dino_state["pos_embed"].shape != model.pos_embed.shape:
+        dino_state["pos_embed"] = resample_abs_pos_embed(
+            dino_state["pos_embed"], new_size=list(model.patch_embed.grid_size), num_prefix_tokens=1
+        )
+    model.load_state_dict(dino_state, strict=True)
+    if network.clip is not None:
+        clip_state = read_state_dict(verified_weight_file(cfg.name, "clip", weights))
+        resize_pos_embed(clip_state, network.clip.model)
+        network.clip.model.load_state_dict(clip_state, strict=True)

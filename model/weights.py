@@ -1,0 +1,220 @@
+"""Local weight files: manifest, sha256 verification, loading, heads files, and the explicit `fetch` command.
+
+Nothing here downloads at load time: a missing or corrupt file raises WeightsMissingError naming the file
+and the command that fetches it. Only `python -m model.weights fetch <config>` touches a model hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+MANIFEST_NAME = "manifest.json"
+ROLES = ("clip", "dino")
+
+
+class WeightsMissingError(FileNotFoundError):
+    """A weight file is missing or does not match its sha256; the message says how to fetch it."""
+
+
+def fetch_command(config_name: str, weights_dir: Path) -> str:
+    return f"python -m model.weights fetch {config_name} --weights-dir {weights_dir}"
+
+
+def load_manifest(weights_dir: Path | None = None) -> dict[str, Any]:
+    """The manifest in `weights_dir` if it has one, else the project's own weights/manifest.json."""
+    for folder in (weights_dir, DEFAULT_WEIGHTS_DIR):
+        if folder is not None and (Path(folder) / MANIFEST_NAME).is_file():
+            return json.loads((Path(folder) / MANIFEST_NAME).read_text())
+    raise FileNotFoundError(f"no {MANIFEST_NAME} in {weights_dir} or {DEFAULT_WEIGHTS_DIR}")
+
+
+def manifest_entry(config_name: str, role: str, weights_dir: Path | None = None) -> dict[str, Any]:
+    configs = load_manifest(weights_dir)["configs"]
+    if config_name not in configs or role not in configs[config_name]:
+        raise WeightsMissingError(
+            f"the weights manifest has no {role!r} file for config {config_name!r}: "
+            f"add it to {MANIFEST_NAME} or use a config with published weights ({', '.join(configs)})"
+        )
+    return configs[config_name][role]
+
+
+def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def verified_weight_file(config_name: str, role: str, weights_dir: Path) -> Path:
+    """The path of a present, sha256-verified weight file, or WeightsMissingError saying what to run."""
+    entry = manifest_entry(config_name, role, weights_dir)
+    path = weights_dir / entry["file"]
+    fetch = fetch_command(config_name, weights_dir)
+    if not path.is_file():
+        raise WeightsMissingError(f"weight file {path} is missing ({role} of config {config_name!r}): run `{fetch}`")
+    sums = checksum_path(path)
+    if not sums.is_file():
+        raise WeightsMissingError(f"checksum {sums} is missing for {path}: run `{fetch}` again")
+    expected = sums.read_text().split()[0]
+    actual = sha256_of(path)
+    if actual != expected:
+        raise WeightsMissingError(
+            f"weight file {path} is corrupt (sha256 {actual[:12]}…, expected {expected[:12]}…): "
+            f"delete it and run `{fetch}`"
+        )
+    return path
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path)
+
+
+def write_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> str:
+    """Save tensors as safetensors with a <file>.sha256 beside it; returns the sum. Written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    save_file({k: v.detach().contiguous().cpu().clone() for k, v in state.items()}, tmp, metadata=metadata)
+    tmp.replace(path)
+    digest = sha256_of(path)
+    checksum_path(path).write_text(f"{digest}  {path.name}\n")
+    return digest
+
+
+# --- trained heads -------------------------------------------------------------------------------------------
+
+
+def heads_path(weights_dir: Path, config_name: str) -> Path:
+    return weights_dir / "heads" / f"{config_name}.safetensors"
+
+
+def save_heads(heads: nn.Module, path: Path, info: dict[str, Any]) -> None:
+    """Heads state (safetensors + sha256) and a JSON sidecar with what produced them."""
+    write_state_dict(heads.state_dict(), path, metadata={"config": str(info.get("config", ""))})
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2, default=str))
+
+
+def load_heads(heads: nn.Module, path: Path) -> dict[str, Any]:
+    """Load a heads file into `heads` (strict); returns its sidecar info (empty when there is none)."""
+    sums = checksum_path(path)
+    if sums.is_file() and sums.read_text().split()[0] != sha256_of(path):
+        raise WeightsMissingError(f"heads file {path} does not match {sums}: retrain or copy it again")
+    missing, unexpected = heads.load_state_dict(read_state_dict(path), strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"heads file {path} does not fit this config's heads (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}): was it trained for another config?"
+        )
+    sidecar = path.with_suffix(".json")
+    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+
+
+def heads_file_config(path: Path) -> str:
+    with safe_open(path, "pt") as handle:
+        return (handle.metadata() or {}).get("config", "")
+
+
+# --- the explicit fetch (needs internet) ---------------------------------------------------------------------
+
+
+def download_state_dict(source: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Download a backbone from its hub (the only place in the project that does)."""
+    if source["library"] == "open_clip":
+        import open_clip
+
+        model = open_clip.create_model(source["model"], pretrained=source["pretrained"])
+        return model.state_dict()
+    if source["library"] == "timm":
+        import timm
+
+        model = timm.create_model(source["model"], pretrained=True, num_classes=0)
+        return model.state_dict()
+    raise ValueError(f"unknown weight source library {source['library']!r}")
+
+
+def fetch(config_name: str, weights_dir: Path, force: bool = False) -> list[Path]:
+    """Download every backbone file of `config_name` into `weights_dir`, verified by sha256 afterwards."""
+    entries = load_manifest(weights_dir)["configs"].get(config_name)
+    if entries is None:
+        raise SystemExit(f"unknown config {config_name!r} in the weights manifest")
+    written = []
+    for role, entry in entries.items():
+        path = weights_dir / entry["file"]
+        if path.is_file() and checksum_path(path).is_file() and not force:
+            verified_weight_file(config_name, role, weights_dir)
+            log.info("%s: present and verified", path)
+            written.append(path)
+            continue
+        log.info("%s: downloading %s (~%s MB) ...", path, entry["source"], entry.get("size_mb", "?"))
+        state = download_state_dict(entry["source"])
+        metadata = {"source": json.dumps(entry["source"]), "fetched": datetime.now(UTC).isoformat()}
+        digest = write_state_dict(state, path, metadata)
+        log.info("%s: written, sha256 %s", path, digest)
+        written.append(path)
+    return written
+
+
+def verify(config_name: str, weights_dir: Path) -> list[Path]:
+    entries = load_manifest(weights_dir)["configs"].get(config_name, {})
+    return [verified_weight_file(config_name, role, weights_dir) for role in entries]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m model.weights",
+        description="Manage backbone weight files. `fetch` is the only command that downloads (needs internet); "
+        "the detector and the service only ever load verified local files.",
+    )
+    parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR, help="default: %(default)s")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_fetch = sub.add_parser("fetch", help="download a config's backbone weights and write their sha256 sums")
+    p_fetch.add_argument("config", help="paper or edge (tiny needs no files)")
+    p_fetch.add_argument("--force", action="store_true", help="download again even when present")
+    p_verify = sub.add_parser("verify", help="check a config's files against their sha256 sums")
+    p_verify.add_argument("config")
+    sub.add_parser("list", help="show the manifest and which files are present")
+    # the subcommands accept --weights-dir too, after the config name
+    for p in (p_fetch, p_verify):
+        p.add_argument("--weights-dir", type=Path, default=argparse.SUPPRESS, help="default: weights/")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.command == "fetch":
+            for path in fetch(args.config, args.weights_dir, args.force):
+                print(f"ok  {path}")
+        elif args.command == "verify":
+            for path in verify(args.config, args.weights_dir):
+                print(f"ok  {path}")
+        else:
+            for name, entries in load_manifest(args.weights_dir)["configs"].items():
+                for role, entry in entries.items():
+                    present = (args.weights_dir / entry["file"]).is_file()
+                    print(f"{name:6} {role:5} {'present' if present else 'missing':8} {entry['file']}"
+                          f"  ({entry['source']}, {entry['license']}, ~{entry['size_mb']} MB)")
+    except WeightsMissingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
