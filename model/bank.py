@@ -21,9 +21,7 @@ class MemoryBank:
         self._device_tokens: dict[torch.device, torch.Tensor] = {}
 
     @classmethod
-    def build(
-        cls, tokens: torch.Tensor, budget: int, reduction: str = "coreset", seed: int = 0
-    ) -> MemoryBank:
+    def build(cls, tokens: torch.Tensor, budget: int, reduction: str = "coreset", seed: int = 0) -> MemoryBank:
         """Bank of `tokens` (M, D); past `budget` tokens, reduced by greedy coreset or k-means."""
         tokens = F.normalize(tokens.detach().float().cpu(), dim=-1)  # (M, D)
         if tokens.shape[0] > budget:

@@ -208,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, entries in load_manifest(args.weights_dir)["configs"].items():
                 for role, entry in entries.items():
                     present = (args.weights_dir / entry["file"]).is_file()
-                    print(f"{name:6} {role:5} {'present' if present else 'missing':8} {entry['file']}"
-                          f"  ({entry['source']}, {entry['license']}, ~{entry['size_mb']} MB)")
+                    print(
+                        f"{name:6} {role:5} {'present' if present else 'missing':8} {entry['file']}"
+                        f"  ({entry['source']}, {entry['license']}, ~{entry['size_mb']} MB)"
+                    )
     except WeightsMissingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
