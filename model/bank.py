@@ -13,9 +13,10 @@ import torch.nn.functional as F
 class MemoryBank:
     """Nearest-normal search: for each query token, the best cosine similarity to any bank token."""
 
-    def __init__(self, tokens: torch.Tensor) -> None:
+    def __init__(self, tokens: torch.Tensor, normalized: bool = False) -> None:
         assert tokens.ndim == 2, "bank tokens are (M, D)"
-        self.tokens = F.normalize(tokens.detach().float().cpu(), dim=-1).contiguous()  # (M, D)
+        tokens = tokens.detach().float().cpu()
+        self.tokens = (tokens if normalized else F.normalize(tokens, dim=-1)).contiguous()  # (M, D)
         self._index = faiss.IndexFlatIP(self.tokens.shape[1])
         self._index.add(self.tokens.numpy())
         self._device_tokens: dict[torch.device, torch.Tensor] = {}
@@ -65,7 +66,7 @@ class MemoryBank:
 
     @classmethod
     def load(cls, path: Path) -> MemoryBank:
-        return cls(torch.from_numpy(np.load(path)))
+        return cls(torch.from_numpy(np.load(path)), normalized=True)
 
 
 def greedy_coreset(tokens: torch.Tensor, budget: int, seed: int = 0, projection_dim: int = 128) -> torch.Tensor:

@@ -1,0 +1,108 @@
+"""Weights: clear errors for missing or corrupt files, verified loading of local files, heads files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from model import WeightsMissingError, create_detector
+from model.config import CONFIG_DIR
+from model.weights import load_manifest, main, save_heads, write_state_dict
+from tests.conftest import REPO
+from tests.model.helpers import pil, textured_part
+
+
+def test_missing_weights_name_the_file_and_the_fetch_command(tmp_path):
+    with pytest.raises(WeightsMissingError) as err:
+        create_detector("edge", weights_dir=tmp_path, device="cpu")
+    message = str(err.value)
+    assert "dinov2-vit-small-patch14.safetensors" in message and "is missing" in message
+    assert f"python -m model.weights fetch edge --weights-dir {tmp_path}" in message
+
+
+def test_manifest_names_every_real_config_with_source_licence_and_size():
+    configs = load_manifest()["configs"]
+    for name in ("paper", "edge"):
+        for role in ("clip", "dino"):
+            entry = configs[name][role]
+            assert entry["file"].endswith(".safetensors")
+            assert entry["source"]["library"] in ("open_clip", "timm")
+            assert entry["license"] and entry["size_mb"] > 0
+
+
+@pytest.fixture
+def file_backed_tiny(tmp_path):
+    """A config with tiny's architecture whose backbones load from verified local files (the real load path)."""
+    raw = json.loads((CONFIG_DIR / "tiny.json").read_text())
+    raw.update(name="tinyfile", random_weights=False)
+    config = tmp_path / "tinyfile.json"
+    config.write_text(json.dumps(raw))
+    source = create_detector("tiny", device="cpu", heads="random").network
+    weights = tmp_path / "weights"
+    write_state_dict(source.dino.model.state_dict(), weights / "tinyfile/dino.safetensors")
+    write_state_dict(source.clip.model.state_dict(), weights / "tinyfile/clip.safetensors")
+    manifest = {"configs": {"tinyfile": {
+        "clip": {"file": "tinyfile/clip.safetensors", "source": {"library": "open_clip"}, "license": "x", "size_mb": 1},
+        "dino": {"file": "tinyfile/dino.safetensors", "source": {"library": "timm"}, "license": "x", "size_mb": 1},
+    }}}  # fmt: skip
+    (weights / "manifest.json").write_text(json.dumps(manifest))
+    return config, weights, source
+
+
+def test_local_files_load_verified_and_match_the_source_weights(file_backed_tiny):
+    config, weights, _ = file_backed_tiny
+    det = create_detector(config, weights_dir=weights, device="cpu")
+    tiny = create_detector("tiny", device="cpu")
+    assert not det.random_weights and det.mode == "training-free"
+    images = [pil(textured_part(s)) for s in range(3)]
+    a = det.predict(images[2:], det.fit_references(images[:2]))[0]
+    b = tiny.predict(images[2:], tiny.fit_references(images[:2]))[0]
+    np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, rtol=1e-5, atol=1e-6)
+
+
+def test_corrupt_file_is_refused_with_the_fetch_command(file_backed_tiny):
+    config, weights, _ = file_backed_tiny
+    path = weights / "tinyfile/dino.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsMissingError, match=r"corrupt.*fetch tinyfile"):
+        create_detector(config, weights_dir=weights, device="cpu")
+
+
+def test_heads_file_in_weights_dir_switches_to_full_mode(file_backed_tiny):
+    config, weights, source = file_backed_tiny
+    with torch.no_grad():
+        source.heads.caca.amplifier.gain.fill_(3.25)
+    save_heads(source.heads, weights / "heads/tinyfile.safetensors", {"config": "tinyfile", "epochs": 0})
+    det = create_detector(config, weights_dir=weights, device="cpu")
+    assert det.mode == "full"
+    assert det.network.heads.caca.amplifier.gain.item() == 3.25
+    assert det.heads_info["epochs"] == 0
+
+
+def test_heads_file_of_another_architecture_is_refused(tmp_path):
+    heads = create_detector("tiny", device="cpu", heads="random").network.heads
+    state = {k: v for k, v in heads.state_dict().items() if not k.startswith("acl.")}
+    write_state_dict(state, tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match="does not fit"):
+        create_detector("tiny", device="cpu", heads=tmp_path / "bad.safetensors")
+
+
+def test_cli_list_and_verify_missing(tmp_path, capsys):
+    assert main(["list"]) == 0
+    assert "edge" in capsys.readouterr().out
+    assert main(["verify", "edge", "--weights-dir", str(tmp_path)]) == 2
+    assert "fetch edge" in capsys.readouterr().err
+
+
+def test_cli_help_explains():
+    out = subprocess.run(
+        [sys.executable, "-m", "model.weights", "--help"], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout
+    assert "fetch" in out and "downloads" in out
