@@ -21,6 +21,7 @@ from PIL import Image
 from timm.layers import resample_abs_pos_embed
 from torchvision.transforms.functional import gaussian_blur
 
+from model.backbones import ClipFeatures, DinoFeatures
 from model.bank import MemoryBank
 from model.config import DetectorConfig, load_config
 from model.heads import top_fraction_mean
@@ -81,10 +82,9 @@ class Detector:
     @torch.inference_mode()
     def fit_references(self, images: Sequence[Image.Image]) -> ReferenceSet:
         """Embed K normal images of one product and build its memory bank."""
-        tensors = image_tensors(images, self.device)
         patches, classes = [], []
-        for start in range(0, len(tensors), FIT_CHUNK):
-            dino = self._dino(tensors[start : start + FIT_CHUNK])
+        for start in range(0, len(images), FIT_CHUNK):
+            dino, _ = self.embed(images[start : start + FIT_CHUNK], with_clip=False)
             patches.append(dino.patch_tokens.float().cpu())  # (k, Nd, Dd)
             classes.append(dino.cls_token.float().cpu())  # (k, Dd)
         patch_tokens = torch.cat(patches)  # (K, Nd, Dd)
@@ -104,6 +104,12 @@ class Detector:
             bank=bank,
             meta=meta,
         )
+
+    @torch.inference_mode()
+    def embed(self, images: Sequence[Image.Image], with_clip: bool) -> tuple[DinoFeatures, ClipFeatures | None]:
+        """Backbone features of a batch, preprocessed exactly as `predict` does (training caches these)."""
+        tensors = image_tensors(images, self.device)
+        return self._dino(tensors), (self._clip(tensors) if with_clip else None)
 
     def load_references(self, folder: str | Path) -> ReferenceSet:
         refs = ReferenceSet.load(folder)
@@ -133,7 +139,9 @@ class Detector:
             for s, m in zip(scores, maps, strict=True)
         ]
 
-    def _score(self, dino, clip, s_cos: torch.Tensor, refs: ReferenceSet) -> tuple[torch.Tensor, torch.Tensor]:
+    def _score(
+        self, dino: DinoFeatures, clip: ClipFeatures | None, s_cos: torch.Tensor, refs: ReferenceSet
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b = s_cos.shape[0]
         if self.mode == "training-free":
             grid = s_cos.view(b, *self.network.dino_grid)  # (B, hd, wd)
@@ -150,12 +158,12 @@ class Detector:
             self._text_features = self.network.text_features()  # (2, Dt): fixed once the heads are trained
         return self._text_features
 
-    def _dino(self, tensors: list[torch.Tensor]):
+    def _dino(self, tensors: list[torch.Tensor]) -> DinoFeatures:
         cfg = self.config.dino
         with self._autocast():
             return self.network.extract_dino(backbone_input(tensors, cfg.image_size, cfg.mean, cfg.std))
 
-    def _clip(self, tensors: list[torch.Tensor]):
+    def _clip(self, tensors: list[torch.Tensor]) -> ClipFeatures:
         cfg = self.config.clip
         with self._autocast():
             return self.network.extract_clip(backbone_input(tensors, cfg.image_size, cfg.mean, cfg.std))

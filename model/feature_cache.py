@@ -1,0 +1,57 @@
+"""Backbone features computed once per image file and kept on disk (training reads them every epoch)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from model.backbones import ClipFeatures, DinoFeatures
+from model.data.datasets import load_image
+from model.detector import Detector
+
+BATCH = 8
+
+
+class FeatureCache:
+    """One safetensors file per image (fp16), keyed by path, size, mtime and the detector's feature layout."""
+
+    def __init__(self, folder: Path, detector: Detector) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.detector = detector
+        self.with_clip = detector.network.clip is not None
+
+    def key(self, path: Path) -> Path:
+        stat = Path(path).stat()
+        basis = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.detector.fingerprint}|{self.with_clip}"
+        return self.folder / f"{hashlib.sha1(basis.encode()).hexdigest()}.safetensors"
+
+    def ensure(self, paths: Sequence[Path], desc: str = "caching features") -> None:
+        """Embed every path not cached yet, in batches, with a progress bar."""
+        todo = sorted({Path(p) for p in paths if not self.key(p).is_file()})
+        with tqdm(total=len(todo), desc=desc, unit="img", disable=not todo) as bar:
+            for start in range(0, len(todo), BATCH):
+                chunk = todo[start : start + BATCH]
+                dino, clip = self.detector.embed([load_image(p) for p in chunk], with_clip=self.with_clip)
+                for i, path in enumerate(chunk):
+                    self._write(path, dino, clip, i)
+                bar.update(len(chunk))
+
+    def _write(self, path: Path, dino: DinoFeatures, clip: ClipFeatures | None, i: int) -> None:
+        tensors = {"dino_patch": dino.patch_tokens[i], "dino_cls": dino.cls_token[i]}
+        if clip is not None:
+            tensors |= {"clip_layers": clip.layer_tokens[i], "clip_embedding": clip.image_embedding[i]}
+        target = self.key(path)
+        partial = target.with_suffix(".partial")
+        save_file({k: v.detach().half().cpu().contiguous() for k, v in tensors.items()}, partial)
+        partial.replace(target)  # a crash never leaves a half-written cache entry
+
+    def load(self, paths: Sequence[Path], device: torch.device) -> dict[str, torch.Tensor]:
+        """Stacked float32 features of `paths`: dino_patch (N, Nd, Dd), dino_cls (N, Dd), clip_* when present."""
+        entries = [load_file(self.key(p)) for p in paths]
+        return {name: torch.stack([e[name] for e in entries]).to(device).float() for name in entries[0]}
