@@ -1,0 +1,93 @@
+"""create_app(settings): the FastAPI app with its store, model worker, metrics and middleware. Nothing is
+built at import time, so tests can make apps with their own settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import torch
+from fastapi import FastAPI
+
+from model import Detector, create_detector
+from service.dependencies import Services
+from service.errors import install_error_handlers
+from service.metrics import Metrics
+from service.middleware import ApiKeyMiddleware, RequestMetricsMiddleware
+from service.results import mode_label
+from service.routes import health, inspect, products
+from service.settings import Settings
+from service.store import ProductStore
+from service.worker import ModelWorker
+
+log = logging.getLogger(__name__)
+
+RANDOM_INIT_WARNING = (
+    "DCPSFR_RANDOM_INIT=true: the model runs with RANDOM WEIGHTS. Scores, verdicts and masks mean NOTHING; "
+    "use this only to measure speed. Every response's `mode` says '(random weights)'."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics(per_product=settings.metrics_per_product)
+    store = ProductStore(settings.products_dir)
+    worker = ModelWorker(
+        build_detector=partial(build_detector, settings),
+        setup=partial(load_products, store, metrics),
+        metrics=metrics,
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        queue_size=settings.queue_size,
+    )
+    metrics.watch(queue_depth=worker.queue.qsize, gpu_memory=partial(gpu_memory_allocated, worker))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        worker.start()  # loads the model in its own thread; /healthz answers meanwhile
+        yield
+        worker.stop()
+
+    app = FastAPI(
+        title="DCP-SFR inspection service",
+        description="Few-shot industrial anomaly detection: upload good parts per product, inspect camera frames.",
+        version="0.1.0",
+        lifespan=lifespan,
+        max_body_size=settings.max_upload_bytes,
+    )
+    app.state.services = Services(settings=settings, store=store, worker=worker, metrics=metrics)
+    install_error_handlers(app, settings.max_upload_bytes)
+    for router in (health.router, products.router, inspect.router):
+        app.include_router(router)
+    if settings.api_key_list:
+        app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # added last: the outermost
+    return app
+
+
+def build_detector(settings: Settings) -> Detector:
+    if settings.random_init:
+        log.warning(RANDOM_INIT_WARNING)
+    return create_detector(
+        settings.model_config_name,
+        weights_dir=settings.weights_dir,
+        device=settings.device,
+        random_init=settings.random_init,
+    )
+
+
+def load_products(store: ProductStore, metrics: Metrics, detector: Detector) -> None:
+    """Start-up, on the model worker: reload every stored product and publish what is loaded."""
+    store.load_all(detector.load_references)
+    metrics.products.set(len(store))
+    mode = mode_label(detector.mode, detector.random_weights)
+    metrics.model_info.labels(detector.config.name, mode, str(detector.device)).set(1)
+
+
+def gpu_memory_allocated(worker: ModelWorker) -> float:
+    detector = worker.detector
+    if detector is None or detector.device.type != "cuda":
+        return 0.0
+    return float(torch.cuda.memory_allocated(detector.device))

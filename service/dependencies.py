@@ -1,0 +1,43 @@
+"""What routes get injected: the app's services, a checked product id, a ready model worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from service.errors import InvalidField
+from service.metrics import Metrics
+from service.settings import Settings
+from service.store import PRODUCT_ID, ProductStore, is_valid_product_id
+from service.worker import ModelWorker
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    store: ProductStore
+    worker: ModelWorker
+    metrics: Metrics
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_ready_services(services: Annotated[Services, Depends(get_services)]) -> Services:
+    """The services, once the model is loaded and warmed (503 before, or when it cannot load)."""
+    services.worker.check_ready()
+    return services
+
+
+def checked_product_id(product_id: Annotated[str, Path(description="product id")]) -> str:
+    if not is_valid_product_id(product_id):
+        raise InvalidField(f"invalid product id {product_id!r}: it must match {PRODUCT_ID.pattern}")
+    return product_id
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+ReadyServices = Annotated[Services, Depends(get_ready_services)]
+ProductId = Annotated[str, Depends(checked_product_id)]

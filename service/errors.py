@@ -1,0 +1,95 @@
+"""API errors: every failure a client can cause is a 4xx with a JSON `detail` message that says what was wrong."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answered as `{"detail": message}` with `status` (and optional headers)."""
+
+    status = 400
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadImage(ApiError):
+    status = 400  # an image format we know, but the bytes do not decode
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class UnsupportedMedia(ApiError):
+    status = 415  # not an image, or an image format we do not accept
+
+
+class InvalidField(ApiError):
+    status = 422
+
+
+class Overloaded(ApiError):
+    status = 429
+
+
+class Unavailable(ApiError):
+    status = 503  # model loading, or not loadable (missing weights)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"detail": message, **extra}, status_code=status, headers=headers)
+
+
+def describe_validation_errors(errors: list[dict]) -> str:
+    """FastAPI's structured validation errors as one readable sentence."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, err: ApiError) -> JSONResponse:
+        return error_response(err.status, err.message, err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in err.errors()]
+        return error_response(422, describe_validation_errors(errors), errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        message = str(err.detail)
+        if err.status_code == 413:  # the framework's body limit
+            message = f"request body too large: at most {max_upload_bytes} bytes (DCPSFR_MAX_UPLOAD_BYTES)"
+        return error_response(err.status_code, message, getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, err: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, f"internal error ({type(err).__name__}); see the service log")

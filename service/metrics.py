@@ -1,0 +1,80 @@
+"""Prometheus metrics, one registry per app (so tests can build many apps). Names are a public contract:
+the Grafana dashboards use exactly these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+STAGES = ("decode", "predict", "encode", "fit")
+VERDICTS = ("good", "anomalous")
+
+
+class Metrics:
+    def __init__(self, per_product: bool = False) -> None:
+        self.per_product = per_product
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.http_duration = Histogram(
+            "dcpsfr_http_request_duration_seconds",
+            "HTTP request latency by route template, method and status code",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stage_duration = Histogram(
+            "dcpsfr_stage_duration_seconds",
+            "Time per processing stage: decode (per image), predict and fit (per model call), encode (per image)",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "dcpsfr_batch_size", "Images per model forward", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.queue_depth = Gauge("dcpsfr_queue_depth", "Requests waiting for the model worker", registry=self.registry)
+        self.products = Gauge("dcpsfr_products", "Products with stored references", registry=self.registry)
+        self.inspections = Counter(
+            "dcpsfr_inspections",
+            "Inspected images by verdict" + (" and product" if per_product else ""),
+            ["verdict", "product"] if per_product else ["verdict"],
+            registry=self.registry,
+        )
+        self.model_info = Gauge(
+            "dcpsfr_model_info", "The loaded model (value 1)", ["config", "mode", "device"], registry=self.registry
+        )
+        self.gpu_memory = Gauge(
+            "dcpsfr_gpu_memory_allocated_bytes",
+            "GPU memory allocated by the model process (0 when not on CUDA)",
+            registry=self.registry,
+        )
+        for stage in STAGES:
+            self.stage_duration.labels(stage)
+        if not per_product:
+            for verdict in VERDICTS:
+                self.inspections.labels(verdict)
+
+    def count_inspection(self, anomalous: bool, product_id: str) -> None:
+        verdict = "anomalous" if anomalous else "good"
+        labels = (verdict, product_id) if self.per_product else (verdict,)
+        self.inspections.labels(*labels).inc()
+
+    def watch(self, queue_depth: Callable[[], float], gpu_memory: Callable[[], float]) -> None:
+        """Gauges read at scrape time."""
+        self.queue_depth.set_function(queue_depth)
+        self.gpu_memory.set_function(gpu_memory)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

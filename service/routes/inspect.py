@@ -1,0 +1,48 @@
+"""POST /inspect: score, verdict, mask and heat map per image; `?format=png` answers one mask as bytes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import Response
+
+from service.dependencies import ReadyServices
+from service.errors import InvalidField, NotFound
+from service.results import encode_results, png_headers
+from service.store import PRODUCT_ID, is_valid_product_id
+from service.uploads import check_count, decode_uploads
+
+router = APIRouter(tags=["inspect"])
+
+
+@router.post("/inspect", summary="Inspect images of one product")
+async def inspect(
+    services: ReadyServices,
+    product_id: Annotated[str, Form(description="a product with uploaded references")],
+    images: Annotated[list[UploadFile], File(description="one or more images to inspect")],
+    format: Annotated[Literal["json", "png"], Query(description="png: the mask PNG as the body (one image)")] = "json",
+) -> Any:
+    if not is_valid_product_id(product_id):
+        raise InvalidField(f"invalid product_id {product_id!r}: it must match {PRODUCT_ID.pattern}")
+    product = services.store.get(product_id)
+    if product is None:
+        raise NotFound(
+            f"unknown product {product_id!r}: upload its references with POST /products/{product_id}/references"
+        )
+    check_count(images, services.settings.max_images_per_request, "DCPSFR_MAX_IMAGES_PER_REQUEST")
+    if format == "png" and len(images) != 1:
+        raise InvalidField(f"format=png answers exactly one image; this request has {len(images)}")
+    decoded, decode_ms = await decode_uploads(images, services.settings.max_pixels, services.metrics)
+    batch = await asyncio.wrap_future(services.worker.submit_predict(product, decoded))
+    results = await encode_results(batch, product, decode_ms, services.metrics, with_heatmap=format == "json")
+    for result in results:
+        services.metrics.count_inspection(result.anomalous, product.product_id)
+    if format == "png":
+        return Response(results[0].mask_png, media_type="image/png", headers=png_headers(results[0], product))
+    return {
+        "product_id": product.product_id,
+        "reference_version": product.version,
+        "results": [result.as_json(image.filename) for result, image in zip(results, images, strict=True)],
+    }

@@ -1,0 +1,57 @@
+"""Service settings from `DCPSFR_*` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Every field reads the environment variable `DCPSFR_<FIELD>` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DCPSFR_", case_sensitive=False, extra="ignore", populate_by_name=True, protected_namespaces=()
+    )
+
+    # --- model -----------------------------------------------------------------------------------------------
+    model_config_name: str = Field(
+        "edge",
+        validation_alias="DCPSFR_MODEL_CONFIG",
+        description="named detector config (paper, edge, tiny) or a path to a JSON config",
+    )
+    weights_dir: Path = Field(Path("weights"), description="folder with backbone and heads weight files")
+    device: str = Field("auto", description="auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ...")
+    random_init: bool = Field(False, description="real-size random weights, for timing only: results mean nothing")
+    # --- storage ---------------------------------------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="product references live in DATA_DIR/products/<id>/")
+    # --- security and limits ---------------------------------------------------------------------------------
+    api_keys: str = Field("", description="comma-separated API keys; empty = no authentication")
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest request body in bytes")
+    max_pixels: int = Field(50_000_000, ge=1, description="largest image (width x height), checked before decoding")
+    max_images_per_request: int = Field(16, ge=1, description="most images in one POST /inspect")
+    max_references: int = Field(16, ge=1, le=16, description="most reference images per product upload")
+    # --- batching --------------------------------------------------------------------------------------------
+    max_batch_size: int = Field(8, ge=1, description="most images in one model forward")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long the worker waits to fill a batch")
+    queue_size: int = Field(64, ge=1, description="requests waiting for the model at most; beyond: 429")
+    # --- observability ---------------------------------------------------------------------------------------
+    metrics_per_product: bool = Field(False, description="add a product label to dcpsfr_inspections_total")
+    log_level: LogLevel = Field("info", description="critical, error, warning, info or debug")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def products_dir(self) -> Path:
+        return self.data_dir / "products"
