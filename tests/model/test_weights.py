@@ -106,3 +106,28 @@ def test_cli_help_explains():
         [sys.executable, "-m", "model.weights", "--help"], capture_output=True, text=True, cwd=REPO, check=True
     ).stdout
     assert "fetch" in out and "downloads" in out
+
+
+def test_fetch_then_load_the_edge_config_without_network(tmp_path, monkeypatch):
+    """The fetch -> sha256 -> verified load path of a real config, with the hub download replaced by the same
+    architectures at random init (what open_clip/timm would hand back, minus the trained values)."""
+    import open_clip
+    import timm
+
+    from model import weights
+
+    def offline_download(source):
+        if source["library"] == "open_clip":
+            return open_clip.create_model(source["model"], pretrained=None).state_dict()
+        return timm.create_model(source["model"].split(".")[0], pretrained=False, num_classes=0).state_dict()
+
+    monkeypatch.setattr(weights, "download_state_dict", offline_download)
+    paths = weights.fetch("edge", tmp_path)
+    assert [p.name for p in paths] == ["clip-ViT-B-16-openai.safetensors", "dinov2-vit-small-patch14.safetensors"]
+    assert all(weights.checksum_path(p).is_file() for p in paths)
+    assert weights.verify("edge", tmp_path) == paths
+    det = create_detector("edge", weights_dir=tmp_path, device="cpu", heads="random")
+    assert det.mode == "full" and not det.random_weights and det.network.dino.grid == (32, 32)
+    refs = det.fit_references([pil(textured_part(1, size=160))])
+    (pred,) = det.predict([pil(textured_part(2, size=160))], refs)
+    assert pred.anomaly_map.shape == (160, 160) and np.isfinite(pred.score)
