@@ -1,0 +1,180 @@
+"""`python -m service.client`: the camera-side client of the inspection service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from service.client.api import ApiError, InspectApi, RetryPolicy, Stopped
+from service.client.camera import CameraSpooler, CameraUnavailable
+from service.client.journal import Journal
+from service.client.outputs import OutputFolder, safe_stem, summary
+from service.client.watch import FrameSender, watch_folder
+
+log = logging.getLogger("service.client")
+
+JOURNAL_NAME = ".dcpsfr-journal.sqlite3"
+EPILOG = """examples:
+  python -m service.client references --product bottle good1.png good2.png
+  python -m service.client inspect --product bottle --out results/ frame1.png frame2.png
+  python -m service.client watch /srv/line1/frames --product bottle --out /srv/line1/results
+  python -m service.client watch /srv/line1/spool --product bottle --out /srv/line1/results --camera rtsp://cam1/stream
+
+environment: DCPSFR_URL and DCPSFR_API_KEY are the defaults of --url and --api-key (keeps the key out of `ps`).
+exit status: 0 done; 1 a request or frame failed; 2 bad usage or misconfiguration (key, product, camera)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service.client",
+        description="Camera-side client of the DCP-SFR inspection service: upload reference images, inspect "
+        "files, or watch a folder (optionally fed by a camera) and post every new image exactly once.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--url", default=os.environ.get("DCPSFR_URL", "http://127.0.0.1:8000"), help="service URL")
+    parser.add_argument("--api-key", default=os.environ.get("DCPSFR_API_KEY"), help="API key (sent as Bearer)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request (default: 60)")
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=None,
+        help="give up after this many attempts while the service is down or busy "
+        "(default: 5 for references/inspect, unlimited for watch)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every retry and frame in detail")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    refs = sub.add_parser("references", help="upload 1-16 good images of a product (replaces its references)")
+    refs.add_argument("--product", required=True, help="product id")
+    refs.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+    inspect = sub.add_parser("inspect", help="inspect image files; one JSON line per image on stdout")
+    inspect.add_argument("--product", required=True, help="product id (its references must be uploaded)")
+    inspect.add_argument("--out", type=Path, help="also write <stem>.json and <stem>.mask.png here")
+    inspect.add_argument("--batch", type=int, default=8, help="images per request (default: 8)")
+    inspect.add_argument("--save-map", action="store_true", help="also write the heat map <stem>.map.png")
+    inspect.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+    watch = sub.add_parser("watch", help="post every new image in DIR once; results into --out")
+    watch.add_argument("dir", type=Path, metavar="DIR", help="folder the camera (or --camera) writes images into")
+    watch.add_argument("--product", required=True, help="product id (its references must be uploaded)")
+    watch.add_argument("--out", type=Path, required=True, help="folder for <stem>.json, <stem>.mask.png")
+    watch.add_argument("--journal", type=Path, help=f"record of finished frames (default: OUT/{JOURNAL_NAME})")
+    watch.add_argument("--poll", type=float, default=0.5, help="seconds between folder scans (default: 0.5)")
+    watch.add_argument("--once", action="store_true", help="send what is in DIR now, then exit")
+    watch.add_argument("--delete-sent", action="store_true", help="delete each image once its result is saved")
+    watch.add_argument("--save-map", action="store_true", help="also write the heat map <stem>.map.png")
+    watch.add_argument("--camera", metavar="SOURCE", help="capture into DIR from a camera: index (0) or URL (rtsp://)")
+    watch.add_argument("--fps", type=float, default=2.0, help="camera frames per second at most (default: 2)")
+    return parser
+
+
+def read_uploads(files: Sequence[Path]) -> list[tuple[str, bytes]]:
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise SystemExit(f"error: not a file: {', '.join(missing)}")
+    return [(path.name, path.read_bytes()) for path in files]
+
+
+def batches(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def run_references(api: InspectApi, args: argparse.Namespace) -> int:
+    print(json.dumps(api.upload_references(args.product, read_uploads(args.files))))
+    return 0
+
+
+def run_inspect(api: InspectApi, args: argparse.Namespace) -> int:
+    if args.batch < 1:
+        raise SystemExit("error: --batch must be at least 1")
+    outputs = OutputFolder(args.out, save_map=args.save_map) if args.out else None
+    with tqdm(total=len(args.files), unit="img", disable=None, file=sys.stderr) as progress:
+        for group in batches(args.files, args.batch):
+            response = api.inspect(args.product, read_uploads(group))
+            for path, result in zip(group, response["results"], strict=True):
+                if outputs:
+                    source = {"file": str(path), "key": path.name}
+                    outputs.write_result(safe_stem(path.name), source, response, result)
+                print(json.dumps({"file": str(path), **summary(result)}), flush=True)
+            progress.update(len(group))
+    return 0
+
+
+def run_watch(api: InspectApi, args: argparse.Namespace, stop: threading.Event) -> int:
+    args.dir.mkdir(parents=True, exist_ok=True)
+    outputs = OutputFolder(args.out, save_map=args.save_map)
+    journal = Journal(args.journal or args.out / JOURNAL_NAME)
+    camera = CameraSpooler(args.camera, args.dir, stop, fps=args.fps) if args.camera else None
+    if camera:
+        camera.start()
+    log.info("watching %s for product %r; results in %s (journal %s)", args.dir, args.product, args.out, journal.path)
+    try:
+        counts = watch_folder(
+            FrameSender(api, args.product, outputs, journal),
+            args.dir,
+            stop,
+            poll_s=args.poll,
+            once=args.once and camera is None,
+            delete_sent=args.delete_sent,
+        )
+    finally:
+        stop.set()
+        if camera:
+            camera.join(timeout=5)
+        journal.close()
+    log.info("stopped: %s", ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing sent")
+    return 1 if camera and camera.error else 0
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and the first Ctrl-C finish the frame in hand and exit; a second Ctrl-C interrupts at once."""
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.info("stopping after the current frame (signal %d)", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    stop = threading.Event()
+    default_attempts = None if args.command == "watch" else 5
+    retry = RetryPolicy(max_attempts=args.max_attempts if args.max_attempts is not None else default_attempts)
+    try:
+        with InspectApi(args.url, args.api_key, timeout_s=args.timeout, retry=retry, stop=stop) as api:
+            if args.command == "references":
+                return run_references(api, args)
+            if args.command == "inspect":
+                return run_inspect(api, args)
+            stop_on_signals(stop)
+            return run_watch(api, args, stop)
+    except CameraUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Stopped:
+        return 0
+    except ApiError as err:
+        print(f"error: {args.url}: {err}", file=sys.stderr)
+        return 2 if err.status in (401, 403, 404) else 1
