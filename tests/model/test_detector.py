@@ -124,3 +124,15 @@ def test_empty_and_wrong_inputs_are_refused(tiny_detector, refs):
         tiny_detector.predict([], refs)
     with pytest.raises(TypeError, match="PIL"):
         tiny_detector.predict([np.zeros((10, 10, 3))], refs)
+
+
+def test_real_mvtec_bottle_images_through_the_whole_pipeline(bottle_dir, full_detector):
+    """Real 900x900 MVTec images (random weights: exercises sizes and layout, says nothing of accuracy)."""
+    from model.data.datasets import load_image
+
+    train = sorted((bottle_dir / "train" / "good").glob("*.png"))[:2]
+    tests = sorted((bottle_dir / "test" / "broken_large").glob("*.png"))[:2]
+    refs = full_detector.fit_references([load_image(p) for p in train])
+    preds = full_detector.predict([load_image(p) for p in tests], refs)
+    assert [p.anomaly_map.shape for p in preds] == [(900, 900), (900, 900)]
+    assert all(np.isfinite(p.anomaly_map).all() for p in preds)
