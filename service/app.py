@@ -15,7 +15,7 @@ from model import Detector, create_detector
 from service.dependencies import Services
 from service.errors import install_error_handlers
 from service.metrics import Metrics
-from service.middleware import ApiKeyMiddleware, RequestMetricsMiddleware
+from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
 from service.results import mode_label
 from service.routes import health, inspect, products
 from service.settings import Settings
@@ -55,12 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Few-shot industrial anomaly detection: upload good parts per product, inspect camera frames.",
         version="0.1.0",
         lifespan=lifespan,
-        max_body_size=settings.max_upload_bytes,
     )
     app.state.services = Services(settings=settings, store=store, worker=worker, metrics=metrics)
-    install_error_handlers(app, settings.max_upload_bytes)
+    install_error_handlers(app)
     for router in (health.router, products.router, inspect.router):
         app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)  # the innermost
     if settings.api_key_list:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # added last: the outermost

@@ -55,6 +55,10 @@ class Overloaded(ApiError):
     status = 429
 
 
+class StorageFailed(ApiError):
+    status = 507  # the data dir could not take a new version; the previous one is still current
+
+
 class Unavailable(ApiError):
     status = 503  # model loading, or not loadable (missing weights)
 
@@ -72,7 +76,7 @@ def describe_validation_errors(errors: list[dict]) -> str:
     return "; ".join(parts)
 
 
-def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
+def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
         return error_response(err.status, err.message, err.headers)
@@ -84,10 +88,7 @@ def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        message = str(err.detail)
-        if err.status_code == 413:  # the framework's body limit
-            message = f"request body too large: at most {max_upload_bytes} bytes (DCPSFR_MAX_UPLOAD_BYTES)"
-        return error_response(err.status_code, message, getattr(err, "headers", None))
+        return error_response(err.status_code, str(err.detail), getattr(err, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, err: Exception) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request metrics (outermost) and API-key authentication."""
+"""Pure ASGI middleware: request metrics (outermost), API-key authentication, request body limit (innermost)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hmac
 import time
 
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import error_response
@@ -84,3 +85,33 @@ def presented_key(headers: Headers) -> str | None:
         return credential.strip()
     api_key = headers.get("x-api-key", "").strip()
     return api_key or None
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over `max_bytes` with a JSON 413: at once when Content-Length says so, else as
+    soon as the streamed body passes the limit (the route's body parsing re-raises the HTTPException)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.message = f"request body too large: at most {max_bytes} bytes (DCPSFR_MAX_UPLOAD_BYTES)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(413, self.message)(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, self.message)
+            return message
+
+        await self.app(scope, receive_within_limit, send)

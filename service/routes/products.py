@@ -13,9 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from model import Detector
 from service.calibration import calibrate
 from service.dependencies import ProductId, ReadyServices
-from service.errors import NotFound
+from service.errors import NotFound, StorageFailed
 from service.results import mode_label
-from service.store import Product
+from service.store import Product, StoreError
 from service.uploads import check_count, decode_uploads
 
 router = APIRouter(prefix="/products", tags=["products"])
@@ -66,7 +66,10 @@ async def upload_references(
     decoded, decode_ms = await decode_uploads(images, services.settings.max_pixels, services.metrics)
     fitted = await asyncio.wrap_future(services.worker.submit_call(lambda det: fit_product(det, decoded), "fit"))
     start = time.perf_counter()
-    product = await run_in_threadpool(services.store.commit, product_id, fitted["refs"], fitted["calibration"])
+    try:
+        product = await run_in_threadpool(services.store.commit, product_id, fitted["refs"], fitted["calibration"])
+    except StoreError as err:
+        raise StorageFailed(str(err)) from err
     services.metrics.products.set(len(services.store))
     timings = {"decode": sum(decode_ms), **fitted["timings_ms"], "store": (time.perf_counter() - start) * 1000.0}
     return {**product_view(product, services), "timings_ms": timings}
@@ -92,7 +95,10 @@ def delete_product(product_id: ProductId, services: ReadyServices) -> Response:
 
 @router.put("/{product_id}/threshold", summary="Override the calibrated thresholds")
 def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: ReadyServices) -> dict[str, Any]:
-    product = services.store.set_thresholds(product_id, update.threshold, update.pixel_threshold)
+    try:
+        product = services.store.set_thresholds(product_id, update.threshold, update.pixel_threshold)
+    except StoreError as err:
+        raise StorageFailed(str(err)) from err
     if product is None:
         existing(services, product_id)  # raises the 404
     return product_view(product, services)

@@ -20,7 +20,7 @@ READY_TIMEOUT_S = 120
 
 
 def tiny_settings(data_dir: Path, **overrides) -> Settings:
-    return Settings(model_config_name="tiny", device="cpu", data_dir=data_dir, **overrides)
+    return Settings(**{"model_config_name": "tiny", "device": "cpu", "data_dir": data_dir, **overrides})
 
 
 @contextmanager

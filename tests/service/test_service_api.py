@@ -1,0 +1,194 @@
+"""The HTTP API through the real app and the tiny detector (random weights: behaviour, never accuracy)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+import service.app
+from service.app import create_app
+from tests.service.conftest import decode_png, image_bytes, inspect, tiny_settings, upload
+
+GOOD = image_bytes(48, 40, seed=0)
+OTHER_GOOD = image_bytes(48, 40, seed=1)
+DEFECT = image_bytes(52, 44, seed=2, defect=True)
+
+
+def test_upload_then_inspect(client):
+    created = upload(client, "widget", GOOD, OTHER_GOOD)
+    assert created.status_code == 201, created.text
+    summary = created.json()
+    assert summary["product_id"] == "widget"
+    assert summary["version"] == 1
+    assert summary["n_references"] == 2
+    assert summary["bank_size"] > 0
+    assert summary["calibration"]["method"] == "leave-one-out"
+    assert summary["mode"] == "training-free (random weights)"
+    assert {"decode", "fit", "calibrate", "store"} <= set(summary["timings_ms"])
+
+    answer = inspect(client, "widget", GOOD, DEFECT)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["product_id"] == "widget"
+    assert body["reference_version"] == 1
+    assert len(body["results"]) == 2
+    for result, (width, height) in zip(body["results"], [(48, 40), (52, 44)], strict=True):
+        assert result["threshold"] == summary["threshold"]
+        assert result["anomalous"] == (result["score"] > result["threshold"])
+        assert result["mode"] == "training-free (random weights)"
+        assert {"decode", "queue", "predict", "encode"} <= set(result["timings_ms"])
+        mask = decode_png(result["mask_png"])
+        heat = decode_png(result["anomaly_map_png"])
+        assert mask.shape == heat.shape == (height, width)
+        assert set(np.unique(mask)) <= {0, 255}
+        assert heat.dtype == np.uint8
+
+
+def test_single_reference_is_calibrated_with_augmented_views(client):
+    summary = upload(client, "one", GOOD).json()
+    assert summary["n_references"] == 1
+    assert summary["calibration"]["method"] == "augmented-views"
+    assert summary["threshold"] > max(summary["calibration"]["normal_scores"])
+
+
+def test_png_format_returns_the_mask_with_the_verdict_in_headers(client):
+    upload(client, "widget", GOOD, OTHER_GOOD)
+    as_json = inspect(client, "widget", DEFECT).json()["results"][0]
+    answer = inspect(client, "widget", DEFECT, params={"format": "png"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "image/png"
+    assert float(answer.headers["X-Anomaly-Score"]) == pytest.approx(as_json["score"], rel=1e-5)
+    assert answer.headers["X-Anomalous"] == str(as_json["anomalous"]).lower()
+    assert float(answer.headers["X-Threshold"]) == as_json["threshold"]
+    assert answer.headers["X-Reference-Version"] == "1"
+    assert decode_png(answer.content).shape == (44, 52)
+
+
+def test_png_format_takes_exactly_one_image(client):
+    upload(client, "widget", GOOD)
+    answer = inspect(client, "widget", GOOD, DEFECT, params={"format": "png"})
+    assert answer.status_code == 422
+    assert "exactly one image" in answer.json()["detail"]
+
+
+def test_list_show_delete(client):
+    upload(client, "b-product", GOOD)
+    upload(client, "a-product", GOOD, OTHER_GOOD)
+    listed = client.get("/products").json()["products"]
+    assert [p["product_id"] for p in listed] == ["a-product", "b-product"]
+    shown = client.get("/products/a-product").json()
+    assert shown["n_references"] == 2
+    assert client.delete("/products/a-product").status_code == 204
+    assert client.get("/products/a-product").status_code == 404
+    assert client.delete("/products/a-product").status_code == 404
+    assert inspect(client, "a-product", GOOD).status_code == 404
+    assert [p["product_id"] for p in client.get("/products").json()["products"]] == ["b-product"]
+
+
+def test_reupload_replaces_the_version(client):
+    upload(client, "widget", GOOD)
+    second = upload(client, "widget", GOOD, OTHER_GOOD).json()
+    assert second["version"] == 2
+    assert inspect(client, "widget", GOOD).json()["reference_version"] == 2
+
+
+def test_threshold_override_drives_verdict_and_mask(client):
+    upload(client, "widget", GOOD, OTHER_GOOD)
+    low = client.put("/products/widget/threshold", json={"threshold": -1.0, "pixel_threshold": -1.0})
+    assert low.status_code == 200
+    assert low.json()["threshold_source"] == "manual"
+    result = inspect(client, "widget", GOOD).json()["results"][0]
+    assert result["anomalous"] is True
+    assert (decode_png(result["mask_png"]) == 255).all()
+
+    high = client.put("/products/widget/threshold", json={"threshold": 1e9})
+    assert high.json()["pixel_threshold_source"] == "calibrated"
+    result = inspect(client, "widget", DEFECT).json()["results"][0]
+    assert result["anomalous"] is False
+    assert result["threshold"] == 1e9
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"threshold": "high"}, {}, {"threshold": 0.5, "extra": 1}, {"threshold": None}],
+)
+def test_bad_threshold_bodies_are_422(client, body):
+    upload(client, "widget", GOOD)
+    answer = client.put("/products/widget/threshold", json=body)
+    assert answer.status_code == 422
+    assert isinstance(answer.json()["detail"], str) and answer.json()["detail"]
+
+
+def test_threshold_of_unknown_product_is_404(client):
+    assert client.put("/products/nothing/threshold", json={"threshold": 1.0}).status_code == 404
+
+
+def test_restart_keeps_products_and_scores(make_client):
+    with make_client() as first:
+        upload(first, "widget", GOOD, OTHER_GOOD)
+        first.put("/products/widget/threshold", json={"threshold": 0.25})
+        before = inspect(first, "widget", DEFECT).json()["results"][0]
+    with make_client() as second:
+        after = inspect(second, "widget", DEFECT).json()["results"][0]
+        assert second.get("/products/widget").json()["threshold_source"] == "manual"
+    assert after["score"] == pytest.approx(before["score"], rel=1e-5)
+    assert after["threshold"] == 0.25
+
+
+def test_replace_racing_with_inspections_never_fails(client):
+    upload(client, "widget", GOOD)
+    statuses, versions = [], set()
+
+    def inspect_repeatedly():
+        for _ in range(6):
+            answer = inspect(client, "widget", DEFECT)
+            statuses.append(answer.status_code)
+            versions.add(answer.json().get("reference_version"))
+
+    threads = [threading.Thread(target=inspect_repeatedly) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for _ in range(3):
+        assert upload(client, "widget", GOOD, OTHER_GOOD).status_code == 201
+    for thread in threads:
+        thread.join()
+    assert set(statuses) == {200}
+    assert versions <= {1, 2, 3, 4}
+    assert client.get("/products/widget").json()["version"] == 4
+
+
+def test_missing_weights_keep_the_service_up_and_say_why(make_client, tmp_path):
+    with make_client(model_config_name="edge", weights_dir=tmp_path / "no-weights") as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        message = ready.json()["detail"]
+        assert "python -m model.weights fetch edge" in message
+        for answer in (client.get("/products"), inspect(client, "widget", GOOD), upload(client, "widget", GOOD)):
+            assert answer.status_code == 503
+            assert answer.json()["detail"] == message
+
+
+def test_model_routes_wait_for_readiness(tmp_path, monkeypatch):
+    release = threading.Event()
+    real = service.app.create_detector
+
+    def slow_create_detector(*args, **kwargs):
+        assert release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service.app, "create_detector", slow_create_detector)
+    with TestClient(create_app(tiny_settings(tmp_path))) as client:
+        assert client.get("/healthz").status_code == 200
+        loading = client.get("/readyz")
+        assert loading.status_code == 503
+        assert loading.json()["status"] == "loading"
+        busy = inspect(client, "widget", GOOD)
+        assert busy.status_code == 503
+        assert busy.headers["Retry-After"]
+        release.set()
+        assert client.app.state.services.worker.ready_event.wait(60)
+        assert client.get("/readyz").status_code == 200

@@ -1,0 +1,86 @@
+"""The model worker: concurrent requests are batched and grouped by product; a full queue answers 429."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.service.conftest import PredictGate, image_bytes, inspect, upload
+
+GOOD = image_bytes(48, 40, seed=0)
+OTHER = image_bytes(48, 40, seed=1)
+DEFECT = image_bytes(48, 40, seed=2, defect=True)
+
+
+def wait_for(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def in_background(function, *args) -> tuple[threading.Thread, list]:
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(function(*args)))
+    thread.start()
+    return thread, answers
+
+
+def test_waiting_requests_are_batched_and_grouped_by_product(make_client):
+    with make_client(max_batch_size=8, max_wait_ms=50) as client:
+        upload(client, "p1", GOOD)
+        upload(client, "p2", OTHER)
+        alone = {
+            "p1": inspect(client, "p1", DEFECT).json()["results"][0]["score"],
+            "p2": inspect(client, "p2", DEFECT).json()["results"][0]["score"],
+        }
+        worker = client.app.state.services.worker
+        with PredictGate(worker) as gate:
+            first, _ = in_background(inspect, client, "p1", GOOD)
+            assert gate.entered.wait(30)  # the worker is busy with the first request
+            waiting = [in_background(inspect, client, product, DEFECT) for product in ("p1", "p2", "p1")]
+            wait_for(lambda: worker.queue.qsize() == 3)
+            gate.release.set()
+            for thread, _ in waiting:
+                thread.join(30)
+            first.join(30)
+        assert gate.batch_sizes[0] == 1  # the first request alone, then one forward per product:
+        assert sorted(gate.batch_sizes[1:]) == [1, 2]  # p1's two waiting requests together, p2's apart
+        for (_, answers), product in zip(waiting, ("p1", "p2", "p1"), strict=True):
+            result = answers[0].json()["results"][0]
+            assert result["score"] == pytest.approx(alone[product], rel=1e-4)  # never mixed with the other product
+
+
+def test_full_queue_answers_429_with_retry_after(make_client):
+    with make_client(queue_size=1) as client:
+        upload(client, "p1", GOOD)
+        worker = client.app.state.services.worker
+        with PredictGate(worker) as gate:
+            busy, busy_answers = in_background(inspect, client, "p1", GOOD)
+            assert gate.entered.wait(30)
+            queued, queued_answers = in_background(inspect, client, "p1", GOOD)
+            wait_for(lambda: worker.queue.qsize() == 1)
+            refused = inspect(client, "p1", GOOD)
+            assert refused.status_code == 429
+            assert int(refused.headers["Retry-After"]) >= 1
+            assert "queue is full" in refused.json()["detail"]
+            gate.release.set()
+            busy.join(30)
+            queued.join(30)
+        assert busy_answers[0].status_code == queued_answers[0].status_code == 200
+
+
+def test_a_request_larger_than_the_batch_is_split(make_client):
+    with make_client(max_batch_size=2) as client:
+        upload(client, "p1", GOOD)
+        worker = client.app.state.services.worker
+        with PredictGate(worker) as gate:
+            gate.release.set()
+            answer = inspect(client, "p1", GOOD, OTHER, DEFECT, GOOD, DEFECT)
+        assert answer.status_code == 200
+        assert gate.batch_sizes == [2, 2, 1]
+        scores = [r["score"] for r in answer.json()["results"]]
+        assert scores[0] == pytest.approx(scores[3], rel=1e-4)
+        assert scores[2] == pytest.approx(scores[4], rel=1e-4)
