@@ -12,6 +12,7 @@ normal image scores (-> `threshold`, for the verdict) or the maxima of the norma
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -44,6 +45,23 @@ class Calibration:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Calibration:
         return cls(**raw)
+
+
+@dataclass(frozen=True)
+class FittedProduct:
+    refs: ReferenceSet
+    calibration: Calibration
+    timings_ms: dict[str, float]
+
+
+def fit_and_calibrate(detector: Detector, images: Sequence[Image.Image]) -> FittedProduct:
+    """A product's references and thresholds (runs on the model worker)."""
+    start = time.perf_counter()
+    refs = detector.fit_references(images)
+    fitted = time.perf_counter()
+    calibration = calibrate(detector, images, refs)
+    timings = {"fit": (fitted - start) * 1000.0, "calibrate": (time.perf_counter() - fitted) * 1000.0}
+    return FittedProduct(refs, calibration, timings)
 
 
 def threshold_rule(values: Sequence[float]) -> float:

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from service.errors import InvalidField
+from service.errors import InvalidField, NotFound
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import PRODUCT_ID, ProductStore, is_valid_product_id
+from service.store import PRODUCT_ID, Product, ProductStore, is_valid_product_id
 from service.worker import ModelWorker
 
 
@@ -32,10 +32,23 @@ def get_ready_services(services: Annotated[Services, Depends(get_services)]) -> 
     return services
 
 
-def checked_product_id(product_id: Annotated[str, Path(description="product id")]) -> str:
+def check_product_id(product_id: str) -> str:
     if not is_valid_product_id(product_id):
         raise InvalidField(f"invalid product id {product_id!r}: it must match {PRODUCT_ID.pattern}")
     return product_id
+
+
+def checked_product_id(product_id: Annotated[str, Path(description="product id")]) -> str:
+    return check_product_id(product_id)
+
+
+def existing_product(store: ProductStore, product_id: str) -> Product:
+    product = store.get(product_id)
+    if product is None:
+        raise NotFound(
+            f"unknown product {product_id!r}: upload its references with POST /products/{product_id}/references"
+        )
+    return product
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

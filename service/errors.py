@@ -71,6 +71,9 @@ def describe_validation_errors(errors: list[dict]) -> str:
     """FastAPI's structured validation errors as one readable sentence."""
     parts = []
     for error in errors:
+        if error.get("type") == "json_invalid":
+            parts.append("the request body is not valid JSON")
+            continue
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     return "; ".join(parts)

@@ -38,7 +38,6 @@ class BatchResult:
     predictions: list[Prediction]
     queue_ms: float  # enqueue -> the worker starts this request's first forward
     predict_ms: float  # wall time of the forwards that contained this request's images
-    batch_sizes: list[int]  # images per forward that served this request
 
 
 @dataclass
@@ -50,7 +49,9 @@ class PredictJob:
     predictions: list[Prediction | None] = field(default_factory=list)
     started: float | None = None
     predict_ms: float = 0.0
-    batch_sizes: list[int] = field(default_factory=list)
+
+    def result(self) -> BatchResult:
+        return BatchResult(self.predictions, (self.started - self.enqueued) * 1000.0, self.predict_ms)
 
 
 @dataclass
@@ -96,7 +97,9 @@ class ModelWorker:
         """Raise the 503 a model route should answer while the model is loading or unavailable."""
         if self.state == "failed":
             raise Unavailable(self.error)
-        if self.state != "ready" or self._stop.is_set():
+        if self._stop.is_set():
+            raise Unavailable("the service is shutting down")
+        if self.state != "ready":
             raise Unavailable(
                 "the model is still loading; retry shortly", headers={"Retry-After": str(RETRY_AFTER_LOADING_S)}
             )
@@ -216,10 +219,7 @@ class ModelWorker:
             if id(job) in failed:
                 job.future.set_exception(failed[id(job)])
             else:
-                result = BatchResult(
-                    job.predictions, (job.started - job.enqueued) * 1000.0, job.predict_ms, job.batch_sizes
-                )
-                job.future.set_result(result)
+                job.future.set_result(job.result())
 
     def _forward(self, chunk: list[tuple[PredictJob, int]]) -> Exception | None:
         start = time.perf_counter()
@@ -235,7 +235,6 @@ class ModelWorker:
         self.metrics.batch_size.observe(len(chunk))
         for job in {id(job): job for job, _ in chunk}.values():
             job.predict_ms += elapsed * 1000.0
-            job.batch_sizes.append(len(chunk))
         for (job, i), prediction in zip(chunk, predictions, strict=True):
             job.predictions[i] = prediction
         return None

@@ -8,10 +8,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 
-from service.dependencies import ReadyServices
-from service.errors import InvalidField, NotFound
+from service.dependencies import ReadyServices, check_product_id, existing_product
+from service.errors import InvalidField
 from service.results import encode_results, png_headers
-from service.store import PRODUCT_ID, is_valid_product_id
 from service.uploads import check_count, decode_uploads
 
 router = APIRouter(tags=["inspect"])
@@ -24,13 +23,7 @@ async def inspect(
     images: Annotated[list[UploadFile], File(description="one or more images to inspect")],
     format: Annotated[Literal["json", "png"], Query(description="png: the mask PNG as the body (one image)")] = "json",
 ) -> Any:
-    if not is_valid_product_id(product_id):
-        raise InvalidField(f"invalid product_id {product_id!r}: it must match {PRODUCT_ID.pattern}")
-    product = services.store.get(product_id)
-    if product is None:
-        raise NotFound(
-            f"unknown product {product_id!r}: upload its references with POST /products/{product_id}/references"
-        )
+    product = existing_product(services.store, check_product_id(product_id))
     check_count(images, services.settings.max_images_per_request, "DCPSFR_MAX_IMAGES_PER_REQUEST")
     if format == "png" and len(images) != 1:
         raise InvalidField(f"format=png answers exactly one image; this request has {len(images)}")

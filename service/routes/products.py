@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from model import Detector
-from service.calibration import calibrate
-from service.dependencies import ProductId, ReadyServices
-from service.errors import NotFound, StorageFailed
+from service.calibration import FittedProduct, fit_and_calibrate
+from service.dependencies import ProductId, ReadyServices, Services, existing_product
+from service.errors import StorageFailed
 from service.results import mode_label
 from service.store import Product, StoreError
 from service.uploads import check_count, decode_uploads
@@ -31,29 +31,9 @@ class ThresholdUpdate(BaseModel):
     )
 
 
-def fit_product(detector: Detector, images: list) -> dict[str, Any]:
-    """On the model worker: references and thresholds for one product."""
-    start = time.perf_counter()
-    refs = detector.fit_references(images)
-    fitted = time.perf_counter()
-    calibration = calibrate(detector, images, refs)
-    done = time.perf_counter()
-    timings = {"fit": (fitted - start) * 1000.0, "calibrate": (done - fitted) * 1000.0}
-    return {"refs": refs, "calibration": calibration, "timings_ms": timings}
-
-
-def product_view(product: Product, services) -> dict[str, Any]:
+def product_view(product: Product, services: Services) -> dict[str, Any]:
     detector = services.worker.detector
     return {**product.summary(), "mode": mode_label(detector.mode, detector.random_weights)}
-
-
-def existing(services, product_id: str) -> Product:
-    product = services.store.get(product_id)
-    if product is None:
-        raise NotFound(
-            f"unknown product {product_id!r}: upload its references with POST /products/{product_id}/references"
-        )
-    return product
 
 
 @router.post("/{product_id}/references", status_code=201, summary="Fit, calibrate and store a product's references")
@@ -64,14 +44,15 @@ async def upload_references(
 ) -> dict[str, Any]:
     check_count(images, services.settings.max_references, "DCPSFR_MAX_REFERENCES")
     decoded, decode_ms = await decode_uploads(images, services.settings.max_pixels, services.metrics)
-    fitted = await asyncio.wrap_future(services.worker.submit_call(lambda det: fit_product(det, decoded), "fit"))
+    fitting = services.worker.submit_call(partial(fit_and_calibrate, images=decoded), "fit")
+    fitted: FittedProduct = await asyncio.wrap_future(fitting)
     start = time.perf_counter()
     try:
-        product = await run_in_threadpool(services.store.commit, product_id, fitted["refs"], fitted["calibration"])
+        product = await run_in_threadpool(services.store.commit, product_id, fitted.refs, fitted.calibration)
     except StoreError as err:
         raise StorageFailed(str(err)) from err
     services.metrics.products.set(len(services.store))
-    timings = {"decode": sum(decode_ms), **fitted["timings_ms"], "store": (time.perf_counter() - start) * 1000.0}
+    timings = {"decode": sum(decode_ms), **fitted.timings_ms, "store": (time.perf_counter() - start) * 1000.0}
     return {**product_view(product, services), "timings_ms": timings}
 
 
@@ -82,13 +63,13 @@ def list_products(services: ReadyServices) -> dict[str, Any]:
 
 @router.get("/{product_id}", summary="Show one product")
 def show_product(product_id: ProductId, services: ReadyServices) -> dict[str, Any]:
-    return product_view(existing(services, product_id), services)
+    return product_view(existing_product(services.store, product_id), services)
 
 
 @router.delete("/{product_id}", status_code=204, summary="Remove a product and its stored references")
 def delete_product(product_id: ProductId, services: ReadyServices) -> Response:
     if not services.store.delete(product_id):
-        existing(services, product_id)  # raises the 404
+        existing_product(services.store, product_id)  # raises the 404
     services.metrics.products.set(len(services.store))
     return Response(status_code=204)
 
@@ -100,5 +81,5 @@ def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: Read
     except StoreError as err:
         raise StorageFailed(str(err)) from err
     if product is None:
-        existing(services, product_id)  # raises the 404
+        existing_product(services.store, product_id)  # raises the 404
     return product_view(product, services)
