@@ -130,7 +130,7 @@ class ProductStore:
             remove_other_versions(folder, keep=version)
             return product
 
-    def set_thresholds(self, product_id: str, threshold: float | None, pixel_threshold: float | None) -> Product:
+    def set_thresholds(self, product_id: str, threshold: float | None, pixel_threshold: float | None) -> Product | None:
         """Override the thresholds (None keeps the calibrated value); None if the product does not exist."""
         with self._lock:
             current = self._products.get(product_id)
