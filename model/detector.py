@@ -87,20 +87,30 @@ class Detector:
             dino, _ = self.embed(images[start : start + FIT_CHUNK], with_clip=False)
             patches.append(dino.patch_tokens.float().cpu())  # (k, Nd, Dd)
             classes.append(dino.cls_token.float().cpu())  # (k, Dd)
-        patch_tokens = torch.cat(patches)  # (K, Nd, Dd)
-        inference = self.config.inference
-        bank = MemoryBank.build(patch_tokens.flatten(0, 1), inference.bank_budget, inference.bank_reduction)
         meta = {
             "created": datetime.now(UTC).isoformat(),
             "image_sizes": [list(img.size) for img in images],
             "grid": list(self.network.dino_grid),
             "versions": {"torch": torch.__version__, "timm": timm.__version__, "open_clip": open_clip.__version__},
         }
+        return self._reference_set(torch.cat(patches), torch.cat(classes), meta)  # (K, Nd, Dd), (K, Dd)
+
+    def subset_references(self, refs: ReferenceSet, indices: Sequence[int]) -> ReferenceSet:
+        """The references at `indices` with their own bank, without a backbone pass (leave-one-out calibration)."""
+        refs.check_compatible(self.config.name, self.fingerprint)
+        keep = [int(i) for i in indices]
+        sizes = refs.meta.get("image_sizes")
+        meta = {**refs.meta, "image_sizes": [sizes[i] for i in keep]} if sizes else dict(refs.meta)
+        return self._reference_set(refs.patch_tokens[keep], refs.cls_tokens[keep], meta)
+
+    def _reference_set(self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, meta: dict) -> ReferenceSet:
+        inference = self.config.inference
+        bank = MemoryBank.build(patch_tokens.flatten(0, 1), inference.bank_budget, inference.bank_reduction)
         return ReferenceSet(
             config_name=self.config.name,
             fingerprint=self.fingerprint,
             patch_tokens=patch_tokens,
-            cls_tokens=torch.cat(classes),
+            cls_tokens=cls_tokens,
             bank=bank,
             meta=meta,
         )

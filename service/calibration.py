@@ -75,7 +75,7 @@ def threshold_rule(values: Sequence[float]) -> float:
 def calibrate(detector: Detector, images: Sequence[Image.Image], refs: ReferenceSet) -> Calibration:
     """Thresholds for a product whose references `refs` were fit on `images`."""
     if len(images) >= 2:
-        method, predictions = "leave-one-out", leave_one_out(detector, images)
+        method, predictions = "leave-one-out", leave_one_out(detector, images, refs)
     else:
         method, predictions = "augmented-views", detector.predict(augmented_views(images[0]), refs)
     scores = [float(p.score) for p in predictions]
@@ -83,11 +83,12 @@ def calibrate(detector: Detector, images: Sequence[Image.Image], refs: Reference
     return Calibration(method, scores, maxima, threshold_rule(scores), threshold_rule(maxima))
 
 
-def leave_one_out(detector: Detector, images: Sequence[Image.Image]) -> list[Prediction]:
+def leave_one_out(detector: Detector, images: Sequence[Image.Image], refs: ReferenceSet) -> list[Prediction]:
+    """Each reference scored against the other K-1 (their features reused: no extra backbone pass for them)."""
     predictions = []
     for held_out in range(len(images)):
-        others = [image for i, image in enumerate(images) if i != held_out]
-        predictions += detector.predict([images[held_out]], detector.fit_references(others))
+        others = detector.subset_references(refs, [i for i in range(len(images)) if i != held_out])
+        predictions += detector.predict([images[held_out]], others)
     return predictions
 
 

@@ -59,3 +59,16 @@ def test_loading_an_incomplete_folder_says_what_is_missing(tmp_path):
     (tmp_path / "meta.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"features\.safetensors"):
         ReferenceSet.load(tmp_path)
+
+
+def test_subset_references_equal_fitting_the_subset(tiny_detector):
+    images = [pil(textured_part(s)) for s in range(3)]
+    refs = tiny_detector.fit_references(images)
+    subset = tiny_detector.subset_references(refs, [0, 2])
+    direct = tiny_detector.fit_references([images[0], images[2]])
+    assert subset.n_references == 2 and subset.bank_size == direct.bank_size
+    assert subset.meta["image_sizes"] == [list(images[0].size), list(images[2].size)]
+    query = [pil(textured_part(9))]
+    a, b = tiny_detector.predict(query, subset)[0], tiny_detector.predict(query, direct)[0]
+    assert a.score == pytest.approx(b.score, rel=1e-5)
+    np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, rtol=1e-4, atol=1e-6)
