@@ -23,7 +23,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from model.backbones import ClipFeatures, DinoFeatures
 from model.bank import MemoryBank
-from model.config import DetectorConfig, load_config
+from model.config import ConfigError, DetectorConfig, load_config
 from model.heads import top_fraction_mean
 from model.network import DCPSFR, ReferenceFeatures
 from model.preprocess import backbone_input, image_tensors
@@ -46,9 +46,12 @@ FIT_CHUNK = 8  # references are embedded this many at a time
 def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
+        raise ConfigError(f"device {device!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
     return resolved
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from model import Detector, Prediction, WeightsMissingError
+from model import ConfigError, Detector, Prediction, WeightsMissingError
 from service.errors import Overloaded, Unavailable
 from service.metrics import Metrics
 from service.store import Product
@@ -150,6 +150,9 @@ class ModelWorker:
             self._warm_up(self.detector)
         except WeightsMissingError as err:
             self._fail(f"model weights missing: {err}")
+            return False
+        except ConfigError as err:
+            self._fail(f"model configuration error: {err}")
             return False
         except Exception as err:
             log.exception("the model could not be loaded")

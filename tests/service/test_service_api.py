@@ -172,6 +172,18 @@ def test_missing_weights_keep_the_service_up_and_say_why(make_client, tmp_path):
             assert answer.json()["detail"] == message
 
 
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [({"model_config_name": "nope"}, "unknown config 'nope'"), ({"device": "tpu9"}, "unknown device 'tpu9'")],
+)
+def test_bad_model_settings_keep_the_service_up_and_say_why(make_client, setting, expected):
+    with make_client(**setting) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert expected in ready.json()["detail"]
+
+
 def test_model_routes_wait_for_readiness(tmp_path, monkeypatch):
     release = threading.Event()
     real = service.app.create_detector
