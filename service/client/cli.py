@@ -91,6 +91,21 @@ def batches(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
         yield items[start : start + size]
 
 
+def unique_stems(files: Sequence[Path]) -> dict[Path, str]:
+    """Output stems for files given on one command line: `000`, then `000-2`, ... for repeated names."""
+    stems: dict[Path, str] = {}
+    used: set[str] = set()
+    for path in files:
+        stem = base = safe_stem(path.name)
+        suffix = 1
+        while stem in used:
+            suffix += 1
+            stem = f"{base}-{suffix}"
+        stems[path] = stem
+        used.add(stem)
+    return stems
+
+
 def run_references(api: InspectApi, args: argparse.Namespace) -> int:
     print(json.dumps(api.upload_references(args.product, read_uploads(args.files))))
     return 0
@@ -100,13 +115,14 @@ def run_inspect(api: InspectApi, args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise SystemExit("error: --batch must be at least 1")
     outputs = OutputFolder(args.out, save_map=args.save_map) if args.out else None
+    stems = unique_stems(args.files)
     with tqdm(total=len(args.files), unit="img", disable=None, file=sys.stderr) as progress:
         for group in batches(args.files, args.batch):
             response = api.inspect(args.product, read_uploads(group))
             for path, result in zip(group, response["results"], strict=True):
                 if outputs:
                     source = {"file": str(path), "key": path.name}
-                    outputs.write_result(safe_stem(path.name), source, response, result)
+                    outputs.write_result(stems[path], source, response, result)
                 print(json.dumps({"file": str(path), **summary(result)}), flush=True)
             progress.update(len(group))
     return 0

@@ -162,17 +162,16 @@ def scrape_config_for(service: Service, prometheus_port: int, key_file: Path) ->
     return config
 
 
-@pytest.fixture(scope="session")
-def prometheus(deploy_service: Service, deploy_root: Path) -> Iterator[Prometheus]:
+def start_prometheus(service: Service, root: Path) -> Prometheus:
+    """A real Prometheus server on loopback, scraping `service` with the deployed scrape config."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("the prometheus server is not installed (Debian package `prometheus`; .ci/run installs it)")
-    root = deploy_root / "prometheus"
-    root.mkdir()
+    root.mkdir(parents=True)
     key_file = root / "metrics-api-key"
     key_file.write_text(COMPOSE_ENV["DCPSFR_METRICS_API_KEY"])
     port = free_port()
-    (root / "prometheus.yml").write_text(yaml.safe_dump(scrape_config_for(deploy_service, port, key_file)))
+    (root / "prometheus.yml").write_text(yaml.safe_dump(scrape_config_for(service, port, key_file)))
     command = [
         binary,
         f"--config.file={root / 'prometheus.yml'}",
@@ -187,6 +186,9 @@ def prometheus(deploy_service: Service, deploy_root: Path) -> Iterator[Prometheu
             pytest.fail(f"prometheus exited with {process.popen.returncode}:\n{process.log_tail()}")
         return httpx.get(f"{server.url}/-/ready", timeout=5).status_code == 200
 
-    wait_for(ready, START_TIMEOUT_S, "prometheus /-/ready")
-    yield server
-    process.stop()
+    try:
+        wait_for(ready, START_TIMEOUT_S, "prometheus /-/ready")
+    except BaseException:
+        process.stop()
+        raise
+    return server

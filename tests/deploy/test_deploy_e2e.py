@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from service.client.api import InspectApi
-from tests.deploy.conftest import CAMERA_KEY, Prometheus, Service, wait_for
+from tests.deploy.conftest import CAMERA_KEY, Prometheus, Service, start_prometheus, start_service, wait_for
 from tests.deploy.deployfiles import DASHBOARD
 
 pytestmark = pytest.mark.e2e
@@ -30,13 +31,28 @@ def value(prometheus: Prometheus, expr: str) -> float | None:
 
 
 @pytest.fixture(scope="module")
-def traffic(deploy_service: Service, prometheus: Prometheus, bottle_dir: Path) -> int:
+def monitored_service(tmp_path_factory) -> Iterator[Service]:
+    """A service of its own, so that the counts Prometheus reads are this module's requests only."""
+    service = start_service(tmp_path_factory.mktemp("monitored"))
+    yield service
+    service.process.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(monitored_service: Service, tmp_path_factory) -> Iterator[Prometheus]:
+    server = start_prometheus(monitored_service, tmp_path_factory.mktemp("prometheus") / "server")
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="module")
+def traffic(monitored_service: Service, prometheus: Prometheus, bottle_dir: Path) -> int:
     """References for one product, then inspections: one before and the rest after Prometheus scraped the first
     (Prometheus 2.x sees no increase in a series that first appears with its final count, hence no rate)."""
     wait_for(lambda: value(prometheus, 'up{job="dcpsfr-inspect"}') == 1, SCRAPE_TIMEOUT_S, "a first scrape")
     good = sorted((bottle_dir / "train" / "good").glob("*.png"))[:2]
     first, *rest = sorted((bottle_dir / "test").glob("*/*.png"))[:INSPECTIONS]
-    with InspectApi(deploy_service.url, api_key=CAMERA_KEY) as api:
+    with InspectApi(monitored_service.url, api_key=CAMERA_KEY) as api:
         api.upload_references(PRODUCT, [(p.name, p.read_bytes()) for p in good])
         api.inspect(PRODUCT, [(first.name, first.read_bytes())])
         wait_for(lambda: value(prometheus, INSPECTED), SCRAPE_TIMEOUT_S, "the first inspection in Prometheus")

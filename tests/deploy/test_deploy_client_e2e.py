@@ -1,0 +1,135 @@
+"""`python -m service.client` as operators run it, against the real service (container command and environment,
+`tiny` config: random weights, so scores mean nothing). Includes killing `watch` with SIGKILL mid-run and
+starting it while the service is down."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.deploy.conftest import CAMERA_KEY, REPO, Service, free_port, start, start_service, wait_for
+
+pytestmark = pytest.mark.e2e
+
+PRODUCT = "bottle-line1"
+TIMEOUT_S = 180
+
+
+def client_env(service: Service, key: str = CAMERA_KEY) -> dict[str, str]:
+    return {**os.environ, "DCPSFR_URL": service.url, "DCPSFR_API_KEY": key}
+
+
+def client(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "service.client", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def inspections_total(service: Service) -> float:
+    """dcpsfr_inspections_total summed over verdicts, read from the service's /metrics."""
+    text = httpx.get(f"{service.url}/metrics", headers={"X-API-Key": CAMERA_KEY}, timeout=10).text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    return sum(sample.value for sample in families["dcpsfr_inspections"].samples if sample.name.endswith("_total"))
+
+
+@pytest.fixture(scope="module")
+def product(deploy_service: Service, bottle_dir: Path) -> str:
+    good = sorted((bottle_dir / "train" / "good").glob("*.png"))[:2]
+    done = client("references", "--product", PRODUCT, *map(str, good), env=client_env(deploy_service))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["n_references"] == 2
+    return PRODUCT
+
+
+def copy_frames(bottle_dir: Path, folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = sorted((bottle_dir / "test").glob("*/*.png"))
+    copies = []
+    for i in range(count):
+        source = sources[i % len(sources)]
+        copies.append(Path(shutil.copy(source, folder / f"{i:03d}-{source.parent.name}-{source.name}")))
+    return copies
+
+
+def test_inspect_writes_results_and_masks(deploy_service: Service, product: str, bottle_dir: Path, tmp_path: Path):
+    frames = [*sorted((bottle_dir / "test").glob("*/000.png")), bottle_dir / "test" / "good" / "001.png"]
+    assert [frame.name for frame in frames] == ["000.png", "000.png", "001.png"]  # two folders, one name
+    args = ["inspect", "--product", product, "--out", str(tmp_path), *map(str, frames)]
+    done = client(*args, env=client_env(deploy_service))
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [Path(line["file"]).name for line in lines] == [frame.name for frame in frames]
+    assert all(line["mode"].endswith("(random weights)") for line in lines)
+    for frame, stem in zip(frames, ["000", "000-2", "001"], strict=True):
+        record = json.loads((tmp_path / f"{stem}.json").read_text())
+        assert record["product_id"] == product and record["source"]["file"] == str(frame)
+        with Image.open(tmp_path / record["mask_png"]) as mask, Image.open(frame) as image:
+            assert mask.size == image.size
+
+
+def test_bad_key_and_unknown_product_are_clear_errors(deploy_service: Service, product: str, bottle_dir: Path):
+    frame = str(next((bottle_dir / "test").glob("*/*.png")))
+    wrong_key = client("inspect", "--product", product, frame, env=client_env(deploy_service, key="wrong"))
+    assert wrong_key.returncode == 2 and "HTTP 403: invalid API key" in wrong_key.stderr
+    unknown = client("inspect", "--product", "no-such-product", frame, env=client_env(deploy_service))
+    assert unknown.returncode == 2 and "unknown product 'no-such-product'" in unknown.stderr
+
+
+def test_watch_killed_mid_run_loses_nothing_and_resends_at_most_the_frame_in_flight(
+    deploy_service: Service, product: str, bottle_dir: Path, tmp_path: Path
+):
+    frames = copy_frames(bottle_dir, tmp_path / "frames", 8)
+    out = tmp_path / "out"
+    before = inspections_total(deploy_service)
+    args = ["watch", str(tmp_path / "frames"), "--product", product, "--out", str(out), "--poll", "0.1"]
+    first = start([sys.executable, "-m", "service.client", *args], client_env(deploy_service), tmp_path / "first.log")
+    try:
+        wait_for(lambda: list(out.glob("*.json")), TIMEOUT_S, "the first result")
+    finally:
+        first.popen.send_signal(signal.SIGKILL)
+        first.popen.wait(timeout=30)
+    done_before_restart = len(list(out.glob("*.json")))
+
+    second = client(*args, "--once", env=client_env(deploy_service))
+    assert second.returncode == 0, second.stderr
+
+    results = sorted(out.glob("[!.]*.json"))
+    assert len(results) == len(frames), f"{len(results)} results for {len(frames)} frames"
+    keys = [json.loads(path.read_text())["source"]["key"] for path in results]
+    assert sorted(key.split("|")[0] for key in keys) == sorted(frame.name for frame in frames)
+    sent = inspections_total(deploy_service) - before
+    assert len(frames) <= sent <= len(frames) + 1, f"{sent} inspections for {len(frames)} frames"
+    print(f"{done_before_restart} frames finished before SIGKILL; {sent} requests for {len(frames)} frames")
+
+
+def test_watch_waits_for_a_service_that_is_down(
+    deploy_service: Service, product: str, bottle_dir: Path, tmp_path: Path
+):
+    """Started before its service: connection refused is retried with backoff until the service is up."""
+    frames = copy_frames(bottle_dir, tmp_path / "frames", 2)
+    port = free_port()
+    env = {**client_env(deploy_service), "DCPSFR_URL": f"http://127.0.0.1:{port}"}
+    args = ["watch", str(tmp_path / "frames"), "--product", product, "--out", str(tmp_path / "out"), "--once"]
+    watcher = start([sys.executable, "-m", "service.client", *args], env, tmp_path / "watch.log")
+    late = None
+    try:
+        wait_for(lambda: "ConnectError" in watcher.log_tail(), TIMEOUT_S, "the client's first retry")
+        assert watcher.popen.poll() is None, watcher.log_tail()
+        late = start_service(deploy_service.data_dir.parent, port)  # the same data dir: the product is known
+        assert watcher.popen.wait(timeout=TIMEOUT_S) == 0, watcher.log_tail()
+    finally:
+        watcher.stop()
+        if late:
+            late.process.stop()
+    assert len(list((tmp_path / "out").glob("*.json"))) == len(frames)
+    assert "retrying in" in watcher.log_tail()
