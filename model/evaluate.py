@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model.cli import add_dataset_arguments, add_detector_arguments
 from model.data.datasets import AnomalyDataset, DatasetError, TestSample, load_image, open_dataset
 from model.detector import Detector, create_detector
 from model.metrics import IMAGE_METRICS, PIXEL_METRICS, image_metrics, pixel_metrics
 from model.visualize import side_by_side
-from model.weights import DEFAULT_WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 METRICS = IMAGE_METRICS + PIXEL_METRICS
@@ -144,14 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: python -m model.evaluate --config edge --data visa:/data/visa --shots 1 2 4 --seeds 0 1 2",
     )
-    parser.add_argument("--config", default="edge", help="paper, edge, tiny or a JSON config (default: %(default)s)")
-    parser.add_argument("--data", required=True, help="KIND:PATH, KIND one of mvtec, visa")
-    parser.add_argument("--categories", nargs="+", help="a subset of the dataset's categories")
+    add_detector_arguments(parser)
+    add_dataset_arguments(parser)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR)
     parser.add_argument("--heads", type=Path, help="heads file (default: <weights-dir>/heads/<config>.safetensors)")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--eval-size", type=int, default=256, help="pixel metrics at this square size")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="results.md and results.json here")

@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from model.backbones import ClipFeatures, DinoFeatures
+from model.cli import add_dataset_arguments, add_detector_arguments
 from model.data.datasets import AnomalyDataset, DatasetError, load_image, load_mask, open_dataset
 from model.data.synth import SynthesisError, cut_paste, perlin_blend
 from model.detector import create_detector, resolve_device
@@ -290,9 +291,8 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: python -m model.train --config edge --data mvtec:/data/mvtec_ad   (then evaluate on VisA)",
     )
-    parser.add_argument("--config", default="edge", help="paper, edge, tiny or a JSON config (default: %(default)s)")
-    parser.add_argument("--data", required=True, help="KIND:PATH, KIND one of mvtec, visa")
-    parser.add_argument("--categories", nargs="+", help="a subset of the dataset's categories")
+    add_detector_arguments(parser)
+    add_dataset_arguments(parser)
     parser.add_argument(
         "--synthetic", action="store_true", help="train on synthetic anomalies of the normal train images only"
     )
@@ -304,8 +304,6 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     parser.add_argument("--lr-heads", type=float, default=1e-3, help="Adam lr of all other head parameters")
     parser.add_argument("--reference-pool", type=int, default=16, help="normal images per category to draw K from")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/train"), help="cache, checkpoint and loss log")
     parser.add_argument("--out", type=Path, help="heads file (default: <weights-dir>/heads/<config>.safetensors)")
     parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
