@@ -131,3 +131,18 @@ def test_fetch_then_load_the_edge_config_without_network(tmp_path, monkeypatch):
     refs = det.fit_references([pil(textured_part(1, size=160))])
     (pred,) = det.predict([pil(textured_part(2, size=160))], refs)
     assert pred.anomaly_map.shape == (160, 160) and np.isfinite(pred.score)
+
+
+def test_larger_input_sizes_interpolate_position_embeddings_on_load(file_backed_tiny, tmp_path):
+    """CLIP and DINOv2 at sizes other than the saved weights' (e.g. CLIP at 518 as APRIL-GAN does)."""
+    config, weights, _ = file_backed_tiny
+    raw = json.loads(config.read_text())
+    raw["clip"]["image_size"] = 168  # 12x12 grid instead of 8x8
+    raw["dino"]["image_size"] = 280  # 20x20 grid instead of 16x16
+    bigger = tmp_path / "tinyfile-big.json"
+    bigger.write_text(json.dumps(raw))
+    det = create_detector(bigger, weights_dir=weights, device="cpu", heads="random")
+    assert det.network.clip.grid == (12, 12) and det.network.dino.grid == (20, 20)
+    refs = det.fit_references([pil(textured_part(1))])
+    (pred,) = det.predict([pil(textured_part(2, size=150))], refs)
+    assert pred.anomaly_map.shape == (150, 150) and np.isfinite(pred.anomaly_map).all()
