@@ -20,5 +20,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
+# numbers, not tests: CPU timings of the real-size edge architecture with random weights, then the HTTP path
+bench: $(STAMP)
+	$(VENV)/bin/python bench/bench_detector.py --config edge --random-init
+	$(VENV)/bin/python bench/bench_service.py --compare
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
