@@ -159,10 +159,8 @@ class Detector:
         if self.mode == "training-free":
             grid = s_cos.view(b, *self.network.dino_grid)  # (B, hd, wd)
             return grid, top_fraction_mean(s_cos, self.config.inference.top_fraction)
-        reference = ReferenceFeatures(
-            patch_tokens=refs.patch_tokens.to(self.device)[None],  # (1, K, Nd, Dd)
-            cls_tokens=refs.cls_tokens.to(self.device)[None],  # (1, K, Dd)
-        )
+        patch_tokens, cls_tokens = refs.tokens_on(self.device)
+        reference = ReferenceFeatures(patch_tokens[None], cls_tokens[None])  # (1, K, Nd, Dd), (1, K, Dd)
         out = self.network.run_heads(clip, dino, reference, s_cos, self._cached_text_features())
         return out.s_hat, torch.sigmoid(out.y_hat)
 

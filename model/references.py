@@ -32,6 +32,15 @@ class ReferenceSet:
     cls_tokens: torch.Tensor  # (K, Dd) DINOv2 class tokens
     bank: MemoryBank
     meta: dict[str, Any] = field(default_factory=dict)
+    _on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def tokens_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(patch_tokens, cls_tokens) on `device`, copied once per device rather than on every predict."""
+        if device not in self._on_device:
+            self._on_device[device] = (self.patch_tokens.to(device), self.cls_tokens.to(device))
+        return self._on_device[device]
 
     @property
     def n_references(self) -> int:
