@@ -6,46 +6,74 @@ the pixel limit (413) before any pixel is decoded (decompression bombs), then de
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from model.preprocess import to_rgb_array
-from service.errors import BadImage, PayloadTooLarge, UnsupportedMedia
+from service.errors import ApiError, BadImage, PayloadTooLarge, UnsupportedMedia
 
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "BMP": "BMP", "TIFF": "TIFF"}
 HEATMAP_SPAN = 2.0  # heat map: 0 -> 0, the mask threshold -> 128, HEATMAP_SPAN x the threshold or more -> 255
 PNG_COMPRESS_LEVEL = 1  # fast; masks and maps compress well anyway
 
 
+# leading bytes of the accepted formats: a file that starts like one but does not open is damaged (400), not foreign
+SIGNATURES = (b"\x89PNG", b"\xff\xd8", b"BM", b"II*\x00", b"MM\x00*")
+
+
 def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """One uploaded file -> an RGB PIL image at its own size, or an ApiError that says what is wrong."""
+    """One uploaded file -> an RGB PIL image at its own size, or an ApiError that says what is wrong.
+
+    Whatever Pillow raises while reading the header or the pixels (OSError, SyntaxError, ValueError, struct.error,
+    EOFError, ...) becomes a 400: the pixels are decoded in full here (`load()`), never lazily later, and
+    `ImageFile.LOAD_TRUNCATED_IMAGES` stays False so a cut file is an error, not a grey-padded frame.
+    """
     if not data:
-        raise BadImage(f"{name}: the file is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
-            image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise UnsupportedMedia(f"{name}: not an image (accepted formats: PNG, JPEG, BMP, TIFF)") from None
-    except Image.DecompressionBombError as err:
-        raise PayloadTooLarge(f"{name}: refused before decoding: {err} (DCPSFR_MAX_PIXELS={max_pixels})") from None
+        raise BadImage(f"{name}: the file is empty (0 bytes); it does not decode")
+    with _undecodable(name, "image"):
+        image = _open(data, name, max_pixels)
     if image.format not in ACCEPTED_FORMATS:
         raise UnsupportedMedia(f"{name}: {image.format} images are not accepted (use PNG, JPEG, BMP or TIFF)")
-    width, height = image.size
+    with _undecodable(name, image.format):
+        width, height = image.size
     if width * height > max_pixels:
         raise PayloadTooLarge(
             f"{name}: {width} x {height} = {width * height} pixels, more than the limit of {max_pixels} "
             "(DCPSFR_MAX_PIXELS)"
         )
-    try:
+    with _undecodable(name, image.format):
         image.load()
         rgb = to_rgb_array(image)  # (H, W, 3) uint8: every mode the model accepts, checked here, not in a batch
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
-        raise BadImage(f"{name}: could not decode this {image.format} image ({err})") from None
     return Image.fromarray(rgb)
+
+
+def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
+            return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        raise PayloadTooLarge(f"{name}: refused before decoding: {err} (DCPSFR_MAX_PIXELS={max_pixels})") from None
+    except UnidentifiedImageError:
+        if data.startswith(SIGNATURES):  # Pillow says "unidentified" for a PNG/BMP cut inside its header
+            raise BadImage(f"{name}: the header is cut or damaged; the file does not decode") from None
+        raise UnsupportedMedia(f"{name}: not an image (accepted formats: PNG, JPEG, BMP, TIFF)") from None
+
+
+@contextlib.contextmanager
+def _undecodable(name: str, kind: str) -> Iterator[None]:
+    """Any exception but our own ApiErrors -> BadImage (400): Pillow raises many kinds for broken files."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except Exception as err:  # whatever the codec raised, the upload is undecodable
+        raise BadImage(f"{name}: this {kind} file does not decode ({type(err).__name__}: {err})") from None
 
 
 def encode_png(array: np.ndarray) -> bytes:

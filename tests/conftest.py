@@ -9,6 +9,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 BOTTLE = SHARED_DATA / "mvtec_ad" / "bottle_xs"
+HARD_CASES = SHARED_DATA / "hard-cases"
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +18,14 @@ def bottle_dir() -> Path:
     if not BOTTLE.is_dir():
         pytest.skip(f"real sample data not found at {BOTTLE}")
     return BOTTLE
+
+
+@pytest.fixture(scope="session")
+def hard_cases() -> Path:
+    """Camera-style hard cases in ../shared/data/hard-cases (skips when absent); its README says what each needs."""
+    if not HARD_CASES.is_dir():
+        pytest.skip(f"hard cases not found at {HARD_CASES}")
+    return HARD_CASES
 
 
 @pytest.fixture(scope="session")
