@@ -20,6 +20,7 @@ from service.results import mode_label
 from service.routes import health, inspect, products
 from service.settings import Settings
 from service.store import ProductStore
+from service.sync import StoreSync
 from service.worker import ModelWorker
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics(per_product=settings.metrics_per_product)
     store = ProductStore(settings.products_dir)
+    sync = StoreSync(store, settings.store_poll_s)
     worker = ModelWorker(
         build_detector=partial(build_detector, settings),
-        setup=partial(load_products, store, metrics),
+        setup=partial(open_store, store, sync, metrics),
         metrics=metrics,
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         worker.start()  # loads the model in its own thread; /healthz answers meanwhile
         yield
+        sync.stop()
         worker.stop()
 
     app = FastAPI(
@@ -78,10 +81,11 @@ def build_detector(settings: Settings) -> Detector:
     )
 
 
-def load_products(store: ProductStore, metrics: Metrics, detector: Detector) -> None:
-    """Start-up, on the model worker: reload every stored product and publish what is loaded."""
-    store.load_all(detector.load_references)
-    metrics.products.set(len(store))
+def open_store(store: ProductStore, sync: StoreSync, metrics: Metrics, detector: Detector) -> None:
+    """Start-up, on the model worker: open the store; products load in the background (and on demand)."""
+    store.open(detector.load_references)
+    store.add_listener(lambda *_: metrics.products.set(len(store)))
+    sync.start()
     mode = mode_label(detector.mode, detector.random_weights)
     metrics.model_info.labels(detector.config.name, mode, str(detector.device)).set(1)
 

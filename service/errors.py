@@ -39,6 +39,10 @@ class NotFound(ApiError):
     status = 404
 
 
+class Conflict(ApiError):
+    status = 409  # the product changed (another upload or a delete) while this request was processed
+
+
 class PayloadTooLarge(ApiError):
     status = 413
 

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     random_init: bool = Field(False, description="real-size random weights, for timing only: results mean nothing")
     # --- storage ---------------------------------------------------------------------------------------------
     data_dir: Path = Field(Path("data"), description="product references live in DATA_DIR/products/<id>/")
+    store_poll_s: float = Field(
+        2.0, gt=0, description="how often (s) to look for products changed by other replicas sharing DATA_DIR"
+    )
     # --- security and limits ---------------------------------------------------------------------------------
     api_keys: str = Field("", description="comma-separated API keys; empty = no authentication")
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest request body in bytes")

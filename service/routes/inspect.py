@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from service.dependencies import ReadyServices, check_product_id, existing_product
 from service.errors import InvalidField
@@ -23,7 +24,8 @@ async def inspect(
     images: Annotated[list[UploadFile], File(description="one or more images to inspect")],
     format: Annotated[Literal["json", "png"], Query(description="png: the mask PNG as the body (one image)")] = "json",
 ) -> Any:
-    product = existing_product(services.store, check_product_id(product_id))
+    # a product not in memory yet (another replica's, or not loaded since start-up) is read from disk
+    product = await run_in_threadpool(existing_product, services.store, check_product_id(product_id))
     check_count(images, services.settings.max_images_per_request, "DCPSFR_MAX_IMAGES_PER_REQUEST")
     if format == "png" and len(images) != 1:
         raise InvalidField(f"format=png answers exactly one image; this request has {len(images)}")

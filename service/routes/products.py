@@ -13,9 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from service.calibration import FittedProduct, fit_and_calibrate
 from service.dependencies import ProductId, ReadyServices, Services, existing_product
-from service.errors import StorageFailed
+from service.errors import Conflict, StorageFailed
 from service.results import mode_label
-from service.store import Product, StoreError
+from service.store import Product, StoreConflict, StoreError
 from service.uploads import check_count, decode_uploads
 
 router = APIRouter(prefix="/products", tags=["products"])
@@ -43,12 +43,16 @@ async def upload_references(
     images: Annotated[list[UploadFile], File(description="1-16 images of good parts")],
 ) -> dict[str, Any]:
     check_count(images, services.settings.max_references, "DCPSFR_MAX_REFERENCES")
+    expected = await run_in_threadpool(services.store.token, product_id)  # checked again at commit
     decoded, decode_ms = await decode_uploads(images, services.settings.max_pixels, services.metrics)
     fitting = services.worker.submit_call(partial(fit_and_calibrate, images=decoded), "fit")
     fitted: FittedProduct = await asyncio.wrap_future(fitting)
     start = time.perf_counter()
     try:
-        product = await run_in_threadpool(services.store.commit, product_id, fitted.refs, fitted.calibration)
+        commit = partial(services.store.commit, expected=expected)
+        product = await run_in_threadpool(commit, product_id, fitted.refs, fitted.calibration)
+    except StoreConflict as err:
+        raise Conflict(str(err)) from err
     except StoreError as err:
         raise StorageFailed(str(err)) from err
     services.metrics.products.set(len(services.store))
@@ -68,7 +72,11 @@ def show_product(product_id: ProductId, services: ReadyServices) -> dict[str, An
 
 @router.delete("/{product_id}", status_code=204, summary="Remove a product and its stored references")
 def delete_product(product_id: ProductId, services: ReadyServices) -> Response:
-    if not services.store.delete(product_id):
+    try:
+        deleted = services.store.delete(product_id)
+    except StoreError as err:
+        raise StorageFailed(str(err)) from err
+    if not deleted:
         existing_product(services.store, product_id)  # raises the 404
     services.metrics.products.set(len(services.store))
     return Response(status_code=204)

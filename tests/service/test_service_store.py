@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import time
 
 import pytest
 from PIL import Image
 
 from service.calibration import Calibration
-from service.store import ProductStore, is_valid_product_id
+from service.store import DEBRIS_AGE_S, ProductStore, is_valid_product_id
 from tests.service.conftest import image_bytes
 
 CALIBRATION = Calibration("leave-one-out", [0.1, 0.2], [0.3, 0.4], threshold=0.5, pixel_threshold=0.6)
@@ -66,21 +68,40 @@ def test_a_new_upload_resets_threshold_overrides(store, refs):
     assert store.commit("a", refs, CALIBRATION).threshold == 0.5
 
 
+def age(path, seconds: float = DEBRIS_AGE_S + 60) -> None:
+    """Back-date a path, as if it were left by a crash that long ago."""
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
 def test_crash_debris_is_cleaned_and_the_old_version_stays_current(store, refs, tiny_detector):
     store.commit("a", refs, CALIBRATION)
     folder = store.root / "a"
-    (folder / ".tmp-v2-deadbeef").mkdir()  # crash while writing v2
-    (folder / ".tmp-v2-deadbeef" / "features.safetensors").write_bytes(b"half")
-    (folder / "v3").mkdir()  # crash after the rename, before the pointer moved
-    (folder / ".current.json.tmp-cafe").write_text("{")  # crash while writing the pointer
-    (store.root / ".trash-b-0123").mkdir()  # crash while deleting b
-    (store.root / "c").mkdir()  # crash during c's first upload: no pointer yet
+    debris = [
+        store.root / ".tmp-a-deadbeef",  # crash while writing v2
+        folder / "v3",  # crash after the rename, before the pointer moved
+        folder / ".current.json.tmp-cafe",  # crash while writing the pointer
+        store.root / ".trash-b-0123",  # crash while deleting b
+        store.root / "c",  # crash during c's first upload: no pointer yet
+    ]
+    for path in debris:
+        path.write_text("{") if path.name.startswith(".current") else path.mkdir()
     (store.root / "c" / "v1").mkdir()
+    for path in debris:
+        age(path)
     fresh = reopened(store, tiny_detector)
     assert [p.product_id for p in fresh.all()] == ["a"]
     assert fresh.get("a").version == 1
     assert sorted(p.name for p in store.root.iterdir()) == ["a"]
     assert sorted(p.name for p in folder.iterdir()) == ["current.json", "v1"]
+
+
+def test_young_debris_is_kept_it_may_be_another_replicas_write_in_progress(store, refs, tiny_detector):
+    store.commit("a", refs, CALIBRATION)
+    (store.root / ".tmp-a-feed").mkdir()
+    (store.root / "new").mkdir()  # another replica's first upload, pointer not written yet
+    reopened(store, tiny_detector)
+    assert sorted(p.name for p in store.root.iterdir()) == [".tmp-a-feed", "a", "new"]
 
 
 def test_unreadable_product_is_skipped_and_kept(store, refs, tiny_detector):
