@@ -23,12 +23,13 @@ from torchvision.transforms.functional import gaussian_blur
 
 from model.backbones import ClipFeatures, DinoFeatures
 from model.bank import MemoryBank
-from model.config import ConfigError, DetectorConfig, load_config
+from model.config import ClipConfig, ConfigError, DetectorConfig, DinoConfig, load_config
 from model.heads import top_fraction_mean
 from model.network import DCPSFR, ReferenceFeatures
 from model.preprocess import backbone_input, image_tensors
 from model.records import Mode, Prediction
 from model.references import ReferenceSet
+from model.runtime import BackboneRuntime, create_runtime
 from model.weights import (
     DEFAULT_WEIGHTS_DIR,
     heads_file_config,
@@ -64,8 +65,16 @@ def feature_fingerprint(cfg: DetectorConfig, random_weights: bool) -> str:
 class Detector:
     """DCP-SFR inference: `fit_references(images)` once per product, then `predict(images, refs)`."""
 
-    def __init__(self, network: DCPSFR, device: torch.device, random_weights: bool, heads_info: dict) -> None:
+    def __init__(
+        self,
+        network: DCPSFR,
+        device: torch.device,
+        random_weights: bool,
+        heads_info: dict,
+        runtime: BackboneRuntime | None = None,
+    ) -> None:
         self.network = network.to(device).eval()
+        self.runtime: BackboneRuntime = runtime or create_runtime("torch", self.network, device, Path())
         self.config: DetectorConfig = network.cfg
         self.device = device
         self.random_weights = random_weights
@@ -77,7 +86,7 @@ class Detector:
     def __repr__(self) -> str:
         return (
             f"Detector(config={self.config.name!r}, mode={self.mode!r}, device={self.device}, "
-            f"random_weights={self.random_weights})"
+            f"runtime={self.runtime.name!r}, random_weights={self.random_weights})"
         )
 
     # --- references -----------------------------------------------------------------------------------------
@@ -122,7 +131,8 @@ class Detector:
     def embed(self, images: Sequence[Image.Image], with_clip: bool) -> tuple[DinoFeatures, ClipFeatures | None]:
         """Backbone features of a batch, preprocessed exactly as `predict` does (training caches these)."""
         tensors = image_tensors(images, self.device)
-        return self._dino(tensors), (self._clip(tensors) if with_clip else None)
+        dino = self._dino(self._backbone_input(tensors, self.config.dino))
+        return dino, (self._clip(self._backbone_input(tensors, self.config.clip)) if with_clip else None)
 
     def load_references(self, folder: str | Path) -> ReferenceSet:
         refs = ReferenceSet.load(folder)
@@ -138,11 +148,17 @@ class Detector:
         timings: dict[str, float] = {}
         with _timed(timings, "preprocess", self.device):
             tensors = image_tensors(images, self.device)
-        with _timed(timings, "backbones", self.device):
-            dino = self._dino(tensors)
-            clip = self._clip(tensors) if self.mode == "full" else None
-        with _timed(timings, "heads", self.device):
+            dino_input = self._backbone_input(tensors, self.config.dino)  # (B, 3, Sd, Sd)
+            clip_input = self._backbone_input(tensors, self.config.clip) if self.mode == "full" else None
+        with _timed(timings, "dino", self.device):
+            dino = self._dino(dino_input)
+        clip = None
+        if clip_input is not None:
+            with _timed(timings, "clip", self.device):
+                clip = self._clip(clip_input)
+        with _timed(timings, "bank_search", self.device):
             s_cos = 1.0 - refs.bank.max_similarity(dino.patch_tokens).to(self.device)  # (B, Nd)
+        with _timed(timings, "heads", self.device):
             grid_maps, scores = self._score(dino, clip, s_cos, refs)  # (B, hd, wd), (B,)
         with _timed(timings, "postprocess", self.device):
             maps = self._full_resolution_maps(grid_maps, [t.shape[-2:] for t in tensors])
@@ -169,15 +185,17 @@ class Detector:
             self._text_features = self.network.text_features()  # (2, Dt): fixed once the heads are trained
         return self._text_features
 
-    def _dino(self, tensors: list[torch.Tensor]) -> DinoFeatures:
-        cfg = self.config.dino
-        with self._autocast():
-            return self.network.extract_dino(backbone_input(tensors, cfg.image_size, cfg.mean, cfg.std))
+    @staticmethod
+    def _backbone_input(tensors: list[torch.Tensor], cfg: ClipConfig | DinoConfig) -> torch.Tensor:
+        return backbone_input(tensors, cfg.image_size, cfg.mean, cfg.std)  # (B, 3, S, S)
 
-    def _clip(self, tensors: list[torch.Tensor]) -> ClipFeatures:
-        cfg = self.config.clip
+    def _dino(self, images: torch.Tensor) -> DinoFeatures:
         with self._autocast():
-            return self.network.extract_clip(backbone_input(tensors, cfg.image_size, cfg.mean, cfg.std))
+            return self.runtime.dino(images)
+
+    def _clip(self, images: torch.Tensor) -> ClipFeatures:
+        with self._autocast():
+            return self.runtime.clip(images)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -218,6 +236,9 @@ def create_detector(
     device: str | torch.device = "auto",
     random_init: bool = False,
     heads: str | Path | None = None,
+    runtime: str = "torch",
+    runtime_cache_dir: str | Path | None = None,
+    compile_mode: str = "off",
 ) -> Detector:
     """Build a detector from a named config (`paper`, `edge`, `tiny`) or a JSON config path.
 
@@ -225,6 +246,11 @@ def create_detector(
     random_init: real-size architecture with random weights, for timing only (never a default; logged loudly).
     heads: a heads file, "random" (untrained heads, for training and tests), or None: the weights dir's heads
         file when present, else training-free mode.
+    runtime: what runs the frozen backbones: "torch", or on the CPU "openvino" / "onnxruntime" (ONNX exports,
+        cached in runtime_cache_dir, default <weights_dir>/runtime-cache; see model/runtime).
+    compile_mode: torch runtime only: "off", "compile" (torch.compile, static shapes) or "cudagraphs" (CUDA).
+    Raises ConfigError for an unknown config, device, runtime or compile mode; WeightsMissingError for
+    missing weight files.
     """
     cfg = load_config(config)
     weights = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
@@ -241,9 +267,17 @@ def create_detector(
     heads_info: dict = {}
     if isinstance(heads_file, Path):
         heads_info = _load_heads(network, cfg, heads_file)
-    detector = Detector(network, resolve_device(device), random_weights, heads_info)
+    resolved = resolve_device(device)
+    cache = Path(runtime_cache_dir) if runtime_cache_dir is not None else default_runtime_cache(weights)
+    backbones = create_runtime(runtime, network.to(resolved).eval(), resolved, cache, compile_mode)
+    detector = Detector(network, resolved, random_weights, heads_info, backbones)
     log.info("detector ready: %r", detector)
     return detector
+
+
+def default_runtime_cache(weights_dir: Path) -> Path:
+    """Where ONNX exports of the backbones are cached unless told otherwise."""
+    return Path(weights_dir) / "runtime-cache"
 
 
 def _resolve_heads(cfg: DetectorConfig, weights: Path, heads: str | Path | None) -> Path | str | None:

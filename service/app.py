@@ -78,6 +78,9 @@ def build_detector(settings: Settings) -> Detector:
         weights_dir=settings.weights_dir,
         device=settings.device,
         random_init=settings.random_init,
+        runtime=settings.runtime,
+        runtime_cache_dir=settings.runtime_cache_dir,
+        compile_mode=settings.compile,
     )
 
 

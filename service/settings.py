@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     weights_dir: Path = Field(Path("weights"), description="folder with backbone and heads weight files")
     device: str = Field("auto", description="auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ...")
     random_init: bool = Field(False, description="real-size random weights, for timing only: results mean nothing")
+    runtime: Literal["torch", "openvino", "onnxruntime"] = Field(
+        "torch", description="what runs the frozen backbones: torch, or on the CPU openvino / onnxruntime (faster)"
+    )
+    runtime_cache_dir: Path | None = Field(
+        None, description="ONNX exports for openvino/onnxruntime (default: WEIGHTS_DIR/runtime-cache)"
+    )
+    compile: Literal["off", "compile", "cudagraphs"] = Field(
+        "off", description="torch runtime: torch.compile (static shapes) or CUDA graphs; off = eager"
+    )
     # --- storage ---------------------------------------------------------------------------------------------
     data_dir: Path = Field(Path("data"), description="product references live in DATA_DIR/products/<id>/")
     store_poll_s: float = Field(

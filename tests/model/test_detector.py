@@ -95,7 +95,7 @@ def test_full_mode_with_heads(full_detector, refs):
     assert [p.mode for p in preds] == ["full", "full"]
     assert preds[1].anomaly_map.shape == (50, 70)
     assert all(0.0 <= p.score <= 1.0 for p in preds)
-    assert set(preds[0].timings_ms) == {"preprocess", "backbones", "heads", "postprocess"}
+    assert set(preds[0].timings_ms) == {"preprocess", "dino", "clip", "bank_search", "heads", "postprocess"}
 
 
 def test_training_free_and_full_modes_differ_on_same_references(tiny_detector, full_detector, refs):

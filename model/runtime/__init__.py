@@ -1,0 +1,11 @@
+"""Backbone runtimes: what runs the frozen CLIP and DINOv2 forwards. The heads and the bank always run in torch.
+
+- `torch` (default): the nn.Modules themselves; on a GPU optionally torch.compile or CUDA graphs (`compile`).
+- `openvino`, `onnxruntime` (CPU only): ONNX exports of the two vision towers, made by `python -m model.runtime
+  export` or on first use, cached under a key of the weights' checksum and the input shape.
+"""
+
+from model.runtime.base import COMPILE_MODES, RUNTIMES, BackboneRuntime, create_runtime
+from model.runtime.export import export_backbones
+
+__all__ = ["COMPILE_MODES", "RUNTIMES", "BackboneRuntime", "create_runtime", "export_backbones"]

@@ -1,0 +1,49 @@
+"""python -m model.runtime export --config edge: export the backbones for the ONNX runtimes ahead of time."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from model.detector import create_detector, default_runtime_cache
+from model.runtime.export import export_backbones
+from model.weights import DEFAULT_WEIGHTS_DIR
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m model.runtime",
+        description="Export the frozen CLIP and DINOv2 vision towers to ONNX for DCPSFR_RUNTIME=openvino or "
+        "onnxruntime. The files are cached under a key of the weights' checksum and the input size, so the "
+        "service finds them at start-up instead of exporting on first use.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser("export", help="export both towers at the config's input sizes")
+    export.add_argument("--config", default="edge", help="paper, edge, tiny or a JSON config path (default: edge)")
+    export.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR, help="default: %(default)s")
+    export.add_argument(
+        "--cache-dir", type=Path, default=None, help="default: <weights-dir>/runtime-cache (DCPSFR_RUNTIME_CACHE_DIR)"
+    )
+    export.add_argument("--random-init", action="store_true", help="random weights of the real size (timing only)")
+    export.add_argument(
+        "--training-free", action="store_true", help="DINOv2 only (the service without a heads file needs no CLIP)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cache_dir = args.cache_dir or default_runtime_cache(args.weights_dir)
+    detector = create_detector(
+        args.config,
+        weights_dir=args.weights_dir,
+        device="cpu",
+        random_init=args.random_init,
+        heads=None if args.training_free else "random",  # the heads' values do not enter the export
+    )
+    for path in export_backbones(detector.network, cache_dir):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Runtimes on ONNX exports: OpenVINO and ONNX Runtime sessions, one per tower and input size (CPU, fp32)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.backbones import ClipFeatures, DinoFeatures
+from model.network import DCPSFR
+from model.runtime.export import cached_onnx, tower, weight_checksum
+
+log = logging.getLogger(__name__)
+
+Session = Callable[[np.ndarray], list[np.ndarray]]
+
+
+def openvino_session(path: Path, threads: int, cache_dir: Path) -> Session:
+    """OpenVINO CPU plugin, fp32 (its default on CPUs with bf16 units is bf16, which breaks parity)."""
+    import openvino as ov
+
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(cache_dir / "openvino")})  # compiled blobs: later starts skip compiling
+    compiled = core.compile_model(
+        str(path),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"},
+    )
+    request = compiled.create_infer_request()
+
+    def run(images: np.ndarray) -> list[np.ndarray]:
+        request.infer({0: images})
+        return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
+
+    return run
+
+
+def onnxruntime_session(path: Path, threads: int, cache_dir: Path) -> Session:
+    """ONNX Runtime CPU execution provider, all graph optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda images: session.run(None, {"images": images})
+
+
+SESSIONS = {"openvino": openvino_session, "onnxruntime": onnxruntime_session}
+
+
+class ExportedRuntime:
+    """Backbone forwards through an exported graph. Sessions are made lazily per (tower, H, W): a new input size
+    exports once (logged), so products with different grids each get a static-shape graph."""
+
+    def __init__(self, name: str, network: DCPSFR, cache_dir: Path) -> None:
+        self.name = name
+        self.network = network
+        self.cache_dir = Path(cache_dir)
+        self.checksums = {"dino": weight_checksum(tower(network, "dino"))}
+        if network.clip is not None:
+            self.checksums["clip"] = weight_checksum(tower(network, "clip"))
+        self._sessions: dict[tuple[str, int, int], Session] = {}
+
+    def dino(self, images: torch.Tensor) -> DinoFeatures:
+        patch_tokens, cls_token = self._run("dino", images)
+        return DinoFeatures(patch_tokens=patch_tokens, cls_token=cls_token)  # (B, Nd, Dd), (B, Dd)
+
+    def clip(self, images: torch.Tensor) -> ClipFeatures:
+        layer_tokens, embedding = self._run("clip", images)
+        return ClipFeatures(layer_tokens=layer_tokens, image_embedding=embedding)  # (B, m, Nc, Dc), (B, Dt)
+
+    def _run(self, kind: str, images: torch.Tensor) -> list[torch.Tensor]:
+        h, w = images.shape[-2:]
+        session = self._sessions.get((kind, h, w))
+        if session is None:
+            session = self._open(kind, (h, w))
+        x = images.detach().to("cpu", torch.float32).contiguous().numpy()  # (B, 3, H, W)
+        return [torch.from_numpy(out) for out in session(x)]
+
+    def _open(self, kind: str, size: tuple[int, int]) -> Session:
+        path = cached_onnx(self.network, kind, size, self.cache_dir, self.checksums[kind])
+        session = SESSIONS[self.name](path, torch.get_num_threads(), self.cache_dir)
+        self._sessions[(kind, *size)] = session
+        log.info("%s session for %s at %dx%d from %s", self.name, kind, *size, path.name)
+        return session

@@ -1,0 +1,87 @@
+"""Backbone runtimes: the ONNX exports (OpenVINO, ONNX Runtime) give the torch runtime's maps and scores."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from model import ConfigError, create_detector
+from model.runtime.__main__ import main as runtime_cli
+from model.runtime.export import onnx_path, tower, weight_checksum
+from tests.model.helpers import pil, textured_part, with_defect
+
+TOLERANCE = 1e-3  # issue 13: maps and scores within 1e-3 of torch fp32
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runtime-cache")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    defect, _ = with_defect(textured_part(7), 60, 80, 40)
+    return [pil(textured_part(5)), pil(defect), pil(textured_part(6, size=300)[:200])]  # last: 300 x 200
+
+
+def predictions(runtime: str, heads, cache_dir, frames):
+    det = create_detector("tiny", device="cpu", heads=heads, runtime=runtime, runtime_cache_dir=cache_dir)
+    refs = det.fit_references([pil(textured_part(s)) for s in (1, 2)])
+    return det, det.predict(frames, refs)
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("heads", [None, "random"], ids=["training-free", "full"])
+def test_exported_runtime_matches_torch(runtime, heads, cache_dir, frames):
+    _, expected = predictions("torch", heads, cache_dir, frames)
+    det, got = predictions(runtime, heads, cache_dir, frames)
+    assert det.runtime.name == runtime
+    for e, g in zip(expected, got, strict=True):
+        assert g.anomaly_map.shape == e.anomaly_map.shape
+        assert np.abs(g.anomaly_map - e.anomaly_map).max() <= TOLERANCE
+        assert abs(g.score - e.score) <= TOLERANCE
+    assert not np.allclose(got[0].anomaly_map, got[1].anomaly_map)  # the maps are real, not constant
+
+
+def test_export_is_cached_by_weight_checksum_and_logged(tmp_path, caplog):
+    det = create_detector("tiny", device="cpu", runtime="onnxruntime", runtime_cache_dir=tmp_path)
+    size = (det.config.dino.image_size, det.config.dino.image_size)
+    path = onnx_path(tmp_path, det.network, "dino", size, weight_checksum(tower(det.network, "dino")))
+    assert not path.exists()
+    with caplog.at_level(logging.WARNING, logger="model.runtime.export"):
+        det.predict([pil(textured_part(1))], det.fit_references([pil(textured_part(2))]))
+    assert path.is_file()
+    assert any("exporting now" in record.getMessage() for record in caplog.records)
+    caplog.clear()
+    again = create_detector("tiny", device="cpu", runtime="onnxruntime", runtime_cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="model.runtime.export"):
+        again.predict([pil(textured_part(1))], again.fit_references([pil(textured_part(2))]))
+    assert not any("exporting now" in record.getMessage() for record in caplog.records)  # found in the cache
+    with torch.no_grad():
+        det.network.dino.model.blocks[0].mlp.fc1.weight.add_(1.0)  # other weights -> another key
+    assert weight_checksum(tower(det.network, "dino")) not in path.name
+
+
+def test_export_command_writes_both_towers(tmp_path, capsys):
+    assert runtime_cli(["export", "--config", "tiny", "--cache-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 2
+    assert {p.split("-")[1] for p in (p.rsplit("/", 1)[-1] for p in printed)} == {"dino", "clip"}
+    assert all((tmp_path / p.rsplit("/", 1)[-1]).is_file() for p in printed)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"runtime": "tensorrt"}, "unknown runtime"),
+        ({"compile_mode": "fast"}, "unknown compile mode"),
+        ({"runtime": "openvino", "compile_mode": "compile"}, "torch runtime only"),
+        ({"compile_mode": "cudagraphs"}, "needs a CUDA device"),
+    ],
+)
+def test_bad_runtime_settings_are_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        create_detector("tiny", device="cpu", **kwargs)
