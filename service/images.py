@@ -16,14 +16,10 @@ from PIL import Image, UnidentifiedImageError
 
 from model.preprocess import to_rgb_array
 from service.errors import ApiError, BadImage, PayloadTooLarge, UnsupportedMedia
+from service.formats import ACCEPTED_FORMATS, SIGNATURES
 
-ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "BMP": "BMP", "TIFF": "TIFF"}
 HEATMAP_SPAN = 2.0  # heat map: 0 -> 0, the mask threshold -> 128, HEATMAP_SPAN x the threshold or more -> 255
 PNG_COMPRESS_LEVEL = 1  # fast; masks and maps compress well anyway
-
-
-# leading bytes of the accepted formats: a file that starts like one but does not open is damaged (400), not foreign
-SIGNATURES = (b"\x89PNG", b"\xff\xd8", b"BM", b"II*\x00", b"MM\x00*")
 
 
 def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:

@@ -10,15 +10,18 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
-from service.client.api import ApiError, InspectApi, RetryPolicy, Stopped
+from service.client.api import ApiError, FrameError, InspectApi, RetryPolicy, Stopped
 from service.client.camera import CameraSpooler, CameraUnavailable
 from service.client.journal import Journal
 from service.client.outputs import OutputFolder, safe_stem, summary
-from service.client.watch import FrameSender, watch_folder
+from service.client.watch import DEFAULT_SETTLE_S, INCOMPLETE_GRACE_S, TEMPORARY_SUFFIXES, FrameSender, watch_folder
+from service.formats import ACCEPTED_NAMES, ACCEPTED_SUFFIXES
 
 log = logging.getLogger("service.client")
 
@@ -30,7 +33,16 @@ EPILOG = """examples:
   python -m service.client watch /srv/line1/spool --product bottle --out /srv/line1/results --camera rtsp://cam1/stream
 
 environment: DCPSFR_URL and DCPSFR_API_KEY are the defaults of --url and --api-key (keeps the key out of `ps`).
-exit status: 0 done; 1 a request or frame failed; 2 bad usage or misconfiguration (key, product, camera)."""
+exit status: 0 done; 1 a request or frame failed (`inspect`: any file; `watch --once`: any frame rejected);
+2 bad usage or misconfiguration (key, product, camera)."""
+WATCH_EPILOG = f"""which files are sent:
+  only names ending in {" ".join(sorted(ACCEPTED_SUFFIXES))} ({ACCEPTED_NAMES}: what the service accepts);
+  never temporary names: hidden (.name), ~name, or ending in {", ".join(TEMPORARY_SUFFIXES)}.
+when a file is sent:
+  once its writer is done: size and mtime unchanged for --settle seconds (default {DEFAULT_SETTLE_S:g}), and a
+  PNG, JPEG or BMP must also end as its format says (else it waits up to {INCOMPLETE_GRACE_S:g} s more).
+  A writer that may pause longer should write under a temporary name (frame.png.part) and rename it when done.
+a rejected file (400/413/415/422) gets OUT/<stem>.error.json, is recorded once and is not sent again."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,13 +77,27 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--save-map", action="store_true", help="also write the heat map <stem>.map.png")
     inspect.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
-    watch = sub.add_parser("watch", help="post every new image in DIR once; results into --out")
+    watch = sub.add_parser(
+        "watch",
+        help="post every new image in DIR once; results into --out",
+        epilog=WATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     watch.add_argument("dir", type=Path, metavar="DIR", help="folder the camera (or --camera) writes images into")
     watch.add_argument("--product", required=True, help="product id (its references must be uploaded)")
     watch.add_argument("--out", type=Path, required=True, help="folder for <stem>.json, <stem>.mask.png")
     watch.add_argument("--journal", type=Path, help=f"record of finished frames (default: OUT/{JOURNAL_NAME})")
     watch.add_argument("--poll", type=float, default=0.5, help="seconds between folder scans (default: 0.5)")
-    watch.add_argument("--once", action="store_true", help="send what is in DIR now, then exit")
+    watch.add_argument(
+        "--settle",
+        type=float,
+        default=DEFAULT_SETTLE_S,
+        metavar="SECONDS",
+        help=f"send a file once it stayed unchanged this long (default: {DEFAULT_SETTLE_S:g})",
+    )
+    watch.add_argument(
+        "--once", action="store_true", help="send what is in DIR now, then exit (status 1 if any file was rejected)"
+    )
     watch.add_argument("--delete-sent", action="store_true", help="delete each image once its result is saved")
     watch.add_argument("--save-map", action="store_true", help="also write the heat map <stem>.map.png")
     watch.add_argument("--camera", metavar="SOURCE", help="capture into DIR from a camera: index (0) or URL (rtsp://)")
@@ -111,21 +137,64 @@ def run_references(api: InspectApi, args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class Outcome:
+    """What became of one file given to `inspect`: a result, or an error (rejected, or unreadable)."""
+
+    path: Path
+    response: dict[str, Any] | None = None  # the whole answer: product_id, reference_version
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    status: int | None = None
+
+
+def inspect_group(api: InspectApi, product: str, group: Sequence[Path]) -> list[Outcome]:
+    """One request for the group. If the service rejects it, one request per file: a bad file is rejected alone,
+    under its own name, and the others still get their results."""
+    outcomes: dict[Path, Outcome] = {}
+    uploads: list[tuple[Path, bytes]] = []
+    for path in group:
+        try:
+            uploads.append((path, path.read_bytes()))
+        except OSError as err:
+            outcomes[path] = Outcome(path, error=f"cannot read {path}: {err.strerror or err}")
+    try:
+        if uploads:
+            response = api.inspect(product, [(path.name, data) for path, data in uploads])
+            for (path, _), result in zip(uploads, response["results"], strict=True):
+                outcomes[path] = Outcome(path, response, result)
+    except FrameError as err:
+        if len(uploads) == 1:
+            outcomes[uploads[0][0]] = Outcome(uploads[0][0], error=str(err), status=err.status)
+        else:
+            for path, _ in uploads:
+                [outcomes[path]] = inspect_group(api, product, [path])
+    return [outcomes[path] for path in group]
+
+
 def run_inspect(api: InspectApi, args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise SystemExit("error: --batch must be at least 1")
     outputs = OutputFolder(args.out, save_map=args.save_map) if args.out else None
     stems = unique_stems(args.files)
+    failed = 0
     with tqdm(total=len(args.files), unit="img", disable=None, file=sys.stderr) as progress:
         for group in batches(args.files, args.batch):
-            response = api.inspect(args.product, read_uploads(group))
-            for path, result in zip(group, response["results"], strict=True):
-                if outputs:
-                    source = {"file": str(path), "key": path.name}
-                    outputs.write_result(stems[path], source, response, result)
-                print(json.dumps({"file": str(path), **summary(result)}), flush=True)
+            for outcome in inspect_group(api, args.product, group):
+                source = {"file": str(outcome.path), "key": outcome.path.name}
+                if outcome.result is not None:
+                    if outputs:
+                        outputs.write_result(stems[outcome.path], source, outcome.response or {}, outcome.result)
+                    line = summary(outcome.result)
+                else:
+                    failed += 1
+                    log.error("%s: %s", outcome.path, outcome.error)
+                    if outputs:
+                        outputs.write_error(stems[outcome.path], source, outcome.error or "", outcome.status)
+                    line = {"error": outcome.error, "status": outcome.status}
+                print(json.dumps({"file": str(outcome.path), **line}), flush=True)
             progress.update(len(group))
-    return 0
+    return 1 if failed else 0
 
 
 def run_watch(api: InspectApi, args: argparse.Namespace, stop: threading.Event) -> int:
@@ -144,6 +213,7 @@ def run_watch(api: InspectApi, args: argparse.Namespace, stop: threading.Event) 
             poll_s=args.poll,
             once=args.once and camera is None,
             delete_sent=args.delete_sent,
+            settle_s=args.settle,
         )
     finally:
         stop.set()
@@ -151,7 +221,8 @@ def run_watch(api: InspectApi, args: argparse.Namespace, stop: threading.Event) 
             camera.join(timeout=5)
         journal.close()
     log.info("stopped: %s", ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing sent")
-    return 1 if camera and camera.error else 0
+    rejected = args.once and counts.get("rejected", 0) > 0
+    return 1 if rejected or (camera and camera.error) else 0
 
 
 def stop_on_signals(stop: threading.Event) -> None:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -77,6 +78,27 @@ def start(command: list[str], env: dict[str, str], log: Path, cwd: Path = REPO) 
     popen = subprocess.Popen(command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
     handle.close()
     return Process(popen, log)
+
+
+def start_pausing_writer(path: Path, data: bytes, pause_s: float, rename_to: Path | None = None) -> threading.Thread:
+    """A camera's writer thread: writes half the file, pauses `pause_s`, writes the rest (then renames, if asked).
+    Returns once the first half is on disk."""
+    first_half = threading.Event()
+
+    def write() -> None:
+        with path.open("wb") as handle:
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            first_half.set()
+            time.sleep(pause_s)
+            handle.write(data[len(data) // 2 :])
+        if rename_to:
+            path.rename(rename_to)
+
+    writer = threading.Thread(target=write, name="writer")
+    writer.start()
+    assert first_half.wait(30), "the writer did not start"
+    return writer
 
 
 def compose_files() -> tuple[Path, ...]:

@@ -8,12 +8,15 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -22,7 +25,9 @@ from service.client.api import ConfigurationError, FrameError, InspectApi, Retri
 from service.client.camera import OPENCV_MISSING, CameraSpooler, CameraUnavailable
 from service.client.journal import Journal
 from service.client.outputs import OutputFolder
-from service.client.watch import FolderScanner, FrameSender, watch_folder
+from service.client.watch import FolderScanner, FrameSender, looks_complete, watch_folder
+from service.formats import ACCEPTED_FORMATS, ACCEPTED_SUFFIXES
+from tests.deploy.conftest import start_pausing_writer
 
 FAST = RetryPolicy(initial_s=0.001, max_s=0.01)
 MASK = b"mask-png-bytes"
@@ -34,14 +39,45 @@ def png(width: int = 8, height: int = 6, shade: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-class FakeService:
-    """Answers POST /inspect like the service; `script` gives status codes (or exceptions) for the first calls."""
+def uploaded_files(request: httpx.Request) -> list[tuple[str, bytes]]:
+    """(file name, content) of every file in a multipart request."""
+    boundary = request.headers["content-type"].split("boundary=")[1].encode()
+    files = []
+    for part in request.read().split(b"--" + boundary):
+        head, _, body = part.partition(b"\r\n\r\n")
+        if name := re.search(rb'filename="([^"]+)"', head):
+            files.append((name.group(1).decode(), body[:-2]))  # without the CRLF before the next boundary
+    return files
 
-    def __init__(self, script: list[int | BaseException] | None = None, headers: dict[str, str] | None = None) -> None:
+
+def decode_error(data: bytes) -> int | None:
+    """What the service answers for one file: None if it decodes, else 415 (not an image) or 400 (broken)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Image.UnidentifiedImageError:
+        return 415
+    except (OSError, SyntaxError, ValueError):
+        return 400
+    return None
+
+
+class FakeService:
+    """Answers POST /inspect like the service; `script` gives status codes (or exceptions) for the first calls.
+    With `decode`, a request with a file that does not decode is refused whole, as the service does (400/415)."""
+
+    def __init__(
+        self,
+        script: list[int | BaseException] | None = None,
+        headers: dict[str, str] | None = None,
+        decode: bool = False,
+    ) -> None:
         self.script = list(script or [])
         self.headers = headers or {}
+        self.decode = decode
         self.requests: list[httpx.Request] = []
         self.sent_files: list[str] = []
+        self.sent_sizes: list[int] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -50,11 +86,15 @@ class FakeService:
             raise step
         if step != 200:
             return httpx.Response(step, json={"detail": f"scripted {step}"}, headers=self.headers)
-        names = re.findall(rb'filename="([^"]+)"', request.read())
-        self.sent_files += [name.decode() for name in names]
+        uploads = uploaded_files(request)
+        for name, data in uploads if self.decode else ():
+            if status := decode_error(data):
+                return httpx.Response(status, json={"detail": f"images ({name}): does not decode"})
+        self.sent_files += [name for name, _ in uploads]
+        self.sent_sizes += [len(data) for _, data in uploads]
         results = [
             {
-                "filename": name.decode(),
+                "filename": name,
                 "score": 0.25,
                 "anomalous": False,
                 "threshold": 0.5,
@@ -62,7 +102,7 @@ class FakeService:
                 "anomaly_map_png": base64.b64encode(b"map").decode(),
                 "mode": "training-free",
             }
-            for name in names
+            for name, _ in uploads
         ]
         return httpx.Response(200, json={"product_id": "p1", "reference_version": 3, "results": results})
 
@@ -159,11 +199,12 @@ def add_frames(folder: Path, count: int, start: int = 0) -> list[Path]:
 
 
 def run_watch(fake: FakeService, frames: Path, out: Path, **kwargs) -> dict[str, int]:
-    """One client run (fresh objects, as after a restart) over what is in `frames` now."""
+    """One client run (fresh objects, as after a restart) over what is in `frames` now (no settle time)."""
     journal = Journal(out / "journal.sqlite3")
+    kwargs = {"poll_s": 0.01, "once": True, "settle_s": 0.0, **kwargs}
     try:
         sender = FrameSender(api_for(fake), "p1", OutputFolder(out), journal)
-        return watch_folder(sender, frames, threading.Event(), poll_s=0.01, once=True, **kwargs)
+        return watch_folder(sender, frames, threading.Event(), **kwargs)
     finally:
         journal.close()
 
@@ -195,7 +236,7 @@ def test_every_frame_is_sent_once_with_its_result_and_mask(folders):
 
 def test_a_frame_is_sent_only_once_it_stops_changing(folders):
     frames, _ = folders
-    scanner = FolderScanner(frames)
+    scanner = FolderScanner(frames, settle_s=0.0)
     [path] = add_frames(frames, 1)
     assert scanner.settled_frames() == [] and scanner.unsettled == 1
     path.write_bytes(png(width=9))  # still being written
@@ -289,7 +330,6 @@ def test_camera_without_opencv_says_how_to_install_it(monkeypatch, tmp_path: Pat
 
 def test_camera_frames_from_a_video_are_spooled_and_sent(folders, tmp_path: Path):
     cv2 = pytest.importorskip("cv2", reason="OpenCV not installed (the `camera` extra)")
-    import numpy as np
 
     video = tmp_path / "line.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (64, 48))
@@ -311,3 +351,174 @@ def test_unopenable_camera_is_a_clear_error(tmp_path: Path):
     pytest.importorskip("cv2", reason="OpenCV not installed (the `camera` extra)")
     with pytest.raises(CameraUnavailable, match="cannot open camera"):
         CameraSpooler(str(tmp_path / "no-such-stream.avi"), tmp_path, threading.Event())
+
+
+# --- watch: only finished files, only what the service accepts ----------------------------------------------
+
+
+def image_file(fmt: str, width: int = 64, height: int = 48) -> bytes:
+    """Noise (it does not compress): half of the file is half of the pixels."""
+    pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)  # (H, W, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "settle_s", "pause_s", "why"),
+    [
+        ("TIFF", 2.0, 0.3, "the pause is shorter than the settle time"),
+        ("PNG", 0.05, 1.0, "the PNG has no IEND yet, however long the pause"),
+        ("JPEG", 0.05, 1.0, "the JPEG has no EOI yet, however long the pause"),
+        ("BMP", 0.05, 1.0, "the BMP is shorter than its header says"),
+    ],
+)
+def test_a_writer_pausing_mid_file_gets_one_result_and_no_error(folders, fmt, settle_s, pause_s, why):
+    frames, out = folders
+    data = image_file(fmt)
+    fake = FakeService(decode=True)  # half a file would be answered 400, as the service does
+    writer = start_pausing_writer(frames / f"frame.{fmt.lower()}", data, pause_s)
+    try:
+        counts = run_watch(fake, frames, out, poll_s=0.02, settle_s=settle_s)  # scans many times during the pause
+    finally:
+        writer.join(30)
+    assert counts == {"done": 1}, why
+    assert fake.sent_sizes == [len(data)], f"sent {fake.sent_sizes} bytes of {len(data)}: {why}"
+    assert result_files(out) == ["frame.json"] and not list(out.glob("*.error.json"))
+
+
+def test_a_file_written_under_a_temporary_name_is_sent_once_renamed(folders):
+    frames, out = folders
+    data = image_file("TIFF")  # no end marker: only the name tells that it is unfinished
+    for name in (".hidden.png", "~office.png", "frame.png.tmp", "frame.png.partial", "frame.jpg.crdownload"):
+        (frames / name).write_bytes(png())
+    fake = FakeService(decode=True)
+    writer = start_pausing_writer(frames / "frame.tif.part", data, 1.0, rename_to=frames / "frame.tif")
+    try:
+        counts = run_watch(fake, frames, out, poll_s=0.02, settle_s=0.0)
+        if not counts:  # the once-run found only temporary files and ended before the rename
+            writer.join(30)
+            counts = run_watch(fake, frames, out, poll_s=0.02, settle_s=0.0)
+    finally:
+        writer.join(30)
+    assert counts == {"done": 1} and fake.sent_files == ["frame.tif"] and fake.sent_sizes == [len(data)]
+
+
+def test_only_suffixes_the_service_accepts_are_picked_up(folders):
+    frames, out = folders
+    accepted = ["a.png", "b.JPG", "c.jpeg", "d.bmp", "e.tif", "f.TIFF"]
+    for name in [*accepted, "g.webp", "h.gif", "i.txt", "j.png.json", "noext", "k.pgm"]:
+        (frames / name).write_bytes(png())
+    fake = FakeService()
+    assert run_watch(fake, frames, out) == {"done": len(accepted)}
+    assert sorted(fake.sent_files) == sorted(accepted)
+
+
+def test_the_client_and_the_service_share_one_list_of_formats():
+    import service.images
+
+    assert service.images.ACCEPTED_FORMATS is ACCEPTED_FORMATS
+    pillow = Image.registered_extensions()  # ".png" -> "PNG"
+    assert {suffix: pillow.get(suffix) in ACCEPTED_FORMATS for suffix in ACCEPTED_SUFFIXES} == dict.fromkeys(
+        ACCEPTED_SUFFIXES, True
+    )
+    assert {suffix for suffix, fmt in pillow.items() if fmt in ACCEPTED_FORMATS} == ACCEPTED_SUFFIXES
+
+
+def test_the_client_imports_without_the_service_stack():
+    blocked = ("PIL", "numpy", "torch", "fastapi", "starlette", "model")
+    code = f"import sys\nfor name in {blocked!r}:\n    sys.modules[name] = None\nimport service.client.cli"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_frame_must_stay_unchanged_for_the_settle_time(folders):
+    frames, _ = folders
+    now = [100.0]
+    scanner = FolderScanner(frames, settle_s=2.0, clock=lambda: now[0])
+    [path] = add_frames(frames, 1)
+    assert scanner.settled_frames() == []
+    now[0] = 101.9
+    assert scanner.settled_frames() == [] and scanner.unsettled == 1
+    path.write_bytes(png(width=9))  # the writer goes on: the settle time starts again
+    now[0] = 103.0
+    assert scanner.settled_frames() == []
+    now[0] = 104.9
+    assert scanner.settled_frames() == []
+    now[0] = 105.0
+    [frame] = scanner.settled_frames()
+    assert frame.path == path and frame.size == path.stat().st_size and scanner.unsettled == 0
+
+
+def test_a_file_without_its_end_is_sent_after_the_grace_time(folders):
+    """A file cut for good (the writer died) is not held forever: the service then rejects it."""
+    frames, _ = folders
+    now = [0.0]
+    scanner = FolderScanner(frames, settle_s=1.0, incomplete_grace_s=30.0, clock=lambda: now[0])
+    (frames / "cut.png").write_bytes(image_file("PNG")[:300])
+    for now[0] in (0.0, 1.0, 30.9):
+        assert scanner.settled_frames() == [] and scanner.unsettled == 1
+    now[0] = 31.0
+    assert [frame.path.name for frame in scanner.settled_frames()] == ["cut.png"]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP"])
+def test_looks_complete_finds_the_end_of_png_jpeg_and_bmp(tmp_path: Path, fmt: str):
+    data = image_file(fmt)
+    path = tmp_path / "frame"
+    for cut in (0, 1, 2, 5, 20, 300, len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        assert not looks_complete(path, cut), f"{fmt} cut after {cut} of {len(data)} bytes looks complete"
+    path.write_bytes(data)
+    assert looks_complete(path, len(data))
+    if fmt == "JPEG":  # padding after the end marker, as some cameras write
+        path.write_bytes(data + b"\x00" * 16)
+        assert looks_complete(path, len(data) + 16)
+
+
+# --- inspect: one bad file among many ------------------------------------------------------------------------
+
+
+def fake_client(monkeypatch, fake: FakeService) -> None:
+    """cli.main talks to `fake` instead of a URL."""
+    monkeypatch.setattr(cli, "InspectApi", partial(InspectApi, transport=httpx.MockTransport(fake)))
+    monkeypatch.setattr(cli, "stop_on_signals", lambda stop: None)
+
+
+def test_inspect_with_a_bad_file_inspects_the_others_and_exits_non_zero(tmp_path: Path, monkeypatch, capsys):
+    files = [tmp_path / name for name in ("a.png", "b.png", "c.png", "d.png")]
+    for shade, path in enumerate(files):
+        path.write_bytes(png(shade=shade))
+    files[1].write_text("not an image")
+    fake = FakeService(decode=True)
+    fake_client(monkeypatch, fake)
+    out = tmp_path / "out"
+    argv = ["--url", "http://service", "inspect", "--product", "p1", "--out", str(out)]
+    assert cli.main([*argv, *map(str, files), str(tmp_path / "missing.png")]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(line["file"]).name for line in lines] == ["a.png", "b.png", "c.png", "d.png", "missing.png"]
+    assert [line.get("score") for line in lines] == [0.25, None, 0.25, 0.25, None]
+    assert lines[1]["status"] == 415 and "does not decode" in lines[1]["error"]
+    assert lines[4]["status"] is None and "cannot read" in lines[4]["error"]
+    assert fake.sent_files == ["a.png", "c.png", "d.png"]  # the batch was refused whole, then one by one
+    assert sorted(p.name for p in out.glob("*.json")) == [
+        "a.json",
+        "b.error.json",
+        "c.json",
+        "d.json",
+        "missing.error.json",
+    ]
+
+
+def test_watch_once_exits_non_zero_when_a_frame_was_rejected(folders, monkeypatch):
+    frames, out = folders
+    add_frames(frames, 2)
+    (frames / "broken.png").write_text("not an image")
+    fake = FakeService(decode=True)
+    fake_client(monkeypatch, fake)
+    argv = ["--url", "http://service", "watch", str(frames), "--product", "p1", "--out", str(out)]
+    argv += ["--once", "--poll", "0.01", "--settle", "0"]
+    assert cli.main(argv) == 1
+    assert sorted(p.name for p in out.glob("*.json")) == ["broken.error.json", "frame000.json", "frame001.json"]
+    assert cli.main(argv) == 0, "a rejected frame is recorded once and not sent again"
+    assert len(fake.requests) == 3

@@ -4,6 +4,7 @@ starting it while the service is down."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,7 +18,16 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.deploy.conftest import CAMERA_KEY, REPO, Service, free_port, start, start_service, wait_for
+from tests.deploy.conftest import (
+    CAMERA_KEY,
+    REPO,
+    Service,
+    free_port,
+    start,
+    start_pausing_writer,
+    start_service,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -133,3 +143,59 @@ def test_watch_waits_for_a_service_that_is_down(
             late.process.stop()
     assert len(list((tmp_path / "out").glob("*.json"))) == len(frames)
     assert "retrying in" in watcher.log_tail()
+
+
+def test_watch_once_waits_for_pausing_writers_and_rejects_a_bad_file_once(
+    deploy_service: Service, product: str, bottle_dir: Path, tmp_path: Path
+):
+    """Real writers pause mid-file for longer than the settle time (PNG) and shorter (TIFF): each frame gets one
+    result and no error record; a file that is not an image is rejected once, under its own name, and `--once`
+    exits 1; names the service refuses or marks as temporary are never sent."""
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    frames.mkdir()
+    source = sorted((bottle_dir / "test").glob("*/*.png"))[0]
+    png = source.read_bytes()
+    with Image.open(source) as image:
+        tiff_buffer = io.BytesIO()
+        image.save(tiff_buffer, format="TIFF")
+        image.save(frames / "refused.webp", format="WEBP")
+    (frames / "notes.png").write_text("not an image")
+    (frames / "unfinished.png.part").write_bytes(png)
+    before = inspections_total(deploy_service)
+    writers = [
+        start_pausing_writer(frames / "slow.png", png, pause_s=4.0),  # longer than the default settle time (2 s)
+        start_pausing_writer(frames / "short.tif", tiff_buffer.getvalue(), pause_s=0.5),
+    ]
+    try:
+        args = ["watch", str(frames), "--product", product, "--out", str(out), "--once", "--poll", "0.1"]
+        first = client(*args, env=client_env(deploy_service))
+    finally:
+        for writer in writers:
+            writer.join(TIMEOUT_S)
+    assert first.returncode == 1, f"a rejected frame must make --once fail:\n{first.stderr}"
+    written = sorted(path.name for path in out.glob("*.json"))
+    assert written == ["notes.error.json", "short.json", "slow.json"], first.stderr
+    assert json.loads((out / "notes.error.json").read_text())["status"] == 415
+    for name, data in (("slow", png), ("short", tiff_buffer.getvalue())):
+        assert json.loads((out / f"{name}.json").read_text())["source"]["size"] == len(data)
+    assert inspections_total(deploy_service) - before == 2
+
+    again = client(*args, env=client_env(deploy_service))
+    assert again.returncode == 0, again.stderr
+    assert sorted(path.name for path in out.glob("*.json")) == written, "a finished frame was recorded again"
+
+
+def test_inspect_with_one_bad_file_inspects_the_others(
+    deploy_service: Service, product: str, bottle_dir: Path, tmp_path: Path
+):
+    good = sorted((bottle_dir / "test").glob("*/*.png"))[:3]
+    bad = tmp_path / "b.png"
+    bad.write_text("not an image")
+    files = [good[0], bad, *good[1:]]
+    done = client("inspect", "--product", product, *map(str, files), env=client_env(deploy_service))
+    assert done.returncode == 1, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(path) for path in files]
+    assert [line.get("status") for line in lines] == [None, 415, None, None]
+    assert all(isinstance(lines[i]["score"], float) for i in (0, 2, 3))
+    assert "b.png" in lines[1]["error"]

@@ -1,0 +1,17 @@
+"""The image formats the service accepts: one list for the service (checked on the decoded header) and its camera
+client (which picks up only files with these suffixes). Standard library only, so the client stays light."""
+
+from __future__ import annotations
+
+ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "BMP": "BMP", "TIFF": "TIFF"}  # Pillow's -> ours
+ACCEPTED_NAMES = "PNG, JPEG, BMP or TIFF"
+PNG_START, JPEG_START, BMP_START, TIFF_STARTS = b"\x89PNG", b"\xff\xd8", b"BM", (b"II*\x00", b"MM\x00*")
+# leading bytes of the accepted formats: a file that starts like one but does not open is damaged (400), not foreign
+SIGNATURES = (PNG_START, JPEG_START, BMP_START, *TIFF_STARTS)
+ACCEPTED_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".bmp", ".tif", ".tiff"})
+
+
+def has_accepted_suffix(name: str) -> bool:
+    """Whether a file name ends in a suffix of an accepted format (case-insensitive)."""
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in ACCEPTED_SUFFIXES
