@@ -15,6 +15,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from service.rules import ALL_RULE_NAMES
+
+REGION_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 STAGES = ("decode", "predict", "encode", "fit")
@@ -60,8 +63,22 @@ class Metrics:
             "GPU memory allocated by the model process (0 when not on CUDA)",
             registry=self.registry,
         )
+        self.regions = Histogram(
+            "dcpsfr_regions_per_inspection",
+            "Defect regions (connected components of the mask) per inspected image",
+            buckets=REGION_BUCKETS,
+            registry=self.registry,
+        )
+        self.rule_hits = Counter(
+            "dcpsfr_rule_hits",
+            "Inspections rejected, by the acceptance rule that fired (threshold = the image score rule)",
+            ["rule"],
+            registry=self.registry,
+        )
         for stage in STAGES:
             self.stage_duration.labels(stage)
+        for rule in ALL_RULE_NAMES:
+            self.rule_hits.labels(rule)
         if not per_product:
             for verdict in VERDICTS:
                 self.inspections.labels(verdict)
@@ -70,6 +87,11 @@ class Metrics:
         verdict = "anomalous" if anomalous else "good"
         labels = (verdict, product_id) if self.per_product else (verdict,)
         self.inspections.labels(*labels).inc()
+
+    def count_regions(self, n_regions: int, rules_fired: tuple[str, ...]) -> None:
+        self.regions.observe(n_regions)
+        for rule in rules_fired:
+            self.rule_hits.labels(rule).inc()
 
     def watch(self, queue_depth: Callable[[], float], gpu_memory: Callable[[], float]) -> None:
         """Gauges read at scrape time."""

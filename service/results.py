@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from model import Prediction
 from service.images import heatmap_png, mask_png
 from service.metrics import Metrics
+from service.rules import judge, region_json
 from service.store import Product
 from service.worker import BatchResult
 
@@ -20,6 +21,14 @@ from service.worker import BatchResult
 def mode_label(mode: str, random_weights: bool) -> str:
     """The mode every response carries, e.g. "full", "training-free" or "training-free (random weights)"."""
     return f"{mode} (random weights)" if random_weights else mode
+
+
+@dataclass(frozen=True)
+class RegionLimits:
+    """How regions are found and listed (settings; a product's rules may set its own minimum area)."""
+
+    min_area_px: int  # DCPSFR_MIN_REGION_AREA_PX
+    max_listed: int  # DCPSFR_MAX_REGIONS_LISTED
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,14 @@ class InspectionResult:
     anomaly_map_png: bytes | None
     mode: str
     timings_ms: dict[str, float]
+    regions: list[dict[str, Any]]  # the largest-valued `max_listed` regions, sorted by max_value
+    n_regions: int  # all regions, listed or not
+    rule: str | None  # the acceptance rule that fired ("threshold" without rules), None when the part passed
+    rules_fired: tuple[str, ...]
+
+    @property
+    def regions_truncated(self) -> bool:
+        return self.n_regions > len(self.regions)
 
     def as_json(self, filename: str | None) -> dict[str, Any]:
         return {
@@ -48,6 +65,11 @@ class InspectionResult:
             "anomaly_map_png": base64.b64encode(self.anomaly_map_png or b"").decode("ascii"),
             "mode": self.mode,
             "timings_ms": self.timings_ms,
+            "regions": self.regions,
+            "n_regions": self.n_regions,
+            "regions_truncated": self.regions_truncated,
+            "rule": self.rule,
+            "rules_fired": list(self.rules_fired),
         }
 
 
@@ -60,24 +82,44 @@ def png_headers(result: InspectionResult, product: Product) -> dict[str, str]:
         "X-Product-Id": product.product_id,
         "X-Reference-Version": str(product.version),
         "X-Mode": result.mode,
+        "X-Region-Count": str(result.n_regions),
+        "X-Rule": result.rule or "",
     }
 
 
 async def encode_results(
-    batch: BatchResult, product: Product, decode_ms: list[float], metrics: Metrics, with_heatmap: bool
+    batch: BatchResult,
+    product: Product,
+    decode_ms: list[float],
+    metrics: Metrics,
+    with_heatmap: bool,
+    limits: RegionLimits,
 ) -> list[InspectionResult]:
     jobs = [
-        run_in_threadpool(_encode_one, prediction, product, ms, batch, metrics, with_heatmap)
+        run_in_threadpool(_encode_one, prediction, product, ms, batch, metrics, with_heatmap, limits)
         for prediction, ms in zip(batch.predictions, decode_ms, strict=True)
     ]
     return list(await asyncio.gather(*jobs))
 
 
 def _encode_one(
-    prediction: Prediction, product: Product, decode_ms: float, batch: BatchResult, metrics: Metrics, with_heatmap: bool
+    prediction: Prediction,
+    product: Product,
+    decode_ms: float,
+    batch: BatchResult,
+    metrics: Metrics,
+    with_heatmap: bool,
+    limits: RegionLimits,
 ) -> InspectionResult:
     start = time.perf_counter()
     threshold, pixel_threshold = product.threshold, product.pixel_threshold
+    judgement = judge(
+        prediction.anomaly_map, pixel_threshold, bool(prediction.score > threshold), product.rules, limits.min_area_px
+    )
+    scale = None if product.rules is None else product.rules.mm_per_pixel
+    listed = judgement.regions.regions[: limits.max_listed]
+    regions = [region_json(r, i, scale, judgement.in_reject_zone[i]) for i, r in enumerate(listed)]
+    metrics.count_regions(len(judgement.regions), judgement.rules_fired)
     mask = mask_png(prediction.anomaly_map, pixel_threshold)
     heatmap = heatmap_png(prediction.anomaly_map, pixel_threshold) if with_heatmap else None
     encode_s = time.perf_counter() - start
@@ -92,7 +134,7 @@ def _encode_one(
     }
     return InspectionResult(
         score=float(prediction.score),
-        anomalous=bool(prediction.score > threshold),
+        anomalous=judgement.anomalous,
         threshold=threshold,
         pixel_threshold=pixel_threshold,
         width=width,
@@ -101,4 +143,8 @@ def _encode_one(
         anomaly_map_png=heatmap,
         mode=mode_label(prediction.mode, prediction.random_weights),
         timings_ms={k: round(v, 3) for k, v in timings.items()},
+        regions=regions,
+        n_regions=len(judgement.regions),
+        rule=judgement.rule,
+        rules_fired=judgement.rules_fired,
     )

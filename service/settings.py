@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     max_pixels: int = Field(50_000_000, ge=1, description="largest image (width x height), checked before decoding")
     max_images_per_request: int = Field(16, ge=1, description="most images in one POST /inspect")
     max_references: int = Field(16, ge=1, le=16, description="most reference images per product upload")
+    # --- defect regions --------------------------------------------------------------------------------------
+    min_region_area_px: int = Field(16, ge=1, description="mask components smaller than this (pixels) are specks")
+    max_regions_listed: int = Field(50, ge=0, description="most regions listed per result (regions_truncated beyond)")
     # --- batching --------------------------------------------------------------------------------------------
     max_batch_size: int = Field(8, ge=1, description="most images in one model forward")
     max_wait_ms: float = Field(5.0, ge=0, description="how long the worker waits to fill a batch")

@@ -4,6 +4,7 @@
                                            "threshold": null|float, "pixel_threshold": null|float}
     products/<id>/v<N>/          ReferenceSet files + product.json (calibration, creation time)
     products/<id>/<name>         per-product files other features add (calibration sets, rules, ...)
+    products/<id>/rules.json     acceptance rules: {"rules": null|{...}, "rules_version": M}
     products/<id>/.lock          held for milliseconds by the one writer that moves the pointer
 
 Writing. A new version is written to `products/.tmp-<id>-*` and fsynced without any lock (the slow part).
@@ -60,6 +61,7 @@ from typing import Any
 
 from model import ReferenceSet
 from service.calibration import Calibration
+from service.rules import AcceptanceRules
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PRODUCT_FILE = re.compile(r"^(?!v[0-9]+$)(?!current\.json$)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 POINTER = "current.json"
 PRODUCT_META = "product.json"
+RULES_FILE = "rules.json"
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
@@ -106,6 +109,8 @@ class Product:
     pixel_threshold_override: float | None = None
     uid: str = ""  # unique per version, across deletes and replicas
     generation: int = 0  # bumped by every pointer change (new version, thresholds, per-product files)
+    rules: AcceptanceRules | None = None  # from rules.json: kept across uploads, they describe the product
+    rules_version: int = 0  # counts the rule changes of this product
 
     @property
     def threshold(self) -> float:
@@ -129,6 +134,9 @@ class Product:
             "threshold_source": "calibrated" if self.threshold_override is None else "manual",
             "pixel_threshold_source": "calibrated" if self.pixel_threshold_override is None else "manual",
             "calibration": self.calibration.to_dict(),
+            "mm_per_pixel": None if self.rules is None else self.rules.mm_per_pixel,
+            "rules": None if self.rules is None else self.rules.model_dump(exclude_none=True),
+            "rules_version": self.rules_version,
             "config": self.refs.config_name,
             "created_at": self.created_at,
         }
@@ -209,7 +217,16 @@ class ProductStore:
                 generation = 1 if pointer is None else pointer.get("generation", 0) + 1
                 new_pointer = {"version": version, "uid": uid, "generation": generation}
                 write_json_atomic(folder / POINTER, {**new_pointer, "threshold": None, "pixel_threshold": None})
-                product = Product(product_id, version, refs, calibration, created_at, uid=uid, generation=generation)
+                product = Product(
+                    product_id,
+                    version,
+                    refs,
+                    calibration,
+                    created_at,
+                    uid=uid,
+                    generation=generation,
+                    **read_rules(folder),
+                )
                 self._install(product_id, product, pointer_stat(folder))
         except (StoreConflict, ProductMissing) as err:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -235,6 +252,22 @@ class ProductStore:
         None if the product does not exist; StoreError if the disk refuses; ValueError for a bad name."""
         path = self.product_file(product_id, name)
         return self._update_pointer(product_id, {}, f"{name} of {product_id!r}", lambda: write_atomic(path, data))
+
+    def set_rules(self, product_id: str, rules: AcceptanceRules | None) -> Product | None:
+        """Replace the acceptance rules (None removes them), counting the change in `rules_version`.
+
+        None if the product does not exist; StoreError if the disk refuses."""
+        path = self.product_file(product_id, RULES_FILE)
+
+        def write() -> None:  # under the product's lock, so the count is exact across replicas
+            version = read_rules(path.parent)["rules_version"] + 1
+            content = {
+                "rules": None if rules is None else rules.model_dump(exclude_none=True),
+                "rules_version": version,
+            }
+            write_atomic(path, json.dumps(content).encode())
+
+        return self._update_pointer(product_id, {}, f"rules of {product_id!r}", write)
 
     def delete(self, product_id: str) -> bool:
         """Remove the product: the folder is renamed away (atomic) before memory forgets it. False if absent.
@@ -326,6 +359,7 @@ class ProductStore:
             "threshold_override": pointer.get("threshold"),
             "pixel_threshold_override": pointer.get("pixel_threshold"),
             "generation": pointer.get("generation", 0),
+            **read_rules(folder),
         }
         cached = self._products.get(product_id)
         if cached is not None and cached.uid == uid:
@@ -440,6 +474,19 @@ def check_expected(product_id: str, pointer: dict[str, Any] | None, expected: An
         f"product {product_id!r} changed while this upload was being processed: version {pointer['version']} "
         "was stored meanwhile (by another request or replica); upload again to replace it"
     )
+
+
+def read_rules(folder: Path) -> dict[str, Any]:
+    """The product's rules file as Product fields: {"rules": AcceptanceRules | None, "rules_version": int}."""
+    try:
+        content = json.loads((folder / RULES_FILE).read_text())
+    except FileNotFoundError:
+        return {"rules": None, "rules_version": 0}
+    rules = content.get("rules")
+    return {
+        "rules": None if rules is None else AcceptanceRules.model_validate(rules),
+        "rules_version": int(content.get("rules_version", 0)),
+    }
 
 
 def checked_file_name(name: str) -> str:

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.dependencies import ReadyServices, check_product_id, existing_product
 from service.errors import InvalidField
-from service.results import encode_results, png_headers
+from service.results import RegionLimits, encode_results, png_headers
 from service.uploads import check_count, decode_uploads
 
 router = APIRouter(tags=["inspect"])
@@ -31,7 +31,8 @@ async def inspect(
         raise InvalidField(f"format=png answers exactly one image; this request has {len(images)}")
     decoded, decode_ms = await decode_uploads(images, services.settings.max_pixels, services.metrics)
     batch = await asyncio.wrap_future(services.worker.submit_predict(product, decoded))
-    results = await encode_results(batch, product, decode_ms, services.metrics, with_heatmap=format == "json")
+    limits = RegionLimits(services.settings.min_region_area_px, services.settings.max_regions_listed)
+    results = await encode_results(batch, product, decode_ms, services.metrics, format == "json", limits)
     for result in results:
         services.metrics.count_inspection(result.anomalous, product.product_id)
     if format == "png":

@@ -80,9 +80,11 @@ def test_inspect_writes_results_and_masks(deploy_service: Service, product: str,
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [Path(line["file"]).name for line in lines] == [frame.name for frame in frames]
     assert all(line["mode"].endswith("(random weights)") for line in lines)
+    assert all({"regions", "n_regions", "rule"} <= set(line) for line in lines)  # defect regions and the verdict's rule
     for frame, stem in zip(frames, ["000", "000-2", "001"], strict=True):
         record = json.loads((tmp_path / f"{stem}.json").read_text())
         assert record["product_id"] == product and record["source"]["file"] == str(frame)
+        assert len(record["result"]["regions"]) <= record["result"]["n_regions"]
         with Image.open(tmp_path / record["mask_png"]) as mask, Image.open(frame) as image:
             assert mask.size == image.size
 

@@ -1,0 +1,43 @@
+"""A product's acceptance rules: which defect regions reject a part (see service/rules.py for the semantics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from service.dependencies import ProductId, ReadyServices, existing_product
+from service.errors import StorageFailed
+from service.rules import AcceptanceRules
+from service.store import Product, StoreError
+
+router = APIRouter(prefix="/products", tags=["rules"])
+
+
+def rules_view(product: Product) -> dict[str, Any]:
+    rules = None if product.rules is None else product.rules.model_dump(exclude_none=True)
+    return {"product_id": product.product_id, "rules": rules, "rules_version": product.rules_version}
+
+
+@router.get("/{product_id}/rules", summary="Show a product's acceptance rules (null: the threshold rule decides)")
+def get_rules(product_id: ProductId, services: ReadyServices) -> dict[str, Any]:
+    return rules_view(existing_product(services.store, product_id))
+
+
+@router.put("/{product_id}/rules", summary="Replace a product's acceptance rules and scale (mm_per_pixel)")
+async def put_rules(product_id: ProductId, rules: AcceptanceRules, services: ReadyServices) -> dict[str, Any]:
+    return rules_view(await _store_rules(services, product_id, rules))
+
+
+@router.delete("/{product_id}/rules", summary="Remove a product's rules: the threshold rule decides again")
+async def delete_rules(product_id: ProductId, services: ReadyServices) -> dict[str, Any]:
+    return rules_view(await _store_rules(services, product_id, None))
+
+
+async def _store_rules(services: ReadyServices, product_id: str, rules: AcceptanceRules | None) -> Product:
+    try:
+        product = await run_in_threadpool(services.store.set_rules, product_id, rules)
+    except StoreError as err:
+        raise StorageFailed(str(err)) from err
+    return product if product is not None else existing_product(services.store, product_id)
