@@ -109,9 +109,9 @@ def region_json(region: Region, index: int, mm_per_pixel: float | None, in_rejec
     }
     if mm_per_pixel is not None:
         length_px, width_px = sorted((region.width_px, region.height_px), reverse=True)
-        view["area_mm2"] = region.area_px * mm_per_pixel**2
-        view["length_mm"] = length_px * mm_per_pixel
-        view["width_mm"] = width_px * mm_per_pixel
+        view["area_mm2"] = round(region.area_px * mm_per_pixel**2, 6)
+        view["length_mm"] = round(length_px * mm_per_pixel, 6)
+        view["width_mm"] = round(width_px * mm_per_pixel, 6)
     return view
 
 
