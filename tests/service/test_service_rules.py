@@ -202,3 +202,26 @@ def test_a_drawn_rectangle_on_a_real_bottle_frame_gives_its_geometry(client, bot
     assert big["area_mm2"] == pytest.approx(7200 * 0.05**2)
     assert not big["in_reject_zone"] and small["in_reject_zone"]
     assert result["rule"] == "reject_in" and result["anomalous"]
+
+
+def test_rules_reach_another_replica_and_outlive_a_new_upload(tmp_path, tiny_detector):
+    from service.calibration import Calibration
+    from service.store import ProductStore
+
+    a, b = (ProductStore(tmp_path / "products") for _ in range(2))  # two processes sharing one data dir
+    for store in (a, b):
+        store.open(tiny_detector.load_references)
+    images = [Image.open(io.BytesIO(image_bytes(40, 32, seed=s))).convert("RGB") for s in range(2)]
+    refs = tiny_detector.fit_references(images)
+    calibration = Calibration("leave-one-out", [0.1, 0.2], [0.3, 0.4], threshold=0.5, pixel_threshold=0.6)
+    a.commit("p", refs, calibration)
+    assert b.get("p").rules is None
+    a.set_rules("p", rules(max_regions=2, mm_per_pixel=0.1))
+    b.refresh()
+    assert (b.get("p").rules.max_regions, b.get("p").rules_version) == (2, 1)
+    b.commit("p", refs, calibration)  # a new version of the references on the other replica
+    a.refresh()
+    assert a.get("p").version == 2 and a.get("p").rules.mm_per_pixel == 0.1
+    b.set_rules("p", None)
+    a.refresh()
+    assert (a.get("p").rules, a.get("p").rules_version) == (None, 2)
