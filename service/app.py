@@ -17,7 +17,7 @@ from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
 from service.results import mode_label
-from service.routes import health, inspect, products, rules
+from service.routes import console, health, inspect, products, rules
 from service.settings import Settings
 from service.store import ProductStore
 from service.sync import StoreSync
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = Services(settings=settings, store=store, worker=worker, metrics=metrics)
     install_error_handlers(app)
-    for router in (health.router, products.router, rules.router, inspect.router):
+    for router in (health.router, products.router, rules.router, inspect.router, console.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)  # the innermost
     if settings.api_key_list:

@@ -12,7 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import error_response
 from service.metrics import Metrics
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/ui"})  # "/" and /ui/* are the console's static files
+OPEN_PREFIXES = ("/ui/",)
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 UNROUTED = "unrouted"  # the route label of requests answered before routing (auth) or matching no route
 
@@ -47,14 +48,15 @@ class RequestMetricsMiddleware:
 
 
 class ApiKeyMiddleware:
-    """Every path except /healthz and /readyz needs `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+    """Every path except /healthz, /readyz and the console's static files (`/`, `/ui/...`) needs
+    `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
 
     def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app
         self.keys = [key.encode() for key in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or is_open_path(scope["path"]):
             await self.app(scope, receive, send)
             return
         presented = presented_key(Headers(scope=scope))
@@ -76,6 +78,10 @@ class ApiKeyMiddleware:
         for key in self.keys:  # compare with every key (constant time each), no early exit
             valid |= hmac.compare_digest(presented, key)
         return valid
+
+
+def is_open_path(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def presented_key(headers: Headers) -> str | None:
