@@ -20,10 +20,9 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
-# numbers, not tests: CPU timings of the real-size edge architecture with random weights, then the HTTP path
+# numbers, not tests: every section of `python -m bench` (edge random-init in-process, tiny services); BENCH_ARGS=--quick
 bench: $(STAMP)
-	$(VENV)/bin/python bench/bench_detector.py --config edge --random-init
-	$(VENV)/bin/python bench/bench_service.py --compare
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

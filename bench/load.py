@@ -13,9 +13,9 @@ frames) when present, else synthetic 900x900 frames. The `tiny` config has rando
 gives the real-size architecture with random weights: timing only, the scores mean nothing.
 
 Examples:
-    .venv/bin/python bench/bench_service.py --compare                      # tiny, MAX_BATCH_SIZE 1 vs 8
-    .venv/bin/python bench/bench_service.py --config edge --random-init --compare --requests 24 --concurrency 4
-    .venv/bin/python bench/bench_service.py --url http://127.0.0.1:8000 --product-id bottle
+    .venv/bin/python -m bench.load --compare                      # tiny, MAX_BATCH_SIZE 1 vs 8
+    .venv/bin/python -m bench.load --config edge --random-init --compare --requests 24 --concurrency 4
+    .venv/bin/python -m bench.load --url http://127.0.0.1:8000 --product-id bottle
 """
 
 from __future__ import annotations
@@ -396,7 +396,7 @@ def print_table(runs: list[RunResult]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="bench/bench_service.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     load = parser.add_argument_group("load")
     load.add_argument(

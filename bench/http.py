@@ -1,0 +1,80 @@
+"""Service overhead: HTTP latency of one image against the in-process predict of the same image, interleaved."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench import load
+from bench.common import Section, Target, p50, percentile, photo_like, png_bytes
+from model import create_detector
+from service.images import decode_image
+
+OVERHEAD_RATIO = 1.10  # issue 13: HTTP p50 / in-process p50
+BREAKDOWN = ("decode", "queue", "predict", "encode")
+
+
+def run(args: argparse.Namespace) -> Section:
+    config = args.service_config
+    section = Section("http", f"service overhead ({config}, 512x512 PNG, one keep-alive client, interleaved)")
+    references = [png_bytes(photo_like((512, 512), seed)) for seed in range(4)]
+    frame = png_bytes(photo_like((512, 512), 100))
+    det = create_detector(config, device="cpu", random_init=args.random_init and config != "tiny")
+    refs = det.fit_references([decode_image(data, "ref.png", 10**8) for data in references])
+    image = decode_image(frame, "frame.png", 10**8)
+    server_args = load.parse_args(["--config", config, "--device", "cpu", *args.server_flags])
+    n = 30 if args.quick else 150
+    http_ms, local_ms, stages = [], [], []
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-http-") as tmp,
+        load.running_server(server_args, Path(tmp), 8) as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+    ):
+        files = [("images", (f"ref{i}.png", data, "image/png")) for i, data in enumerate(references)]
+        assert client.post("/products/bench/references", files=files).status_code == 201
+        for i in range(n + 5):  # the first 5: warm-up of both paths
+            answer, elapsed = timed_post(client, frame)
+            local = timed_local(det, image, refs)
+            if i >= 5:
+                http_ms.append(elapsed)
+                local_ms.append(local)
+                stages.append(answer["results"][0]["timings_ms"])
+    mean = {stage: float(np.mean([t.get(stage, 0.0) for t in stages])) for stage in BREAKDOWN}
+    mean["http, JSON, rest"] = p50(http_ms) - sum(mean.values())
+    ratio = p50(http_ms) / p50(local_ms)
+    section.rows.append(f"HTTP p50 / p95: {p50(http_ms):.1f} / {percentile(http_ms, 95):.1f} ms ({n} requests)")
+    section.rows.append(f"in-process predict p50: {p50(local_ms):.1f} ms (same image, same references)")
+    section.rows.append(f"overhead: {p50(http_ms) - p50(local_ms):.1f} ms, ratio {ratio:.2f}")
+    section.rows.append("mean per request (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in mean.items()))
+    section.targets.append(Target(f"service overhead: HTTP p50 / in-process p50 ({config})", ratio, OVERHEAD_RATIO))
+    section.data = {
+        "config": config,
+        "http_ms": http_ms,
+        "in_process_ms": local_ms,
+        "http_p50": p50(http_ms),
+        "http_p95": percentile(http_ms, 95),
+        "in_process_p50": p50(local_ms),
+        "overhead_ms": p50(http_ms) - p50(local_ms),
+        "ratio": ratio,
+        "breakdown_ms": mean,
+    }
+    return section
+
+
+def timed_post(client: httpx.Client, frame: bytes) -> tuple[dict, float]:
+    start = time.perf_counter()
+    answer = client.post("/inspect", data={"product_id": "bench"}, files=[("images", ("f.png", frame, "image/png"))])
+    elapsed = (time.perf_counter() - start) * 1000.0
+    answer.raise_for_status()
+    return answer.json(), elapsed
+
+
+def timed_local(det, image, refs) -> float:
+    start = time.perf_counter()
+    det.predict([image], refs)
+    return (time.perf_counter() - start) * 1000.0

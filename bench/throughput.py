@@ -1,0 +1,46 @@
+"""Throughput of the running service at concurrency 1, 4 and 16, with batching on (MAX_BATCH_SIZE 8) and off (1)."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from bench import load
+from bench.common import Section, Target
+
+CONCURRENCY = (1, 4, 16)
+BATCH_SIZES = (1, 8)
+
+
+def run(args: argparse.Namespace) -> Section:
+    config = args.service_config
+    section = Section("throughput", f"service throughput ({config}, bottle_xs or synthetic 900x900, img/s)")
+    n = 24 if args.quick else 96
+    server_args = load.parse_args(["--config", config, "--device", "cpu", "-n", str(n), *args.server_flags])
+    workload = load.build_workload(server_args)
+    results: dict[int, dict[int, load.RunResult]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
+        for batch in BATCH_SIZES:  # one server per batch size; every concurrency against it
+            with load.running_server(server_args, Path(tmp), batch) as url:
+                for c in CONCURRENCY:
+                    server_args.concurrency = c
+                    server_args.warmup = c
+                    label = f"batch={batch} C={c}"
+                    results.setdefault(c, {})[batch] = load.bench_url(url, server_args, workload, label, batch, True)
+    section.rows.append(load.COLUMNS)
+    for c in CONCURRENCY:
+        for batch in BATCH_SIZES:
+            section.rows.append(load.table_row(results[c][batch]))
+    for c in CONCURRENCY:
+        off, on = results[c][1].images_per_s, results[c][8].images_per_s
+        section.rows.append(f"C={c:<3} batching on / off: {on / off if off else float('nan'):.2f}x")
+    off16, on16 = results[16][1].images_per_s, results[16][8].images_per_s
+    if on16 > 0:
+        section.targets.append(Target("C=16: unbatched img/s / batched img/s (batching no slower)", off16 / on16, 1.0))
+    section.data = {
+        "config": config,
+        "requests": n,
+        "runs": {f"C{c}-batch{b}": vars(results[c][b]) for c in CONCURRENCY for b in BATCH_SIZES},
+    }
+    return section
