@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 
@@ -14,6 +15,7 @@ from service.app import create_app
 from service.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+log = logging.getLogger("service")
 
 
 def settings_help() -> str:
@@ -32,7 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default: 127.0.0.1); another than loopback needs DCPSFR_API_KEYS or "
+        "DCPSFR_ALLOW_ANONYMOUS=true",
+    )
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
     return parser.parse_args(argv)
 
@@ -50,10 +57,34 @@ def load_settings() -> Settings:
     return settings
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def check_exposure(host: str, settings: Settings) -> None:
+    """Secure by default: without API keys, only loopback, unless DCPSFR_ALLOW_ANONYMOUS=true (then warn)."""
+    if settings.api_key_list or is_loopback(host):
+        return
+    if not settings.allow_anonymous:
+        sys.exit(
+            f"error: refusing to serve on {host} without API keys: set DCPSFR_API_KEYS, or "
+            "DCPSFR_ALLOW_ANONYMOUS=true to accept unauthenticated requests from the network, or --host 127.0.0.1"
+        )
+    log.warning(
+        "DCPSFR_ALLOW_ANONYMOUS=true: serving on %s WITHOUT authentication; anyone who reaches it can use it", host
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    check_exposure(args.host, settings)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level)
 
 

@@ -66,18 +66,27 @@ class ApiKeyMiddleware:
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        elif not self.is_valid(presented.encode()):
+        elif not is_valid_key(presented, self.keys):
             response = error_response(403, "invalid API key")
         else:
             await self.app(scope, receive, send)
             return
         await response(scope, receive, send)
 
-    def is_valid(self, presented: bytes) -> bool:
-        valid = False
-        for key in self.keys:  # compare with every key (constant time each), no early exit
-            valid |= hmac.compare_digest(presented, key)
-        return valid
+
+def is_valid_key(presented: str, keys: list[bytes]) -> bool:
+    valid = False
+    for key in keys:  # compare with every key (constant time each), no early exit
+        valid |= hmac.compare_digest(presented.encode(), key)
+    return valid
+
+
+def is_authorized(headers: Headers, keys: list[str]) -> bool:
+    """True without configured keys (authentication off), else when the request presents a valid key."""
+    if not keys:
+        return True
+    presented = presented_key(headers)
+    return presented is not None and is_valid_key(presented, [key.encode() for key in keys])
 
 
 def is_open_path(path: str) -> bool:

@@ -42,10 +42,17 @@ class Settings(BaseSettings):
         2.0, gt=0, description="how often (s) to look for products changed by other replicas sharing DATA_DIR"
     )
     # --- security and limits ---------------------------------------------------------------------------------
-    api_keys: str = Field("", description="comma-separated API keys; empty = no authentication")
+    api_keys: str = Field("", description="comma-separated API keys; empty = no authentication (loopback only)")
+    allow_anonymous: bool = Field(
+        False, description="true: serve without API keys on a non-loopback address (logged as a warning)"
+    )
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest request body in bytes")
     max_pixels: int = Field(50_000_000, ge=1, description="largest image (width x height), checked before decoding")
     max_images_per_request: int = Field(16, ge=1, description="most images in one POST /inspect")
+    max_request_pixels: int = Field(
+        100_000_000, ge=1, description="most pixels (width x height summed over images) in one request, from headers"
+    )
+    decode_concurrency: int = Field(2, ge=1, description="images decoded at once, over all requests")
     max_references: int = Field(16, ge=1, le=16, description="most reference images per product upload")
     # --- defect regions --------------------------------------------------------------------------------------
     min_region_area_px: int = Field(16, ge=1, description="mask components smaller than this (pixels) are specks")
@@ -54,6 +61,12 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(8, ge=1, description="most images in one model forward")
     max_wait_ms: float = Field(5.0, ge=0, description="how long the worker waits to fill a batch")
     queue_size: int = Field(64, ge=1, description="requests waiting for the model at most; beyond: 429")
+    worker_timeout_s: float = Field(
+        120.0, gt=0, description="longest wait for the model worker (queue + forward); beyond: 504"
+    )
+    device_cache_bytes: int = Field(
+        2 * 1024**3, ge=0, description="device memory for cached per-product tensors (LRU); evicted ones reload"
+    )
     # --- observability ---------------------------------------------------------------------------------------
     metrics_per_product: bool = Field(False, description="add a product label to dcpsfr_inspections_total")
     log_level: LogLevel = Field("info", description="critical, error, warning, info or debug")

@@ -1,31 +1,45 @@
-"""Liveness, readiness and the Prometheus exposition."""
+"""Liveness, readiness and the Prometheus exposition. All three are `async` and do no blocking work, so they
+answer on the event loop at once and never queue behind image decoding or the thread pool."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.dependencies import ServicesDep
+from service.middleware import is_authorized
 from service.results import mode_label
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
-def healthz() -> dict[str, str]:
-    return {"status": "alive"}
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: 200 once the model is loaded and warmed, else 503 with the reason")
-def readyz(services: ServicesDep) -> JSONResponse:
+@router.get(
+    "/readyz",
+    summary="Readiness: 200 once the model is loaded and warmed, else 503",
+    description='Without a valid API key (when keys are configured) the body is only `{"ready": bool}`; '
+    "with one it adds the status, the reason when not ready, config, mode, device and product count.",
+)
+async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     worker = services.worker
+    ready = worker.state == "ready"
+    status_code = 200 if ready else 503
+    if not is_authorized(request.headers, services.settings.api_key_list):
+        return JSONResponse({"ready": ready}, status_code=status_code)
     if worker.state == "failed":
-        return JSONResponse({"status": "unavailable", "detail": worker.error}, status_code=503)
-    if worker.state != "ready":
-        return JSONResponse({"status": "loading", "detail": "the model is still loading"}, status_code=503)
+        return JSONResponse({"ready": False, "status": "unavailable", "detail": worker.error}, status_code=503)
+    if not ready:
+        return JSONResponse(
+            {"ready": False, "status": "loading", "detail": "the model is still loading"}, status_code=503
+        )
     detector = worker.detector
     body = {
+        "ready": True,
         "status": "ready",
         "config": detector.config.name,
         "mode": mode_label(detector.mode, detector.random_weights),
@@ -36,5 +50,5 @@ def readyz(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus exposition")
-def metrics(services: ServicesDep) -> Response:
+async def metrics(services: ServicesDep) -> Response:
     return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -42,7 +42,7 @@ def test_clip_backbone_features_and_freezing(tiny_cfg):
 def test_prompt_embeddings_depend_on_context_and_carry_gradients(tiny_cfg):
     clip = ClipBackbone(tiny_cfg.clip)
     ids = clip.tokenize(["X X damaged.", "X X ."])
-    context = torch.randn(2, 2, clip.text_width, requires_grad=True)
+    context = torch.randn(2, 2, clip.text_width, generator=torch.Generator().manual_seed(0)).requires_grad_()
     emb = clip.encode_prompts(ids, context)
     assert emb.shape == (2, clip.embed_dim)
     emb.sum().backward()
@@ -50,7 +50,7 @@ def test_prompt_embeddings_depend_on_context_and_carry_gradients(tiny_cfg):
     # A constant added to every channel is invisible to a pre-LayerNorm transformer, so perturb per channel.
     shift = torch.randn(context.shape, generator=torch.Generator().manual_seed(0))
     moved = clip.encode_prompts(ids, context.detach() + shift)
-    assert (moved - emb.detach()).abs().max() > 1e-2 * emb.detach().abs().max()
+    assert (moved - emb.detach()).abs().max() > 1e-2 * emb.detach().abs().max()  # 0.08-0.7 for seeds 0-4
 
 
 def test_dino_backbone_grid_at_configured_size(tiny_cfg):

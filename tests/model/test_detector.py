@@ -102,7 +102,8 @@ def test_training_free_and_full_modes_differ_on_same_references(tiny_detector, f
     image = pil(textured_part(4))
     (free,) = tiny_detector.predict([image], refs)
     (full,) = full_detector.predict([image], refs)
-    assert not np.allclose(free.anomaly_map, full.anomaly_map)
+    difference = np.abs(free.anomaly_map - full.anomaly_map).max()
+    assert difference > 0.1 * np.abs(full.anomaly_map).max()  # a real difference (about 1x), not rounding
 
 
 def test_tiny_weights_are_identical_across_builds():

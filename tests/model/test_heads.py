@@ -52,7 +52,8 @@ def test_acl_position_with_full_cue_cannot_copy_its_own_query():
     f_a, _ = acl(g_p, s_amp, refs)
     f_b, _ = acl(changed, s_amp, refs)
     torch.testing.assert_close(f_a[0, 5], f_b[0, 5])  # rebuilt from references alone
-    assert not torch.allclose(f_a[0, 6], f_b[0, 6])  # an uncued position does carry its query
+    moved = (f_a[0, 6] - f_b[0, 6]).norm() / f_a[0, 6].norm()
+    assert moved > 0.5  # an uncued position does carry its query (about 8-11x its norm for seeds 0-4)
     others = [i for i in range(16) if i not in (5, 6)]
     torch.testing.assert_close(f_a[0, others], f_b[0, others])  # queries never mix
 

@@ -86,7 +86,7 @@ def test_upload_inspect_restart_inspect_gives_the_same_scores(tmp_path, bottle_d
     references = sorted((bottle_dir / "train" / "good").glob("*.png"))[:2]
     queries = [bottle_dir / "test" / "broken_large" / "000.png", bottle_dir / "test" / "good" / "000.png"]
     with server(tmp_path, DCPSFR_DATA_DIR=data_dir) as (client, _):
-        assert client.get("/healthz").json() == {"status": "alive"}
+        assert client.get("/healthz").json() == {"status": "ok"}
         created = client.post("/products/bottle/references", files=files(*references))
         assert created.status_code == 201, created.text
         assert created.json()["n_references"] == 2
