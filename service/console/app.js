@@ -26,6 +26,7 @@ const state = {
   evaluation: null,
   selectedInspection: null,
   pollTimer: null,
+  proposedThreshold: Number.NaN, // the slider's (or typed) value, exact; the number field shows it rounded
 };
 
 // ---- HTTP --------------------------------------------------------------------------------------------------
@@ -398,6 +399,7 @@ function calibrationFacts(product) {
     ["Calibration", product.threshold_method || calibration.method],
     ["Normal frames behind it", product.n_calibration !== undefined ? String(product.n_calibration) : normal.length ? String(normal.length) : undefined],
     ["Normal scores", normal.length ? normal.map(fmt).join(", ") : undefined],
+    ["Acceptance rules", rulesSummary(product.rules)],
     ["Provisional", product.provisional === undefined ? undefined : product.provisional ? "yes: add good frames to firm it up" : "no"],
     ["Created", product.created_at ? new Date(product.created_at).toLocaleString() : undefined],
     ["Took", product.timings_ms ? `${fmt(Object.values(product.timings_ms).reduce((a, b) => a + b, 0))} ms` : undefined],
@@ -531,7 +533,8 @@ function resultCard(entry) {
       { class: "result-info" },
       verdict,
       scoreBar(result),
-      el("p", { class: "score-text", text: `Score ${fmt(result.score)} ${result.anomalous ? ">" : "≤"} threshold ${fmt(result.threshold)}${scale}` }),
+      el("p", { class: "score-text", text: `Score ${fmt(result.score)} ${result.score > result.threshold ? ">" : "≤"} threshold ${fmt(result.threshold)}${scale}` }),
+      ruleText(result),
       el("p", { class: "mask-text muted" }),
       el("p", { class: "muted", text: `${result.width} × ${result.height} px · ${result.mode}` }),
       timingsDetails(result.timings_ms),
@@ -543,6 +546,28 @@ function resultCard(entry) {
     card.querySelector(".mask-text").textContent = `Could not draw this frame: ${error.message}`;
   });
   return card;
+}
+
+/** With acceptance rules the regions decide the verdict: say which rule fired and how many regions there are. */
+function ruleText(result) {
+  const parts = [];
+  if (result.rule && result.rule !== "threshold") parts.push(`Rejected by rule ${(result.rules_fired || [result.rule]).join(", ")}.`);
+  if (typeof result.n_regions === "number") {
+    const largest = result.regions?.[0];
+    const size = largest?.length_mm !== undefined ? ` (strongest: ${fmt(largest.length_mm)} × ${fmt(largest.width_mm)} mm)` : "";
+    const noun = result.n_regions === 1 ? "region" : "regions";
+    parts.push(`${result.n_regions} ${noun} above the pixel threshold${result.n_regions ? size : ""}.`);
+  }
+  return parts.length ? el("p", { class: "rule-text", text: parts.join(" ") }) : null;
+}
+
+function rulesSummary(rules) {
+  if (!rules) return undefined;
+  const zones = (name, polygons) => (polygons?.length ? `${polygons.length} ${name} zone${polygons.length === 1 ? "" : "s"}` : null);
+  const limits = Object.entries(rules)
+    .filter(([, value]) => typeof value === "number")
+    .map(([name, value]) => `${name} ${fmt(value)}`);
+  return [...limits, zones("reject", rules.reject_in), zones("ignored", rules.ignore_in)].filter(Boolean).join(", ") || "none";
 }
 
 function scoreBar(result) {
@@ -827,9 +852,11 @@ function fitThresholdSlider(reset) {
   slider.min = String(low);
   slider.max = String(high);
   slider.step = String(step);
-  const value = reset ? product.threshold : Number($("threshold-number").value);
-  slider.value = String(value);
-  $("threshold-number").value = String(Number(value.toPrecision(6)));
+  if (reset) {
+    state.proposedThreshold = product.threshold;
+    $("threshold-number").value = String(Number(product.threshold.toPrecision(6)));
+  }
+  if (Number.isFinite(state.proposedThreshold)) slider.value = String(state.proposedThreshold);
   updateThresholdPreview();
 }
 
@@ -859,7 +886,8 @@ function errorsAt(labelled, threshold) {
 function updateThresholdPreview() {
   const product = state.product;
   if (!product) return;
-  const proposed = Number($("threshold-number").value); // exact; the slider's value snaps to its steps
+  const proposed = state.proposedThreshold;
+  if (!Number.isFinite(proposed)) return;
   const current = product.threshold;
   const { recent, labelled, normal } = previewFrames();
   const same = proposed === current;
@@ -883,15 +911,17 @@ function updateThresholdPreview() {
   }
   if (normal.length) {
     const flagged = (t) => normal.filter((s) => s > t).length;
-    parts.push(`Calibration's normal frames flagged: ${flagged(current)} → ${flagged(proposed)} of ${normal.length}.`);
+    const change = same ? `${flagged(current)}` : `${flagged(current)} → ${flagged(proposed)}`;
+    parts.push(`Calibration's normal frames flagged: ${change} of ${normal.length}.`);
   }
+  if (product.rules) parts.push("This product has acceptance rules, and with them its defect regions decide the verdict: the preview counts the score threshold alone.");
   $("threshold-preview").textContent = parts.join(" ");
 }
 
 async function saveThreshold(event) {
   event.preventDefault();
   const product = state.product;
-  const threshold = Number($("threshold-number").value);
+  const threshold = state.proposedThreshold;
   if (!Number.isFinite(threshold)) return formError("threshold-error", "Enter a number.", "threshold-number");
   formError("threshold-error", "");
   // PUT replaces both overrides: keep a hand-set pixel threshold as it is
@@ -946,12 +976,15 @@ function wire() {
   $("overlay-opacity").addEventListener("input", repaintResults);
   $("overlay-outline").addEventListener("change", repaintResults);
   $("threshold-slider").addEventListener("input", (event) => {
-    $("threshold-number").value = String(Number(Number(event.target.value).toPrecision(6)));
+    state.proposedThreshold = Number(event.target.value);
+    $("threshold-number").value = String(Number(state.proposedThreshold.toPrecision(6)));
     updateThresholdPreview();
   });
   $("threshold-number").addEventListener("input", (event) => {
-    if (Number.isFinite(Number(event.target.value)) && event.target.value !== "") {
-      $("threshold-slider").value = event.target.value;
+    const value = event.target.value === "" ? Number.NaN : Number(event.target.value);
+    state.proposedThreshold = value;
+    if (Number.isFinite(value)) {
+      $("threshold-slider").value = String(value);
       updateThresholdPreview();
     }
   });

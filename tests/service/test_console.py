@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from service.routes.console import CONSOLE_DIR
+from service.routes.console import CONSOLE_DIR, MEDIA_TYPES
 from tests.conftest import REPO
 
 
@@ -58,7 +58,7 @@ def test_console_routes_stay_out_of_the_api_schema(client):
 def test_every_console_file_is_package_data():
     """A non-editable install (the Docker image) ships only package data: a file the patterns miss is lost."""
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["service"]
-    files = sorted(path.name for path in CONSOLE_DIR.iterdir() if path.is_file())
+    files = sorted(path.name for path in CONSOLE_DIR.iterdir() if path.suffix in MEDIA_TYPES)  # what /ui/ serves
     assert {"index.html", "app.js", "style.css"} <= set(files)
     for name in files:
         assert any(fnmatch.fnmatch(f"console/{name}", pattern) for pattern in patterns), name
