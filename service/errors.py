@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,36 @@ class StorageFailed(ApiError):
 
 class Unavailable(ApiError):
     status = 503  # model loading, or not loadable (missing weights)
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer (the OpenAPI schema of each declared error status)."""
+
+    detail: str = Field(description="what was wrong, in one sentence")
+    errors: list[dict[str, Any]] | None = Field(None, description="422 only: each invalid field (loc, msg, type)")
+
+
+ERROR_MEANINGS = {
+    400: "an image, or the request body, does not decode",
+    401: "missing API key (when DCPSFR_API_KEYS is set)",
+    403: "wrong API key",
+    404: "unknown product",
+    409: "the product changed (another upload or a delete) while this request ran",
+    413: "body, pixels or image count over the limit",
+    415: "not an accepted image (PNG, JPEG, BMP, TIFF)",
+    422: "bad field",
+    429: "queue full: retry after Retry-After seconds",
+    503: "model loading or unavailable",
+    507: "the data dir could not store the change; the previous state is still current",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route or router: each status with its meaning and the ErrorBody schema."""
+    return {
+        status: {"model": ErrorBody, "description": ERROR_MEANINGS.get(status) or HTTPStatus(status).phrase}
+        for status in statuses
+    }
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra) -> JSONResponse:

@@ -4,10 +4,11 @@ answer on the event loop at once and never queue behind image decoding or the th
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.dependencies import ServicesDep
+from service.errors import error_responses
 from service.middleware import is_authorized
 from service.results import mode_label
 
@@ -24,6 +25,7 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: 200 once the model is loaded and warmed, else 503",
     description='Without a valid API key (when keys are configured) the body is only `{"ready": bool}`; '
     "with one it adds the status, the reason when not ready, config, mode, device and product count.",
+    responses={503: {"description": "not ready", "content": {"application/json": {"schema": {"type": "object"}}}}},
 )
 async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     worker = services.worker
@@ -49,6 +51,11 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/metrics", summary="Prometheus exposition")
+@router.get(
+    "/metrics",
+    summary="Prometheus exposition",
+    response_class=PlainTextResponse,
+    responses=error_responses(401, 403),
+)
 async def metrics(services: ServicesDep) -> Response:
     return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -10,14 +10,21 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from service.dependencies import ReadyServices, check_product_id, existing_product
-from service.errors import InvalidField
+from service.errors import InvalidField, error_responses
 from service.results import RegionLimits, encode_results, png_headers
 from service.uploads import check_count, decode_uploads
 
-router = APIRouter(tags=["inspect"])
+router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503))
 
 
-@router.post("/inspect", summary="Inspect images of one product")
+@router.post(
+    "/inspect",
+    summary="Inspect images of one product",
+    responses={
+        200: {"content": {"image/png": {}}, "description": "the results (JSON), or with format=png the mask PNG"},
+        **error_responses(400, 404, 413, 415, 422, 429),
+    },
+)
 async def inspect(
     services: ReadyServices,
     product_id: Annotated[str, Form(description="a product with uploaded references")],

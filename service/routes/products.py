@@ -13,12 +13,12 @@ from starlette.concurrency import run_in_threadpool
 
 from service.calibration import FittedProduct, fit_and_calibrate
 from service.dependencies import ProductId, ReadyServices, Services, existing_product
-from service.errors import Conflict, StorageFailed
+from service.errors import Conflict, StorageFailed, error_responses
 from service.results import mode_label
 from service.store import Product, StoreConflict, StoreError
 from service.uploads import check_count, decode_uploads
 
-router = APIRouter(prefix="/products", tags=["products"])
+router = APIRouter(prefix="/products", tags=["products"], responses=error_responses(401, 403, 503))
 
 
 class ThresholdUpdate(BaseModel):
@@ -36,7 +36,12 @@ def product_view(product: Product, services: Services) -> dict[str, Any]:
     return {**product.summary(), "mode": mode_label(detector.mode, detector.random_weights)}
 
 
-@router.post("/{product_id}/references", status_code=201, summary="Fit, calibrate and store a product's references")
+@router.post(
+    "/{product_id}/references",
+    status_code=201,
+    summary="Fit, calibrate and store a product's references",
+    responses=error_responses(400, 409, 413, 415, 422, 429, 507),
+)
 async def upload_references(
     product_id: ProductId,
     services: ReadyServices,
@@ -65,12 +70,17 @@ def list_products(services: ReadyServices) -> dict[str, Any]:
     return {"products": [product_view(p, services) for p in services.store.all()]}
 
 
-@router.get("/{product_id}", summary="Show one product")
+@router.get("/{product_id}", summary="Show one product", responses=error_responses(404, 422))
 def show_product(product_id: ProductId, services: ReadyServices) -> dict[str, Any]:
     return product_view(existing_product(services.store, product_id), services)
 
 
-@router.delete("/{product_id}", status_code=204, summary="Remove a product and its stored references")
+@router.delete(
+    "/{product_id}",
+    status_code=204,
+    summary="Remove a product and its stored references",
+    responses=error_responses(404, 422, 507),
+)
 def delete_product(product_id: ProductId, services: ReadyServices) -> Response:
     try:
         deleted = services.store.delete(product_id)
@@ -82,7 +92,11 @@ def delete_product(product_id: ProductId, services: ReadyServices) -> Response:
     return Response(status_code=204)
 
 
-@router.put("/{product_id}/threshold", summary="Override the calibrated thresholds")
+@router.put(
+    "/{product_id}/threshold",
+    summary="Override the calibrated thresholds",
+    responses=error_responses(400, 404, 413, 422, 507),
+)
 def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: ReadyServices) -> dict[str, Any]:
     try:
         product = services.store.set_thresholds(product_id, update.threshold, update.pixel_threshold)

@@ -8,11 +8,11 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from service.dependencies import ProductId, ReadyServices, existing_product
-from service.errors import StorageFailed
+from service.errors import StorageFailed, error_responses
 from service.rules import AcceptanceRules
 from service.store import Product, StoreError
 
-router = APIRouter(prefix="/products", tags=["rules"])
+router = APIRouter(prefix="/products", tags=["rules"], responses=error_responses(401, 403, 503))
 
 
 def rules_view(product: Product) -> dict[str, Any]:
@@ -20,17 +20,29 @@ def rules_view(product: Product) -> dict[str, Any]:
     return {"product_id": product.product_id, "rules": rules, "rules_version": product.rules_version}
 
 
-@router.get("/{product_id}/rules", summary="Show a product's acceptance rules (null: the threshold rule decides)")
+@router.get(
+    "/{product_id}/rules",
+    summary="Show a product's acceptance rules (null: the threshold rule decides)",
+    responses=error_responses(404, 422),
+)
 def get_rules(product_id: ProductId, services: ReadyServices) -> dict[str, Any]:
     return rules_view(existing_product(services.store, product_id))
 
 
-@router.put("/{product_id}/rules", summary="Replace a product's acceptance rules and scale (mm_per_pixel)")
+@router.put(
+    "/{product_id}/rules",
+    summary="Replace a product's acceptance rules and scale (mm_per_pixel)",
+    responses=error_responses(400, 404, 413, 422, 507),
+)
 async def put_rules(product_id: ProductId, rules: AcceptanceRules, services: ReadyServices) -> dict[str, Any]:
     return rules_view(await _store_rules(services, product_id, rules))
 
 
-@router.delete("/{product_id}/rules", summary="Remove a product's rules: the threshold rule decides again")
+@router.delete(
+    "/{product_id}/rules",
+    summary="Remove a product's rules: the threshold rule decides again",
+    responses=error_responses(404, 422, 507),
+)
 async def delete_rules(product_id: ProductId, services: ReadyServices) -> dict[str, Any]:
     return rules_view(await _store_rules(services, product_id, None))
 

@@ -1,0 +1,97 @@
+"""Schema fuzzing (schemathesis): requests generated from the app's own OpenAPI schema, sent in-process (ASGI) to
+a real app on the `tiny` detector (random weights). No answer may be a 5xx, and every answer must match the schema:
+a status the route declares, its content type, and its body schema. Bounded and derandomized for CI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from hypothesis.strategies import SearchStrategy
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.python import asgi as schemathesis_asgi
+from schemathesis.schemas import BaseSchema
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tests.service.conftest import image_bytes, running_app, tiny_settings, upload
+
+PRODUCT = "widget"
+MAX_EXAMPLES = 25
+MAX_REPORT_CHARS = 1500
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+def without_lifespan(app: ASGIApp) -> ASGIApp:
+    """`app` with its lifespan answered and ignored: the test's own TestClient runs the real one, once."""
+
+    async def shim(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    return shim
+
+
+@pytest.fixture(scope="module")
+def api_schema(tmp_path_factory) -> Iterator[BaseSchema]:
+    """The schema of a real app (model ready, one stored product), read and called in-process."""
+    with running_app(tiny_settings(tmp_path_factory.mktemp("fuzz") / "data")) as client:
+        assert upload(client, PRODUCT, image_bytes(seed=0), image_bytes(seed=1)).status_code == 201
+        yield schemathesis.openapi.from_asgi("/openapi.json", without_lifespan(client.app))
+        schemathesis_asgi.shutdown_lifespans()
+
+
+def fuzz(strategy: SearchStrategy) -> None:
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=strategy)
+    def run(case) -> None:
+        case.call_and_validate(checks=CHECKS)
+
+    run()
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative", "stored-product"])
+def test_every_answer_is_declared_and_no_5xx(api_schema, mode: str):
+    """positive: requests the schema allows; negative: requests it forbids (each must be a 4xx, never a 5xx);
+    stored-product: the product id of a stored product, so the routes reach the store and the model."""
+    failures = []
+    for result in api_schema.get_all_operations():
+        operation = result.ok()
+        if mode == "stored-product":
+            if "{product_id}" not in operation.path:
+                continue
+            strategy = operation.as_strategy(path_parameters={"product_id": PRODUCT})
+        else:
+            strategy = operation.as_strategy(generation_mode=GenerationMode(mode))
+        try:
+            fuzz(strategy)
+        except Unsatisfiable:
+            assert mode == "negative", f"{operation.label}: no request could be generated"  # nothing to break
+        except (Exception, BaseExceptionGroup) as err:  # all operations are fuzzed; failures reported together
+            failures.append(f"{operation.label}: {str(err)[:MAX_REPORT_CHARS]}")
+    assert not failures, "\n\n".join(failures)
