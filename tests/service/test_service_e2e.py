@@ -56,12 +56,14 @@ def server(tmp_path: Path, **env: str) -> Iterator[tuple[httpx.Client, Path]]:
 
 
 def wait_until_started(client: httpx.Client, process: subprocess.Popen, log: Path) -> None:
-    """Until /readyz answers anything but 'loading' (ready, or unavailable with a reason)."""
+    """Until /readyz answers anything but 'loading' (ready, or unavailable with a reason). With API keys on,
+    the unauthenticated answer is only {"ready": bool}: then this waits for ready."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         assert process.poll() is None, f"the server exited:\n{log.read_text()}"
         try:
-            if client.get("/readyz").json()["status"] != "loading":
+            body = client.get("/readyz").json()
+            if body.get("status", "ready" if body["ready"] else "loading") != "loading":
                 return
         except httpx.TransportError:
             pass
