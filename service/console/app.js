@@ -954,6 +954,7 @@ function confirmDelete() {
       try {
         await api(productPath(product.product_id), { method: "DELETE" });
         state.product = null;
+        $("new-product-result").hidden = true; // it may show this product's calibration, with a link to it
         showNotice(`Deleted ${product.product_id}.`, "info");
         location.hash = "#/";
       } catch (error) {

@@ -198,7 +198,10 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
             page.goto(str(client.base_url))
             expect(page.locator("#key-dialog")).to_be_visible()
             console.check("api-key", full_page=False)
-            page.keyboard.type(API_KEY)  # the dialog focuses its key field
+            page.keyboard.type("a-wrong-key")  # the dialog focuses its key field
+            page.keyboard.press("Enter")
+            expect(page.locator("#key-dialog-text")).to_contain_text("refused this key")
+            page.keyboard.type(API_KEY)
             page.keyboard.press("Enter")
             expect(page.locator("#products-empty")).to_be_visible()
             assert page.evaluate("sessionStorage.getItem('dcpsfr.apiKey')") == API_KEY
@@ -300,6 +303,7 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
             page.keyboard.press("Enter")
             expect(page.locator("#notice")).to_contain_text("Deleted bottle")
             expect(page.locator("#products-empty")).to_be_visible()
+            expect(page.locator("#new-product-result")).to_be_hidden()  # no link left to the deleted product
             console.check("deleted")
             assert client.get("/products/bottle").status_code == 404
             assert not errors, f"JavaScript errors: {errors}"
