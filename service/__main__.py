@@ -7,11 +7,11 @@ import ipaddress
 import logging
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
 from model import ConfigError, load_config
 from service.app import create_app
+from service.lifecycle import serve
 from service.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     check_exposure(args.host, settings)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level)
+    serve(create_app(settings), args.host, args.port, settings.shutdown_grace_s, settings.log_level)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from model import Detector, create_detector
 from service.dependencies import Services
 from service.errors import install_error_handlers
+from service.lifecycle import DrainMiddleware
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
 from service.results import mode_label
@@ -60,12 +61,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = Services(settings=settings, store=store, worker=worker, metrics=metrics)
+    metrics.in_flight.set_function(lambda: app.state.services.lifecycle.in_flight)
     install_error_handlers(app)
     for router in (health.router, products.router, rules.router, inspect.router, console.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)  # the innermost
     if settings.api_key_list:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list)
+    app.add_middleware(DrainMiddleware, lifecycle=app.state.services.lifecycle)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # added last: the outermost
     return app
 

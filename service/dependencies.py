@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
 from service.errors import InvalidField, NotFound
+from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store import PRODUCT_ID, Product, ProductStore, is_valid_product_id
@@ -20,6 +21,7 @@ class Services:
     store: ProductStore
     worker: ModelWorker
     metrics: Metrics
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
 
 def get_services(request: Request) -> Services:

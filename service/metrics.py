@@ -48,6 +48,9 @@ class Metrics:
             "dcpsfr_batch_size", "Images per model forward", buckets=BATCH_BUCKETS, registry=self.registry
         )
         self.queue_depth = Gauge("dcpsfr_queue_depth", "Requests waiting for the model worker", registry=self.registry)
+        self.in_flight = Gauge(
+            "dcpsfr_requests_in_flight", "Requests being answered (not probes or /metrics)", registry=self.registry
+        )
         self.products = Gauge("dcpsfr_products", "Products with stored references", registry=self.registry)
         self.inspections = Counter(
             "dcpsfr_inspections",

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     device_cache_bytes: int = Field(
         2 * 1024**3, ge=0, description="device memory for cached per-product tensors (LRU); evicted ones reload"
     )
+    shutdown_grace_s: float = Field(
+        25.0, ge=0, description="after SIGTERM, how long (s) requests in flight may take to finish"
+    )
     # --- observability ---------------------------------------------------------------------------------------
     metrics_per_product: bool = Field(False, description="add a product label to dcpsfr_inspections_total")
     log_level: LogLevel = Field("info", description="critical, error, warning, info or debug")

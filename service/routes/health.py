@@ -29,10 +29,13 @@ async def healthz() -> dict[str, str]:
 )
 async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     worker = services.worker
-    ready = worker.state == "ready"
+    draining = services.lifecycle.draining
+    ready = worker.state == "ready" and not draining
     status_code = 200 if ready else 503
     if not is_authorized(request.headers, services.settings.api_key_list):
         return JSONResponse({"ready": ready}, status_code=status_code)
+    if draining:
+        return JSONResponse({"ready": False, "status": "draining", "detail": "the service is shutting down"}, 503)
     if worker.state == "failed":
         return JSONResponse({"ready": False, "status": "unavailable", "detail": worker.error}, status_code=503)
     if not ready:

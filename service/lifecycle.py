@@ -1,0 +1,98 @@
+"""Graceful shutdown: SIGTERM drains the process instead of cutting requests off.
+
+On the first SIGTERM: `/readyz` answers 503 at once (the load balancer stops routing here), new work
+(every route but /healthz, /readyz, /metrics) is answered 503 with `Retry-After` and `Connection: close`
+(clients retry on another replica), requests already in flight run to the end; once none is left, or
+`DCPSFR_SHUTDOWN_GRACE_S` has passed, uvicorn closes the listener and the app shuts down, and the process
+exits 0. A second SIGTERM, or SIGINT (Ctrl+C), stops at once the way uvicorn does by default.
+On Kubernetes, `terminationGracePeriodSeconds` must exceed the preStop sleep plus the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.errors import error_response
+
+log = logging.getLogger(__name__)
+
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # never counted, never refused while draining
+RETRY_AFTER_DRAINING_S = 1
+STARTUP_FAILURE = 3  # uvicorn's exit status when the server could not start
+
+
+@dataclass
+class Lifecycle:
+    draining: bool = False
+    in_flight: int = 0  # requests for work (not probes) being answered now
+
+
+class DrainMiddleware:
+    """Counts requests in flight; refuses new work with a 503 while draining."""
+
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle) -> None:
+        self.app = app
+        self.lifecycle = lifecycle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.lifecycle.draining:
+            headers = {"Retry-After": str(RETRY_AFTER_DRAINING_S), "Connection": "close"}
+            response = error_response(503, "the service is shutting down; retry (another replica)", headers)
+            await response(scope, receive, send)
+            return
+        self.lifecycle.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.lifecycle.in_flight -= 1
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, with SIGTERM draining first (see the module docstring)."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grace_s: float) -> None:
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self.grace_s = grace_s
+        self.drain_deadline = 0.0
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and not self.lifecycle.draining:
+            self.lifecycle.draining = True
+            self.drain_deadline = time.monotonic() + self.grace_s
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.lifecycle.draining and not self.should_exit:
+            in_flight = self.lifecycle.in_flight
+            if in_flight == 0:
+                log.info("SIGTERM: no request in flight, shutting down")
+                self.should_exit = True
+            elif time.monotonic() > self.drain_deadline:
+                log.warning("SIGTERM: grace period of %.0f s over, %d request(s) cut off", self.grace_s, in_flight)
+                self.should_exit = True
+            elif counter % 10 == 0:
+                log.info("SIGTERM: draining, %d request(s) in flight", in_flight)
+        return await super().on_tick(counter)
+
+
+def serve(app: FastAPI, host: str, port: int, grace_s: float, log_level: str) -> None:
+    """Run the app until SIGTERM/SIGINT; exits 0 after a drained SIGTERM."""
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+    server = GracefulServer(config, app.state.services.lifecycle, grace_s)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
