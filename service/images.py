@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -20,6 +22,8 @@ from service.formats import ACCEPTED_FORMATS, SIGNATURES
 
 HEATMAP_SPAN = 2.0  # heat map: 0 -> 0, the mask threshold -> 128, HEATMAP_SPAN x the threshold or more -> 255
 PNG_COMPRESS_LEVEL = 1  # fast; masks and maps compress well anyway
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_FILTER_NONE, PNG_FILTER_UP = 0, 2
 
 
 def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
@@ -73,10 +77,24 @@ def _undecodable(name: str, kind: str) -> Iterator[None]:
 
 
 def encode_png(array: np.ndarray) -> bytes:
-    """(H, W) uint8 -> greyscale PNG bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode="L").save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
+    """(H, W) uint8 -> 8-bit greyscale PNG bytes (PNG spec: IHDR, one IDAT, IEND; every row "Up"-filtered).
+
+    Written directly with zlib: Pillow tries all five row filters on every row, which made a 512 x 512 mask
+    ~30x slower to encode; the Up filter turns the runs of a mask or a smooth heat map into zeros.
+    """
+    height, width = array.shape
+    rows = np.empty((height, width + 1), dtype=np.uint8)  # (H, 1 + W): filter byte, then the filtered row
+    rows[:, 0] = PNG_FILTER_UP
+    rows[0, 0] = PNG_FILTER_NONE  # the first row has no row above it
+    rows[0, 1:] = array[0]
+    np.subtract(array[1:], array[:-1], out=rows[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG's Up filter
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8 bit, greyscale, deflate, no interlace
+    idat = zlib.compress(rows.tobytes(), PNG_COMPRESS_LEVEL)
+    return PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def mask_png(anomaly_map: np.ndarray, pixel_threshold: float) -> bytes:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from service.errors import BadImage, PayloadTooLarge, UnsupportedMedia
-from service.images import decode_image, heatmap_png, mask_png
+from service.images import decode_image, encode_png, heatmap_png, mask_png
 from tests.service.conftest import decode_png, image_bytes
 
 LIMIT = 10_000_000
@@ -100,3 +100,16 @@ def test_heatmap_normalisation_is_fixed_relative_to_the_pixel_threshold():
     heat = decode_png(heatmap_png(anomaly_map, pixel_threshold=0.5))
     assert heat.dtype == np.uint8
     assert heat.tolist() == [[0, 64, 128, 255, 255]]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 17), (23, 1), (64, 48), (512, 512)])
+def test_encoded_png_decodes_to_the_same_pixels_in_pillow_and_opencv(shape):
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    smooth = np.cumsum(rng.integers(0, 3, shape), axis=0).astype(np.uint8)  # wraps: exercises the Up filter
+    for array in (smooth, rng.integers(0, 256, shape, dtype=np.uint8), np.where(smooth > 40, 255, 0).astype(np.uint8)):
+        data = encode_png(array)
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.mode == "L" and image.size == (shape[1], shape[0])
+            np.testing.assert_array_equal(np.asarray(image), array)
+        np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), array)
