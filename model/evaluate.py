@@ -137,6 +137,20 @@ def format_markdown(result: EvalResult, shots: list[int]) -> str:
     return "\n".join(lines)
 
 
+def write_results(result: EvalResult, shots: list[int], out: Path) -> str:
+    """`out/results.md` (the tables) and `out/results.json` (every run, the tables, images/s); returns the markdown."""
+    markdown = format_markdown(result, shots)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(markdown)
+    payload = {
+        **asdict(result),
+        "tables": {str(k): result.table(k) for k in shots},
+        "images_per_second": {str(k): result.images_per_second(k) for k in shots},
+    }
+    (out / "results.json").write_text(json.dumps(payload, indent=2))
+    return markdown
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m model.evaluate",
@@ -164,16 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(
         detector, dataset, args.shots, args.seeds, args.eval_size, args.batch_size, args.save_maps, args.data
     )
-    markdown = format_markdown(result, args.shots)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(markdown)
-    tables = {str(k): result.table(k) for k in args.shots}
-    payload = {
-        **asdict(result),
-        "tables": tables,
-        "images_per_second": {str(k): result.images_per_second(k) for k in args.shots},
-    }
-    (args.out / "results.json").write_text(json.dumps(payload, indent=2))
+    markdown = write_results(result, args.shots, args.out)
     print(markdown)
     print(f"written: {args.out / 'results.md'}, {args.out / 'results.json'}")
     return 0

@@ -95,6 +95,11 @@ def write_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[
     tmp = path.with_name(path.name + ".partial")
     save_file({k: v.detach().contiguous().cpu().clone() for k, v in state.items()}, tmp, metadata=metadata)
     tmp.replace(path)
+    return write_checksum(path)
+
+
+def write_checksum(path: Path) -> str:
+    """Write `<file>.sha256` beside `path` (sha256sum format); returns the sum."""
     digest = sha256_of(path)
     checksum_path(path).write_text(f"{digest}  {path.name}\n")
     return digest

@@ -1,4 +1,4 @@
-"""Command line for datasets: `python -m model.data synth ...` and `python -m model.data info ...`."""
+"""Command line for datasets: `python -m model.data fetch|synth|info ...`."""
 
 from __future__ import annotations
 
@@ -6,17 +6,21 @@ import argparse
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 from model.data.datasets import DatasetError, open_dataset
+from model.data.fetch import SOURCES, FetchError, fetch_dataset
 from model.data.synth import ANOMALIES, PARTS, SynthesisError, write_synthetic_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m model.data",
-        description="Dataset tools: write a synthetic dataset in the MVTec AD layout, or check a dataset's layout.",
+        description="Dataset tools: download MVTec AD or VisA, write a synthetic dataset in the MVTec AD layout, "
+        "or check a dataset's layout.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_fetch_parser(commands)
     synth = commands.add_parser(
         "synth",
         help="write a small synthetic dataset (procedural parts with cut-paste and texture-blend defects)",
@@ -50,6 +54,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_fetch_parser(commands) -> None:
+    listing = "; ".join(
+        f"{kind}: {s.title}, {s.licence}, ~{s.archive_gb:.1f} GB, {s.categories} categories"
+        for kind, s in SOURCES.items()
+    )
+    fetch = commands.add_parser(
+        "fetch",
+        help="download MVTec AD or VisA from the official source (needs internet)",
+        description=(
+            "Print the dataset's licence, download the archive from its official source (the URL anomalib uses) "
+            "into ROOT with a progress bar, resume a partial download (ROOT/<archive>.part, HTTP Range), verify "
+            "its sha256, extract it safely (members outside ROOT, links leaving it, devices: refused), check that "
+            "it opens, and stamp ROOT/.fetched.json so a second run does nothing. Then read it as KIND:ROOT. "
+            f"Datasets: {listing}."
+        ),
+    )
+    fetch.add_argument("kind", choices=list(SOURCES), help="which dataset")
+    fetch.add_argument("--root", type=Path, required=True, help="dataset folder, e.g. data/mvtec_ad or data/visa")
+    fetch.add_argument("--url", help="download from this URL instead (a mirror of the same archive)")
+    fetch.add_argument("--sha256", help="expected sha256 of the archive at --url (default: the published one)")
+    fetch.add_argument("--keep-archive", action="store_true", help="keep the archive after extracting it")
+
+
+def run_fetch(args: argparse.Namespace) -> None:
+    fetch_dataset(args.kind, args.root, url=args.url, sha256=args.sha256, keep_archive=args.keep_archive)
+
+
 def run_synth(args: argparse.Namespace) -> None:
     out = write_synthetic_dataset(
         args.out, args.categories, args.train, args.test_good, args.test_bad, args.size, args.seed
@@ -70,8 +101,8 @@ def run_info(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"synth": run_synth, "info": run_info}[args.command](args)
-    except (DatasetError, SynthesisError, FileExistsError, ValueError) as error:
+        {"fetch": run_fetch, "synth": run_synth, "info": run_info}[args.command](args)
+    except (DatasetError, SynthesisError, FetchError, FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
