@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: install serve test lint bench
+.PHONY: install serve test lint bench reproduce
 install: $(STAMP)
 
 serve: $(STAMP)
@@ -23,6 +23,12 @@ test: $(STAMP)
 # numbers, not tests: every section of `python -m bench` (edge random-init in-process, tiny services); BENCH_ARGS=--quick
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+# the paper's table: weights, MVTec AD + VisA, heads trained both ways, 1/2/4-shot x 3 seeds (internet + GPU;
+# `make reproduce ARGS=--dry-run` prints the plan, disk and time first)
+REPRODUCE_CONFIG ?= paper
+reproduce: $(STAMP)
+	$(VENV)/bin/python -m model.reproduce --config $(REPRODUCE_CONFIG) $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
