@@ -152,7 +152,8 @@ def run_weights(plan: Plan) -> dict:
         raise
     except Exception as error:  # hub libraries raise many types (requests, huggingface_hub, urllib); one line each
         raise StageError(
-            f"could not download the {plan.config} backbone weights ({type(error).__name__}: {error}); "
+            f"could not download the {plan.config} backbone weights ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no message'}); "
             "this needs internet access to the model hubs"
         ) from error
     return {"files": [str(f) for f in files]}

@@ -333,6 +333,10 @@ def fetch_dataset(
     )
     if not keep_archive:
         archive.unlink()
+    if source.url == SOURCES[kind].url and len(categories) != source.categories:
+        say(
+            f"note: {source.title} is published with {source.categories} categories; this archive has {len(categories)}"
+        )
     say(f"{source.title}: {len(categories)} categories ready as {kind}:{root}")
     return root
 

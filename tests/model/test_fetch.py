@@ -91,6 +91,14 @@ def test_a_part_file_left_by_an_earlier_run_is_continued(server, archives, tmp_p
     assert server.requests == [("/m.tar.xz", "bytes=1000-")]
 
 
+def test_a_complete_part_file_is_verified_without_downloading_again(server, archives, tmp_path):
+    body = archives["mvtec"]
+    url = server.serve("m.tar.xz", body)
+    (tmp_path / "m.tar.xz.part").write_bytes(body)
+    assert download(url, tmp_path / "m.tar.xz", sha256(body), progress=False).read_bytes() == body
+    assert server.requests == [("/m.tar.xz", f"bytes={len(body)}-")]  # answered 416: nothing left to send
+
+
 def test_a_server_that_ignores_range_starts_over(server, archives, tmp_path):
     body = archives["mvtec"]
     url = server.serve("m.tar.xz", body, ignore_range=True)

@@ -77,6 +77,10 @@ def test_the_whole_pipeline_on_tiny_then_a_rerun_skips_everything(tmp_path, caps
         assert capsys.readouterr().out.count("skipped") == len(STAGE_NAMES)
         assert len(server.requests) == requests
 
+        assert main([*argv, "--dry-run"]) == 0
+        plan = capsys.readouterr().out
+        assert all(f"{stage:12} done" in plan for stage in STAGE_NAMES) and "0.0 GB       0 s" in plan
+
         assert main([*argv, "--redo", "report"]) == 0  # report and install again, evaluation untouched
         assert (run / "stamps" / "eval-visa.json").read_text() == eval_stamp
         assert len(server.requests) == requests
