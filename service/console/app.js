@@ -92,6 +92,9 @@ const features = {
   get evaluation() {
     return hasRoute("GET", "/products/{}/evaluation");
   },
+  get calibration() {
+    return hasRoute("POST", "/products/{}/calibration");
+  },
 };
 
 async function loadRoutes() {
@@ -305,7 +308,7 @@ function productRow(product) {
 async function fillRecentCounts(product) {
   const row = document.querySelector(`tr[data-product="${CSS.escape(product.product_id)}"]`);
   try {
-    const { inspections } = await api(productPath(product.product_id, "/inspections"));
+    const { inspections } = await api(productPath(product.product_id, "/inspections?limit=1000"));
     const anomalous = inspections.filter((i) => i.anomalous).length;
     row.querySelector(".inspections").textContent = `${inspections.length} recent`;
     row.querySelector(".anomaly-rate").textContent = inspections.length ? percent(anomalous / inspections.length) : "—";
@@ -430,6 +433,7 @@ async function showProduct(id) {
     $("recent-strip").replaceChildren();
     $("recent-detail").hidden = true;
     $("inspect-status").textContent = "";
+    $("calibration-status").textContent = "";
   }
   $("product-title").textContent = id;
   document.title = `${id} · Inspection console`;
@@ -445,6 +449,7 @@ async function showProduct(id) {
   }
   $("recent-section").hidden = !features.history;
   $("evaluation-section").hidden = !features.evaluation;
+  $("calibration-frames").hidden = !features.calibration;
   await pollProduct();
   startPolling();
 }
@@ -705,6 +710,25 @@ async function drawResult(canvas, card, file, result) {
 function repaintResults() {
   $("overlay-opacity-value").textContent = `${$("overlay-opacity").value} %`;
   for (const canvas of document.querySelectorAll("#inspect-results canvas")) canvas.repaint?.();
+}
+
+/** POST /products/{id}/calibration: more normal frames behind the thresholds (shown when the route exists). */
+async function addCalibrationFrames(files) {
+  const product = state.product;
+  if (!product || !files.length) return;
+  const status = $("calibration-status");
+  const form = new FormData();
+  for (const file of files) form.append("images", file, file.name);
+  status.textContent = `Adding ${files.length} frame${files.length === 1 ? "" : "s"}…`;
+  try {
+    const updated = await api(productPath(product.product_id, "/calibration"), { method: "POST", form });
+    setProduct(updated);
+    const behind = updated.n_calibration !== undefined ? `, ${updated.n_calibration} normal frames behind it` : "";
+    status.textContent = `Added ${files.length} good frame${files.length === 1 ? "" : "s"}. Threshold ${fmt(updated.threshold)}${behind}.`;
+  } catch (error) {
+    status.textContent = `Not added: ${error.message}`;
+  }
+  $("calibration-files").value = "";
 }
 
 // ---- feedback ----------------------------------------------------------------------------------------------
@@ -974,6 +998,8 @@ function wire() {
   makeDropZone($("references-dropzone"), addReferenceFiles);
   $("inspect-files").addEventListener("change", (event) => inspectFiles([...event.target.files]));
   makeDropZone($("frames-dropzone"), inspectFiles);
+  $("calibration-files").addEventListener("change", (event) => addCalibrationFrames([...event.target.files]));
+  makeDropZone($("calibration-frames"), addCalibrationFrames);
   $("overlay-opacity").addEventListener("input", repaintResults);
   $("overlay-outline").addEventListener("change", repaintResults);
   $("threshold-slider").addEventListener("input", (event) => {

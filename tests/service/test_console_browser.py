@@ -223,6 +223,11 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
             row = page.locator('tr[data-product="bottle"]')
             expect(row).to_contain_text(product["mode"])
             console.check("products")
+            # random weights put the broken frame's map anywhere; a hand-set pixel threshold puts ~2 % of it in the
+            # mask, so the overlay check below always has a heat map and an outline to find
+            pixel_threshold = pixel_threshold_for_a_mask(client, broken)
+            threshold = {"threshold": product["threshold"], "pixel_threshold": pixel_threshold}
+            assert client.put("/products/bottle/threshold", json=threshold).status_code == 200
 
             # the product page, from the result's link
             console.tab_to("#new-product-result a.open-product")
@@ -254,12 +259,13 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
             console.tab_to("#threshold-slider")
             page.keyboard.press("Home")
             preview = page.locator("#threshold-preview")
-            if inspected["anomalous"]:
-                expect(preview).to_contain_text("0 of 1 recent frames would change verdict")
-            else:
-                expect(preview).to_contain_text("1 of 1 recent frames would change verdict (1 good → defect")
+            recent = recent_scores(client, has_history, [inspected["score"]])
+            flips = sum(score <= inspected["threshold"] for score in recent)
+            expect(preview).to_contain_text(
+                f"{flips} of {len(recent)} recent frames would change verdict ({flips} good → defect, 0 defect → good)"
+            )
             lowest = float(page.locator("#threshold-number").input_value())
-            assert lowest < inspected["score"]
+            assert lowest < min(recent)
             console.check("threshold-preview")
             console.tab_to("#threshold-save")
             with page.expect_response(lambda r: r.url.endswith("/products/bottle/threshold")) as saved:
@@ -269,6 +275,7 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
             stored = client.get("/products/bottle").json()
             assert stored["threshold_source"] == "manual"
             assert stored["threshold"] == pytest.approx(lowest, rel=1e-4)
+            assert stored["pixel_threshold"] == pytest.approx(pixel_threshold)  # a hand-set one is kept
 
             # the same frame, dropped this time: now above the lowered threshold, so a defect
             with page.expect_response(lambda r: r.url.endswith("/inspect")) as answered:
@@ -287,8 +294,16 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
                     "Labelled defect"
                 )
                 assert client.get("/products/bottle/evaluation").json()["n_defect"] >= 1
-            if has_history:  # both inspections come back from the service's history, with thumbnails
-                expect(page.locator("#recent-strip li")).to_have_count(2)
+            if "/products/{product_id}/calibration" in spec_paths:  # more good frames behind the thresholds
+                before = client.get("/products/bottle").json()["n_calibration"]
+                extra = sorted((bottle_dir / "test" / "good").glob("*.png"))[:2]
+                with page.expect_response(lambda r: r.url.endswith("/products/bottle/calibration")) as calibrated:
+                    console.choose_files("#calibration-files", extra)
+                assert calibrated.value.ok, calibrated.value.text()
+                expect(page.locator("#calibration-status")).to_contain_text("Added 2 good frames")
+                assert client.get("/products/bottle").json()["n_calibration"] == before + 2
+            if has_history:  # the inspections come back from the service's history, with thumbnails
+                expect(page.locator("#recent-strip li")).to_have_count(3)  # the probe and the two above
                 expect(page.locator("#recent-strip li img").first).to_be_visible()
             console.check("product")
 
@@ -313,6 +328,22 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
     print(f"screenshots: {shots}")
 
 
+def pixel_threshold_for_a_mask(client, frame: Path) -> float:
+    """A pixel threshold with ~2 % of `frame`'s anomaly map above it (from one inspection through the API)."""
+    files = [("images", (frame.name, frame.read_bytes(), "image/png"))]
+    result = client.post("/inspect", data={"product_id": "bottle"}, files=files).json()["results"][0]
+    grey = decode_png(result["anomaly_map_png"]).astype(float)  # round(255 * clip(map / (2 * pt), 0, 1))
+    anomaly_map = grey / 255.0 * 2.0 * result["pixel_threshold"]
+    return float(np.percentile(anomaly_map, 98))
+
+
+def recent_scores(client, has_history: bool, this_page: list[float]) -> list[float]:
+    """The scores the threshold preview counts: the service's recent inspections, else this page's results."""
+    if not has_history:
+        return this_page
+    return [i["score"] for i in client.get("/products/bottle/inspections").json()["inspections"]]
+
+
 def assert_overlay_drawn(console: Console, result: dict) -> None:
     """The canvas is the frame, plus the heat map where the map is > 0, plus the mask outline when there is one."""
     selector = "#inspect-results li:first-child canvas"
@@ -323,8 +354,8 @@ def assert_overlay_drawn(console: Console, result: dict) -> None:
     heat_map = np.asarray(Image.fromarray(decode_png(result["anomaly_map_png"])).resize((width, height), Image.NEAREST))
     mask = decode_png(result["mask_png"]) > 127
     changed = np.abs(heat - frame).sum(axis=-1) > 30  # (H, W)
-    hot = heat_map > 64
-    assert hot.any(), "the tiny model's map should not be all zero"
+    hot = heat_map > 64  # from half the pixel threshold up
+    assert mask.mean() > 0.005, "the hand-set pixel threshold should put some of the frame in the mask"
     assert changed[hot].mean() > 0.9, "the heat map is not drawn where the map is high"
     assert changed[heat_map == 0].mean() < 0.05, "the heat map tints pixels where the map is zero"
     yellow = (outlined[..., 0] > 230) & (outlined[..., 1] > 200) & (outlined[..., 2] < 60)
