@@ -424,6 +424,7 @@ function showCalibration(product) {
 
 async function showProduct(id) {
   showView("view-product");
+  $("new-product-result").hidden = true; // its numbers go stale once the product page changes them
   if (state.product?.product_id !== id) {
     state.sessionResults = [];
     state.recent = [];

@@ -303,9 +303,34 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
                 expect(page.locator("#calibration-status")).to_contain_text("Added 2 good frames")
                 assert client.get("/products/bottle").json()["n_calibration"] == before + 2
             if has_history:  # the inspections come back from the service's history, with thumbnails
-                expect(page.locator("#recent-strip li")).to_have_count(3)  # the probe and the two above
-                expect(page.locator("#recent-strip li img").first).to_be_visible()
+                strip = page.locator("#recent-strip li")
+                expect(strip).to_have_count(3)  # the probe and the two above
+                expect(strip.locator("img").first).to_be_visible()
+                console.tab_to("#recent-strip li:last-child button")  # the oldest: the probe, sent by another client
+                page.keyboard.press("Enter")
+                expect(page.locator("#recent-detail")).to_be_visible()
+                if has_feedback:  # the focus is on the detail's first button: "This part is good"
+                    with page.expect_response(lambda r: r.url.endswith("/products/bottle/feedback")) as labelled:
+                        page.keyboard.press("Enter")
+                    assert labelled.value.ok, labelled.value.text()
+                    expect(strip.last.locator(".badge")).to_have_text("good")  # from the next poll of the history
             console.check("product")
+
+            # back to the list: inspections and anomaly rate from the history (or "—" without it)
+            console.tab_to('#view-product a[href="#/"]')
+            page.keyboard.press("Enter")
+            row = page.locator('tr[data-product="bottle"]')
+            if has_history:
+                history = client.get("/products/bottle/inspections").json()["inspections"]
+                rate = 100 * sum(i["anomalous"] for i in history) / len(history)
+                expect(row.locator(".inspections")).to_have_text(f"{len(history)} recent")
+                expect(row.locator(".anomaly-rate")).to_have_text(f"{rate:.1f} %")
+            else:
+                expect(row.locator(".inspections")).to_have_text("—")
+            console.check("products-after")
+            console.tab_to('tr[data-product="bottle"] a')
+            page.keyboard.press("Enter")
+            expect(page.locator("#product-title")).to_have_text("bottle")
 
             # delete, confirmed in the dialog (Cancel has the focus first: the safe default)
             console.tab_to("#delete-product")
