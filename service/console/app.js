@@ -9,6 +9,7 @@ const MAX_CANVAS_SIDE = 1200; // frames are drawn at most this large; the maps a
 const INSPECT_CHUNK = 8; // frames per POST /inspect (the service allows 16 by default)
 const RECENT_LIMIT = 40;
 const MAX_RESULT_CARDS = 12; // the page keeps the newest results drawn; the service's history keeps more
+const MAX_SESSION_RESULTS = 200; // scores the threshold preview counts when the service keeps no history
 const MAX_REFERENCES = 16;
 const PRODUCT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -516,6 +517,7 @@ async function inspectFiles(files) {
 function addResult(file, result) {
   const entry = { file, result, label: null };
   state.sessionResults.unshift(entry);
+  state.sessionResults.length = Math.min(state.sessionResults.length, MAX_SESSION_RESULTS);
   const list = $("inspect-results");
   list.prepend(resultCard(entry));
   while (list.children.length > MAX_RESULT_CARDS) list.lastElementChild.remove();
