@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from model import Prediction
@@ -148,3 +149,30 @@ def _encode_one(
         rule=judgement.rule,
         rules_fired=judgement.rules_fired,
     )
+
+
+class InspectedImage(BaseModel):
+    """One image's answer in POST /inspect (OpenAPI documentation of `InspectionResult.as_json`; other fields,
+    such as the regions, are allowed)."""
+
+    model_config = ConfigDict(extra="allow")
+    filename: str | None = Field(description="the uploaded file's name")
+    score: float = Field(description="image anomaly score; higher = more anomalous")
+    anomalous: bool = Field(description="the verdict")
+    threshold: float = Field(description="the product's image threshold, on the score's scale")
+    pixel_threshold: float = Field(description="anomaly-map value above which a pixel is in the mask")
+    width: int = Field(description="the image's width in pixels (the mask's and map's too)")
+    height: int = Field(description="the image's height in pixels")
+    mask_png: str = Field(description="base64 8-bit PNG: 255 where the map is above pixel_threshold, else 0")
+    anomaly_map_png: str = Field(description="base64 8-bit heat-map PNG (128 = pixel_threshold)")
+    mode: str = Field(description='"full" or "training-free", with " (random weights)" when they are random')
+    timings_ms: dict[str, float] = Field(description="decode, queue, predict, the model's stages, encode")
+
+
+class InspectResponse(BaseModel):
+    """The JSON answer of POST /inspect (documentation; other fields are allowed)."""
+
+    model_config = ConfigDict(extra="allow")
+    product_id: str
+    reference_version: int = Field(description="the product version the images were compared with")
+    results: list[InspectedImage] = Field(description="one per uploaded image, in order")

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.dependencies import ReadyServices, check_product_id, existing_product
 from service.errors import InvalidField, error_responses
-from service.results import RegionLimits, encode_results, png_headers
+from service.results import InspectResponse, RegionLimits, encode_results, png_headers
 from service.uploads import check_count, decode_uploads
 
 router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503))
@@ -21,7 +21,11 @@ router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503))
     "/inspect",
     summary="Inspect images of one product",
     responses={
-        200: {"content": {"image/png": {}}, "description": "the results (JSON), or with format=png the mask PNG"},
+        200: {
+            "model": InspectResponse,
+            "content": {"image/png": {}},
+            "description": "the results (JSON), or with format=png the mask PNG with the verdict in X-* headers",
+        },
         **error_responses(400, 404, 413, 415, 422, 429),
     },
 )
