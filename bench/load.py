@@ -144,7 +144,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_env(args: argparse.Namespace, data_dir: Path, max_batch_size: int) -> dict[str, str]:
+def server_env(args: argparse.Namespace, data_dir: Path, max_batch_size: int, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
         "DCPSFR_MODEL_CONFIG": args.config,
@@ -156,19 +156,21 @@ def server_env(args: argparse.Namespace, data_dir: Path, max_batch_size: int) ->
         "DCPSFR_QUEUE_SIZE": str(args.queue_size),
         "DCPSFR_API_KEYS": "",
         "DCPSFR_LOG_LEVEL": args.server_log_level,
+        **extra,
     }
 
 
 @contextmanager
-def running_server(args: argparse.Namespace, data_dir: Path, max_batch_size: int) -> Iterator[str]:
-    """A `python -m service` process on a free loopback port; yields its URL once /readyz is 200."""
+def running_server(args: argparse.Namespace, data_dir: Path, max_batch_size: int, **env: str) -> Iterator[str]:
+    """A `python -m service` process on a free loopback port (`env`: more DCPSFR_* variables); yields its URL
+    once /readyz is 200."""
     port = free_port()
     log_path = data_dir / f"server-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
             cwd=REPO,
-            env=server_env(args, data_dir, max_batch_size),
+            env=server_env(args, data_dir, max_batch_size, **env),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

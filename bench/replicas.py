@@ -1,0 +1,95 @@
+"""Replicas sharing one data dir: how long a new version takes to reach another replica (at the default poll
+of 2 s and at 0.2 s), and how fast a replica with 100 stored products is ready and has loaded them all."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+
+from bench import load
+from bench.common import Section, p50, photo_like, png_bytes
+from model import create_detector
+from service.calibration import fit_and_calibrate
+from service.store import ProductStore
+
+POLL_INTERVALS_S = (2.0, 0.2)
+
+
+def run(args: argparse.Namespace) -> Section:
+    config = args.service_config
+    section = Section("replicas", f"replicas on one data dir ({config}, 2 references of 256x256)")
+    server_args = load.parse_args(["--config", config, "--device", "cpu", *args.server_flags])
+    references = [png_bytes(photo_like((256, 256), seed)) for seed in range(2)]
+    n_products = 20 if args.quick else 100
+    repeats = 3 if args.quick else 8
+    with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp:
+        startup = startup_seconds(server_args, Path(tmp), n_products, config, args.random_init)
+        section.rows.append(
+            f"start-up to /readyz: {startup['empty']:.1f} s empty, {startup['stored']:.1f} s with {n_products} "
+            f"products; all {n_products} loaded (background) after {startup['all_loaded']:.1f} s"
+        )
+        delays = {}
+        for poll_s in POLL_INTERVALS_S:
+            delays[poll_s] = propagation_seconds(server_args, Path(tmp) / f"poll-{poll_s}", poll_s, references, repeats)
+            section.rows.append(
+                f"new version on A -> served by B, poll {poll_s:g} s: median {p50(delays[poll_s]):.2f} s, "
+                f"max {max(delays[poll_s]):.2f} s ({repeats} uploads)"
+            )
+    section.data = {"products": n_products, **startup, "propagation_s": {str(k): v for k, v in delays.items()}}
+    return section
+
+
+def startup_seconds(server_args, root: Path, n_products: int, config: str, random_init: bool) -> dict[str, float]:
+    """Wall time from `python -m service` to /readyz 200 on an empty and on a stored data dir, and until the
+    stored one has loaded every product (the dcpsfr_products gauge)."""
+    det = create_detector(config, device="cpu", random_init=random_init and config != "tiny")
+    fitted = fit_and_calibrate(det, [photo_like((256, 256), seed) for seed in range(2)])
+    stored = root / "stored"
+    writer = ProductStore(stored / "products")
+    for i in range(n_products):
+        writer.commit(f"p{i:03d}", fitted.refs, fitted.calibration)
+    out = {}
+    for label, folder in (("empty", root / "empty"), ("stored", stored)):
+        folder.mkdir(exist_ok=True)
+        start = time.perf_counter()
+        with load.running_server(server_args, folder, 8) as url:
+            out[label] = time.perf_counter() - start
+            if label == "stored":
+                while loaded_products(url) < n_products:
+                    time.sleep(0.05)
+                out["all_loaded"] = time.perf_counter() - start
+    return out
+
+
+def loaded_products(url: str) -> float:
+    exposition = httpx.get(f"{url}/metrics", timeout=60).text
+    found = re.search(r"^dcpsfr_products (\S+)$", exposition, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def propagation_seconds(server_args, data_dir: Path, poll_s: float, references: list[bytes], n: int) -> list[float]:
+    """Seconds from A's 201 for a new version until B's GET /products/p shows that version."""
+    data_dir.mkdir(parents=True)
+    files = [("images", (f"ref{i}.png", data, "image/png")) for i, data in enumerate(references)]
+    delays = []
+    with ExitStack() as stack:
+        a, b = (
+            stack.enter_context(load.running_server(server_args, data_dir, 8, DCPSFR_STORE_POLL_S=str(poll_s)))
+            for _ in range(2)
+        )
+        with httpx.Client(base_url=a, timeout=120) as client_a, httpx.Client(base_url=b, timeout=120) as client_b:
+            client_a.post("/products/p/references", files=files).raise_for_status()
+            client_b.get("/products/p").raise_for_status()  # B has the product in memory from here on
+            for _ in range(n):
+                version = client_a.post("/products/p/references", files=files).json()["version"]
+                start = time.perf_counter()
+                while client_b.get("/products/p").json()["version"] != version:
+                    time.sleep(0.005)
+                delays.append(time.perf_counter() - start)
+    return delays
