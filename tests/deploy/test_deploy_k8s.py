@@ -16,7 +16,7 @@ import yaml
 
 from service.app import create_app
 from service.settings import Settings
-from tests.deploy.deployfiles import REPO
+from tests.deploy.deployfiles import COMPOSE, REPO, SERVICE, compose_model
 from tests.deploy.kustomize import find, render
 from tests.deploy.test_deploy_dockerfile import setting_env_names
 from tests.deploy.test_deploy_monitoring import PROMTOOL, exported_series, metric_names, needs_promtool
@@ -199,3 +199,11 @@ def test_autoscaler_queries_are_valid_promql(tmp_path):
     path.write_text(yaml.safe_dump(rules))
     checked = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_compose_stop_grace_period_covers_the_shutdown_grace():
+    """Docker sends SIGKILL after stop_grace_period: it must outlast the drain after SIGTERM."""
+    inspect = compose_model(COMPOSE)["services"][SERVICE]
+    period = inspect["stop_grace_period"]
+    assert period.endswith("s")
+    assert float(period[:-1]) > Settings.model_fields["shutdown_grace_s"].default
