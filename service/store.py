@@ -8,11 +8,12 @@
     products/<id>/.lock          held for milliseconds by the one writer that moves the pointer
 
 Writing. A new version is written to `products/.tmp-<id>-*` and fsynced without any lock (the slow part).
-Then the writer takes the product's lock (`.lock` created with O_CREAT|O_EXCL: atomic on local disks and on
-NFSv3+/CephFS/EFS; a lock older than LOCK_STALE_S is left by a killed writer and is broken), reads the
-pointer, checks what it expected (compare-and-swap), claims the next version number by renaming its folder
-to `v<N>` (N = one above every version present: unique, since claims only happen under the lock), replaces
-the pointer atomically (temp file, fsync, os.replace) with a new `uid` and `generation + 1`, and lets go.
+Then the writer takes the product's lock: `.lock` created with O_CREAT|O_EXCL (atomic on local disks and on
+NFSv3+/CephFS/EFS). A lock whose mtime is older than LOCK_STALE_S was left by a killed writer and is broken;
+this needs the replicas' clocks in step within seconds (NTP). Under the lock the writer reads the pointer,
+checks what it expected (compare-and-swap), claims the next version number by renaming its folder to `v<N>`
+(N = one above every version present: unique, since claims only happen under the lock), replaces the
+pointer atomically (temp file, fsync, os.replace) with a new `uid` and `generation + 1`, and lets go.
 Threshold overrides, per-product files and deletes take the same lock. A crash at any point leaves the
 previous version current.
 
@@ -76,7 +77,7 @@ TRASH_PREFIX = ".trash-"
 VERSION_DIR = re.compile(r"^v([0-9]+)$")
 DEBRIS_AGE_S = 600.0  # debris younger than this may be another replica's write in progress
 LOCK_STALE_S = 30.0  # a lock is held for milliseconds; one this old was left by a killed writer
-LOCK_WAIT_S = 30.0
+LOCK_WAIT_S = LOCK_STALE_S + 15.0  # longer than the staleness, so a waiting writer can break a dead lock
 LOCK_POLL_S = 0.005
 ANY = object()  # commit(expected=ANY): no compare-and-swap
 
