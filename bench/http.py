@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import io
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+from PIL import Image
 
 from bench import load
-from bench.common import Section, Target, p50, percentile, photo_like, png_bytes
+from bench.common import Section, Target, interleaved, p50, percentile, photo_like, png_bytes
 from model import create_detector
-from service.images import decode_image
+from service.images import PNG_COMPRESS_LEVEL, decode_image, encode_png
 
 OVERHEAD_RATIO = 1.10  # issue 13: HTTP p50 / in-process p50
 BREAKDOWN = ("decode", "queue", "predict", "encode")
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> Section:
     section.rows.append(f"in-process predict p50: {p50(local_ms):.1f} ms (same image, same references)")
     section.rows.append(f"overhead: {p50(http_ms) - p50(local_ms):.1f} ms, ratio {ratio:.2f}")
     section.rows.append("mean per request (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in mean.items()))
+    section.rows += encode_comparison(det.predict([image], refs)[0].anomaly_map, args.repeats * 10)
     section.targets.append(Target(f"service overhead: HTTP p50 / in-process p50 ({config})", ratio, OVERHEAD_RATIO))
     section.data = {
         "config": config,
@@ -78,3 +81,24 @@ def timed_local(det, image, refs) -> float:
     start = time.perf_counter()
     det.predict([image], refs)
     return (time.perf_counter() - start) * 1000.0
+
+
+def encode_comparison(anomaly_map: np.ndarray, repeats: int) -> list[str]:
+    """The service's PNG writer against Pillow's (adaptive row filters, the writer before issue 13), interleaved."""
+    mask = np.where(anomaly_map > np.median(anomaly_map), 255, 0).astype(np.uint8)  # (H, W) about half set
+    heat = np.rint(np.clip(anomaly_map / (2 * anomaly_map.max()), 0, 1) * 255).astype(np.uint8)  # (H, W)
+    rows = []
+    for name, array in (("mask", mask), ("heat map", heat)):
+        times = interleaved({"pillow": lambda a=array: pillow_png(a), "zlib": lambda a=array: encode_png(a)}, repeats)
+        rows.append(
+            f"encode {name} {array.shape[1]}x{array.shape[0]}: Pillow {p50(times['pillow']):.2f} ms,"
+            f" service writer {p50(times['zlib']):.2f} ms ({p50(times['pillow']) / p50(times['zlib']):.1f}x),"
+            f" {len(pillow_png(array))} vs {len(encode_png(array))} bytes"
+        )
+    return rows
+
+
+def pillow_png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode="L").save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
