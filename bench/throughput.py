@@ -1,9 +1,12 @@
-"""Throughput of the running service at concurrency 1, 4 and 16, with batching on (MAX_BATCH_SIZE 8) and off (1)."""
+"""Throughput of the running service at concurrency 1, 4 and 16, with batching on (MAX_BATCH_SIZE 8) and off (1).
+
+Both servers run at once (each idle while the other is measured) and the runs alternate between them."""
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from bench import load
@@ -20,14 +23,18 @@ def run(args: argparse.Namespace) -> Section:
     server_args = load.parse_args(["--config", config, "--device", "cpu", "-n", str(n), *args.server_flags])
     workload = load.build_workload(server_args)
     results: dict[int, dict[int, load.RunResult]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
-        for batch in BATCH_SIZES:  # one server per batch size; every concurrency against it
-            with load.running_server(server_args, Path(tmp), batch) as url:
-                for c in CONCURRENCY:
-                    server_args.concurrency = c
-                    server_args.warmup = c
-                    label = f"batch={batch} C={c}"
-                    results.setdefault(c, {})[batch] = load.bench_url(url, server_args, workload, label, batch, True)
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp, ExitStack() as servers:
+        urls = {}  # both servers live at once; runs alternate between them, so drifts in load hit both alike
+        for batch in BATCH_SIZES:
+            folder = Path(tmp) / f"batch{batch}"
+            folder.mkdir()
+            urls[batch] = servers.enter_context(load.running_server(server_args, folder, batch))
+        for c in CONCURRENCY:
+            for batch in BATCH_SIZES:
+                server_args.concurrency = c
+                server_args.warmup = c
+                run = load.bench_url(urls[batch], server_args, workload, f"batch={batch} C={c}", batch, True)
+                results.setdefault(c, {})[batch] = run
     section.rows.append(load.COLUMNS)
     for c in CONCURRENCY:
         for batch in BATCH_SIZES:
