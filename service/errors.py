@@ -93,9 +93,11 @@ ERROR_MEANINGS = {
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for a route or router: each status with its meaning and the ErrorBody schema."""
+    """OpenAPI `responses` for a route or router: each status with its meaning and the ErrorBody schema, always
+    as JSON (inline, so a route whose own answers are not JSON, such as /metrics, still documents JSON errors)."""
+    content = {"application/json": {"schema": ErrorBody.model_json_schema()}}
     return {
-        status: {"model": ErrorBody, "description": ERROR_MEANINGS.get(status) or HTTPStatus(status).phrase}
+        status: {"description": ERROR_MEANINGS.get(status) or HTTPStatus(status).phrase, "content": content}
         for status in statuses
     }
 

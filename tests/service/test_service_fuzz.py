@@ -5,6 +5,8 @@ a status the route declares, its content type, and its body schema. Bounded and 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -51,18 +53,25 @@ def without_lifespan(app: ASGIApp) -> ASGIApp:
     return shim
 
 
-@pytest.fixture(scope="module")
-def api_schema(tmp_path_factory) -> Iterator[BaseSchema]:
+@contextmanager
+def served_schema(data_dir: Path, **settings) -> Iterator[BaseSchema]:
     """The schema of a real app (model ready, one stored product), read and called in-process."""
-    with running_app(tiny_settings(tmp_path_factory.mktemp("fuzz") / "data")) as client:
-        assert upload(client, PRODUCT, image_bytes(seed=0), image_bytes(seed=1)).status_code == 201
-        yield schemathesis.openapi.from_asgi("/openapi.json", without_lifespan(client.app))
+    with running_app(tiny_settings(data_dir, **settings)) as client:
+        headers = {"X-API-Key": settings["api_keys"]} if settings.get("api_keys") else {}
+        assert upload(client, PRODUCT, image_bytes(seed=0), image_bytes(seed=1), headers=headers).status_code == 201
+        yield schemathesis.openapi.from_asgi("/openapi.json", without_lifespan(client.app), headers=headers)
         schemathesis_asgi.shutdown_lifespans()
 
 
-def fuzz(strategy: SearchStrategy) -> None:
+@pytest.fixture(scope="module")
+def api_schema(tmp_path_factory) -> Iterator[BaseSchema]:
+    with served_schema(tmp_path_factory.mktemp("fuzz") / "data") as schema:
+        yield schema
+
+
+def fuzz(strategy: SearchStrategy, max_examples: int) -> None:
     @settings(
-        max_examples=MAX_EXAMPLES,
+        max_examples=max_examples,
         deadline=None,
         derandomize=True,
         database=None,
@@ -75,13 +84,10 @@ def fuzz(strategy: SearchStrategy) -> None:
     run()
 
 
-@pytest.mark.parametrize("mode", ["positive", "negative", "stored-product"])
-def test_every_answer_is_declared_and_no_5xx(api_schema, mode: str):
-    """positive: requests the schema allows; negative: requests it forbids (each must be a 4xx, never a 5xx);
-    stored-product: the id of a stored product (and a real frame for /inspect), so requests reach the store and
-    the model."""
+def assert_conforms(schema: BaseSchema, mode: str, max_examples: int = MAX_EXAMPLES) -> None:
+    """Fuzz every operation of `schema` in `mode`; all failures are reported together."""
     failures = []
-    for result in api_schema.get_all_operations():
+    for result in schema.get_all_operations():
         operation = result.ok()
         if mode == "stored-product" and operation.path == "/inspect":  # a real frame: the model answers
             strategy = operation.as_strategy(body={"product_id": PRODUCT, "images": [image_bytes(seed=2)]})
@@ -92,9 +98,23 @@ def test_every_answer_is_declared_and_no_5xx(api_schema, mode: str):
         else:
             strategy = operation.as_strategy(generation_mode=GenerationMode(mode))
         try:
-            fuzz(strategy)
+            fuzz(strategy, max_examples)
         except Unsatisfiable:
             assert mode == "negative", f"{operation.label}: no request could be generated"  # nothing to break
-        except (Exception, BaseExceptionGroup) as err:  # all operations are fuzzed; failures reported together
+        except (Exception, BaseExceptionGroup) as err:
             failures.append(f"{operation.label}: {str(err)[:MAX_REPORT_CHARS]}")
     assert not failures, "\n\n".join(failures)
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative", "stored-product"])
+def test_every_answer_is_declared_and_no_5xx(api_schema, mode: str):
+    """positive: requests the schema allows; negative: requests it forbids (each must be a 4xx, never a 5xx);
+    stored-product: the id of a stored product (and a real frame for /inspect), so requests reach the store and
+    the model."""
+    assert_conforms(api_schema, mode)
+
+
+def test_without_the_api_key_every_answer_is_declared(tmp_path):
+    """With DCPSFR_API_KEYS set, requests without a key: 401 where a key is needed (declared), the rest answer."""
+    with served_schema(tmp_path / "data", api_keys="fuzz-key") as schema:
+        assert_conforms(schema, "positive", max_examples=5)
