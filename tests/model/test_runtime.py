@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from model import ConfigError, create_detector
+from model.runtime import create_runtime
 from model.runtime.__main__ import main as runtime_cli
 from model.runtime.export import onnx_path, tower, weight_checksum
 from tests.model.helpers import pil, textured_part, with_defect
@@ -85,3 +87,26 @@ def test_export_command_writes_both_towers(tmp_path, capsys):
 def test_bad_runtime_settings_are_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         create_detector("tiny", device="cpu", **kwargs)
+
+
+def test_compiled_torch_runtime_pads_to_a_bucket_and_returns_the_real_batch(monkeypatch):
+    seen = []
+
+    def fake_compile(module, **_):  # record the static shapes a compiled graph would see, run eagerly
+        def run(images):
+            seen.append(tuple(images.shape))
+            return module(images)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    det = create_detector("tiny", device="cpu", heads="random")
+    compiled = create_runtime("torch", det.network, det.device, Path(), "compile")
+    size = det.config.dino.image_size
+    images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0))  # (3, 3, S, S)
+    with torch.inference_mode():
+        got, expected = compiled.dino(images), det.runtime.dino(images)
+    assert seen == [(4, 3, size, size)]  # 3 -> the bucket of 4
+    assert got.patch_tokens.shape == expected.patch_tokens.shape
+    torch.testing.assert_close(got.patch_tokens, expected.patch_tokens, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.cls_token, expected.cls_token, atol=1e-5, rtol=1e-5)
