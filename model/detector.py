@@ -115,6 +115,15 @@ class Detector:
         meta = {**refs.meta, "image_sizes": [sizes[i] for i in keep]} if sizes else dict(refs.meta)
         return self._reference_set(refs.patch_tokens[keep], refs.cls_tokens[keep], meta)
 
+    def extend_references(self, refs: ReferenceSet, images: Sequence[Image.Image]) -> ReferenceSet:
+        """`refs` plus `images` as further references: only the new images pass the backbone."""
+        refs.check_compatible(self.config.name, self.fingerprint)
+        added = self.fit_references(images)
+        sizes = refs.meta.get("image_sizes", []) + added.meta["image_sizes"]
+        patch_tokens = torch.cat([refs.patch_tokens, added.patch_tokens])  # (K + k, Nd, Dd)
+        cls_tokens = torch.cat([refs.cls_tokens, added.cls_tokens])  # (K + k, Dd)
+        return self._reference_set(patch_tokens, cls_tokens, {**added.meta, "image_sizes": sizes})
+
     def _reference_set(self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, meta: dict) -> ReferenceSet:
         inference = self.config.inference
         bank = MemoryBank.build(patch_tokens.flatten(0, 1), inference.bank_budget, inference.bank_reduction)
@@ -159,14 +168,34 @@ class Detector:
         with _timed(timings, "bank_search", self.device):
             s_cos = 1.0 - refs.bank.max_similarity(dino.patch_tokens).to(self.device)  # (B, Nd)
         with _timed(timings, "heads", self.device):
-            grid_maps, scores = self._score(dino, clip, s_cos, refs)  # (B, hd, wd), (B,)
+            grid_maps, raw_scores = self._score(dino, clip, s_cos, refs)  # (B, hd, wd), (B,)
         with _timed(timings, "postprocess", self.device):
             maps = self._full_resolution_maps(grid_maps, [t.shape[-2:] for t in tensors])
-            scores = scores.float().cpu().tolist()
+            raw_scores = raw_scores.float().cpu()
+            logits = raw_scores.tolist() if self.mode == "full" else [None] * len(maps)
+            scores = (torch.sigmoid(raw_scores) if self.mode == "full" else raw_scores).tolist()
         return [
-            Prediction(score=s, anomaly_map=m, mode=self.mode, random_weights=self.random_weights, timings_ms=timings)
-            for s, m in zip(scores, maps, strict=True)
+            Prediction(s, m, self.mode, self.random_weights, timings, logit=y)
+            for s, m, y in zip(scores, maps, logits, strict=True)
         ]
+
+    @torch.inference_mode()
+    def held_out_predictions(self, refs: ReferenceSet) -> list[Prediction]:
+        """Training-free leave-one-out from the cached tokens: each reference's patch tokens against the bank of
+        the other K-1 (no backbone pass at all). Needs K >= 2. Maps at each reference's own size when known."""
+        assert refs.n_references >= 2, "leave-one-out needs two or more references"
+        sizes = refs.meta.get("image_sizes") or [list(self.network.dino_grid)[::-1]] * refs.n_references
+        predictions = []
+        for held_out in range(refs.n_references):
+            others = self.subset_references(refs, [i for i in range(refs.n_references) if i != held_out])
+            tokens = refs.patch_tokens[held_out : held_out + 1].to(self.device)  # (1, Nd, Dd)
+            s_cos = 1.0 - others.bank.max_similarity(tokens).to(self.device)  # (1, Nd)
+            grid = s_cos.view(1, *self.network.dino_grid)  # (1, hd, wd)
+            width, height = sizes[held_out]
+            anomaly_map = self._full_resolution_maps(grid, [(height, width)])[0]
+            score = float(top_fraction_mean(s_cos, self.config.inference.top_fraction)[0])
+            predictions.append(Prediction(score, anomaly_map, "training-free", self.random_weights))
+        return predictions
 
     def _score(
         self, dino: DinoFeatures, clip: ClipFeatures | None, s_cos: torch.Tensor, refs: ReferenceSet
@@ -178,7 +207,7 @@ class Detector:
         patch_tokens, cls_tokens = refs.tokens_on(self.device)
         reference = ReferenceFeatures(patch_tokens[None], cls_tokens[None])  # (1, K, Nd, Dd), (1, K, Dd)
         out = self.network.run_heads(clip, dino, reference, s_cos, self._cached_text_features())
-        return out.s_hat, torch.sigmoid(out.y_hat)
+        return out.s_hat, out.y_hat  # the logit y: predict() reports sigmoid(y) as the score and y as the logit
 
     def _cached_text_features(self) -> torch.Tensor:
         if self._text_features is None:

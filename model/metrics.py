@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 from scipy.integrate import trapezoid
-from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
 IMAGE_METRICS = ("i_auroc", "i_aupr", "i_f1_max")
 PIXEL_METRICS = ("p_auroc", "p_ap", "p_f1_max", "p_pro")
@@ -39,6 +39,15 @@ def image_metrics(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | 
         "i_aupr": average_precision,
         "i_f1_max": best_f1,
     }
+
+
+def f1_at_threshold(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, threshold: float
+) -> float:
+    """F1 of the verdict `score > threshold` (anomalous = positive); 0.0 when nothing is flagged or anomalous."""
+    scores_arr = _finite_scores(np.asarray(scores, dtype=np.float64), "scores")
+    labels_arr = _binary(np.asarray(labels), "labels")
+    return float(f1_score(labels_arr, scores_arr > threshold, zero_division=0.0))
 
 
 def pixel_metrics(

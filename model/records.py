@@ -19,3 +19,4 @@ class Prediction:
     mode: Mode  # "full" (trained heads) or "training-free" (memory bank only)
     random_weights: bool = False  # True only for the tiny config or random_init timing runs
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, for the whole batch
+    logit: float | None = None  # "full" mode: the image logit y (score = sigmoid(logit)); None otherwise

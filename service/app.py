@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from model import Detector, create_detector
 from service.dependencies import Services
 from service.errors import install_error_handlers
+from service.feedback import FrameStore
+from service.history import InspectionHistory
 from service.lifecycle import DrainMiddleware
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
@@ -34,7 +36,7 @@ RANDOM_INIT_WARNING = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    metrics = Metrics(per_product=settings.metrics_per_product)
+    metrics = Metrics(per_product=settings.metrics_per_product, max_products=settings.metrics_max_products)
     store = ProductStore(settings.products_dir)
     sync = StoreSync(store, settings.store_poll_s)
     worker = ModelWorker(
@@ -60,7 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.state.services = Services(settings=settings, store=store, worker=worker, metrics=metrics)
+    app.state.services = Services(
+        settings=settings,
+        store=store,
+        worker=worker,
+        metrics=metrics,
+        history=InspectionHistory(settings.history_size),
+        frames=FrameStore(store, settings.calibration_max_frames, settings.feedback_max_frames),
+    )
     metrics.in_flight.set_function(lambda: app.state.services.lifecycle.in_flight)
     install_error_handlers(app)
     for router in (health.router, products.router, rules.router, inspect.router, console.router):

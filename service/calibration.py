@@ -1,12 +1,28 @@
-"""Per-product decision thresholds from the product's own normal references.
+"""Per-product decision thresholds from normal frames only (the product's references and its calibration set).
 
-Normal examples: leave-one-out when K >= 2 (fit on K-1 references, score the held-out one), else augmented
-views of the single reference (small rotations and shifts with reflected borders, brightness +-10%).
-Flips are left out on purpose: a mirrored part (text, asymmetric features) is not a normal part.
+Scales: the verdict compares `decision_score` with `threshold` on one scale, named in every response:
+"distance" in training-free mode (memory-bank cosine distance, >= 0) and "logit" in full mode (the image
+logit y, unbounded, so a threshold above every normal logit is always reachable; sigmoid(y) would saturate).
 
-Rule (the same for both thresholds): threshold = max(v) + max(3 * std(v), 0.1 * |max(v)|), where v are the
-normal image scores (-> `threshold`, for the verdict) or the maxima of the normal anomaly maps
-(-> `pixel_threshold`, for the mask). Scores and maps live on different scales in "full" mode, hence two.
+Normal values (v):
+- reference values: leave-one-out when K >= 2 (each reference against the other K-1; in training-free mode
+  from the cached reference tokens, no backbone pass), else augmented views of the single reference;
+- views: with K >= 2, six jittered views of the references (small rotations and shifts with reflected
+  borders, brightness +-10 %) scored against all K: what a re-shot of a good part scores. Flips are left out
+  on purpose: a mirrored part (text, asymmetric features) is not a normal part;
+- calibration frames: extra good frames (POST /products/{id}/calibration, feedback labelled `good`) scored
+  against all K references, as production frames are.
+
+Rules (the same for `threshold` on scores and `pixel_threshold` on anomaly-map maxima):
+- real = leave-one-out values + calibration frames; u = real + views; n = len(real).
+- floor = max(FLOOR_FRACTION * (max(views) - min(u)), ABSOLUTE_FLOOR[scale]): the margin never drops below
+  half the re-shot spread of this backbone on this product, nor below an absolute minimum.
+- "max-margin" while n < ceil(1 / target_false_alarm_rate):
+  threshold = max(u) + max(3 * std(u), 0.1 * |max(u)| (distance scale only), floor).
+- "quantile" once n >= ceil(1 / target_false_alarm_rate):
+  threshold = max(Q(real, 1 - target_false_alarm_rate), median(real) + floor), Q the empirical quantile
+  (an observed value): about that fraction of good frames is flagged.
+- provisional while n < min_frames (or the values are only augmented views).
 """
 
 from __future__ import annotations
@@ -14,77 +30,290 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
 from model import Detector, Prediction, ReferenceSet
 
+ScoreScale = Literal["logit", "distance"]
 MARGIN_SIGMAS = 3.0
 MARGIN_FRACTION = 0.1
+FLOOR_FRACTION = 0.5
+ABSOLUTE_FLOOR: dict[str, float] = {"distance": 0.01, "logit": 0.5}
+DUPLICATE_DISTANCE = 1e-3  # cosine distance of a reference's most different patches to the others' bank
 ROTATIONS_DEG = (3.0, -3.0)
 SHIFTS = ((0.02, 0.02), (-0.02, -0.02))  # fractions of width, height
 BRIGHTNESS = (0.9, 1.1)
-RULE = "max(v) + max(3 * std(v), 0.1 * |max(v)|)"
+SCORE_CHUNK = 8  # calibration frames scored this many at a time
+MAX_MARGIN_RULE = "max(u) + max(3 * std(u), 0.1 * |max(u)| (distance scale only), floor)"
+QUANTILE_RULE = "max(Q(real, 1 - target_false_alarm_rate), median(real) + floor)"
+FLOOR_RULE = "floor = max(0.5 * (max(views) - min(u)), 0.01 (distance) | 0.5 (logit))"
+
+
+@dataclass(frozen=True)
+class CalibrationPolicy:
+    """Service settings that shape the rule."""
+
+    target_false_alarm_rate: float = 0.02
+    min_frames: int = 10  # fewer real normal frames than this: provisional
+
+    @property
+    def quantile_min_frames(self) -> int:
+        return math.ceil(1.0 / self.target_false_alarm_rate - 1e-9)
+
+
+def score_scale(mode: str) -> ScoreScale:
+    return "logit" if mode == "full" else "distance"
+
+
+def decision_score(prediction: Prediction) -> float:
+    """The value compared with the image threshold: the logit in full mode, else the distance score."""
+    return float(prediction.logit if prediction.logit is not None else prediction.score)
 
 
 @dataclass(frozen=True)
 class Calibration:
-    method: str  # "leave-one-out" or "augmented-views"
-    normal_scores: list[float]
+    method: str  # reference values: "leave-one-out" or "augmented-views"
+    normal_scores: list[float]  # reference values (leave-one-out or augmented views), on `score_scale`
     normal_map_maxima: list[float]
-    threshold: float  # image score above it -> anomalous
+    threshold: float  # decision score above it -> anomalous
     pixel_threshold: float  # anomaly-map value above it -> in the mask
-    rule: str = RULE
+    rule: str = MAX_MARGIN_RULE
+    score_scale: ScoreScale = "distance"
+    view_scores: list[float] = field(default_factory=list)  # K >= 2: jittered views against all references
+    view_map_maxima: list[float] = field(default_factory=list)
+    frame_scores: list[float] = field(default_factory=list)  # calibration frames against all references
+    frame_map_maxima: list[float] = field(default_factory=list)
+    threshold_method: str = "max-margin"  # or "quantile"
+    n_calibration: int = 0  # real normal frames behind `threshold` (leave-one-out + calibration frames)
+    n_pixel_calibration: int = 0  # the same frames' map maxima behind `pixel_threshold`
+    n_views: int = 0  # augmented views in the rule
+    provisional: bool = True
+    margin_floor: float = 0.0
+    pixel_margin_floor: float = 0.0
+    normal_median: float = 0.0  # median of u: the centre for the relative score in metrics
+    target_false_alarm_rate: float = 0.02
+    reference_warnings: list[str] = field(default_factory=list)  # found when the references were fit
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Calibration:
-        return cls(**raw)
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def relative(self, score: float, threshold: float) -> float:
+        """0 at the median normal value, 1 at the threshold: comparable across products and scales."""
+        span = threshold - self.normal_median
+        return (score - self.normal_median) / span if span > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    threshold: float
+    method: str
+    floor: float
+    median: float
+
+
+def apply_rule(real: Sequence[float], views: Sequence[float], scale: str, policy: CalibrationPolicy) -> RuleResult:
+    """The documented rule (module docstring) on one kind of values (image scores or map maxima)."""
+    real_arr, views_arr = np.asarray(real, dtype=np.float64), np.asarray(views, dtype=np.float64)
+    u = np.concatenate([real_arr, views_arr])
+    assert u.size > 0 and np.isfinite(u).all(), "calibration needs finite normal values"
+    spread = float(views_arr.max() - u.min()) if views_arr.size else 0.0
+    floor = max(FLOOR_FRACTION * spread, ABSOLUTE_FLOOR[scale])
+    median = float(np.median(u))
+    if real_arr.size >= policy.quantile_min_frames:
+        quantile = float(np.quantile(real_arr, 1.0 - policy.target_false_alarm_rate, method="higher"))
+        return RuleResult(max(quantile, float(np.median(real_arr)) + floor), "quantile", floor, median)
+    highest = float(u.max())
+    relative = MARGIN_FRACTION * abs(highest) if scale == "distance" else 0.0
+    margin = max(MARGIN_SIGMAS * float(u.std()), relative, floor)
+    return RuleResult(highest + margin, "max-margin", floor, median)
+
+
+def derive(
+    method: str,
+    normal: tuple[list[float], list[float]],
+    views: tuple[list[float], list[float]],
+    frames: tuple[list[float], list[float]],
+    scale: ScoreScale,
+    policy: CalibrationPolicy,
+    reference_warnings: Sequence[str] = (),
+) -> Calibration:
+    """A Calibration from (scores, map maxima) of each kind of normal values; pure, no model."""
+    loo = method == "leave-one-out"
+    real = (normal[0] if loo else []) + frames[0], (normal[1] if loo else []) + frames[1]
+    jitter = views[0] + ([] if loo else normal[0]), views[1] + ([] if loo else normal[1])
+    image = apply_rule(real[0], jitter[0], scale, policy)
+    pixel = apply_rule(real[1], jitter[1], "distance", policy)
+    n_real = len(real[0])
+    provisional = n_real < policy.min_frames
+    warnings = list(reference_warnings)
+    if provisional:
+        rests_on = f"{n_real} normal frame(s)" + (f" and {len(jitter[0])} augmented views" if jitter[0] else "")
+        warnings.append(
+            f"provisional threshold: it rests on {rests_on}; add good frames with POST /products/<id>/calibration "
+            f"(at least {policy.min_frames} frames)"
+        )
+    values = np.asarray(real[0] + jitter[0])
+    if float(values.max() - values.min()) < ABSOLUTE_FLOOR[scale]:
+        warnings.append(
+            f"degenerate calibration: the normal scores span only {float(values.max() - values.min()):.3g} "
+            f"({scale} scale): the margin rests on the rule's minimums (floor {image.floor:.3g}), not on observed "
+            "variation; add frames of different good parts"
+        )
+    return Calibration(
+        method=method,
+        normal_scores=list(normal[0]),
+        normal_map_maxima=list(normal[1]),
+        threshold=image.threshold,
+        pixel_threshold=pixel.threshold,
+        rule=(QUANTILE_RULE if image.method == "quantile" else MAX_MARGIN_RULE) + "; " + FLOOR_RULE,
+        score_scale=scale,
+        view_scores=list(views[0]),
+        view_map_maxima=list(views[1]),
+        frame_scores=list(frames[0]),
+        frame_map_maxima=list(frames[1]),
+        threshold_method=image.method,
+        n_calibration=n_real,
+        n_pixel_calibration=len(real[1]),
+        n_views=len(jitter[0]),
+        provisional=provisional,
+        margin_floor=image.floor,
+        pixel_margin_floor=pixel.floor,
+        normal_median=image.median,
+        target_false_alarm_rate=policy.target_false_alarm_rate,
+        reference_warnings=list(reference_warnings),
+        warnings=warnings,
+    )
+
+
+def recalibrate(
+    calibration: Calibration, frames: tuple[list[float], list[float]], policy: CalibrationPolicy
+) -> Calibration:
+    """The same reference values with a new calibration set: (scores, map maxima) of good frames scored against
+    the current references."""
+    return derive(
+        calibration.method,
+        (calibration.normal_scores, calibration.normal_map_maxima),
+        (calibration.view_scores, calibration.view_map_maxima),
+        frames,
+        calibration.score_scale,
+        policy,
+        calibration.reference_warnings,
+    )
+
+
+def values_of(predictions: Sequence[Prediction], keep: Sequence[bool] | None = None) -> tuple[list[float], list[float]]:
+    """(decision scores, map maxima) of the predictions (those where `keep` is true, when given)."""
+    kept = [p for i, p in enumerate(predictions) if keep is None or keep[i]]
+    return [decision_score(p) for p in kept], [float(p.anomaly_map.max()) for p in kept]
+
+
+# --- with the model (these run on the model worker) -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class FittedProduct:
     refs: ReferenceSet
     calibration: Calibration
+    frame_predictions: list[Prediction]  # every frame given, in order (good ones calibrate)
     timings_ms: dict[str, float]
 
 
-def fit_and_calibrate(detector: Detector, images: Sequence[Image.Image]) -> FittedProduct:
-    """A product's references and thresholds (runs on the model worker)."""
+def fit_and_calibrate(
+    detector: Detector,
+    images: Sequence[Image.Image],
+    frames: Sequence[Image.Image] = (),
+    policy: CalibrationPolicy | None = None,
+    good: Sequence[bool] | None = None,
+) -> FittedProduct:
+    """A product's references (fit on `images`) and thresholds; `frames` are scored too and the `good` ones
+    (all when None) join the calibration set."""
     start = time.perf_counter()
     refs = detector.fit_references(images)
     fitted = time.perf_counter()
-    calibration = calibrate(detector, images, refs)
+    calibration, frame_predictions = calibrate(detector, images, refs, frames, policy, good)
     timings = {"fit": (fitted - start) * 1000.0, "calibrate": (time.perf_counter() - fitted) * 1000.0}
-    return FittedProduct(refs, calibration, timings)
+    return FittedProduct(refs, calibration, frame_predictions, timings)
 
 
-def threshold_rule(values: Sequence[float]) -> float:
-    """The documented rule: highest normal value plus a margin."""
-    array = np.asarray(values, dtype=np.float64)
-    assert array.size > 0 and np.isfinite(array).all(), "calibration needs finite normal values"
-    highest = float(array.max())
-    return highest + max(MARGIN_SIGMAS * float(array.std()), MARGIN_FRACTION * abs(highest))
-
-
-def calibrate(detector: Detector, images: Sequence[Image.Image], refs: ReferenceSet) -> Calibration:
-    """Thresholds for a product whose references `refs` were fit on `images`."""
+def calibrate(
+    detector: Detector,
+    images: Sequence[Image.Image],
+    refs: ReferenceSet,
+    frames: Sequence[Image.Image] = (),
+    policy: CalibrationPolicy | None = None,
+    good: Sequence[bool] | None = None,
+) -> tuple[Calibration, list[Prediction]]:
+    """Thresholds for references `refs` fit on `images`, plus the predictions of `frames` (the `good` ones, all
+    when None, are calibration frames)."""
+    policy = policy or CalibrationPolicy()
     if len(images) >= 2:
-        method, predictions = "leave-one-out", leave_one_out(detector, images, refs)
+        method, normal = "leave-one-out", leave_one_out(detector, images, refs)
+        views = score_frames(detector, reference_views(images), refs)
     else:
-        method, predictions = "augmented-views", detector.predict(augmented_views(images[0]), refs)
-    scores = [float(p.score) for p in predictions]
-    maxima = [float(p.anomaly_map.max()) for p in predictions]
-    return Calibration(method, scores, maxima, threshold_rule(scores), threshold_rule(maxima))
+        method, normal, views = "augmented-views", score_frames(detector, augmented_views(images[0]), refs), []
+    frame_predictions = score_frames(detector, frames, refs)
+    calibration = derive(
+        method,
+        values_of(normal),
+        values_of(views),
+        values_of(frame_predictions, good),
+        score_scale(detector.mode),
+        policy,
+        near_duplicate_warnings(detector, refs),
+    )
+    return calibration, frame_predictions
+
+
+def extend_and_calibrate(
+    detector: Detector,
+    product_refs: ReferenceSet,
+    calibration: Calibration,
+    images: Sequence[Image.Image],
+    frames: Sequence[Image.Image],
+    good: Sequence[bool],
+    policy: CalibrationPolicy,
+) -> FittedProduct:
+    """References plus `images` (only they pass the backbone); `frames` scored again, the `good` ones calibrate.
+
+    Training-free mode recomputes leave-one-out from the cached tokens; full mode needs the reference images
+    for it, which are not stored, so it keeps the previous reference values (they came from fewer references,
+    so they err on the high side)."""
+    start = time.perf_counter()
+    refs = detector.extend_references(product_refs, images)
+    fitted = time.perf_counter()
+    method, normal = calibration.method, (calibration.normal_scores, calibration.normal_map_maxima)
+    if detector.mode == "training-free":
+        method, normal = "leave-one-out", values_of(detector.held_out_predictions(refs))
+    frame_predictions = score_frames(detector, frames, refs)
+    new = derive(
+        method,
+        normal,
+        (calibration.view_scores, calibration.view_map_maxima),
+        values_of(frame_predictions, good),
+        calibration.score_scale,
+        policy,
+        near_duplicate_warnings(detector, refs),
+    )
+    timings = {"fit": (fitted - start) * 1000.0, "calibrate": (time.perf_counter() - fitted) * 1000.0}
+    return FittedProduct(refs, new, frame_predictions, timings)
 
 
 def leave_one_out(detector: Detector, images: Sequence[Image.Image], refs: ReferenceSet) -> list[Prediction]:
-    """Each reference scored against the other K-1 (their features reused: no extra backbone pass for them)."""
+    """Each reference scored against the other K-1. Training-free: from the cached tokens (no backbone pass);
+    full mode: the held-out image passes the backbones (the heads need its CLIP features)."""
+    if detector.mode == "training-free":
+        return detector.held_out_predictions(refs)
     predictions = []
     for held_out in range(len(images)):
         others = detector.subset_references(refs, [i for i in range(len(images)) if i != held_out])
@@ -92,12 +321,36 @@ def leave_one_out(detector: Detector, images: Sequence[Image.Image], refs: Refer
     return predictions
 
 
+def near_duplicate_warnings(detector: Detector, refs: ReferenceSet) -> list[str]:
+    """References whose most different patches are all but identical to another reference's (cached tokens)."""
+    if refs.n_references < 2:
+        return []
+    distances = [p.score for p in detector.held_out_predictions(refs)]
+    duplicates = [i for i, d in enumerate(distances) if d < DUPLICATE_DISTANCE]
+    if not duplicates:
+        return []
+    listed = ", ".join(f"#{i} ({distances[i]:.2g})" for i in duplicates)
+    return [
+        f"near-duplicate references: {listed} differ from another reference by less than {DUPLICATE_DISTANCE} "
+        "(cosine distance); upload photos of different good parts"
+    ]
+
+
+def score_frames(detector: Detector, frames: Sequence[Image.Image], refs: ReferenceSet) -> list[Prediction]:
+    predictions: list[Prediction] = []
+    for start in range(0, len(frames), SCORE_CHUNK):
+        predictions += detector.predict(frames[start : start + SCORE_CHUNK], refs)
+    return predictions
+
+
+def reference_views(images: Sequence[Image.Image]) -> list[Image.Image]:
+    """The six augmented views, taken in turn from each reference (view i from reference i mod K)."""
+    return [view(images[i % len(images)]) for i, view in enumerate(VIEWS)]
+
+
 def augmented_views(image: Image.Image) -> list[Image.Image]:
     """Plausible normal variations of one reference: camera jitter and lighting."""
-    views = [_rotated(image, angle) for angle in ROTATIONS_DEG]
-    views += [_shifted(image, dx, dy) for dx, dy in SHIFTS]
-    views += [ImageEnhance.Brightness(image).enhance(factor) for factor in BRIGHTNESS]
-    return views
+    return [view(image) for view in VIEWS]
 
 
 def _reflect_padded(image: Image.Image, pad: int) -> np.ndarray:
@@ -118,3 +371,14 @@ def _shifted(image: Image.Image, dx: float, dy: float) -> Image.Image:
     pad = max(abs(shift_x), abs(shift_y), 1)
     padded = Image.fromarray(_reflect_padded(image, pad))
     return padded.crop((pad + shift_x, pad + shift_y, pad + shift_x + width, pad + shift_y + height))
+
+
+def _brightened(image: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Brightness(image).enhance(factor)
+
+
+VIEWS = (
+    *(partial(_rotated, angle=angle) for angle in ROTATIONS_DEG),
+    *(partial(_shifted, dx=dx, dy=dy) for dx, dy in SHIFTS),
+    *(partial(_brightened, factor=factor) for factor in BRIGHTNESS),
+)

@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from service.errors import InvalidField, NotFound
+from service.feedback import FrameStore
+from service.history import InspectionHistory
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.settings import Settings
@@ -21,6 +23,8 @@ class Services:
     store: ProductStore
     worker: ModelWorker
     metrics: Metrics
+    history: InspectionHistory
+    frames: FrameStore
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
 

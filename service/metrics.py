@@ -3,6 +3,7 @@ the Grafana dashboards use exactly these."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -22,11 +23,16 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 STAGES = ("decode", "predict", "encode", "fit")
 VERDICTS = ("good", "anomalous")
+# the relative score: 0 = the product's median normal calibration value, 1 = its threshold (any score scale)
+RELATIVE_SCORE_BUCKETS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0, 8.0)
+OTHER_PRODUCTS = "other"
 
 
 class Metrics:
-    def __init__(self, per_product: bool = False) -> None:
+    def __init__(self, per_product: bool = False, max_products: int = 50) -> None:
         self.per_product = per_product
+        self.max_products = max_products
+        self._labelled_products: set[str] = set()
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -58,6 +64,20 @@ class Metrics:
             ["verdict", "product"] if per_product else ["verdict"],
             registry=self.registry,
         )
+        product_label = ["product"] if per_product else []
+        self.relative_score = Histogram(
+            "dcpsfr_inspection_relative_score",
+            "Inspection score relative to the product's calibration: 0 = median normal value, 1 = the threshold",
+            product_label,
+            buckets=RELATIVE_SCORE_BUCKETS,
+            registry=self.registry,
+        )
+        self.last_inspection = Gauge(
+            "dcpsfr_last_inspection_timestamp_seconds",
+            "Unix time of the last inspected image" + (" per product" if per_product else ""),
+            product_label,
+            registry=self.registry,
+        )
         self.model_info = Gauge(
             "dcpsfr_model_info", "The loaded model (value 1)", ["config", "mode", "device"], registry=self.registry
         )
@@ -86,10 +106,22 @@ class Metrics:
             for verdict in VERDICTS:
                 self.inspections.labels(verdict)
 
-    def count_inspection(self, anomalous: bool, product_id: str) -> None:
+    def count_inspection(self, anomalous: bool, product_id: str, relative_score: float | None = None) -> None:
         verdict = "anomalous" if anomalous else "good"
-        labels = (verdict, product_id) if self.per_product else (verdict,)
-        self.inspections.labels(*labels).inc()
+        product = (self.product_label(product_id),) if self.per_product else ()
+        self.inspections.labels(verdict, *product).inc()
+        if relative_score is not None and math.isfinite(relative_score):
+            (self.relative_score.labels(*product) if product else self.relative_score).observe(relative_score)
+        (self.last_inspection.labels(*product) if product else self.last_inspection).set_to_current_time()
+
+    def product_label(self, product_id: str) -> str:
+        """The product's own name for the first `max_products` products seen, then "other": bounded series."""
+        if product_id in self._labelled_products:
+            return product_id
+        if len(self._labelled_products) < self.max_products:
+            self._labelled_products.add(product_id)
+            return product_id
+        return OTHER_PRODUCTS
 
     def count_regions(self, n_regions: int, rules_fired: tuple[str, ...]) -> None:
         self.regions.observe(n_regions)

@@ -8,10 +8,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from model import Prediction
+from service.calibration import decision_score, score_scale
+from service.history import new_inspection_id, thumbnail_data_url
 from service.images import heatmap_png, mask_png
 from service.metrics import Metrics
 from service.rules import judge, region_json
@@ -34,7 +37,9 @@ class RegionLimits:
 
 @dataclass(frozen=True)
 class InspectionResult:
-    score: float
+    inspection_id: str
+    score: float  # on `score_scale`, the scale of `threshold`
+    score_scale: str  # "logit" (full mode) or "distance" (training-free)
     anomalous: bool
     threshold: float
     pixel_threshold: float
@@ -48,6 +53,8 @@ class InspectionResult:
     n_regions: int  # all regions, listed or not
     rule: str | None  # the acceptance rule that fired ("threshold" without rules), None when the part passed
     rules_fired: tuple[str, ...]
+    relative_score: float  # 0 = median normal calibration value, 1 = threshold (metrics)
+    thumbnail: str | None = None  # JPEG data URL for the recent-inspections ring
 
     @property
     def regions_truncated(self) -> bool:
@@ -55,8 +62,10 @@ class InspectionResult:
 
     def as_json(self, filename: str | None) -> dict[str, Any]:
         return {
+            "inspection_id": self.inspection_id,
             "filename": filename,
             "score": self.score,
+            "score_scale": self.score_scale,
             "anomalous": self.anomalous,
             "threshold": self.threshold,
             "pixel_threshold": self.pixel_threshold,
@@ -77,6 +86,8 @@ class InspectionResult:
 def png_headers(result: InspectionResult, product: Product) -> dict[str, str]:
     return {
         "X-Anomaly-Score": repr(result.score),
+        "X-Score-Scale": result.score_scale,
+        "X-Inspection-Id": result.inspection_id,
         "X-Anomalous": "true" if result.anomalous else "false",
         "X-Threshold": repr(result.threshold),
         "X-Pixel-Threshold": repr(result.pixel_threshold),
@@ -95,10 +106,13 @@ async def encode_results(
     metrics: Metrics,
     with_heatmap: bool,
     limits: RegionLimits,
+    images: list[Image.Image] | None = None,
 ) -> list[InspectionResult]:
+    """One result per prediction; with `images`, each result carries a thumbnail of its frame."""
+    frames = images or [None] * len(batch.predictions)
     jobs = [
-        run_in_threadpool(_encode_one, prediction, product, ms, batch, metrics, with_heatmap, limits)
-        for prediction, ms in zip(batch.predictions, decode_ms, strict=True)
+        run_in_threadpool(_encode_one, prediction, product, ms, batch, metrics, with_heatmap, limits, frame)
+        for prediction, ms, frame in zip(batch.predictions, decode_ms, frames, strict=True)
     ]
     return list(await asyncio.gather(*jobs))
 
@@ -111,12 +125,12 @@ def _encode_one(
     metrics: Metrics,
     with_heatmap: bool,
     limits: RegionLimits,
+    frame: Image.Image | None,
 ) -> InspectionResult:
     start = time.perf_counter()
     threshold, pixel_threshold = product.threshold, product.pixel_threshold
-    judgement = judge(
-        prediction.anomaly_map, pixel_threshold, bool(prediction.score > threshold), product.rules, limits.min_area_px
-    )
+    score = decision_score(prediction)  # on the scale of the threshold (the logit in full mode)
+    judgement = judge(prediction.anomaly_map, pixel_threshold, score > threshold, product.rules, limits.min_area_px)
     scale = None if product.rules is None else product.rules.mm_per_pixel
     listed = judgement.regions.regions[: limits.max_listed]
     regions = [region_json(r, i, scale, judgement.in_reject_zone[i]) for i, r in enumerate(listed)]
@@ -133,8 +147,11 @@ def _encode_one(
         **prediction.timings_ms,
         "encode": encode_s * 1000.0,
     }
+    thumbnail = thumbnail_data_url(frame) if frame is not None else None
     return InspectionResult(
-        score=float(prediction.score),
+        inspection_id=new_inspection_id(),
+        score=score,
+        score_scale=score_scale(prediction.mode),
         anomalous=judgement.anomalous,
         threshold=threshold,
         pixel_threshold=pixel_threshold,
@@ -148,6 +165,8 @@ def _encode_one(
         n_regions=len(judgement.regions),
         rule=judgement.rule,
         rules_fired=judgement.rules_fired,
+        relative_score=product.calibration.relative(score, threshold),
+        thumbnail=thumbnail,
     )
 
 
@@ -156,8 +175,10 @@ class InspectedImage(BaseModel):
     such as the regions, are allowed)."""
 
     model_config = ConfigDict(extra="allow")
+    inspection_id: str = Field(description="unique id: GET /products/{id}/inspections, POST .../feedback")
     filename: str | None = Field(description="the uploaded file's name")
-    score: float = Field(description="image anomaly score; higher = more anomalous")
+    score: float = Field(description="image anomaly score on `score_scale`; higher = more anomalous")
+    score_scale: str = Field(description='"logit" (full mode) or "distance" (training-free): score and threshold')
     anomalous: bool = Field(description="the verdict")
     threshold: float = Field(description="the product's image threshold, on the score's scale")
     pixel_threshold: float = Field(description="anomaly-map value above which a pixel is in the mask")

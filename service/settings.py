@@ -70,8 +70,19 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         25.0, ge=0, description="after SIGTERM, how long (s) requests in flight may take to finish"
     )
+    # --- thresholds and operator feedback ---------------------------------------------------------------------
+    target_false_alarm_rate: float = Field(
+        0.02, gt=0, lt=0.5, description="quantile rule: flag about this fraction of good frames, once 1/rate exist"
+    )
+    calibration_min_frames: int = Field(10, ge=1, description="fewer real normal frames: the threshold is provisional")
+    calibration_max_frames: int = Field(100, ge=1, description="calibration frames kept per product (oldest go)")
+    feedback_max_frames: int = Field(200, ge=1, description="operator-labelled frames kept per product (oldest go)")
+    history_size: int = Field(50, ge=1, description="recent inspections kept per product, in memory")
     # --- observability ---------------------------------------------------------------------------------------
-    metrics_per_product: bool = Field(False, description="add a product label to dcpsfr_inspections_total")
+    metrics_per_product: bool = Field(False, description="add a product label to inspection counts and scores")
+    metrics_max_products: int = Field(
+        50, ge=1, description="with METRICS_PER_PRODUCT: products labelled by name at most; the rest: 'other'"
+    )
     log_level: LogLevel = Field("info", description="critical, error, warning, info or debug")
 
     @field_validator("log_level", mode="before")

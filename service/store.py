@@ -5,6 +5,8 @@
     products/<id>/v<N>/          ReferenceSet files + product.json (calibration, creation time)
     products/<id>/<name>         per-product files other features add (calibration sets, rules, ...)
     products/<id>/rules.json     acceptance rules: {"rules": null|{...}, "rules_version": M}
+    products/<id>/calibration.json  thresholds recomputed from calibration frames: {"uid", "calibration"}
+                                 (applies only to the version with that uid; service.feedback writes it)
     products/<id>/.lock          held for milliseconds by the one writer that moves the pointer
 
 Writing. A new version is written to `products/.tmp-<id>-*` and fsynced without any lock (the slow part).
@@ -71,6 +73,7 @@ PRODUCT_FILE = re.compile(r"^(?!v[0-9]+$)(?!current\.json$)[A-Za-z0-9][A-Za-z0-9
 POINTER = "current.json"
 PRODUCT_META = "product.json"
 RULES_FILE = "rules.json"
+CALIBRATION_FILE = "calibration.json"
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
@@ -135,6 +138,12 @@ class Product:
             "threshold_source": "calibrated" if self.threshold_override is None else "manual",
             "pixel_threshold_source": "calibrated" if self.pixel_threshold_override is None else "manual",
             "calibration": self.calibration.to_dict(),
+            "score_scale": self.calibration.score_scale,
+            "threshold_method": self.calibration.threshold_method if self.threshold_override is None else "manual",
+            "n_calibration": self.calibration.n_calibration,
+            "n_pixel_calibration": self.calibration.n_pixel_calibration,
+            "provisional": self.calibration.provisional and self.threshold_override is None,
+            "warnings": list(self.calibration.warnings),
             "mm_per_pixel": None if self.rules is None else self.rules.mm_per_pixel,
             "rules": None if self.rules is None else self.rules.model_dump(exclude_none=True),
             "rules_version": self.rules_version,
@@ -361,6 +370,7 @@ class ProductStore:
             "pixel_threshold_override": pointer.get("pixel_threshold"),
             "generation": pointer.get("generation", 0),
             **read_rules(folder),
+            **read_recalibration(folder, uid),
         }
         cached = self._products.get(product_id)
         if cached is not None and cached.uid == uid:
@@ -370,8 +380,8 @@ class ProductStore:
         meta = json.loads((version_dir / PRODUCT_META).read_text())
         assert self._load_references is not None, "open() the store first"
         refs = self._load_references(version_dir)
-        calibration = Calibration.from_dict(meta["calibration"])
-        return Product(product_id, version, refs, calibration, meta["created_at"], uid=uid, **overrides)
+        overrides.setdefault("calibration", Calibration.from_dict(meta["calibration"]))
+        return Product(product_id, version, refs, created_at=meta["created_at"], uid=uid, **overrides)
 
     def _update_pointer(
         self, product_id: str, changes: dict[str, Any], what: str, write: Callable[[], None] | None = None
@@ -488,6 +498,15 @@ def read_rules(folder: Path) -> dict[str, Any]:
         "rules": None if rules is None else AcceptanceRules.model_validate(rules),
         "rules_version": int(content.get("rules_version", 0)),
     }
+
+
+def read_recalibration(folder: Path, uid: str) -> dict[str, Any]:
+    """{"calibration": Calibration} from calibration.json when it belongs to version `uid`, else {}."""
+    try:
+        content = json.loads((folder / CALIBRATION_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+    return {"calibration": Calibration.from_dict(content["calibration"])} if content.get("uid") == uid else {}
 
 
 def checked_file_name(name: str) -> str:

@@ -11,7 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from service.dependencies import ReadyServices, check_product_id, existing_product
 from service.errors import InvalidField, error_responses
-from service.results import InspectResponse, RegionLimits, encode_results, png_headers
+from service.history import Inspection, now_iso
+from service.results import InspectionResult, InspectResponse, RegionLimits, encode_results, png_headers
+from service.store import Product
 from service.uploads import check_count, decode_uploads
 
 router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503))
@@ -43,9 +45,10 @@ async def inspect(
     decoded, decode_ms = await decode_uploads(images, services.settings.max_pixels, services.metrics)
     batch = await asyncio.wrap_future(services.worker.submit_predict(product, decoded))
     limits = RegionLimits(services.settings.min_region_area_px, services.settings.max_regions_listed)
-    results = await encode_results(batch, product, decode_ms, services.metrics, format == "json", limits)
-    for result in results:
-        services.metrics.count_inspection(result.anomalous, product.product_id)
+    results = await encode_results(batch, product, decode_ms, services.metrics, format == "json", limits, decoded)
+    for result, upload in zip(results, images, strict=True):
+        services.metrics.count_inspection(result.anomalous, product.product_id, result.relative_score)
+        services.history.record(await history_entry(result, upload, product))
     if format == "png":
         return Response(results[0].mask_png, media_type="image/png", headers=png_headers(results[0], product))
     return {
@@ -53,3 +56,23 @@ async def inspect(
         "reference_version": product.version,
         "results": [result.as_json(image.filename) for result, image in zip(results, images, strict=True)],
     }
+
+
+async def history_entry(result: InspectionResult, upload: UploadFile, product: Product) -> Inspection:
+    """The ring entry of one inspected frame, with the uploaded bytes for later feedback."""
+    await upload.seek(0)
+    return Inspection(
+        inspection_id=result.inspection_id,
+        product_id=product.product_id,
+        version=product.version,
+        time=now_iso(),
+        score=result.score,
+        score_scale=result.score_scale,
+        threshold=result.threshold,
+        anomalous=result.anomalous,
+        filename=upload.filename,
+        width=result.width,
+        height=result.height,
+        thumbnail=result.thumbnail or "",
+        frame=await upload.read(),
+    )

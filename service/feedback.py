@@ -1,0 +1,138 @@
+"""Labelled frames of a product (calibration frames and operator feedback) and the evaluation on them.
+
+    products/<id>/frames/index.json     {"frames": [LabelledFrame, ...]} oldest first, replaced atomically
+    products/<id>/frames/<frame_id>.img the uploaded file as sent
+
+Bounded per product and per source: at most `max_calibration` frames from POST /calibration and
+`max_feedback` from POST /feedback; the oldest go first. Each frame keeps its score against the reference
+version that scored it; frames scored by another version are rescored when the references change and are
+left out of calibration and evaluation until then. Files live inside the product folder, so a product delete
+removes them and replicas sharing the data dir see them. Read-modify-write runs under a per-product asyncio
+lock (one process); two replicas writing the same product's labels at once may lose one label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from model.metrics import f1_at_threshold, image_metrics
+from service.store import ProductStore, remove_path, write_atomic, write_json_atomic
+
+Label = Literal["good", "defect"]
+Source = Literal["calibration", "feedback"]
+FRAMES_DIR = "frames"
+INDEX = "index.json"
+
+
+@dataclass(frozen=True)
+class LabelledFrame:
+    frame_id: str
+    label: Label
+    source: Source
+    time: str
+    filename: str | None
+    inspection_id: str | None
+    score: float | None  # decision score (see service.calibration) against reference `version`
+    map_max: float | None
+    version: int | None
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.frame_id}.img"
+
+    def scored(self, score: float, map_max: float, version: int) -> LabelledFrame:
+        return replace(self, score=score, map_max=map_max, version=version)
+
+
+def new_frame(label: Label, source: Source, time: str, filename: str | None, inspection_id: str | None = None):
+    return LabelledFrame(uuid.uuid4().hex, label, source, time, filename, inspection_id, None, None, None)
+
+
+def bounded(frames: list[LabelledFrame], max_calibration: int, max_feedback: int) -> list[LabelledFrame]:
+    """The newest `max_calibration` calibration frames and `max_feedback` feedback frames, oldest first."""
+    limits = {"calibration": max_calibration, "feedback": max_feedback}
+    kept: list[LabelledFrame] = []
+    counts = dict.fromkeys(limits, 0)
+    for frame in reversed(frames):
+        if counts[frame.source] < limits[frame.source]:
+            counts[frame.source] += 1
+            kept.append(frame)
+    return kept[::-1]
+
+
+def calibration_values(frames: list[LabelledFrame], version: int) -> tuple[list[float], list[float]]:
+    """(scores, map maxima) of the good frames scored by `version`: the calibration set."""
+    good = [f for f in frames if f.label == "good" and f.version == version and f.score is not None]
+    return [f.score for f in good], [f.map_max for f in good]
+
+
+class FrameStore:
+    def __init__(self, store: ProductStore, max_calibration: int, max_feedback: int) -> None:
+        self.store = store
+        self.max_calibration = max_calibration
+        self.max_feedback = max_feedback
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, product_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(product_id, asyncio.Lock())
+
+    def _dir(self, product_id: str) -> Path:
+        return self.store.product_file(product_id, FRAMES_DIR)
+
+    def frames(self, product_id: str) -> list[LabelledFrame]:
+        index = self._dir(product_id) / INDEX
+        if not index.is_file():
+            return []
+        return [LabelledFrame(**raw) for raw in json.loads(index.read_text())["frames"]]
+
+    def image_bytes(self, product_id: str, frame: LabelledFrame) -> bytes:
+        return (self._dir(product_id) / frame.file_name).read_bytes()
+
+    def save(self, product_id: str, frames: list[LabelledFrame], new_files: dict[str, bytes]) -> list[LabelledFrame]:
+        """Write the new frames' files, then the index (atomically), then drop files no longer listed.
+        `frames` is the whole list, oldest first; it is bounded here. Returns what was kept."""
+        folder = self._dir(product_id)
+        folder.mkdir(exist_ok=True)
+        kept = bounded(frames, self.max_calibration, self.max_feedback)
+        listed = {f.file_name for f in kept}
+        for frame in kept:
+            if frame.frame_id in new_files:
+                write_atomic(folder / frame.file_name, new_files[frame.frame_id])
+        write_json_atomic(folder / INDEX, {"frames": [asdict(f) for f in kept]})
+        for entry in folder.iterdir():
+            if entry.name.endswith(".img") and entry.name not in listed:
+                remove_path(entry)
+        return kept
+
+
+def evaluate(product_id: str, frames: list[LabelledFrame], threshold: float, version: int) -> dict[str, Any]:
+    """Operator-labelled (feedback) frames scored by the current references, at the current threshold."""
+    samples = [f for f in frames if f.source == "feedback" and f.version == version and f.score is not None]
+    scores = np.asarray([f.score for f in samples], dtype=np.float64)
+    labels = np.asarray([f.label == "defect" for f in samples], dtype=bool)
+    n_defect = int(labels.sum())
+    n_good = len(samples) - n_defect
+    flagged = scores > threshold
+    both = n_good > 0 and n_defect > 0
+    return {
+        "product_id": product_id,
+        "threshold": threshold,
+        "reference_version": version,
+        "n_good": n_good,
+        "n_defect": n_defect,
+        "i_auroc": image_metrics(scores, labels)["i_auroc"] if both else None,
+        "f1": f1_at_threshold(scores, labels, threshold) if n_defect > 0 else None,
+        "false_alarms": int((flagged & ~labels).sum()),
+        "misses": int((~flagged & labels).sum()),
+        "n_stale": sum(1 for f in frames if f.source == "feedback" and f.version != version),
+        "samples": [
+            {"score": f.score, "label": f.label, "inspection_id": f.inspection_id, "time": f.time} for f in samples
+        ],
+    }
