@@ -174,8 +174,10 @@ class Prometheus:
 
 
 def scrape_config_for(service: Service, prometheus_port: int, key_file: Path) -> dict:
-    """docker/prometheus/prometheus.yml with loopback targets, the key as a temp file and 1 s scrapes."""
+    """docker/prometheus/prometheus.yml with loopback targets, the key as a temp file, 1 s scrapes and the
+    alert rules by their path in the repository."""
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    config["rule_files"] = [str(PROMETHEUS_CONFIG.parent / name) for name in config.get("rule_files", [])]
     config["global"].update(scrape_interval="1s", scrape_timeout="1s")
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     jobs["dcpsfr-inspect"]["static_configs"][0]["targets"] = [f"127.0.0.1:{service.port}"]

@@ -20,6 +20,7 @@ DOCKERFILE = REPO / "docker" / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
 COMPOSE_CPU = REPO / "docker-compose.cpu.yml"
 PROMETHEUS_CONFIG = REPO / "docker" / "prometheus" / "prometheus.yml"
+ALERT_RULES = REPO / "docker" / "prometheus" / "alerts.yml"  # prometheus.yml's rule_files, beside it
 GRAFANA = REPO / "docker" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "dcpsfr-inspection.json"
 SERVICE = "inspect"  # the compose service that runs the inspection service

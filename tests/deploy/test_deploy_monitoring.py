@@ -61,6 +61,7 @@ def test_prometheus_config_full_check_with_its_key_file(tmp_path: Path):
     key_file = tmp_path / "metrics-api-key"
     key_file.write_text("k2")
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    config["rule_files"] = [str(PROMETHEUS_CONFIG.parent / name) for name in config["rule_files"]]
     for job in config["scrape_configs"]:
         if "authorization" in job:
             job["authorization"]["credentials_file"] = str(key_file)

@@ -162,10 +162,10 @@ def test_api_upload_whose_fit_began_before_a_delete_answers_409_and_stays_delete
     fitting, release = threading.Event(), threading.Event()
     real_fit = products_route.fit_and_calibrate
 
-    def slow_fit(detector, images):
+    def slow_fit(detector, **arguments):
         fitting.set()
         assert release.wait(60)
-        return real_fit(detector, images=images)
+        return real_fit(detector, **arguments)
 
     monkeypatch.setattr(products_route, "fit_and_calibrate", slow_fit)
     answers = []
