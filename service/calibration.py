@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any, Literal
 
@@ -106,7 +106,11 @@ class Calibration:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Calibration:
         known = {name for name in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        calibration = cls(**{k: v for k, v in raw.items() if k in known})
+        if "score_scale" not in raw:  # stored before scales were recorded: full-mode values were sigmoid(y)
+            legacy = "calibrated before score scales were recorded: upload the references again to recalibrate"
+            calibration = replace(calibration, warnings=[*calibration.warnings, legacy])
+        return calibration
 
     def relative(self, score: float, threshold: float) -> float:
         """0 at the median normal value, 1 at the threshold: comparable across products and scales."""

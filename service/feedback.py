@@ -112,7 +112,9 @@ class FrameStore:
         return kept
 
 
-def evaluate(product_id: str, frames: list[LabelledFrame], threshold: float, version: int) -> dict[str, Any]:
+def evaluate(
+    product_id: str, frames: list[LabelledFrame], threshold: float, version: int, score_scale: str
+) -> dict[str, Any]:
     """Operator-labelled (feedback) frames scored by the current references, at the current threshold."""
     samples = [f for f in frames if f.source == "feedback" and f.version == version and f.score is not None]
     scores = np.asarray([f.score for f in samples], dtype=np.float64)
@@ -124,6 +126,7 @@ def evaluate(product_id: str, frames: list[LabelledFrame], threshold: float, ver
     return {
         "product_id": product_id,
         "threshold": threshold,
+        "score_scale": score_scale,
         "reference_version": version,
         "n_good": n_good,
         "n_defect": n_defect,

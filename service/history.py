@@ -1,6 +1,7 @@
 """Recent inspections: a bounded ring per product, in memory (ids, scores, verdicts, thumbnails), so that
 operator feedback can point at a frame by its `inspection_id`. Lost on restart, by design; each replica keeps
-its own. The frame's uploaded bytes are kept too (up to MAX_FRAME_BYTES), for feedback on that frame."""
+its own. The frame's uploaded bytes are kept too, for feedback on that frame: up to MAX_FRAME_BYTES a frame and
+FRAME_BUDGET_BYTES a product (the newest frames keep theirs)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from PIL import Image
 THUMBNAIL_SIDE = 160  # longer side, px
 THUMBNAIL_QUALITY = 70
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # larger uploads keep only their thumbnail
+FRAME_BUDGET_BYTES = 64 * 1024 * 1024  # per product: older entries beyond it keep only their thumbnail
 
 
 def new_inspection_id() -> str:
@@ -85,6 +87,11 @@ class InspectionHistory:
         with self._lock:
             ring = self._rings.setdefault(inspection.product_id, deque(maxlen=self.size))
             ring.append(inspection)
+            kept_bytes = 0
+            for entry in reversed(ring):
+                kept_bytes += len(entry.frame or b"")
+                if kept_bytes > FRAME_BUDGET_BYTES:
+                    entry.frame = None
 
     def recent(self, product_id: str, limit: int) -> list[Inspection]:
         """Newest first."""

@@ -175,7 +175,7 @@ async def give_feedback(
                 product = await recalibrated(services, product, kept)
     if inspection_id is not None:
         services.history.set_label(product_id, inspection_id, label)
-    evaluation = evaluate(product_id, kept, product.threshold, product.version)
+    evaluation = evaluate(product_id, kept, product.threshold, product.version, product.calibration.score_scale)
     return {"product": product_view(product, services), "evaluation": evaluation}
 
 
@@ -187,7 +187,7 @@ async def give_feedback(
 async def show_evaluation(product_id: ProductId, services: ReadyServices) -> dict[str, Any]:
     product = await run_in_threadpool(existing_product, services.store, product_id)
     frames = await run_in_threadpool(services.frames.frames, product_id)
-    return evaluate(product_id, frames, product.threshold, product.version)
+    return evaluate(product_id, frames, product.threshold, product.version, product.calibration.score_scale)
 
 
 @router.get(

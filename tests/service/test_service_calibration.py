@@ -13,6 +13,7 @@ from PIL import Image
 from model import create_detector
 from service.calibration import (
     ABSOLUTE_FLOOR,
+    Calibration,
     CalibrationPolicy,
     apply_rule,
     augmented_views,
@@ -172,3 +173,11 @@ def test_full_mode_calibrates_on_the_logit(full_detector):
     assert calibration.frame_scores == pytest.approx([prediction.logit], rel=1e-4)
     assert math.isfinite(calibration.threshold) and calibration.threshold > max(calibration.frame_scores)
     assert decision_score(frames[0]) == pytest.approx(prediction.logit, rel=1e-4)
+
+
+def test_calibrations_stored_before_score_scales_warn():
+    legacy = {"method": "leave-one-out", "normal_scores": [0.1], "normal_map_maxima": [0.2], "threshold": 0.9}
+    calibration = Calibration.from_dict({**legacy, "pixel_threshold": 0.3})
+    assert any("upload the references again" in w for w in calibration.warnings)
+    current = Calibration.from_dict(calibration.to_dict())
+    assert current.warnings == calibration.warnings  # said once, not once per load

@@ -57,3 +57,28 @@ def test_product_labels_only_when_enabled(make_client):
         inspect(client, "widget", GOOD)
         found = samples(client)
     assert value(found, "dcpsfr_inspections_total", product="widget") == 1
+
+
+def test_relative_scores_and_bounded_product_labels(make_client):
+    with make_client(metrics_per_product=True, metrics_max_products=2) as client:
+        for product in ("a", "b", "c", "d"):
+            upload(client, product, GOOD)
+            inspect(client, product, GOOD)
+        product = client.get("/products/a").json()
+        found = samples(client)
+    products = {s.labels["product"] for s in found["dcpsfr_inspections_total"]}
+    assert products == {"a", "b", "other"}  # bounded: the first two by name, then "other"
+    assert value(found, "dcpsfr_inspections_total", product="other") == 2
+    assert value(found, "dcpsfr_inspection_relative_score_count", product="other") == 2
+    assert value(found, "dcpsfr_last_inspection_timestamp_seconds", product="a") > 0
+    # GOOD is the reference itself: below its threshold, i.e. under 1 on the relative scale
+    assert value(found, "dcpsfr_inspection_relative_score_bucket", product="a", le="1.0") == 1
+    assert product["calibration"]["normal_median"] < product["threshold"]
+
+
+def test_relative_scores_without_product_labels(client):
+    upload(client, "widget", GOOD)
+    inspect(client, "widget", GOOD, DEFECT)
+    found = samples(client)
+    assert value(found, "dcpsfr_inspection_relative_score_count") == 2
+    assert not any("product" in s.labels for s in found["dcpsfr_inspection_relative_score_count"])

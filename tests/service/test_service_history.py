@@ -1,0 +1,40 @@
+"""The recent-inspections ring: bounded per product in entries and in kept frame bytes."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from service import history
+from service.history import Inspection, InspectionHistory, thumbnail_data_url
+
+
+def entry(product_id: str, n: int, frame: bytes | None = b"x") -> Inspection:
+    return Inspection(f"id{n}", product_id, 1, "t", 0.1, "distance", 0.5, False, None, 8, 8, "", frame)
+
+
+def test_ring_is_bounded_newest_first_and_per_product():
+    ring = InspectionHistory(size=3)
+    for n in range(5):
+        ring.record(entry("a", n))
+    ring.record(entry("b", 9))
+    assert [i.inspection_id for i in ring.recent("a", 10)] == ["id4", "id3", "id2"]
+    assert ring.find("a", "id1") is None and ring.find("a", "id3") is not None
+    assert ring.find("a", "id9") is None  # another product's id
+    ring.set_label("a", "id3", "good")
+    assert ring.find("a", "id3").label == "good"
+    ring.forget("a")
+    assert ring.recent("a", 10) == [] and len(ring.recent("b", 10)) == 1
+
+
+def test_older_frames_drop_their_bytes_past_the_budget(monkeypatch):
+    monkeypatch.setattr(history, "FRAME_BUDGET_BYTES", 25)
+    ring = InspectionHistory(size=10)
+    for n in range(4):
+        ring.record(entry("a", n, frame=b"0123456789"))
+    kept = [i.frame is not None for i in ring.recent("a", 10)]
+    assert kept == [True, True, False, False]  # the newest two fit in 25 bytes
+
+
+def test_thumbnail_is_a_small_jpeg_data_url():
+    url = thumbnail_data_url(Image.new("RGB", (640, 320), (10, 200, 30)))
+    assert url.startswith("data:image/jpeg;base64,")
