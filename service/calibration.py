@@ -18,7 +18,9 @@ Rules (the same for `threshold` on scores and `pixel_threshold` on anomaly-map m
 - floor = max(FLOOR_FRACTION * (max(views) - min(u)), ABSOLUTE_FLOOR[scale]): the margin never drops below
   half the re-shot spread of this backbone on this product, nor below an absolute minimum.
 - "max-margin" while n < ceil(1 / target_false_alarm_rate):
-  threshold = max(u) + max(3 * std(u), 0.1 * |max(u)| (distance scale only), floor).
+  threshold = max(u) + max(3 * std(s), 0.1 * |max(u)| (distance scale only), floor), where s = real when it
+  has two values or more, else u: the views count in the maximum and the floor, but their spread (brightness
+  views score low) would only inflate the margin.
 - "quantile" once n >= ceil(1 / target_false_alarm_rate):
   threshold = max(Q(real, 1 - target_false_alarm_rate), median(real) + floor), Q the empirical quantile
   (an observed value): about that fraction of good frames is flagged.
@@ -49,7 +51,7 @@ ROTATIONS_DEG = (3.0, -3.0)
 SHIFTS = ((0.02, 0.02), (-0.02, -0.02))  # fractions of width, height
 BRIGHTNESS = (0.9, 1.1)
 SCORE_CHUNK = 8  # calibration frames scored this many at a time
-MAX_MARGIN_RULE = "max(u) + max(3 * std(u), 0.1 * |max(u)| (distance scale only), floor)"
+MAX_MARGIN_RULE = "max(u) + max(3 * std(real if n >= 2 else u), 0.1 * |max(u)| (distance scale only), floor)"
 QUANTILE_RULE = "max(Q(real, 1 - target_false_alarm_rate), median(real) + floor)"
 FLOOR_RULE = "floor = max(0.5 * (max(views) - min(u)), 0.01 (distance) | 0.5 (logit))"
 
@@ -139,7 +141,8 @@ def apply_rule(real: Sequence[float], views: Sequence[float], scale: str, policy
         return RuleResult(max(quantile, float(np.median(real_arr)) + floor), "quantile", floor, median)
     highest = float(u.max())
     relative = MARGIN_FRACTION * abs(highest) if scale == "distance" else 0.0
-    margin = max(MARGIN_SIGMAS * float(u.std()), relative, floor)
+    spread_of = real_arr if real_arr.size >= 2 else u
+    margin = max(MARGIN_SIGMAS * float(spread_of.std()), relative, floor)
     return RuleResult(highest + margin, "max-margin", floor, median)
 
 

@@ -62,9 +62,12 @@ def test_max_margin_rule_adds_three_sigma_ten_percent_or_the_floor():
 def test_floor_is_half_the_reshot_spread_of_the_views():
     result = apply_rule([0.0, 0.0], [0.2, 0.4], "distance", POLICY)
     assert result.floor == pytest.approx(0.2)  # 0.5 * (max(views) - min(u))
-    u = [0.0, 0.0, 0.2, 0.4]
-    assert result.threshold == pytest.approx(0.4 + max(3 * np.std(u), 0.04, 0.2))
+    assert result.threshold == pytest.approx(0.4 + 0.2)  # 3 * std(real) = 0 and 10 % of 0.4 are smaller
     assert result.method == "max-margin"
+    # the spread comes from the real frames once there are two; a single one: from all values
+    assert apply_rule([0.1, 0.3], [0.0], "distance", POLICY).threshold == pytest.approx(0.3 + 3 * 0.1)
+    single = apply_rule([0.3], [0.0, 0.1], "distance", POLICY).threshold
+    assert single == pytest.approx(0.3 + 3 * np.std([0.3, 0.0, 0.1]))
 
 
 def test_quantile_rule_once_enough_frames_flags_about_the_target_rate():
