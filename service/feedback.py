@@ -99,8 +99,10 @@ class FrameStore:
         """Write the new frames' files, then the index (atomically), then drop files no longer listed.
         `frames` is the whole list, oldest first; it is bounded here. Returns what was kept."""
         folder = self._dir(product_id)
-        folder.mkdir(exist_ok=True)
         kept = bounded(frames, self.max_calibration, self.max_feedback)
+        if not kept and not folder.is_dir():
+            return []  # a product without labelled frames has no frames folder
+        folder.mkdir(exist_ok=True)
         listed = {f.file_name for f in kept}
         for frame in kept:
             if frame.frame_id in new_files:
