@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 .PHONY: install serve test lint bench reproduce
 install: $(STAMP)
 
+# fetches the configured backbone weights first when they are missing (one warning line when offline)
 serve: $(STAMP)
-	$(VENV)/bin/python -m service --host $(HOST) --port $(PORT)
+	$(VENV)/bin/python -m service --fetch-weights --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from model.device_cache import DeviceCache
+
+_KEYS = itertools.count()
 
 
 class MemoryBank:
@@ -19,7 +24,7 @@ class MemoryBank:
         self.tokens = (tokens if normalized else F.normalize(tokens, dim=-1)).contiguous()  # (M, D)
         self._index = faiss.IndexFlatIP(self.tokens.shape[1])
         self._index.add(self.tokens.numpy())
-        self._device_tokens: dict[torch.device, torch.Tensor] = {}
+        self.cache_key = next(_KEYS)  # unique per bank, never reused (unlike id())
 
     @classmethod
     def build(cls, tokens: torch.Tensor, budget: int, reduction: str = "coreset", seed: int = 0) -> MemoryBank:
@@ -41,25 +46,29 @@ class MemoryBank:
     def dim(self) -> int:
         return self.tokens.shape[1]
 
-    def max_similarity(self, queries: torch.Tensor) -> torch.Tensor:
+    def max_similarity(self, queries: torch.Tensor, cache: DeviceCache | None = None) -> torch.Tensor:
         """Psi: best cosine similarity of each query (..., D) to the bank -> (...), on the queries' device.
 
         On CPU the search runs in FAISS; on an accelerator the same exact search is one matmul on the device,
-        which avoids copying every query token to the host.
+        which avoids copying every query token to the host. The bank's device copy is kept in `cache` (a byte-
+        bounded LRU shared by every product) when given, else copied for this call only.
         """
         shape = queries.shape[:-1]
         flat = F.normalize(queries.reshape(-1, queries.shape[-1]).float(), dim=-1)  # (Q, D)
         if flat.device.type == "cpu":
             best, _ = self._index.search(flat.contiguous().numpy(), 1)  # (Q, 1)
             return torch.from_numpy(best[:, 0]).reshape(shape)
-        bank = self._on(flat.device)  # (M, D)
+        bank = self._on(flat.device, cache)  # (M, D)
         best = torch.cat([(chunk @ bank.T).amax(dim=1) for chunk in flat.split(4096)])  # (Q,)
         return best.reshape(shape)
 
-    def _on(self, device: torch.device) -> torch.Tensor:
-        if device not in self._device_tokens:
-            self._device_tokens[device] = self.tokens.to(device)
-        return self._device_tokens[device]
+    def _on(self, device: torch.device, cache: DeviceCache | None = None) -> torch.Tensor:
+        if device.type == "cpu":
+            return self.tokens
+        if cache is None:
+            return self.tokens.to(device)
+        (tokens,) = cache.get(("bank", self.cache_key, device), lambda: (self.tokens.to(device),))
+        return tokens
 
     def save(self, path: Path) -> None:
         np.save(path, self.tokens.numpy())

@@ -24,6 +24,7 @@ from torchvision.transforms.functional import gaussian_blur
 from model.backbones import ClipFeatures, DinoFeatures
 from model.bank import MemoryBank
 from model.config import ClipConfig, ConfigError, DetectorConfig, DinoConfig, load_config
+from model.device_cache import DeviceCache
 from model.heads import top_fraction_mean
 from model.network import DCPSFR, ReferenceFeatures
 from model.preprocess import backbone_input, image_tensors
@@ -42,6 +43,7 @@ from model.weights import (
 log = logging.getLogger(__name__)
 
 FIT_CHUNK = 8  # references are embedded this many at a time
+DEFAULT_DEVICE_CACHE_BYTES = 2 * 1024**3  # per-product device copies kept at most (the service sets its own)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -82,6 +84,8 @@ class Detector:
         self.mode: Mode = "full" if network.heads is not None else "training-free"
         self.fingerprint = feature_fingerprint(self.config, random_weights)
         self._text_features: torch.Tensor | None = None
+        # per-product device copies (reference tokens, banks) in a byte-bounded LRU; set a budget to change it
+        self.device_cache = DeviceCache(DEFAULT_DEVICE_CACHE_BYTES)
 
     def __repr__(self) -> str:
         return (
@@ -166,7 +170,7 @@ class Detector:
             with _timed(timings, "clip", self.device):
                 clip = self._clip(clip_input)
         with _timed(timings, "bank_search", self.device):
-            s_cos = 1.0 - refs.bank.max_similarity(dino.patch_tokens).to(self.device)  # (B, Nd)
+            s_cos = 1.0 - refs.bank.max_similarity(dino.patch_tokens, self.device_cache).to(self.device)  # (B, Nd)
         with _timed(timings, "heads", self.device):
             grid_maps, raw_scores = self._score(dino, clip, s_cos, refs)  # (B, hd, wd), (B,)
         with _timed(timings, "postprocess", self.device):
@@ -204,7 +208,7 @@ class Detector:
         if self.mode == "training-free":
             grid = s_cos.view(b, *self.network.dino_grid)  # (B, hd, wd)
             return grid, top_fraction_mean(s_cos, self.config.inference.top_fraction)
-        patch_tokens, cls_tokens = refs.tokens_on(self.device)
+        patch_tokens, cls_tokens = refs.tokens_on(self.device, self.device_cache)
         reference = ReferenceFeatures(patch_tokens[None], cls_tokens[None])  # (1, K, Nd, Dd), (1, K, Dd)
         out = self.network.run_heads(clip, dino, reference, s_cos, self._cached_text_features())
         return out.s_hat, out.y_hat  # the logit y: predict() reports sigmoid(y) as the score and y as the logit

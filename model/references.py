@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,11 +12,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.bank import MemoryBank
+from model.device_cache import DeviceCache
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "features.safetensors"
 BANK_FILE = "bank.npy"
 META_FILE = "meta.json"
+_KEYS = itertools.count()  # cache keys: unique per object, never reused (unlike id())
 
 
 class ReferenceMismatchError(ValueError):
@@ -32,15 +35,20 @@ class ReferenceSet:
     cls_tokens: torch.Tensor  # (K, Dd) DINOv2 class tokens
     bank: MemoryBank
     meta: dict[str, Any] = field(default_factory=dict)
-    _on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    cache_key: int = field(default_factory=lambda: next(_KEYS), init=False, repr=False, compare=False)
 
-    def tokens_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(patch_tokens, cls_tokens) on `device`, copied once per device rather than on every predict."""
-        if device not in self._on_device:
-            self._on_device[device] = (self.patch_tokens.to(device), self.cls_tokens.to(device))
-        return self._on_device[device]
+    def tokens_on(self, device: torch.device, cache: DeviceCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(patch_tokens, cls_tokens) on `device`: the host tensors on CPU; on an accelerator a copy, kept in
+        `cache` (an LRU bounded by bytes, shared by every product) rather than copied on every predict."""
+        if device.type == "cpu":
+            return self.patch_tokens, self.cls_tokens
+        if cache is None:
+            return self.patch_tokens.to(device), self.cls_tokens.to(device)
+        patch, cls = cache.get(
+            ("reference-tokens", self.cache_key, device),
+            lambda: (self.patch_tokens.to(device), self.cls_tokens.to(device)),
+        )
+        return patch, cls
 
     @property
     def n_references(self) -> int:

@@ -4,26 +4,30 @@ built at import time, so tests can make apps with their own settings."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
 import torch
 from fastapi import FastAPI
 
-from model import Detector, create_detector
+from model import ConfigError, Detector, ReferenceSet, create_detector, load_config
+from model.detector import feature_fingerprint
+from model.device_cache import DeviceCache
 from service.dependencies import Services
 from service.errors import install_error_handlers
 from service.feedback import FrameStore
 from service.history import InspectionHistory
 from service.lifecycle import DrainMiddleware
 from service.metrics import Metrics
-from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
+from service.middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
 from service.results import mode_label
 from service.routes import console, health, inspect, products, rules
 from service.settings import Settings
 from service.store import ProductStore
 from service.sync import StoreSync
+from service.uploads import UploadDecoder
 from service.worker import ModelWorker
 
 log = logging.getLogger(__name__)
@@ -41,16 +45,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sync = StoreSync(store, settings.store_poll_s)
     worker = ModelWorker(
         build_detector=partial(build_detector, settings),
-        setup=partial(open_store, store, sync, metrics),
+        setup=partial(publish_model, store, sync, metrics, settings),
         metrics=metrics,
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         queue_size=settings.queue_size,
+        timeout_s=settings.worker_timeout_s,
     )
     metrics.watch(queue_depth=worker.queue.qsize, gpu_memory=partial(gpu_memory_allocated, worker))
+    decoder = UploadDecoder(settings.max_pixels, settings.max_request_pixels, settings.decode_concurrency, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:  # products need no model: they list, show, delete and take thresholds while it loads or is down
+            open_store(store, sync, metrics, settings)
+        except Exception:
+            log.exception("the product store could not be opened; retried when the model is loaded")
         worker.start()  # loads the model in its own thread; /healthz answers meanwhile
         yield
         sync.stop()
@@ -67,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store=store,
         worker=worker,
         metrics=metrics,
+        decoder=decoder,
         history=InspectionHistory(settings.history_size),
         frames=FrameStore(store, settings.calibration_max_frames, settings.feedback_max_frames),
     )
@@ -74,7 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (health.router, products.router, rules.router, inspect.router, console.router):
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)  # the innermost
+    app.add_middleware(AdmissionMiddleware, check=worker.check_admission, is_model_route=is_model_route)  # innermost
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if settings.api_key_list:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list)
     app.add_middleware(DrainMiddleware, lifecycle=app.state.services.lifecycle)
@@ -85,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def build_detector(settings: Settings) -> Detector:
     if settings.random_init:
         log.warning(RANDOM_INIT_WARNING)
-    return create_detector(
+    detector = create_detector(
         settings.model_config_name,
         weights_dir=settings.weights_dir,
         device=settings.device,
@@ -94,13 +106,46 @@ def build_detector(settings: Settings) -> Detector:
         runtime_cache_dir=settings.runtime_cache_dir,
         compile_mode=settings.compile,
     )
+    detector.device_cache = DeviceCache(settings.device_cache_bytes)
+    return detector
 
 
-def open_store(store: ProductStore, sync: StoreSync, metrics: Metrics, detector: Detector) -> None:
-    """Start-up, on the model worker: open the store; products load in the background (and on demand)."""
-    store.open(detector.load_references)
+def is_model_route(path: str) -> bool:
+    """POST routes that queue work on the model worker (admission refuses them before reading the body)."""
+    return path == "/inspect" or path.endswith("/references")
+
+
+def reference_loader(settings: Settings) -> Callable[[Path], ReferenceSet]:
+    """Loads saved references checked against the configured detector's feature fingerprint, without building
+    the detector (so products load while the model loads, or when it cannot)."""
+    try:
+        config = load_config(settings.model_config_name)
+    except ConfigError:
+        return ReferenceSet.load  # the model will not load either; products can still be listed and deleted
+    fingerprint = feature_fingerprint(config, config.random_weights or settings.random_init)
+
+    def load(folder: Path) -> ReferenceSet:
+        refs = ReferenceSet.load(folder)
+        refs.check_compatible(config.name, fingerprint)
+        return refs
+
+    return load
+
+
+def open_store(store: ProductStore, sync: StoreSync, metrics: Metrics, settings: Settings) -> None:
+    """Open the store once; products load in the background (and on demand)."""
+    if store.is_open:
+        return
+    store.open(reference_loader(settings))
     store.add_listener(lambda *_: metrics.products.set(len(store)))
     sync.start()
+
+
+def publish_model(
+    store: ProductStore, sync: StoreSync, metrics: Metrics, settings: Settings, detector: Detector
+) -> None:
+    """Start-up, on the model worker: the store is open (opened again here if that failed), the model published."""
+    open_store(store, sync, metrics, settings)
     mode = mode_label(detector.mode, detector.random_weights)
     metrics.model_info.labels(detector.config.name, mode, str(detector.device)).set(1)
 

@@ -14,6 +14,7 @@ from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store import PRODUCT_ID, Product, ProductStore, is_valid_product_id
+from service.uploads import UploadDecoder
 from service.worker import ModelWorker
 
 
@@ -25,6 +26,7 @@ class Services:
     metrics: Metrics
     history: InspectionHistory
     frames: FrameStore
+    decoder: UploadDecoder
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
 
@@ -33,7 +35,8 @@ def get_services(request: Request) -> Services:
 
 
 def get_ready_services(services: Annotated[Services, Depends(get_services)]) -> Services:
-    """The services, once the model is loaded and warmed (503 before, or when it cannot load)."""
+    """The services, once the model is loaded and warmed (503 before, or when it cannot load). Routes that only
+    read or change stored products take `ServicesDep` instead: they answer while the model loads or is down."""
     services.worker.check_ready()
     return services
 

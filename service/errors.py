@@ -88,6 +88,7 @@ ERROR_MEANINGS = {
     422: "bad field",
     429: "queue full: retry after Retry-After seconds",
     503: "model loading or unavailable",
+    504: "the model did not answer within DCPSFR_WORKER_TIMEOUT_S",
     507: "the data dir could not store the change; the previous state is still current",
 }
 
@@ -100,6 +101,10 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"description": ERROR_MEANINGS.get(status) or HTTPStatus(status).phrase, "content": content}
         for status in statuses
     }
+
+
+class GatewayTimeout(ApiError):
+    status = 504  # the model worker did not answer within DCPSFR_WORKER_TIMEOUT_S
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra) -> JSONResponse:

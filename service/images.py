@@ -33,6 +33,11 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
     EOFError, ...) becomes a 400: the pixels are decoded in full here (`load()`), never lazily later, and
     `ImageFile.LOAD_TRUNCATED_IMAGES` stays False so a cut file is an error, not a grey-padded frame.
     """
+    return decode_opened(open_image(data, name, max_pixels), name)
+
+
+def open_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Read only the header: the format (415 if not accepted) and the size (413 over `max_pixels`); no pixels."""
     if not data:
         raise BadImage(f"{name}: the file is empty (0 bytes); it does not decode")
     with _undecodable(name, "image"):
@@ -46,6 +51,11 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
             f"{name}: {width} x {height} = {width * height} pixels, more than the limit of {max_pixels} "
             "(DCPSFR_MAX_PIXELS)"
         )
+    return image
+
+
+def decode_opened(image: Image.Image, name: str) -> Image.Image:
+    """The pixels of an image from `open_image`, decoded in full -> RGB (400 if they do not decode)."""
     with _undecodable(name, image.format):
         image.load()
         rgb = to_rgb_array(image)  # (H, W, 3) uint8: every mode the model accepts, checked here, not in a batch

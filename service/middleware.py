@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Callable
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_response
+from service.errors import ApiError, error_response
 from service.metrics import Metrics
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/ui"})  # "/" and /ui/* are the console's static files
@@ -130,3 +131,22 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, receive_within_limit, send)
+
+
+class AdmissionMiddleware:
+    """Refuses a model request (POST to a path `is_model_route` names) with the worker's 503 (not ready) or 429
+    (queue full) before its body is read: a request that will be refused costs no upload and no decoding."""
+
+    def __init__(self, app: ASGIApp, check: Callable[[], None], is_model_route: Callable[[str], bool]) -> None:
+        self.app = app
+        self.check = check
+        self.is_model_route = is_model_route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and self.is_model_route(scope["path"]):
+            try:
+                self.check()
+            except ApiError as err:
+                await error_response(err.status, err.message, err.headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -304,11 +304,15 @@ class ProductStore:
 
     # --- loading and replicas --------------------------------------------------------------------------------
 
+    @property
+    def is_open(self) -> bool:
+        return self._load_references is not None
+
     def open(self, load_references: Callable[[Path], ReferenceSet]) -> None:
         """Remove old debris and remember how to load references; products load lazily (or by load_all)."""
-        self._load_references = load_references
         self.root.mkdir(parents=True, exist_ok=True)
         self._remove_debris()
+        self._load_references = load_references
 
     def load_all(self, load_references: Callable[[Path], ReferenceSet] | None = None) -> None:
         """Load every product on disk now (problems are logged, not fatal)."""

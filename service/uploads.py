@@ -1,4 +1,5 @@
-"""Multipart uploads -> decoded images, off the event loop, with the per-request count limit."""
+"""Multipart uploads -> decoded images: per-request count and pixel budgets from the headers first, then the
+pixels, off the event loop and at most `concurrency` images at once over all requests."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from service.errors import InvalidField, PayloadTooLarge
-from service.images import decode_image
+from service.images import decode_opened, open_image
 from service.metrics import Metrics
 
 
@@ -21,19 +22,44 @@ def check_count(files: list[UploadFile], limit: int, setting: str) -> None:
         raise PayloadTooLarge(f"{len(files)} images in one request; at most {limit} ({setting})")
 
 
-async def decode_uploads(
-    files: list[UploadFile], max_pixels: int, metrics: Metrics
-) -> tuple[list[Image.Image], list[float]]:
-    """Decoded RGB images and the decode time of each in ms; decoding runs in the thread pool."""
-    results = await asyncio.gather(*(_decode_one(f, i, max_pixels, metrics) for i, f in enumerate(files)))
-    return [image for image, _ in results], [ms for _, ms in results]
+class UploadDecoder:
+    """Decodes one request's uploads: every header is read (format, size) and the request's total pixel count
+    checked against `max_request_pixels` before any pixel is decoded, which bounds the memory a request takes."""
+
+    def __init__(self, max_pixels: int, max_request_pixels: int, concurrency: int, metrics: Metrics) -> None:
+        self.max_pixels = max_pixels
+        self.max_request_pixels = max_request_pixels
+        self.metrics = metrics
+        self.slots = asyncio.Semaphore(concurrency)  # CPU-heavy image work (decoding, encoding maps) at once
+
+    async def decode(self, files: list[UploadFile]) -> tuple[list[Image.Image], list[float]]:
+        """Decoded RGB images and the decode time of each in ms (415/413/400 ApiErrors say what is wrong)."""
+        names = [upload_name(file, i) for i, file in enumerate(files)]
+        data = [await file.read() for file in files]
+        opened = await run_in_threadpool(self._open_all, data, names)
+        results = await asyncio.gather(
+            *(self._decode_one(image, name) for image, name in zip(opened, names, strict=True))
+        )
+        return [image for image, _ in results], [ms for _, ms in results]
+
+    def _open_all(self, data: list[bytes], names: list[str]) -> list[Image.Image]:
+        opened = [open_image(blob, name, self.max_pixels) for blob, name in zip(data, names, strict=True)]
+        total = sum(image.width * image.height for image in opened)
+        if total > self.max_request_pixels:
+            raise PayloadTooLarge(
+                f"{len(opened)} images with {total} pixels in all, more than the per-request limit of "
+                f"{self.max_request_pixels} (DCPSFR_MAX_REQUEST_PIXELS): send fewer or smaller images per request"
+            )
+        return opened
+
+    async def _decode_one(self, image: Image.Image, name: str) -> tuple[Image.Image, float]:
+        async with self.slots:
+            start = time.perf_counter()
+            decoded = await run_in_threadpool(decode_opened, image, name)
+            elapsed = time.perf_counter() - start
+        self.metrics.stage_duration.labels("decode").observe(elapsed)
+        return decoded, elapsed * 1000.0
 
 
-async def _decode_one(file: UploadFile, index: int, max_pixels: int, metrics: Metrics) -> tuple[Image.Image, float]:
-    data = await file.read()
-    name = f"images[{index}] ({file.filename})" if file.filename else f"images[{index}]"
-    start = time.perf_counter()
-    image = await run_in_threadpool(decode_image, data, name, max_pixels)
-    elapsed = time.perf_counter() - start
-    metrics.stage_duration.labels("decode").observe(elapsed)
-    return image, elapsed * 1000.0
+def upload_name(file: UploadFile, index: int) -> str:
+    return f"images[{index}] ({file.filename})" if file.filename else f"images[{index}]"

@@ -1,14 +1,21 @@
 """The model worker: one thread owns the detector (not thread-safe) and serves a bounded queue.
 
-Start-up (in the thread, so the HTTP server answers /healthz meanwhile): build the detector, run `setup`
-(load stored products), warm up, then state "ready". Predict requests are batched: the worker takes the
-first waiting request, then keeps taking requests for up to `max_wait_ms` or until `max_batch_size` images,
-groups them by product version and runs one `detector.predict` per group (chunks of `max_batch_size`).
-Calls (fit + calibrate) run alone, in queue order. A full queue is answered at once with 429.
+Start-up (in the thread, so the HTTP server answers /healthz meanwhile): build the detector, run `setup`,
+warm up, then state "ready". Predict requests are batched adaptively: the worker takes the first waiting
+request and everything queued behind it (up to `max_batch_size` images); it waits up to `max_wait_ms` for
+more only while admitted requests are still decoding (they are known to be coming), so a request reaching
+an idle worker is never held. Each batch is grouped by product version, one `detector.predict` per group
+(chunks of `max_batch_size`). Calls (fit + calibrate) run alone, in queue order.
+
+Admission (`admit`) refuses before any work: 503 while the model is not ready, 429 when the queue and the
+requests admitted ahead of it would fill it. Nothing waits forever: `result` waits at most `timeout_s`
+(504), and an exception outside a forward fails every job the worker holds or has queued (503), marks the
+worker failed (the reason goes to /readyz) and refuses everything after.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -22,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from model import ConfigError, Detector, Prediction, WeightsMissingError
-from service.errors import Overloaded, Unavailable
+from service.errors import GatewayTimeout, Overloaded, Unavailable
 from service.metrics import Metrics
 from service.store import Product
 
@@ -61,6 +68,26 @@ class CallJob:
     future: Future = field(default_factory=Future)
 
 
+class Ticket:
+    """An admitted request that will submit a job: counted as incoming until it submits or gives up."""
+
+    def __init__(self, worker: ModelWorker) -> None:
+        self._worker = worker
+        self._open = True
+
+    def release(self) -> None:
+        with self._worker._lock:
+            if self._open:
+                self._open = False
+                self._worker._incoming -= 1
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class ModelWorker:
     def __init__(
         self,
@@ -70,16 +97,21 @@ class ModelWorker:
         max_batch_size: int,
         max_wait_ms: float,
         queue_size: int,
+        timeout_s: float = 120.0,
     ) -> None:
         self.build_detector = build_detector
         self.setup = setup
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
+        self.timeout_s = timeout_s
         self.queue: queue.Queue[PredictJob | CallJob] = queue.Queue(maxsize=queue_size)
         self.detector: Detector | None = None
         self.state = "loading"  # -> "ready" | "failed"
         self.error = ""
+        self._incoming = 0  # admitted requests still decoding; guarded by _lock
+        self._lock = threading.Lock()
+        self._held: list[PredictJob | CallJob] = []  # taken from the queue, not answered yet
         self.ready_event = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-worker", daemon=True)
@@ -104,44 +136,93 @@ class ModelWorker:
                 "the model is still loading; retry shortly", headers={"Retry-After": str(RETRY_AFTER_LOADING_S)}
             )
 
-    # --- submitting ------------------------------------------------------------------------------------------
+    # --- admission and submitting ----------------------------------------------------------------------------
 
-    def submit_predict(self, product: Product, images: list[Image.Image]) -> Future:
+    def check_admission(self) -> None:
+        """Raise the 503 or 429 a model request gets before its body is read or decoded."""
+        self.check_ready()
+        if self.queue.qsize() + self._incoming >= self.queue.maxsize:
+            raise self._full()
+
+    def admit(self) -> Ticket:
+        """A ticket for a request about to decode its images and submit (503/429 when it would be refused)."""
+        with self._lock:
+            self.check_admission()
+            self._incoming += 1
+            return Ticket(self)
+
+    @property
+    def incoming(self) -> int:
+        return self._incoming
+
+    def submit_predict(self, product: Product, images: list[Image.Image], ticket: Ticket | None = None) -> Future:
         """Future of a BatchResult for these images of one product."""
-        return self._submit(PredictJob(product, images))
+        return self._submit(PredictJob(product, images), ticket)
 
-    def submit_call(self, function: Callable[[Detector], Any], stage: str) -> Future:
+    def submit_call(self, function: Callable[[Detector], Any], stage: str, ticket: Ticket | None = None) -> Future:
         """Future of `function(detector)`, run alone on the worker thread; its time goes to `stage`."""
-        return self._submit(CallJob(function, stage))
+        return self._submit(CallJob(function, stage), ticket)
 
-    def _submit(self, job: PredictJob | CallJob) -> Future:
+    async def result(self, future: Future) -> Any:
+        """The job's result, waited for at most `timeout_s` (504 after, and the job is cancelled if queued)."""
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise GatewayTimeout(
+                f"the model did not answer within {self.timeout_s:g} s (DCPSFR_WORKER_TIMEOUT_S); retry later"
+            ) from None
+
+    def _submit(self, job: PredictJob | CallJob, ticket: Ticket | None) -> Future:
+        if ticket is not None:
+            ticket.release()  # from here on the job is counted by the queue
         self.check_ready()
         try:
             self.queue.put_nowait(job)
         except queue.Full:
-            raise Overloaded(
-                f"the model queue is full ({self.queue.maxsize} requests waiting); retry shortly",
-                headers={"Retry-After": str(RETRY_AFTER_FULL_S)},
-            ) from None
+            raise self._full() from None
+        if self.state == "failed":  # the worker failed while we queued: nobody will take the job
+            self._fail_waiting(Unavailable(self.error))
         return job.future
+
+    def _full(self) -> Overloaded:
+        return Overloaded(
+            f"the model queue is full ({self.queue.maxsize} requests waiting or decoding); retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_FULL_S)},
+        )
 
     # --- the thread ------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
         if not self._start_model():
+            self._fail_waiting(Unavailable(self.error))
             return
+        try:
+            self._serve()
+        except Exception as err:  # a fault outside a forward: fail loudly, never leave a request waiting
+            log.exception("the model worker stopped on an unexpected error")
+            self._fail(f"the model worker failed: {type(err).__name__}: {err}; restart the service")
+            for job in self._held:
+                if not job.future.done():
+                    job.future.set_exception(Unavailable(self.error))
+        finally:
+            self._held = []
+            self._fail_waiting(Unavailable(self.error or "the service is shutting down"))
+
+    def _serve(self) -> None:
         pending: PredictJob | CallJob | None = None
         while not self._stop.is_set():
             job = pending or self._next(POLL_S)
             pending = None
             if job is None or not job.future.set_running_or_notify_cancel():
                 continue  # idle, or the client went away before we started
+            self._held = [job]
             if isinstance(job, CallJob):
                 self._run_call(job)
                 continue
             batch, pending = self._collect(job)
             self._run_batch(batch)
-        self._fail_waiting(Unavailable("the service is shutting down"))
+            self._held = []
 
     def _start_model(self) -> bool:
         try:
@@ -184,17 +265,21 @@ class ModelWorker:
             return None
 
     def _collect(self, first: PredictJob) -> tuple[list[PredictJob], CallJob | None]:
-        """More predict jobs until the batch is full or the wait is over; a call job ends the batch."""
+        """The predict jobs queued now, up to a full batch; waits (at most `max_wait_ms`) only while admitted
+        requests are still decoding. A call job ends the batch."""
         batch, n_images = [first], len(first.images)
         deadline = time.perf_counter() + self.max_wait_s
         while n_images < self.max_batch_size:
-            job = self._next(deadline - time.perf_counter())
+            job = self._next(0)
+            if job is None and self._incoming > 0:
+                job = self._next(deadline - time.perf_counter())
             if job is None:
                 break
             if isinstance(job, CallJob):
                 return batch, job
             if job.future.set_running_or_notify_cancel():
                 batch.append(job)
+                self._held.append(job)
                 n_images += len(job.images)
         return batch, None
 
@@ -246,3 +331,6 @@ class ModelWorker:
         while (job := self._next(0)) is not None:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(error)
+
+    def status_detail(self) -> str:
+        return self.error or ("the model is still loading" if self.state == "loading" else "ready")

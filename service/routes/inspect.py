@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -14,7 +14,7 @@ from service.errors import InvalidField, error_responses
 from service.history import Inspection, now_iso
 from service.results import InspectionResult, InspectResponse, RegionLimits, encode_results, png_headers
 from service.store import Product
-from service.uploads import check_count, decode_uploads
+from service.uploads import check_count
 
 router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503))
 
@@ -28,7 +28,7 @@ router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503))
             "content": {"image/png": {}},
             "description": "the results (JSON), or with format=png the mask PNG with the verdict in X-* headers",
         },
-        **error_responses(400, 404, 413, 415, 422, 429),
+        **error_responses(400, 404, 413, 415, 422, 429, 504),
     },
 )
 async def inspect(
@@ -42,20 +42,31 @@ async def inspect(
     check_count(images, services.settings.max_images_per_request, "DCPSFR_MAX_IMAGES_PER_REQUEST")
     if format == "png" and len(images) != 1:
         raise InvalidField(f"format=png answers exactly one image; this request has {len(images)}")
-    decoded, decode_ms = await decode_uploads(images, services.settings.max_pixels, services.metrics)
-    batch = await asyncio.wrap_future(services.worker.submit_predict(product, decoded))
+    worker = services.worker
+    with worker.admit() as ticket:  # 503/429 before decoding; counted as incoming while it decodes
+        decoded, decode_ms = await services.decoder.decode(images)
+        batch = await worker.result(worker.submit_predict(product, decoded, ticket))
     limits = RegionLimits(services.settings.min_region_area_px, services.settings.max_regions_listed)
-    results = await encode_results(batch, product, decode_ms, services.metrics, format == "json", limits, decoded)
+    async with services.decoder.slots:  # encoding shares the bound on CPU-heavy image work with decoding
+        results = await encode_results(batch, product, decode_ms, services.metrics, format == "json", limits, decoded)
     for result, upload in zip(results, images, strict=True):
         services.metrics.count_inspection(result.anomalous, product.product_id, result.relative_score)
         services.history.record(await history_entry(result, upload, product))
     if format == "png":
         return Response(results[0].mask_png, media_type="image/png", headers=png_headers(results[0], product))
-    return {
+    filenames = [image.filename for image in images]
+    body = await run_in_threadpool(inspect_body, product, results, filenames)
+    return Response(body, media_type="application/json")
+
+
+def inspect_body(product: Product, results: list[InspectionResult], filenames: list[str | None]) -> bytes:
+    """The JSON body, built off the event loop (base64 of every PNG, then the JSON text)."""
+    body = {
         "product_id": product.product_id,
         "reference_version": product.version,
-        "results": [result.as_json(image.filename) for result, image in zip(results, images, strict=True)],
+        "results": [result.as_json(name) for result, name in zip(results, filenames, strict=True)],
     }
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 async def history_entry(result: InspectionResult, upload: UploadFile, product: Product) -> Inspection:

@@ -1,9 +1,9 @@
 """Products: upload references (fit, calibrate, persist), list, show, delete, override the thresholds; the
-calibration set, operator feedback, its evaluation and the recent inspections."""
+calibration set, operator feedback, its evaluation and the recent inspections. List, show, delete and the
+threshold override need no model: they answer while it loads or when it is unavailable."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -24,14 +24,14 @@ from service.calibration import (
     fit_and_calibrate,
     recalibrate,
 )
-from service.dependencies import ProductId, ReadyServices, Services, existing_product
+from service.dependencies import ProductId, ReadyServices, Services, ServicesDep, existing_product
 from service.errors import ApiError, Conflict, InvalidField, NotFound, StorageFailed, error_responses
 from service.feedback import LabelledFrame, bounded, calibration_values, evaluate, new_frame
 from service.history import now_iso
 from service.images import decode_image
 from service.results import mode_label
 from service.store import CALIBRATION_FILE, Product, StoreConflict, StoreError
-from service.uploads import check_count, decode_uploads
+from service.uploads import check_count
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/products", tags=["products"], responses=error_responses(401, 403, 503))
@@ -48,8 +48,9 @@ class ThresholdUpdate(BaseModel):
 
 
 def product_view(product: Product, services: Services) -> dict[str, Any]:
-    detector = services.worker.detector
-    return {**product.summary(), "mode": mode_label(detector.mode, detector.random_weights)}
+    detector = services.worker.detector  # None while the model loads or when it cannot: mode is null then
+    mode = None if detector is None else mode_label(detector.mode, detector.random_weights)
+    return {**product.summary(), "mode": mode}
 
 
 def calibration_policy(services: Services) -> CalibrationPolicy:
@@ -61,7 +62,7 @@ def calibration_policy(services: Services) -> CalibrationPolicy:
     "/{product_id}/references",
     status_code=201,
     summary="Fit, calibrate and store a product's references",
-    responses=error_responses(400, 409, 413, 415, 422, 429, 507),
+    responses=error_responses(400, 409, 413, 415, 422, 429, 504, 507),
 )
 async def upload_references(
     product_id: ProductId,
@@ -76,10 +77,8 @@ async def upload_references(
     check_count(images, settings.max_references, "DCPSFR_MAX_REFERENCES")
     if calibration:
         check_count(calibration, settings.calibration_max_frames, "DCPSFR_CALIBRATION_MAX_FRAMES")
-    decoded, decode_ms = await decode_uploads(images, settings.max_pixels, services.metrics)
-    added_images, added_ms = (
-        await decode_uploads(calibration, settings.max_pixels, services.metrics) if calibration else ([], [])
-    )
+    decoded, decode_ms = await services.decoder.decode(images)
+    added_images, added_ms = await services.decoder.decode(calibration) if calibration else ([], [])
     added = [new_frame("good", "calibration", now_iso(), f.filename) for f in calibration or []]
     added_files = {frame.frame_id: await read_again(f) for frame, f in zip(added, calibration or [], strict=True)}
     async with services.frames.lock(product_id):
@@ -95,7 +94,7 @@ async def upload_references(
             policy=calibration_policy(services),
             good=[f.label == "good" for f in frames],
         )
-        fitted: FittedProduct = await asyncio.wrap_future(services.worker.submit_call(call, "fit"))
+        fitted: FittedProduct = await services.worker.result(services.worker.submit_call(call, "fit"))
         start = time.perf_counter()
         product = await commit(services, product_id, fitted, expected)
         await save_scored(services, product, frames, fitted.frame_predictions, added_files)
@@ -108,7 +107,7 @@ async def upload_references(
 @router.post(
     "/{product_id}/calibration",
     summary="Add good frames to the calibration set; thresholds recomputed",
-    responses=error_responses(400, 404, 409, 413, 415, 422, 429, 507),
+    responses=error_responses(400, 404, 409, 413, 415, 422, 429, 504, 507),
 )
 async def add_calibration_frames(
     product_id: ProductId,
@@ -119,12 +118,12 @@ async def add_calibration_frames(
     settings = services.settings
     await run_in_threadpool(existing_product, services.store, product_id)
     check_count(images, settings.calibration_max_frames, "DCPSFR_CALIBRATION_MAX_FRAMES")
-    decoded, _ = await decode_uploads(images, settings.max_pixels, services.metrics)
+    decoded, _ = await services.decoder.decode(images)
     added = [new_frame("good", "calibration", now_iso(), f.filename) for f in images]
     files = {frame.frame_id: await read_again(f) for frame, f in zip(added, images, strict=True)}
     async with services.frames.lock(product_id):
         product = await run_in_threadpool(existing_product, services.store, product_id)
-        batch = await asyncio.wrap_future(services.worker.submit_predict(product, decoded))
+        batch = await services.worker.result(services.worker.submit_predict(product, decoded))
         scored = [
             frame.scored(*one_value(p), product.version) for frame, p in zip(added, batch.predictions, strict=True)
         ]
@@ -137,7 +136,7 @@ async def add_calibration_frames(
 @router.post(
     "/{product_id}/feedback",
     summary="Label a frame good or defect (an inspection id or an image)",
-    responses=error_responses(400, 404, 409, 413, 415, 422, 429, 507),
+    responses=error_responses(400, 404, 409, 413, 415, 422, 429, 504, 507),
 )
 async def give_feedback(
     product_id: ProductId,
@@ -167,7 +166,7 @@ async def give_feedback(
         if add_to_references:
             product, kept = await add_reference(services, product, frame, decoded, data)
         else:
-            batch = await asyncio.wrap_future(services.worker.submit_predict(product, [decoded]))
+            batch = await services.worker.result(services.worker.submit_predict(product, [decoded]))
             frame = frame.scored(*one_value(batch.predictions[0]), product.version)
             stored = await run_in_threadpool(services.frames.frames, product_id)
             kept = await run_in_threadpool(services.frames.save, product_id, [*stored, frame], {frame.frame_id: data})
@@ -305,7 +304,7 @@ async def add_reference(
         good=[f.label == "good" for f in frames],
         policy=calibration_policy(services),
     )
-    fitted: FittedProduct = await asyncio.wrap_future(services.worker.submit_call(call, "fit"))
+    fitted: FittedProduct = await services.worker.result(services.worker.submit_call(call, "fit"))
     updated = await commit(services, product.product_id, fitted, product.uid)
     services.metrics.products.set(len(services.store))
     kept = await save_scored(services, updated, frames, fitted.frame_predictions, {frame.frame_id: data})
@@ -313,12 +312,12 @@ async def add_reference(
 
 
 @router.get("", summary="List products")
-def list_products(services: ReadyServices) -> dict[str, Any]:
+def list_products(services: ServicesDep) -> dict[str, Any]:
     return {"products": [product_view(p, services) for p in services.store.all()]}
 
 
 @router.get("/{product_id}", summary="Show one product", responses=error_responses(404, 422))
-def show_product(product_id: ProductId, services: ReadyServices) -> dict[str, Any]:
+def show_product(product_id: ProductId, services: ServicesDep) -> dict[str, Any]:
     return product_view(existing_product(services.store, product_id), services)
 
 
@@ -328,7 +327,7 @@ def show_product(product_id: ProductId, services: ReadyServices) -> dict[str, An
     summary="Remove a product and its stored references",
     responses=error_responses(404, 422, 507),
 )
-def delete_product(product_id: ProductId, services: ReadyServices) -> Response:
+def delete_product(product_id: ProductId, services: ServicesDep) -> Response:
     try:
         deleted = services.store.delete(product_id)
     except StoreError as err:
@@ -345,7 +344,7 @@ def delete_product(product_id: ProductId, services: ReadyServices) -> Response:
     summary="Override the calibrated thresholds",
     responses=error_responses(400, 404, 413, 422, 507),
 )
-def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: ReadyServices) -> dict[str, Any]:
+def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: ServicesDep) -> dict[str, Any]:
     try:
         product = services.store.set_thresholds(product_id, update.threshold, update.pixel_threshold)
     except StoreError as err:
