@@ -109,3 +109,19 @@ class PredictGate:
     def __exit__(self, *exc) -> None:
         self.release.set()
         self.worker.detector.predict = self._original
+
+
+@pytest.fixture
+def slow_model(monkeypatch) -> threading.Event:
+    """The model build waits until the returned event is set: the app stays in its loading state until then."""
+    import service.app
+
+    release = threading.Event()
+    real = service.app.create_detector
+
+    def slow_create_detector(*args, **kwargs):
+        assert release.wait(60), "the test never let the model load"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service.app, "create_detector", slow_create_detector)
+    return release

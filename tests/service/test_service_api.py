@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-import service.app
 from service.app import create_app
 from tests.service.conftest import decode_png, image_bytes, inspect, tiny_settings, upload
 
@@ -185,15 +184,8 @@ def test_bad_model_settings_keep_the_service_up_and_say_why(make_client, setting
         assert expected in ready.json()["detail"]
 
 
-def test_model_routes_wait_for_readiness(tmp_path, monkeypatch):
-    release = threading.Event()
-    real = service.app.create_detector
-
-    def slow_create_detector(*args, **kwargs):
-        assert release.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(service.app, "create_detector", slow_create_detector)
+def test_model_routes_wait_for_readiness(tmp_path, slow_model):
+    release = slow_model
     with TestClient(create_app(tiny_settings(tmp_path))) as client:
         assert client.get("/healthz").status_code == 200
         loading = client.get("/readyz")

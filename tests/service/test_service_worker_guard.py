@@ -4,7 +4,6 @@ admission before decoding, the per-request pixel budget, and product routes that
 from __future__ import annotations
 
 import io
-import threading
 
 import pytest
 from fastapi.testclient import TestClient
@@ -149,15 +148,8 @@ def stored_products(make_client, tmp_path):
     return tmp_path / "data"
 
 
-def test_product_routes_answer_while_the_model_loads(stored_products, monkeypatch):
-    release = threading.Event()
-    real = service.app.create_detector
-
-    def slow_create_detector(*args, **kwargs):
-        assert release.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(service.app, "create_detector", slow_create_detector)
+def test_product_routes_answer_while_the_model_loads(stored_products, slow_model):
+    release = slow_model
     with TestClient(create_app(tiny_settings(stored_products))) as client:
         assert client.get("/readyz").status_code == 503
         wait_for(lambda: len(client.app.state.services.store) == 2)  # loaded in the background, no model
