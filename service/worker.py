@@ -276,6 +276,7 @@ class ModelWorker:
             if job is None:
                 break
             if isinstance(job, CallJob):
+                self._held.append(job)  # taken from the queue: failed with the batch if the loop faults
                 return batch, job
             if job.future.set_running_or_notify_cancel():
                 batch.append(job)
