@@ -108,6 +108,15 @@ def test_cli_help_explains():
     assert "fetch" in out and "downloads" in out
 
 
+def test_cli_runs_without_a_runpy_warning():
+    """`python -m model.weights` is the documented fetch command: it must not open with runpy's
+    "found in sys.modules" RuntimeWarning (the package `model` imports `model.weights`)."""
+    err = subprocess.run(
+        [sys.executable, "-m", "model.weights", "--help"], capture_output=True, text=True, cwd=REPO, check=True
+    ).stderr
+    assert "RuntimeWarning" not in err, err
+
+
 def test_fetch_then_load_the_edge_config_without_network(tmp_path, monkeypatch):
     """The fetch -> sha256 -> verified load path of a real config, with the hub download replaced by the same
     architectures at random init (what open_clip/timm would hand back, minus the trained values)."""
