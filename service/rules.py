@@ -20,7 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationInfo, 
 
 from model.regions import Region, RegionSet, find_regions
 
-Point = tuple[FiniteFloat, FiniteFloat]
+MAX_COORDINATE = 1e7  # polygon coordinates (pixels); PIL draws polygons wrong from ~1e9 on, silently
+MAX_MM_PER_PIXEL = 1e3  # 1 m a pixel; with 50 MP frames the mm² sizes stay far from float overflow
+MAX_COUNT = 2**31 - 1  # region counts and areas in pixels
+
+Coordinate = Annotated[FiniteFloat, Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+Point = tuple[Coordinate, Coordinate]
 Polygon = Annotated[list[Point], Field(min_length=3, max_length=1000, description="[[x, y], ...] in image pixels")]
 
 THRESHOLD_RULE = "threshold"  # no rules: the image score decides
@@ -34,12 +39,21 @@ class AcceptanceRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     mm_per_pixel: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="the product's scale: adds mm sizes to every region"
+        None,
+        gt=0,
+        le=MAX_MM_PER_PIXEL,
+        allow_inf_nan=False,
+        description="the product's scale: adds mm sizes to every region",
     )
     min_area_px: int | None = Field(
-        None, ge=1, description="regions smaller than this are specks and dropped (default DCPSFR_MIN_REGION_AREA_PX)"
+        None,
+        ge=1,
+        le=MAX_COUNT,
+        description="regions smaller than this are specks and dropped (default DCPSFR_MIN_REGION_AREA_PX)",
     )
-    max_regions: int | None = Field(None, ge=0, description="reject when there are more regions than this")
+    max_regions: int | None = Field(
+        None, ge=0, le=MAX_COUNT, description="reject when there are more regions than this"
+    )
     max_area_px: float | None = Field(None, gt=0, allow_inf_nan=False, description="reject a region larger than this")
     max_area_mm2: float | None = Field(None, gt=0, allow_inf_nan=False, description="the same in mm² (needs a scale)")
     max_length_mm: float | None = Field(

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from model import Prediction
-from service.rules import AcceptanceRules, judge
+from service.rules import MAX_COORDINATE, MAX_MM_PER_PIXEL, AcceptanceRules, judge
 from tests.service.conftest import image_bytes, inspect, upload
 
 GOOD = image_bytes(48, 40, seed=0)
@@ -95,6 +95,18 @@ def test_pixels_inside_ignore_polygons_never_count():
     assert len(inside_only.regions) == 0 and not inside_only.anomalous
 
 
+def test_rules_at_their_largest_accepted_values_still_judge_right():
+    """The bounds are honest: a polygon at the coordinate limit is drawn right, the largest scale does not overflow."""
+    big = MAX_COORDINATE
+    lower_right = [[[0, 0], [big, 0], [big, big]]]  # the triangle y <= x over the whole frame
+    anomaly_map = boxes_map(40, 40, (30, 2, 34, 6), (2, 30, 6, 34))  # one box above the diagonal, one below
+    judgement = judge(anomaly_map, 0.5, False, rules(reject_in=lower_right), min_area_px=1)
+    assert sum(judgement.in_reject_zone) == 1
+    assert judgement.rules_fired == ("reject_in",)
+    huge_scale = rules(mm_per_pixel=MAX_MM_PER_PIXEL, max_area_mm2=1.0)
+    assert judge(boxes_map(40, 40, (0, 0, 40, 40)), 0.5, False, huge_scale, 1).rules_fired == ("max_area_mm2",)
+
+
 def test_the_minimum_area_of_the_rules_overrides_the_setting():
     anomaly_map = boxes_map(30, 30, (0, 0, 3, 3))  # 9 px
     assert len(judge(anomaly_map, 0.5, False, None, min_area_px=16).regions) == 0
@@ -111,6 +123,12 @@ def test_the_minimum_area_of_the_rules_overrides_the_setting():
         ({"reject_in": [[[0, 0], [5, 5]]]}, "reject_in"),  # two points are no polygon
         ({"ignore_in": [[[0, 0], [5, "x"], [9, 9]]]}, "ignore_in"),
         ({"max_area_pix": 3}, "max_area_pix"),  # a typo is refused, not ignored
+        # numbers so large that the arithmetic overflows (500) or PIL draws the polygon wrong (silently)
+        ({"mm_per_pixel": 1e300, "max_area_mm2": 1.0}, "mm_per_pixel"),
+        ({"reject_in": [[[0, 0], [1e300, 0], [1e300, 1e300]]]}, "reject_in"),
+        ({"ignore_in": [[[0, 0], [-1e10, 0], [0, 5]]]}, "ignore_in"),
+        ({"max_regions": 10**23}, "max_regions"),
+        ({"min_area_px": 10**23}, "min_area_px"),
     ],
 )
 def test_bad_rule_files_are_a_422_naming_the_field(client, body, field):
