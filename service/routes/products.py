@@ -37,13 +37,22 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/products", tags=["products"], responses=error_responses(401, 403, 503))
 
 
+MAX_THRESHOLD = 1e30  # within float32, which the maps are compared in
+
+
 class ThresholdUpdate(BaseModel):
     """Replaces both overrides: a field left out (or null) goes back to its calibrated value."""
 
     model_config = ConfigDict(extra="forbid")
-    threshold: float = Field(allow_inf_nan=False, description="image score above it -> anomalous")
+    threshold: float = Field(
+        ge=-MAX_THRESHOLD, le=MAX_THRESHOLD, allow_inf_nan=False, description="image score above it -> anomalous"
+    )
     pixel_threshold: float | None = Field(
-        None, allow_inf_nan=False, description="anomaly-map value above it -> in the mask; null = calibrated"
+        None,
+        ge=-MAX_THRESHOLD,
+        le=MAX_THRESHOLD,
+        allow_inf_nan=False,
+        description="anomaly-map value above it -> in the mask; null = calibrated",
     )
 
 

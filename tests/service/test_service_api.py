@@ -112,7 +112,14 @@ def test_threshold_override_drives_verdict_and_mask(client):
 
 @pytest.mark.parametrize(
     "body",
-    [{"threshold": "high"}, {}, {"threshold": 0.5, "extra": 1}, {"threshold": None}],
+    [
+        {"threshold": "high"},
+        {},
+        {"threshold": 0.5, "extra": 1},
+        {"threshold": None},
+        {"threshold": 1e308},  # past float32: the maps' comparison overflowed (RuntimeWarning in the log)
+        {"threshold": 0.5, "pixel_threshold": -1e39},
+    ],
 )
 def test_bad_threshold_bodies_are_422(client, body):
     upload(client, "widget", GOOD)
