@@ -54,9 +54,15 @@ class ClipBackbone(nn.Module):
             raise ValueError(f"CLIP layers {cfg.layers} out of range for a {depth}-block tower")
         patch = arch["vision_cfg"]["patch_size"]
         self.grid = (cfg.image_size // patch, cfg.image_size // patch)
+        self.image_size = cfg.image_size
         self.context_length = arch["text_cfg"].get("context_length", 77)
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
         freeze(self)
+
+    def cells(self, content: tuple[int, int]) -> tuple[int, int]:
+        """(rows, cols) of the CLIP grid covered by `content` (h, w) pixels at the top-left of its input."""
+        patch = self.image_size // self.grid[0]
+        return max(1, round(content[0] / patch)), max(1, round(content[1] / patch))
 
     @property
     def vision_width(self) -> int:
@@ -96,21 +102,27 @@ class ClipBackbone(nn.Module):
 
 
 class DinoBackbone(nn.Module):
-    """Frozen DINOv2 ViT from timm at the configured input size."""
+    """Frozen DINOv2 ViT from timm; takes any input size that is a multiple of the patch (dynamic_img_size)."""
 
     def __init__(self, cfg: DinoConfig) -> None:
         super().__init__()
         self.model = timm.create_model(
-            cfg.timm_model, pretrained=False, img_size=cfg.image_size, num_classes=0, **cfg.timm_overrides
+            cfg.timm_model,
+            pretrained=False,
+            img_size=cfg.image_size,
+            num_classes=0,
+            dynamic_img_size=True,  # any H x W multiple of the patch: position embeddings resampled per input
+            **cfg.timm_overrides,
         )
-        self.grid = tuple(self.model.patch_embed.grid_size)
+        self.grid = tuple(self.model.patch_embed.grid_size)  # at image_size x image_size
+        self.patch_size = int(self.model.patch_embed.patch_size[0])
         freeze(self)
 
     @property
     def width(self) -> int:
         return self.model.embed_dim
 
-    def forward(self, images: torch.Tensor) -> DinoFeatures:  # images: (B, 3, Sd, Sd)
+    def forward(self, images: torch.Tensor) -> DinoFeatures:  # images: (B, 3, Hd, Wd), multiples of the patch
         tokens = self.model.forward_features(images)  # (B, P + Nd, Dd), final norm applied
         prefix = self.model.num_prefix_tokens
         return DinoFeatures(patch_tokens=tokens[:, prefix:], cls_token=tokens[:, 0])  # (B, Nd, Dd), (B, Dd)

@@ -50,8 +50,9 @@ class HeadsConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    map_size: int = 256  # maps are smoothed at this size, then resized to each image
-    gaussian_sigma: float = 4.0  # in pixels at map_size
+    map_size: int = 256  # training: masks and maps are compared at this size (at most 256)
+    gaussian_sigma: float = 4.0  # map smoothing, in pixels at the frame's own resolution (AnomalyDINO)
+    smoothing_max_side: int = 2048  # frames longer than this are smoothed at this size, then upsampled
     top_fraction: float = 0.01  # training-free image score: mean of the top 1% of the map
     bank_budget: int = 16384  # memory-bank tokens kept at most
     bank_reduction: str = "coreset"  # "coreset" or "kmeans"

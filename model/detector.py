@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -19,15 +18,24 @@ import torch.nn.functional as F
 from open_clip.model import resize_pos_embed
 from PIL import Image
 from timm.layers import resample_abs_pos_embed
-from torchvision.transforms.functional import gaussian_blur
 
 from model.backbones import ClipFeatures, DinoFeatures
 from model.bank import MemoryBank
-from model.config import ClipConfig, ConfigError, DetectorConfig, DinoConfig, load_config
+from model.config import ConfigError, DetectorConfig, load_config
 from model.device_cache import DeviceCache
 from model.heads import top_fraction_mean
 from model.network import DCPSFR, ReferenceFeatures
-from model.preprocess import backbone_input, image_tensors
+from model.preprocess import (
+    Geometry,
+    aspect_geometry,
+    backbone_batch,
+    bit_depth_of,
+    frame_size,
+    gaussian_smooth,
+    letterbox_batch,
+    rgb_image,
+    square_geometry,
+)
 from model.records import Mode, Prediction
 from model.references import ReferenceSet
 from model.runtime import BackboneRuntime, create_runtime
@@ -58,9 +66,26 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def feature_fingerprint(cfg: DetectorConfig, random_weights: bool) -> str:
-    """What reference features depend on: the DINOv2 backbone, its input size, and whether weights are random."""
-    basis = {"dino": cfg.dino.__dict__, "random_weights": random_weights, "seed": cfg.seed if random_weights else None}
+PREPROCESS_VERSION = "aspect-v1"  # AnomalyDINO geometry, bit depth, EXIF; older references are refitted
+
+
+def precision_of(device: torch.device) -> str:
+    """The backbones' compute precision on `device` (see Detector._autocast)."""
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def feature_fingerprint(cfg: DetectorConfig, random_weights: bool, device: torch.device | None = None) -> str:
+    """What reference features depend on: the DINOv2 backbone and input size, the preprocessing, whether the
+    weights are random, and the precision and device type they were computed under (bf16 tokens differ)."""
+    device = device or torch.device("cpu")
+    basis = {
+        "dino": cfg.dino.__dict__,
+        "random_weights": random_weights,
+        "seed": cfg.seed if random_weights else None,
+        "preprocess": PREPROCESS_VERSION,
+        "precision": precision_of(device),
+        "device_type": device.type,
+    }
     return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -82,7 +107,7 @@ class Detector:
         self.random_weights = random_weights
         self.heads_info = heads_info
         self.mode: Mode = "full" if network.heads is not None else "training-free"
-        self.fingerprint = feature_fingerprint(self.config, random_weights)
+        self.fingerprint = feature_fingerprint(self.config, random_weights, device)
         self._text_features: torch.Tensor | None = None
         # per-product device copies (reference tokens, banks) in a byte-bounded LRU; set a budget to change it
         self.device_cache = DeviceCache(DEFAULT_DEVICE_CACHE_BYTES)
@@ -96,20 +121,50 @@ class Detector:
     # --- references -----------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def fit_references(self, images: Sequence[Image.Image]) -> ReferenceSet:
-        """Embed K normal images of one product and build its memory bank."""
+    def fit_references(self, images: Sequence[Image.Image], bit_depth: int | None = None) -> ReferenceSet:
+        """Embed K normal images of one product and build its memory bank.
+
+        The product's backbone geometry is the first reference's (shorter side to the configured size, aspect
+        kept); references and frames of another aspect are brought to it (see `frame_geometry`).
+        bit_depth: the product's bit depth for high-bit grey data without sBIT; None = the references' maximum
+        rounded up to 10/12/14/16 bits (`bit_depth_of`). Stored with the references, applied to every frame.
+        """
+        if len(images) == 0:
+            raise ValueError("no reference images given")
+        bit_depth = bit_depth if bit_depth is not None else bit_depth_of(images)
+        rgb = [rgb_image(img, bit_depth) for img in images]
+        product = self.image_geometry(rgb[0])
         patches, classes = [], []
-        for start in range(0, len(images), FIT_CHUNK):
-            dino, _ = self.embed(images[start : start + FIT_CHUNK], with_clip=False)
+        for start in range(0, len(rgb), FIT_CHUNK):
+            chunk = rgb[start : start + FIT_CHUNK]
+            dino = self._dino(self._dino_input(chunk, [self.frame_geometry(img, product) for img in chunk]))
             patches.append(dino.patch_tokens.float().cpu())  # (k, Nd, Dd)
             classes.append(dino.cls_token.float().cpu())  # (k, Dd)
         meta = {
             "created": datetime.now(UTC).isoformat(),
-            "image_sizes": [list(img.size) for img in images],
-            "grid": list(self.network.dino_grid),
+            "image_sizes": [list(frame_size(img)) for img in images],
+            "grid": list(product.grid),
+            "geometry": {"resized": list(product.resized), "input": list(product.input)},
+            "bit_depth": bit_depth,
+            "precision": precision_of(self.device),
             "versions": {"torch": torch.__version__, "timm": timm.__version__, "open_clip": open_clip.__version__},
         }
         return self._reference_set(torch.cat(patches), torch.cat(classes), meta)  # (K, Nd, Dd), (K, Dd)
+
+    def image_geometry(self, image: Image.Image) -> Geometry:
+        """AnomalyDINO's geometry for this frame on its own (its camera size, see `aspect_geometry`)."""
+        width, height = frame_size(image)
+        return aspect_geometry(height, width, self.config.dino.image_size, self.network.dino.patch_size)
+
+    def frame_geometry(self, image: Image.Image, product: Geometry) -> Geometry:
+        """The frame's own geometry when it gives the product's grid; else the product's (a plain resize).
+
+        A frame of the references' aspect (any size) keeps its own resize and crop, exactly as AnomalyDINO; one
+        of another aspect is resized to the product's resized size, so its grid matches the memory bank's
+        positions (needed by ACL) and the map, stretched back over the frame, is in the frame's geometry again.
+        """
+        own = self.image_geometry(image)
+        return own if own.grid == product.grid else product
 
     def subset_references(self, refs: ReferenceSet, indices: Sequence[int]) -> ReferenceSet:
         """The references at `indices` with their own bank, without a backbone pass (leave-one-out calibration)."""
@@ -142,10 +197,12 @@ class Detector:
 
     @torch.inference_mode()
     def embed(self, images: Sequence[Image.Image], with_clip: bool) -> tuple[DinoFeatures, ClipFeatures | None]:
-        """Backbone features of a batch, preprocessed exactly as `predict` does (training caches these)."""
-        tensors = image_tensors(images, self.device)
-        dino = self._dino(self._backbone_input(tensors, self.config.dino))
-        return dino, (self._clip(self._backbone_input(tensors, self.config.clip)) if with_clip else None)
+        """Backbone features of a training batch at the square training geometry (batches mix aspects there)."""
+        size = self.config.dino.image_size
+        rgb = [rgb_image(img).resize((size, size), Image.Resampling.BICUBIC) for img in images]  # squashed
+        square = square_geometry(size, self.network.dino.patch_size)
+        dino = self._dino(self._dino_input(rgb, [square] * len(rgb)))
+        return dino, (self._clip(self._clip_input(rgb)[0]) if with_clip else None)
 
     def load_references(self, folder: str | Path) -> ReferenceSet:
         refs = ReferenceSet.load(folder)
@@ -156,25 +213,30 @@ class Detector:
 
     @torch.inference_mode()
     def predict(self, images: Sequence[Image.Image], refs: ReferenceSet) -> list[Prediction]:
-        """Scores and anomaly maps (each at its image's own H x W) for a batch of one product's images."""
+        """Scores and anomaly maps (each at its frame's own H x W) for a batch of one product's images."""
         refs.check_compatible(self.config.name, self.fingerprint)
+        if len(images) == 0:
+            raise ValueError("no images given")
         timings: dict[str, float] = {}
+        product = refs.geometry
         with _timed(timings, "preprocess", self.device):
-            tensors = image_tensors(images, self.device)
-            dino_input = self._backbone_input(tensors, self.config.dino)  # (B, 3, Sd, Sd)
-            clip_input = self._backbone_input(tensors, self.config.clip) if self.mode == "full" else None
+            rgb = [rgb_image(_checked(img), refs.bit_depth) for img in images]
+            geometries = [self.frame_geometry(img, product) for img in rgb]
+            self._log_geometry_once(refs, rgb, geometries)
+            dino_input = self._dino_input(rgb, geometries)  # (B, 3, Hd, Wd)
+            clip_input = self._clip_input(rgb) if self.mode == "full" else None
         with _timed(timings, "dino", self.device):
             dino = self._dino(dino_input)
         clip = None
         if clip_input is not None:
             with _timed(timings, "clip", self.device):
-                clip = self._clip(clip_input)
+                clip = (self._clip(clip_input[0]), clip_input[1])
         with _timed(timings, "bank_search", self.device):
             s_cos = 1.0 - refs.bank.max_similarity(dino.patch_tokens, self.device_cache).to(self.device)  # (B, Nd)
         with _timed(timings, "heads", self.device):
-            grid_maps, raw_scores = self._score(dino, clip, s_cos, refs)  # (B, hd, wd), (B,)
+            grid_maps, raw_scores = self._score(dino, clip, s_cos, refs, product.grid)  # (B, hd, wd), (B,)
         with _timed(timings, "postprocess", self.device):
-            maps = self._full_resolution_maps(grid_maps, [t.shape[-2:] for t in tensors])
+            maps = self._frame_maps(grid_maps, [frame_size(img) for img in images])
             raw_scores = raw_scores.float().cpu()
             logits = raw_scores.tolist() if self.mode == "full" else [None] * len(maps)
             scores = (torch.sigmoid(raw_scores) if self.mode == "full" else raw_scores).tolist()
@@ -188,29 +250,53 @@ class Detector:
         """Training-free leave-one-out from the cached tokens: each reference's patch tokens against the bank of
         the other K-1 (no backbone pass at all). Needs K >= 2. Maps at each reference's own size when known."""
         assert refs.n_references >= 2, "leave-one-out needs two or more references"
-        sizes = refs.meta.get("image_sizes") or [list(self.network.dino_grid)[::-1]] * refs.n_references
+        grid = refs.geometry.grid
+        sizes = refs.meta.get("image_sizes") or [list(refs.geometry.input)[::-1]] * refs.n_references
         predictions = []
         for held_out in range(refs.n_references):
             others = self.subset_references(refs, [i for i in range(refs.n_references) if i != held_out])
             tokens = refs.patch_tokens[held_out : held_out + 1].to(self.device)  # (1, Nd, Dd)
             s_cos = 1.0 - others.bank.max_similarity(tokens).to(self.device)  # (1, Nd)
-            grid = s_cos.view(1, *self.network.dino_grid)  # (1, hd, wd)
             width, height = sizes[held_out]
-            anomaly_map = self._full_resolution_maps(grid, [(height, width)])[0]
+            anomaly_map = self._frame_maps(s_cos.view(1, *grid), [(width, height)])[0]  # (H, W)
             score = float(top_fraction_mean(s_cos, self.config.inference.top_fraction)[0])
             predictions.append(Prediction(score, anomaly_map, "training-free", self.random_weights))
         return predictions
 
+    def _log_geometry_once(self, refs: ReferenceSet, images: list[Image.Image], geometries: list[Geometry]) -> None:
+        product = refs.geometry
+        for image, geometry in zip(images, geometries, strict=True):
+            if geometry == product and self.image_geometry(image).grid != product.grid and not refs.geometry_logged:
+                refs.geometry_logged = True
+                width, height = frame_size(image)
+                log.warning(
+                    "a %d x %d frame has another aspect than its product's references (grid %s): it is resized to "
+                    "the references' %s input, and its map stretched back over the frame (logged once per product)",
+                    width,
+                    height,
+                    "x".join(map(str, product.grid)),
+                    "x".join(map(str, product.resized[::-1])),
+                )
+
     def _score(
-        self, dino: DinoFeatures, clip: ClipFeatures | None, s_cos: torch.Tensor, refs: ReferenceSet
+        self,
+        dino: DinoFeatures,
+        clip: tuple[ClipFeatures, tuple[int, int]] | None,
+        s_cos: torch.Tensor,
+        refs: ReferenceSet,
+        grid: tuple[int, int],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         b = s_cos.shape[0]
         if self.mode == "training-free":
-            grid = s_cos.view(b, *self.network.dino_grid)  # (B, hd, wd)
-            return grid, top_fraction_mean(s_cos, self.config.inference.top_fraction)
+            grid_map = s_cos.view(b, *grid)  # (B, hd, wd)
+            return grid_map, top_fraction_mean(s_cos, self.config.inference.top_fraction)
+        assert clip is not None
+        clip_features, content = clip
         patch_tokens, cls_tokens = refs.tokens_on(self.device, self.device_cache)
         reference = ReferenceFeatures(patch_tokens[None], cls_tokens[None])  # (1, K, Nd, Dd), (1, K, Dd)
-        out = self.network.run_heads(clip, dino, reference, s_cos, self._cached_text_features())
+        out = self.network.run_heads(
+            clip_features, dino, reference, s_cos, self._cached_text_features(), grid, clip_content=content
+        )
         return out.s_hat, out.y_hat  # the logit y: predict() reports sigmoid(y) as the score and y as the logit
 
     def _cached_text_features(self) -> torch.Tensor:
@@ -218,9 +304,14 @@ class Detector:
             self._text_features = self.network.text_features()  # (2, Dt): fixed once the heads are trained
         return self._text_features
 
-    @staticmethod
-    def _backbone_input(tensors: list[torch.Tensor], cfg: ClipConfig | DinoConfig) -> torch.Tensor:
-        return backbone_input(tensors, cfg.image_size, cfg.mean, cfg.std)  # (B, 3, S, S)
+    def _dino_input(self, images: list[Image.Image], geometries: list[Geometry]) -> torch.Tensor:
+        cfg = self.config.dino
+        return backbone_batch(images, geometries, cfg.mean, cfg.std, self.device)  # (B, 3, Hd, Wd)
+
+    def _clip_input(self, images: list[Image.Image]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The frames letterboxed into CLIP's square input (B, 3, Sc, Sc), and the content's (h, w) in pixels."""
+        cfg = self.config.clip
+        return letterbox_batch(images, cfg.image_size, cfg.mean, cfg.std, self.device)
 
     def _dino(self, images: torch.Tensor) -> DinoFeatures:
         with self._autocast():
@@ -235,20 +326,30 @@ class Detector:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _full_resolution_maps(self, grid_maps: torch.Tensor, sizes: list[torch.Size]) -> list:
-        """Grid maps (B, hd, wd) -> smoothed at map_size -> each image's (H, W) float32 numpy array."""
+    def _frame_maps(self, grid_maps: torch.Tensor, sizes: list[tuple[int, int]]) -> list:
+        """Grid maps (B, hd, wd) -> each frame's (H, W) float32 numpy map, as AnomalyDINO's `dists2map`.
+
+        Bilinear upsampling over the whole frame, then a Gaussian of `gaussian_sigma` px at the frame's own
+        resolution. Frames longer than `smoothing_max_side` are smoothed at that size (sigma scaled alike) and
+        upsampled after, which bounds the memory of the blur; the map is still the frame's H x W.
+        """
         inference = self.config.inference
-        size = inference.map_size
-        maps = F.interpolate(grid_maps.float()[:, None], size=(size, size), mode="bilinear", align_corners=False)
-        sigma = inference.gaussian_sigma
-        if sigma > 0:
-            kernel = 2 * math.ceil(3 * sigma) + 1
-            maps = gaussian_blur(maps, kernel_size=[kernel, kernel], sigma=[sigma, sigma])  # (B, 1, S, S)
         out = []
-        for smoothed, (h, w) in zip(maps, sizes, strict=True):
-            full = F.interpolate(smoothed[None], size=(int(h), int(w)), mode="bilinear", align_corners=False)
-            out.append(full[0, 0].cpu().numpy().astype("float32", copy=False))  # (H, W)
+        for grid_map, (width, height) in zip(grid_maps.float(), sizes, strict=True):
+            scale = min(1.0, inference.smoothing_max_side / max(width, height))
+            work = (max(1, round(height * scale)), max(1, round(width * scale)))
+            smooth = F.interpolate(grid_map[None, None], size=work, mode="bilinear", align_corners=False)[:, 0]
+            smooth = gaussian_smooth(smooth, inference.gaussian_sigma * scale)  # (1, h, w)
+            if work != (height, width):
+                smooth = F.interpolate(smooth[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+            out.append(smooth[0].cpu().numpy().astype("float32", copy=False))  # (H, W)
         return out
+
+
+def _checked(image: Image.Image) -> Image.Image:
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected PIL images, got {type(image).__name__}")
+    return image
 
 
 @contextlib.contextmanager
@@ -339,8 +440,9 @@ def _load_backbones(network: DCPSFR, cfg: DetectorConfig, weights: Path) -> None
     dino_state = read_state_dict(verified_weight_file(cfg.name, "dino", weights))
     model = network.dino.model
     if dino_state["pos_embed"].shape != model.pos_embed.shape:
+        embedded_prefix = 0 if model.no_embed_class else model.num_prefix_tokens  # reg4: no class position
         dino_state["pos_embed"] = resample_abs_pos_embed(
-            dino_state["pos_embed"], new_size=list(model.patch_embed.grid_size), num_prefix_tokens=1
+            dino_state["pos_embed"], new_size=list(model.patch_embed.grid_size), num_prefix_tokens=embedded_prefix
         )
     model.load_state_dict(dino_state, strict=True)
     if network.clip is not None:

@@ -64,8 +64,14 @@ class DCPSFR(nn.Module):
         refs: ReferenceFeatures,
         s_cos: torch.Tensor,
         text_features: torch.Tensor,
+        dino_grid: tuple[int, int] | None = None,
+        clip_content: tuple[int, int] | None = None,
     ) -> HeadOutputs:
-        """Full-mode forward on extracted features; s_cos (B, Nd) comes from the memory bank."""
+        """Full-mode forward on extracted features; s_cos (B, Nd) comes from the memory bank.
+
+        dino_grid: the product's (hd, wd) grid (default: the square grid at the configured size).
+        clip_content: (h, w) pixels of the letterboxed frame inside CLIP's square input (default: all of it).
+        """
         assert self.heads is not None and self.clip is not None
         return self.heads(
             clip.layer_tokens.float(),
@@ -77,5 +83,6 @@ class DCPSFR(nn.Module):
             refs.cls_tokens,
             s_cos,
             clip_grid=self.clip.grid,
-            dino_grid=self.dino.grid,
+            dino_grid=dino_grid or self.dino.grid,
+            clip_region=self.clip.cells(clip_content) if clip_content else None,
         )

@@ -1,58 +1,230 @@
-"""Decoded images -> backbone input tensors. Any PIL size and mode; each backbone has its own size and mean/std."""
+"""Decoded frames -> backbone input tensors, keeping each frame's geometry, bit depth and pixels.
+
+- Geometry (AnomalyDINO, `DINOv2Wrapper.prepare_image`): the shorter side is resized to the configured size with
+  PIL bicubic (antialiased), the longer side to `int(size * long / short)` (torchvision's `Resize(size)`), then
+  the bottom/right rows and columns past a multiple of the patch size are cropped.
+- Pixels: 8-bit data as it is; high-bit grey data (16-bit containers) divided by its real full scale
+  `2**bits - 1` (bits from the PNG `sBIT` chunk, else the product's bit depth), never by 65535 blindly; an
+  alpha channel that is zero everywhere is ignored (the colour channels are the image).
+- Memory: resizing runs on uint8 PIL images; floats exist only at backbone size.
+"""
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+BIT_DEPTHS = (10, 12, 14, 16)  # a product's bit depth: its references' maximum rounded up to one of these
+FRAME_SIZE_KEY = "frame_size"  # image.info[...] = (W, H) as the camera sent it, when decoded at a reduced size
+SIGNIFICANT_BITS_KEY = "significant_bits"  # image.info[...] = bits of real data (PNG sBIT), when known
+DECODE_SHORT_SIDE = 2048  # frames are decoded/reduced to at least this shorter side (4.5x the 448 backbone)
 
-def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from any PIL mode: L, LA, P, RGBA, CMYK, 16-bit and 32-bit greyscale, float."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)  # (H, W)
-        scale = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        if image.mode == "F" and values.max(initial=0) <= 1.0:
-            scale = 1.0
-        grey = np.clip(values / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
+
+@dataclass(frozen=True)
+class Geometry:
+    """How one frame reaches the backbone: resized to `resized` (H, W), cropped to `input` (H, W) = grid x patch."""
+
+    resized: tuple[int, int]
+    input: tuple[int, int]
+    grid: tuple[int, int]
+
+
+def aspect_geometry(height: int, width: int, short_side: int, patch: int) -> Geometry:
+    """AnomalyDINO's backbone geometry for an H x W frame (see the module docstring)."""
+    if min(height, width) < 1:
+        raise ValueError(f"empty image ({width} x {height})")
+    if height <= width:
+        resized = (short_side, int(short_side * width / height))
+    else:
+        resized = (int(short_side * height / width), short_side)
+    grid = (resized[0] // patch, resized[1] // patch)
+    if min(grid) < 1:
+        raise ValueError(f"a {width} x {height} image gives an empty {patch}-px patch grid")
+    return Geometry(resized=resized, input=(grid[0] * patch, grid[1] * patch), grid=grid)
+
+
+def square_geometry(size: int, patch: int) -> Geometry:
+    """The whole frame squashed to size x size (training features only: batches mix aspects there)."""
+    grid = (size // patch, size // patch)
+    return Geometry(resized=(size, size), input=(grid[0] * patch, grid[1] * patch), grid=grid)
+
+
+def frame_size(image: Image.Image) -> tuple[int, int]:
+    """(W, H) of the frame as the camera sent it (a reduced decode keeps it in `image.info`)."""
+    width, height = image.info.get(FRAME_SIZE_KEY, image.size)
+    return int(width), int(height)
+
+
+def png_significant_bits(data: bytes) -> int | None:
+    """Bits of real data per sample from a PNG's `sBIT` chunk (greyscale: its first byte), or None."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"sBIT" and length >= 1 and pos + 9 <= len(data):
+            return int(data[pos + 8])
+        if kind in (b"IDAT", b"IEND"):
+            return None  # sBIT must come before the pixel data
+        pos += 12 + length
+    return None
+
+
+def is_high_bit(image: Image.Image) -> bool:
+    return image.mode in HIGH_BIT_MODES
+
+
+def bit_depth_of(images: Sequence[Image.Image]) -> int | None:
+    """A product's bit depth from its references: None for 8-bit data, else the maximum rounded up to 10..16."""
+    high = [img for img in images if is_high_bit(img)]
+    if not high:
+        return None
+    declared = [img.info[SIGNIFICANT_BITS_KEY] for img in high if SIGNIFICANT_BITS_KEY in img.info]
+    if len(declared) == len(high):
+        return max(declared)
+    highest = max(int(np.asarray(img).max(initial=0)) for img in high)
+    return next((bits for bits in BIT_DEPTHS if highest < 2**bits), 16)
+
+
+def to_rgb_array(image: Image.Image, bit_depth: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from any PIL mode: L, LA, P, RGBA, CMYK, 16-bit and 32-bit greyscale, float.
+
+    High-bit grey data is scaled by `2**bits - 1` with bits = the image's own sBIT when known, else `bit_depth`
+    (the product's), else 16. Alpha that is zero everywhere is dropped; partial alpha is composited over black.
+    """
+    if is_high_bit(image) or image.mode == "F":
+        return np.repeat(_high_bit_grey(image, bit_depth)[:, :, None], 3, axis=2)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
+        if image.getextrema()[3][1] == 0:  # an empty alpha channel is an export artefact, not a defect map
+            return np.array(image.convert("RGB"), dtype=np.uint8)
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))  # transparent parts read as black
         image = Image.alpha_composite(background, image)
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
-def image_tensors(images: Sequence[Image.Image], device: torch.device) -> list[torch.Tensor]:
-    """Each image as a (3, H, W) float tensor in [0, 1] on `device`."""
-    if len(images) == 0:
-        raise ValueError("no images given")
-    tensors = []
-    for image in images:
-        if not isinstance(image, Image.Image):
-            raise TypeError(f"expected PIL images, got {type(image).__name__}")
-        array = torch.from_numpy(to_rgb_array(image))  # (H, W, 3) uint8
-        if device.type == "cuda":
-            array = array.pin_memory()  # page-locked: the upload is a DMA that overlaps the host's next image
-        tensors.append(array.to(device, non_blocking=True).permute(2, 0, 1).float().div_(255.0))  # (3, H, W)
-    return tensors
+def _high_bit_grey(image: Image.Image, bit_depth: int | None) -> np.ndarray:
+    values = np.asarray(image, dtype=np.float32)  # (H, W)
+    if image.mode == "F":
+        full_scale = 1.0 if values.max(initial=0) <= 1.0 else 255.0
+    else:
+        bits = image.info.get(SIGNIFICANT_BITS_KEY) or bit_depth or 16
+        full_scale = float(2 ** int(bits) - 1)
+    return np.clip(values * (255.0 / full_scale) + 0.5, 0, 255).astype(np.uint8)  # (H, W)
 
 
-def backbone_input(
-    images: Sequence[torch.Tensor],
-    size: int,
+def rgb_image(image: Image.Image, bit_depth: int | None = None) -> Image.Image:
+    """`image` as an 8-bit RGB PIL image (see `to_rgb_array`), keeping its frame size."""
+    if image.mode == "RGB":
+        return image
+    rgb = Image.fromarray(to_rgb_array(image, bit_depth))
+    rgb.info[FRAME_SIZE_KEY] = frame_size(image)
+    return rgb
+
+
+def reduced(image: Image.Image, short_side: int = DECODE_SHORT_SIDE) -> Image.Image:
+    """A large frame box-reduced by an integer factor, its shorter side kept >= `short_side`; info keeps the size."""
+    factor = min(image.size) // short_side
+    if factor < 2:
+        return image
+    small = image.resize((image.width // factor, image.height // factor), Image.Resampling.BOX)
+    small.info = {**image.info, FRAME_SIZE_KEY: frame_size(image)}
+    return small
+
+
+def backbone_batch(
+    images: Sequence[Image.Image],
+    geometries: Sequence[Geometry],
     mean: Sequence[float],
     std: Sequence[float],
+    device: torch.device,
 ) -> torch.Tensor:
-    """Resize every (3, H, W) image to size x size (the whole frame, no crop) and normalise -> (B, 3, S, S)."""
-    resized = [
-        F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        for img in images
-    ]
-    batch = torch.cat(resized).clamp_(0.0, 1.0)  # (B, 3, S, S)
-    mean_t = torch.tensor(mean, device=batch.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=batch.device).view(1, 3, 1, 1)
+    """RGB images -> PIL bicubic to each geometry's resized size, crop, normalise -> (B, 3, Hin, Win) float32."""
+    if len({g.input for g in geometries}) != 1:
+        raise ValueError("a batch needs one backbone input size")
+    arrays = []
+    for image, geometry in zip(images, geometries, strict=True):
+        (rh, rw), (ih, iw) = geometry.resized, geometry.input
+        resized = image.resize((rw, rh), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(resized)[:ih, :iw])  # (Hin, Win, 3) uint8: floats only at backbone size
+    batch = _uint8_to_device(np.stack(arrays), device).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     return (batch - mean_t) / std_t
+
+
+def _uint8_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(array)  # (B, H, W, 3) uint8: a quarter of the float bytes crosses the bus
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()  # page-locked: the upload is a DMA
+    return tensor.to(device, non_blocking=True)
+
+
+def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int]:
+    """(h, w) of an H x W frame scaled isotropically to fit a size x size square (CLIP's fixed input)."""
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def letterbox_batch(
+    images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float], device: torch.device
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """RGB images scaled isotropically into the top-left of a size x size square padded with the mean colour.
+
+    Returns (B, 3, size, size) and the (h, w) of the content, so a CLIP cue map can be cropped back to the
+    frame's region and resized to the DINOv2 grid without distorting geometry. One content size per batch:
+    the first image's (a product's frames share their references' aspect; others are resized to it).
+    """
+    height, width = images[0].height, images[0].width
+    h, w = letterbox_geometry(height, width, size)
+    arrays = []
+    for image in images:
+        arrays.append(np.asarray(image.resize((w, h), Image.Resampling.BICUBIC)))  # (h, w, 3) uint8
+    content = _uint8_to_device(np.stack(arrays), device).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, h, w)
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    batch = torch.zeros(len(images), 3, size, size, device=device)  # normalised mean colour = 0
+    batch[:, :, :h, :w] = (content - mean_t) / std_t
+    return batch, (h, w)
+
+
+def gaussian_kernel_1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """scipy.ndimage.gaussian_filter's kernel: radius int(truncate * sigma + 0.5), normalised."""
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Isotropic Gaussian of (B, H, W) maps, sigma in pixels, borders as scipy's mode='reflect' (d c b a | a b c d).
+
+    This is AnomalyDINO's `scipy.ndimage.gaussian_filter(map, sigma=4)`, separable, on the maps' device.
+    """
+    if sigma <= 0:
+        return maps
+    kernel = gaussian_kernel_1d(sigma).to(maps.device)
+    out = maps[:, None]  # (B, 1, H, W)
+    for dim in (2, 3):
+        out = _symmetric_pad(out, len(kernel) // 2, dim)
+        weight = kernel.view(1, 1, -1, 1) if dim == 2 else kernel.view(1, 1, 1, -1)
+        out = torch.nn.functional.conv2d(out, weight)
+    return out[:, 0]  # (B, H, W)
+
+
+def _symmetric_pad(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    size = x.shape[dim]
+    if radius == 0:
+        return x
+    reps = math.ceil(radius / size) * 2 + 1  # mirror tiles enough for tiny maps too
+    tiles = [x.flip(dim) if (i - reps // 2) % 2 else x for i in range(reps)]
+    full = torch.cat(tiles, dim=dim)
+    start = (reps // 2) * size - radius
+    return full.narrow(dim, start, size + 2 * radius)

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from model.bank import MemoryBank
 from model.device_cache import DeviceCache
+from model.preprocess import Geometry
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "features.safetensors"
@@ -36,6 +37,19 @@ class ReferenceSet:
     bank: MemoryBank
     meta: dict[str, Any] = field(default_factory=dict)
     cache_key: int = field(default_factory=lambda: next(_KEYS), init=False, repr=False, compare=False)
+
+    geometry_logged: bool = field(default=False, init=False, repr=False, compare=False)  # detector's once-a-product log
+
+    @property
+    def geometry(self) -> Geometry:
+        """The product's backbone geometry, fixed by its references (see Detector.fit_references)."""
+        resized, crop = self.meta["geometry"]["resized"], self.meta["geometry"]["input"]
+        return Geometry(resized=tuple(resized), input=tuple(crop), grid=tuple(self.meta["grid"]))
+
+    @property
+    def bit_depth(self) -> int | None:
+        """The product's bit depth for high-bit grey frames without sBIT (None: its references were 8-bit)."""
+        return self.meta.get("bit_depth")
 
     def tokens_on(self, device: torch.device, cache: DeviceCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(patch_tokens, cls_tokens) on `device`: the host tensors on CPU; on an accelerator a copy, kept in

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from model import Detector, Prediction, ReferenceSet
+from model.preprocess import rgb_image
 
 ScoreScale = Literal["logit", "distance"]
 MARGIN_SIGMAS = 3.0
@@ -264,6 +265,7 @@ def calibrate(
     """Thresholds for references `refs` fit on `images`, plus the predictions of `frames` (the `good` ones, all
     when None, are calibration frames)."""
     policy = policy or CalibrationPolicy()
+    images = [rgb_image(img, refs.bit_depth) for img in images]  # 16-bit references: augmentations work on RGB
     if len(images) >= 2:
         method, normal = "leave-one-out", leave_one_out(detector, images, refs)
         views = score_frames(detector, reference_views(images), refs)

@@ -1,4 +1,4 @@
-"""Uploaded bytes -> checked, decoded RGB images; anomaly maps -> mask and heat-map PNGs.
+"""Uploaded bytes -> checked, decoded images as the camera meant them; anomaly maps -> mask and heat-map PNGs.
 
 Decoding order: identify the format from the header, refuse formats we do not accept (415) and images over
 the pixel limit (413) before any pixel is decoded (decompression bombs), then decode (400 if that fails).
@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import struct
 import warnings
 import zlib
 from collections.abc import Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from model.preprocess import to_rgb_array
+from model.preprocess import (
+    DECODE_SHORT_SIDE,
+    FRAME_SIZE_KEY,
+    SIGNIFICANT_BITS_KEY,
+    is_high_bit,
+    png_significant_bits,
+    reduced,
+    to_rgb_array,
+)
 from service.errors import ApiError, BadImage, PayloadTooLarge, UnsupportedMedia
 from service.formats import ACCEPTED_FORMATS, SIGNATURES
 
+EXIF_ORIENTATION = 0x0112
 HEATMAP_SPAN = 2.0  # heat map: 0 -> 0, the mask threshold -> 128, HEATMAP_SPAN x the threshold or more -> 255
 PNG_COMPRESS_LEVEL = 1  # fast; masks and maps compress well anyway
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -27,7 +37,14 @@ PNG_FILTER_NONE, PNG_FILTER_UP = 0, 2
 
 
 def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """One uploaded file -> an RGB PIL image at its own size, or an ApiError that says what is wrong.
+    """One uploaded file -> a PIL image as the camera meant it, or an ApiError that says what is wrong.
+
+    - 8-bit data of any mode -> RGB (an alpha channel that is zero everywhere is ignored); high-bit grey data
+      stays 16-bit ("I;16") so the model scales it by its real bit depth (PNG sBIT -> info, else the product's).
+    - EXIF orientation is applied: width, height and the map follow the image as displayed.
+    - Frames with a shorter side over 2 x DECODE_SHORT_SIDE are decoded reduced (JPEG DCT scaling via `draft`,
+      else an integer box `reduce`); `info[FRAME_SIZE_KEY]` keeps the camera size, the map comes back at it.
+    - A multi-page file (TIFF) is refused (415) from its header: only its first page would be seen, silently.
 
     Whatever Pillow raises while reading the header or the pixels (OSError, SyntaxError, ValueError, struct.error,
     EOFError, ...) becomes a 400: the pixels are decoded in full here (`load()`), never lazily later, and
@@ -46,20 +63,55 @@ def open_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise UnsupportedMedia(f"{name}: {image.format} images are not accepted (use PNG, JPEG, BMP or TIFF)")
     with _undecodable(name, image.format):
         width, height = image.size
+        pages = getattr(image, "n_frames", 1)
     if width * height > max_pixels:
         raise PayloadTooLarge(
             f"{name}: {width} x {height} = {width * height} pixels, more than the limit of {max_pixels} "
             "(DCPSFR_MAX_PIXELS)"
         )
+    if pages > 1:
+        raise UnsupportedMedia(
+            f"{name}: a {pages}-page {image.format}; send each page as its own image (one frame per file)"
+        )
+    bits = png_significant_bits(data)  # Pillow does not read sBIT
+    if bits:
+        image.info[SIGNIFICANT_BITS_KEY] = bits
     return image
 
 
 def decode_opened(image: Image.Image, name: str) -> Image.Image:
-    """The pixels of an image from `open_image`, decoded in full -> RGB (400 if they do not decode)."""
+    """The pixels of an image from `open_image`, decoded in full (400 if they do not decode); see decode_image."""
     with _undecodable(name, image.format):
-        image.load()
-        rgb = to_rgb_array(image)  # (H, W, 3) uint8: every mode the model accepts, checked here, not in a batch
-    return Image.fromarray(rgb)
+        return _pixels(image)
+
+
+def _pixels(image: Image.Image) -> Image.Image:
+    """Full decode (reduced where large), EXIF orientation, then RGB or 16-bit grey.
+
+    Memory: one full-size decoded copy at most (RGB frames are reduced before anything else copies them).
+    """
+    camera_size = image.size
+    bits = image.info.get(SIGNIFICANT_BITS_KEY)
+    if image.format == "JPEG" and min(camera_size) >= 2 * DECODE_SHORT_SIDE:
+        scale = DECODE_SHORT_SIDE / min(camera_size)
+        image.draft("RGB", (math.ceil(camera_size[0] * scale), math.ceil(camera_size[1] * scale)))
+    image.load()
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+        if orientation in (5, 6, 7, 8):  # a quarter turn swaps width and height
+            camera_size = camera_size[::-1]
+    if image.mode == "RGB":
+        decoded = image
+    elif is_high_bit(image):
+        grey = np.asarray(image)
+        decoded = Image.fromarray(np.clip(grey, 0, 65535).astype(np.uint16) if grey.dtype != np.uint16 else grey)
+    else:
+        decoded = Image.fromarray(to_rgb_array(image))  # (H, W, 3) uint8; checked here, not in a batch
+    decoded.info = {SIGNIFICANT_BITS_KEY: bits} if bits and is_high_bit(decoded) else {}  # no stale EXIF/ICC
+    if decoded.size != camera_size:
+        decoded.info[FRAME_SIZE_KEY] = camera_size
+    return reduced(decoded)
 
 
 def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:

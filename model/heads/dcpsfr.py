@@ -58,11 +58,16 @@ class DCPSFRHeads(nn.Module):
         s_cos: torch.Tensor,
         clip_grid: tuple[int, int],
         dino_grid: tuple[int, int],
+        clip_region: tuple[int, int] | None = None,
     ) -> HeadOutputs:
         """clip_layers (B, m, Nc, Dc), clip_embedding (B, Dt), text_features (2, Dt), g_p (B, Nd, Dd),
-        g_cls (B, Dd), ref_patch (B or 1, K, Nd, Dd), ref_cls (B or 1, K, Dd), s_cos (B, Nd)."""
+        g_cls (B, Dd), ref_patch (B or 1, K, Nd, Dd), ref_cls (B or 1, K, Dd), s_cos (B, Nd).
+        clip_region: (rows, cols) of the CLIP grid the frame covers (letterboxed input); the cue map is cropped
+        to it before it is resized to the DINOv2 grid, so both grids cover the same frame, undistorted."""
         b = g_p.shape[0]
         s_init, s_amp_clip = self.caca(clip_layers, text_features, clip_grid)  # (B, Nc), (B, hc, wc)
+        if clip_region is not None:
+            s_amp_clip = s_amp_clip[:, : clip_region[0], : clip_region[1]]  # (B, rows, cols): the frame's cells
         s_amp = F.interpolate(s_amp_clip[:, None], size=dino_grid, mode="bilinear", align_corners=False)
         s_amp = s_amp[:, 0]  # (B, hd, wd)
         _, delta_rec = self.acl(g_p, s_amp.flatten(1), ref_patch)  # (B, Nd)

@@ -11,17 +11,17 @@ from model.heads.acl import CrossAttentionBlock
 def top_fraction_mean(values: torch.Tensor, fraction: torch.Tensor | float, softness: float = 0.0) -> torch.Tensor:
     """Mean of the top `fraction` of each row of `values` (B, N) -> (B,).
 
+    Hard (softness 0): the top int(fraction * N) values, at least 1, as AnomalyDINO's `mean_top1p`.
     softness > 0 gives a soft top-k (a sigmoid over ranks, `softness` ranks wide), differentiable in `fraction`.
     """
     b, n = values.shape
     ordered = values.sort(dim=1, descending=True).values  # (B, N)
     k = torch.as_tensor(fraction, dtype=values.dtype, device=values.device).expand(b) * n  # (B,)
-    k = k.clamp(min=1.0)
     ranks = torch.arange(n, device=values.device, dtype=values.dtype)  # (N,)
     if softness > 0:
-        weights = torch.sigmoid((k[:, None] - ranks[None] - 0.5) / softness)  # (B, N)
+        weights = torch.sigmoid((k.clamp(min=1.0)[:, None] - ranks[None] - 0.5) / softness)  # (B, N)
     else:
-        weights = (ranks[None] < k[:, None].ceil()).to(values.dtype)  # (B, N)
+        weights = (ranks[None] < k[:, None].floor().clamp(min=1.0)).to(values.dtype)  # (B, N)
     return (weights * ordered).sum(dim=1) / weights.sum(dim=1)
 
 
@@ -57,5 +57,6 @@ class ImageScoreHead(nn.Module):
         eta_rec = (g_cls - rebuilt).abs()  # (B, Dd)
         y_global = self.adapter(torch.cat([eta_rec, clip_score[:, None]], dim=1))[:, 0]  # (B,)
         p = self.p_max * torch.sigmoid(self.kappa(s_hat[:, None]))[:, 0]  # (B,) in (0, p_max)
-        y_local = top_fraction_mean(s_hat.flatten(1), p, softness=1.0)  # (B,)
+        y_local = top_fraction_mean(s_hat.flatten(1), p, softness=1.0 if self.training else 0.0)  # (B,): hard top-k
+
         return y_global, y_local, p

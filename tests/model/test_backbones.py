@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from model.backbones import ClipBackbone, DinoBackbone
 from model.config import ConfigError, available_configs, load_config
-from model.preprocess import backbone_input, to_rgb_array
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +56,3 @@ def test_dino_backbone_grid_at_configured_size(tiny_cfg):
     assert dino.grid == (16, 16)
     assert out.patch_tokens.shape == (3, 256, dino.width) and out.cls_token.shape == (3, dino.width)
     assert not any(p.requires_grad for p in dino.parameters())
-
-
-def test_to_rgb_array_handles_16_bit_and_alpha():
-    grey16 = Image.fromarray(np.array([[0, 65535]], dtype=np.uint16))
-    assert to_rgb_array(grey16).tolist() == [[[0, 0, 0], [255, 255, 255]]]
-    rgba = Image.new("RGBA", (1, 1), (200, 100, 50, 0))
-    assert to_rgb_array(rgba).tolist() == [[[0, 0, 0]]]  # fully transparent reads as black
-
-
-def test_backbone_input_resizes_whole_frame_and_normalises():
-    images = [torch.ones(3, 50, 80), torch.zeros(3, 120, 30)]
-    batch = backbone_input(images, 28, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    assert batch.shape == (2, 3, 28, 28)
-    assert torch.allclose(batch[0], torch.ones(3, 28, 28)) and torch.allclose(batch[1], -torch.ones(3, 28, 28))

@@ -1,0 +1,52 @@
+"""Camera frames through decode and the API: EXIF orientation, multi-page TIFF, 16-bit data, large frames."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.preprocess import FRAME_SIZE_KEY, frame_size
+from service.errors import UnsupportedMedia
+from service.images import decode_image
+from tests.service.conftest import decode_png, image_bytes, inspect, upload
+
+LIMIT = 60_000_000
+
+
+def test_exif_orientation_is_applied(client, hard_cases):
+    data = (hard_cases / "exif_orientation6.jpg").read_bytes()  # stored 300 x 200, shown 200 x 300
+    assert decode_image(data, "phone.jpg", LIMIT).size == (200, 300)
+    assert upload(client, "phone", data).status_code == 201
+    result = inspect(client, "phone", data).json()["results"][0]
+    assert (result["width"], result["height"]) == (200, 300)
+    assert decode_png(result["mask_png"]).shape == (300, 200)
+
+
+def test_multipage_tiff_is_refused_as_frame_and_as_reference(client, hard_cases):
+    data = (hard_cases / "multipage_3.tif").read_bytes()
+    with pytest.raises(UnsupportedMedia, match="3-page TIFF"):
+        decode_image(data, "pages.tif", LIMIT)
+    assert upload(client, "part", image_bytes()).status_code == 201
+    for answer in (upload(client, "pages", data), inspect(client, "part", data)):
+        assert answer.status_code == 415 and "3-page" in answer.json()["detail"]
+
+
+def test_16_bit_frames_keep_their_data_for_the_product_bit_depth(client, hard_cases):
+    data = (hard_cases / "mono12_in_16bit.png").read_bytes()
+    decoded = decode_image(data, "mono12.png", LIMIT)
+    assert decoded.mode == "I;16" and np.asarray(decoded).max() == np.asarray(Image.open(io.BytesIO(data))).max()
+    created = upload(client, "mono", data)
+    assert created.status_code == 201, created.text
+    result = inspect(client, "mono", data).json()["results"][0]
+    assert (result["width"], result["height"]) == (256, 192)
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_keeps_its_size():
+    buffer = io.BytesIO()
+    Image.new("RGB", (4800, 4200), (120, 130, 140)).save(buffer, format="JPEG", quality=80)
+    decoded = decode_image(buffer.getvalue(), "big.jpg", LIMIT)
+    assert decoded.size == (2400, 2100)  # DCT scaling 1/2: the shorter side stays >= 2048
+    assert frame_size(decoded) == (4800, 4200) and decoded.info[FRAME_SIZE_KEY] == (4800, 4200)
