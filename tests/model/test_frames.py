@@ -99,6 +99,6 @@ def test_top_one_percent_is_int_of_n_like_anomalydino(tiny_detector, bottle_dir)
     score = tiny_detector.predict([image], refs)[0].score
     hd, wd = refs.geometry.grid
     assert hd * wd == 256 and int(0.01 * 256) == 2  # ceil would take 3
-    dino = tiny_detector._dino([image], [refs.geometry])  # the same features as predict, scored by hand
+    dino = tiny_detector._dino(tiny_detector._dino_input([image], [refs.geometry]))  # as predict, scored by hand
     distances = np.sort(1.0 - refs.bank.max_similarity(dino.patch_tokens)[0].numpy())[::-1]
     assert score == pytest.approx(distances[:2].mean(), rel=1e-5)
