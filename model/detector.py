@@ -435,15 +435,26 @@ def _load_heads(network: DCPSFR, cfg: DetectorConfig, path: Path) -> dict:
     return info
 
 
+def fit_pos_embed(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A timm ViT state dict with its position embeddings resampled to `model`'s grid when they differ.
+
+    Variants with registers (`*_reg4_dinov2`) embed no class/register positions (`no_embed_class`), so only
+    patch positions are resampled there; plain DINOv2 carries one class position in front.
+    """
+    if state["pos_embed"].shape == model.pos_embed.shape:
+        return state
+    embedded_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+    resampled = resample_abs_pos_embed(
+        state["pos_embed"], new_size=list(model.patch_embed.grid_size), num_prefix_tokens=embedded_prefix
+    )
+    return {**state, "pos_embed": resampled}
+
+
 def _load_backbones(network: DCPSFR, cfg: DetectorConfig, weights: Path) -> None:
     """Verified local files only; position embeddings resampled when the configured size differs."""
     dino_state = read_state_dict(verified_weight_file(cfg.name, "dino", weights))
     model = network.dino.model
-    if dino_state["pos_embed"].shape != model.pos_embed.shape:
-        embedded_prefix = 0 if model.no_embed_class else model.num_prefix_tokens  # reg4: no class position
-        dino_state["pos_embed"] = resample_abs_pos_embed(
-            dino_state["pos_embed"], new_size=list(model.patch_embed.grid_size), num_prefix_tokens=embedded_prefix
-        )
+    dino_state = fit_pos_embed(dino_state, model)
     model.load_state_dict(dino_state, strict=True)
     if network.clip is not None:
         clip_state = read_state_dict(verified_weight_file(cfg.name, "clip", weights))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,8 +14,22 @@ from tqdm import tqdm
 from model.backbones import ClipFeatures, DinoFeatures
 from model.data.datasets import load_image
 from model.detector import Detector
+from model.runtime.export import weight_checksum
 
 BATCH = 8
+
+
+def features_id(detector: Detector) -> str:
+    """What cached features depend on: the DINOv2 fingerprint, the CLIP config, and both towers' weights."""
+    network = detector.network
+    parts = {
+        "fingerprint": detector.fingerprint,
+        "clip": network.cfg.clip.__dict__ if network.clip is not None else None,
+        "dino_weights": weight_checksum(network.dino),
+        "clip_weights": weight_checksum(network.clip.model.visual) if network.clip is not None else None,
+        "geometry": "square-training",  # Detector.embed
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class FeatureCache:
@@ -25,10 +40,11 @@ class FeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.detector = detector
         self.with_clip = detector.network.clip is not None
+        self.features_id = features_id(detector)
 
     def key(self, path: Path) -> Path:
         stat = Path(path).stat()
-        basis = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.detector.fingerprint}|{self.with_clip}"
+        basis = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.features_id}"
         return self.folder / f"{hashlib.sha1(basis.encode()).hexdigest()}.safetensors"
 
     def ensure(self, paths: Sequence[Path], desc: str = "caching features") -> None:

@@ -13,6 +13,7 @@ import json
 import logging
 import subprocess
 import sys
+import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,10 +101,15 @@ def synthetic_items(dataset: AnomalyDataset, per_image: int, folder: Path, seed:
                 image_file = folder / category / f"{n:04d}_{j}.png"
                 mask_file = image_file.with_name(image_file.stem + "_mask.png")
                 if not (image_file.is_file() and mask_file.is_file()):
-                    rng = np.random.default_rng([seed, n, j, len(category)])
+                    rng = synthetic_rng(seed, category, n, j)
                     _write_synthetic(path, normals, rng, j, image_file, mask_file)
                 items.append(TrainItem(image_file, mask_file, 1, category))
     return items
+
+
+def synthetic_rng(seed: int, category: str, image_index: int, anomaly_index: int) -> np.random.Generator:
+    """The generator of one synthetic anomaly: distinct per category (a stable hash of its name, not its length)."""
+    return np.random.default_rng([seed, zlib.crc32(category.encode()), image_index, anomaly_index])
 
 
 def _write_synthetic(path: Path, normals: list[Path], rng: np.random.Generator, j: int, image: Path, mask: Path):
