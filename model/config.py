@@ -56,6 +56,8 @@ class InferenceConfig:
     top_fraction: float = 0.01  # training-free image score: mean of the top 1% of the map
     bank_budget: int = 16384  # memory-bank tokens kept at most
     bank_reduction: str = "coreset"  # "coreset" or "kmeans"
+    reference_rotations: bool = False  # AnomalyDINO: 8 rotated views of each reference in the bank
+    background_masking: bool = False  # AnomalyDINO: training-free frames score 0 on PCA-background patches
 
 
 @dataclass(frozen=True)

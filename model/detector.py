@@ -19,6 +19,7 @@ from open_clip.model import resize_pos_embed
 from PIL import Image
 from timm.layers import resample_abs_pos_embed
 
+from model.anomalydino import background_mask, rotated_views
 from model.backbones import ClipFeatures, DinoFeatures
 from model.bank import MemoryBank
 from model.config import ConfigError, DetectorConfig, load_config
@@ -121,25 +122,31 @@ class Detector:
     # --- references -----------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def fit_references(self, images: Sequence[Image.Image], bit_depth: int | None = None) -> ReferenceSet:
+    def fit_references(
+        self, images: Sequence[Image.Image], bit_depth: int | None = None, geometry: Geometry | None = None
+    ) -> ReferenceSet:
         """Embed K normal images of one product and build its memory bank.
 
         The product's backbone geometry is the first reference's (shorter side to the configured size, aspect
         kept); references and frames of another aspect are brought to it (see `frame_geometry`).
         bit_depth: the product's bit depth for high-bit grey data without sBIT; None = the references' maximum
         rounded up to 10/12/14/16 bits (`bit_depth_of`). Stored with the references, applied to every frame.
+        geometry: the product's geometry when adding references to an existing product (default: the first's).
         """
         if len(images) == 0:
             raise ValueError("no reference images given")
         bit_depth = bit_depth if bit_depth is not None else bit_depth_of(images)
         rgb = [rgb_image(img, bit_depth) for img in images]
-        product = self.image_geometry(rgb[0])
+        product = geometry or self.image_geometry(rgb[0])
         patches, classes = [], []
         for start in range(0, len(rgb), FIT_CHUNK):
             chunk = rgb[start : start + FIT_CHUNK]
             dino = self._dino(self._dino_input(chunk, [self.frame_geometry(img, product) for img in chunk]))
             patches.append(dino.patch_tokens.float().cpu())  # (k, Nd, Dd)
             classes.append(dino.cls_token.float().cpu())  # (k, Dd)
+        bank_tokens = None
+        if self.config.inference.reference_rotations:
+            bank_tokens = self._rotated_bank_tokens(rgb, product)  # (K * 8 * Nd, Dd)
         meta = {
             "created": datetime.now(UTC).isoformat(),
             "image_sizes": [list(frame_size(img)) for img in images],
@@ -149,7 +156,16 @@ class Detector:
             "precision": precision_of(self.device),
             "versions": {"torch": torch.__version__, "timm": timm.__version__, "open_clip": open_clip.__version__},
         }
-        return self._reference_set(torch.cat(patches), torch.cat(classes), meta)  # (K, Nd, Dd), (K, Dd)
+        return self._reference_set(torch.cat(patches), torch.cat(classes), meta, bank_tokens)  # (K, Nd, Dd), (K, Dd)
+
+    def _rotated_bank_tokens(self, images: list[Image.Image], product: Geometry) -> torch.Tensor:
+        """Patch tokens of AnomalyDINO's 8 rotations of every reference, for the memory bank only."""
+        tokens = []
+        for image in images:
+            views = rotated_views(image)
+            dino = self._dino(self._dino_input(views, [self.frame_geometry(v, product) for v in views]))
+            tokens.append(dino.patch_tokens.float().cpu().flatten(0, 1))  # (8 * Nd, Dd)
+        return torch.cat(tokens)
 
     def image_geometry(self, image: Image.Image) -> Geometry:
         """AnomalyDINO's geometry for this frame on its own (its camera size, see `aspect_geometry`)."""
@@ -177,15 +193,18 @@ class Detector:
     def extend_references(self, refs: ReferenceSet, images: Sequence[Image.Image]) -> ReferenceSet:
         """`refs` plus `images` as further references: only the new images pass the backbone."""
         refs.check_compatible(self.config.name, self.fingerprint)
-        added = self.fit_references(images)
+        added = self.fit_references(images, bit_depth=refs.bit_depth, geometry=refs.geometry)  # the product's
         sizes = refs.meta.get("image_sizes", []) + added.meta["image_sizes"]
         patch_tokens = torch.cat([refs.patch_tokens, added.patch_tokens])  # (K + k, Nd, Dd)
         cls_tokens = torch.cat([refs.cls_tokens, added.cls_tokens])  # (K + k, Dd)
         return self._reference_set(patch_tokens, cls_tokens, {**added.meta, "image_sizes": sizes})
 
-    def _reference_set(self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, meta: dict) -> ReferenceSet:
+    def _reference_set(
+        self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, meta: dict, bank_tokens: torch.Tensor | None = None
+    ) -> ReferenceSet:
         inference = self.config.inference
-        bank = MemoryBank.build(patch_tokens.flatten(0, 1), inference.bank_budget, inference.bank_reduction)
+        tokens = bank_tokens if bank_tokens is not None else patch_tokens.flatten(0, 1)  # (M, Dd)
+        bank = MemoryBank.build(tokens, inference.bank_budget, inference.bank_reduction)
         return ReferenceSet(
             config_name=self.config.name,
             fingerprint=self.fingerprint,
@@ -288,6 +307,9 @@ class Detector:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         b = s_cos.shape[0]
         if self.mode == "training-free":
+            if self.config.inference.background_masking:
+                foreground = torch.stack([background_mask(t, grid) for t in dino.patch_tokens]).to(s_cos.device)
+                s_cos = s_cos * foreground  # (B, Nd): background patches score 0, as AnomalyDINO
             grid_map = s_cos.view(b, *grid)  # (B, hd, wd)
             return grid_map, top_fraction_mean(s_cos, self.config.inference.top_fraction)
         assert clip is not None
