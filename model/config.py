@@ -58,6 +58,8 @@ class InferenceConfig:
     bank_reduction: str = "coreset"  # "coreset" or "kmeans"
     reference_rotations: bool = False  # AnomalyDINO: 8 rotated views of each reference in the bank
     background_masking: bool = False  # AnomalyDINO: training-free frames score 0 on PCA-background patches
+    tiles: int = 1  # tiled mode (training-free): tiles per side; 1 = off
+    tile_overlap: float = 0.1  # tiled mode: overlap of neighbouring tiles, a fraction of a tile
 
 
 @dataclass(frozen=True)

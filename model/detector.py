@@ -40,6 +40,7 @@ from model.preprocess import (
 from model.records import Mode, Prediction
 from model.references import ReferenceSet
 from model.runtime import BackboneRuntime, create_runtime
+from model.tiling import stitch, tile_boxes
 from model.weights import (
     DEFAULT_WEIGHTS_DIR,
     heads_file_config,
@@ -147,6 +148,8 @@ class Detector:
         bank_tokens = None
         if self.config.inference.reference_rotations:
             bank_tokens = self._rotated_bank_tokens(rgb, product)  # (K * 8 * Nd, Dd)
+        if self.tiled:
+            bank_tokens = torch.cat([self._tile_tokens(img, self._tile_geometry(rgb[0])) for img in rgb])
         meta = {
             "created": datetime.now(UTC).isoformat(),
             "image_sizes": [list(frame_size(img)) for img in images],
@@ -166,6 +169,39 @@ class Detector:
             dino = self._dino(self._dino_input(views, [self.frame_geometry(v, product) for v in views]))
             tokens.append(dino.patch_tokens.float().cpu().flatten(0, 1))  # (8 * Nd, Dd)
         return torch.cat(tokens)
+
+    @property
+    def tiled(self) -> bool:
+        """Tiled mode: training-free only (full mode's heads need one grid per frame)."""
+        return self.config.inference.tiles > 1 and self.mode == "training-free"
+
+    def _tiles(self, image: Image.Image) -> tuple[list[Image.Image], list[tuple[int, int, int, int]]]:
+        inference = self.config.inference
+        boxes = tile_boxes(image.width, image.height, inference.tiles, inference.tile_overlap)
+        return [image.crop(box) for box in boxes], boxes
+
+    def _tile_geometry(self, image: Image.Image) -> Geometry:
+        tiles, _ = self._tiles(image)
+        return self.image_geometry(tiles[0])
+
+    def _tile_tokens(self, image: Image.Image, product: Geometry) -> torch.Tensor:
+        """Patch tokens of every tile of one image -> (T * Nd, Dd), on CPU."""
+        tiles, _ = self._tiles(image)
+        dino = self._dino(self._dino_input(tiles, [self.frame_geometry(t, product) for t in tiles]))
+        return dino.patch_tokens.float().cpu().flatten(0, 1)
+
+    def _predict_tiled(self, image: Image.Image, refs: ReferenceSet) -> tuple[float, object]:
+        """One frame in tiled mode: score over all tiles' patches, map stitched at the frame's size."""
+        tiles, boxes = self._tiles(image)
+        product = self._tile_geometry(image)
+        dino = self._dino(self._dino_input(tiles, [self.frame_geometry(t, product) for t in tiles]))
+        s_cos = 1.0 - refs.bank.max_similarity(dino.patch_tokens).to(self.device)  # (T, Nd)
+        score = top_fraction_mean(s_cos.flatten()[None], self.config.inference.top_fraction)[0]
+        width, height = frame_size(image)
+        scale = min(1.0, self.config.inference.smoothing_max_side / max(width, height))
+        work = (max(1, round(height * scale)), max(1, round(width * scale)))
+        stitched = stitch(s_cos.view(len(tiles), *product.grid).float(), boxes, work, work[0] / image.height)
+        return float(score), self._smoothed(stitched, (width, height), scale)
 
     def image_geometry(self, image: Image.Image) -> Geometry:
         """AnomalyDINO's geometry for this frame on its own (its camera size, see `aspect_geometry`)."""
@@ -238,6 +274,15 @@ class Detector:
             raise ValueError("no images given")
         timings: dict[str, float] = {}
         product = refs.geometry
+        if self.tiled:
+            with _timed(timings, "tiled", self.device):
+                results = [self._predict_tiled(rgb_image(_checked(img), refs.bit_depth), refs) for img in images]
+            return [
+                Prediction(
+                    score=s, anomaly_map=m, mode=self.mode, random_weights=self.random_weights, timings_ms=timings
+                )
+                for s, m in results
+            ]
         with _timed(timings, "preprocess", self.device):
             rgb = [rgb_image(_checked(img), refs.bit_depth) for img in images]
             geometries = [self.frame_geometry(img, product) for img in rgb]
@@ -360,12 +405,17 @@ class Detector:
         for grid_map, (width, height) in zip(grid_maps.float(), sizes, strict=True):
             scale = min(1.0, inference.smoothing_max_side / max(width, height))
             work = (max(1, round(height * scale)), max(1, round(width * scale)))
-            smooth = F.interpolate(grid_map[None, None], size=work, mode="bilinear", align_corners=False)[:, 0]
-            smooth = gaussian_smooth(smooth, inference.gaussian_sigma * scale)  # (1, h, w)
-            if work != (height, width):
-                smooth = F.interpolate(smooth[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            out.append(smooth[0].cpu().numpy().astype("float32", copy=False))  # (H, W)
+            upsampled = F.interpolate(grid_map[None, None], size=work, mode="bilinear", align_corners=False)[0, 0]
+            out.append(self._smoothed(upsampled, (width, height), scale))  # (H, W)
         return out
+
+    def _smoothed(self, work_map: torch.Tensor, size: tuple[int, int], scale: float):
+        """A (h, w) map at `scale` x the frame -> Gaussian there -> the frame's (H, W) float32 numpy array."""
+        width, height = size
+        smooth = gaussian_smooth(work_map[None], self.config.inference.gaussian_sigma * scale)  # (1, h, w)
+        if tuple(smooth.shape[-2:]) != (height, width):
+            smooth = F.interpolate(smooth[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        return smooth[0].cpu().numpy().astype("float32", copy=False)  # (H, W)
 
 
 def _checked(image: Image.Image) -> Image.Image:
