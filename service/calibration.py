@@ -243,11 +243,12 @@ def fit_and_calibrate(
     frames: Sequence[Image.Image] = (),
     policy: CalibrationPolicy | None = None,
     good: Sequence[bool] | None = None,
+    bit_depth: int | None = None,
 ) -> FittedProduct:
     """A product's references (fit on `images`) and thresholds; `frames` are scored too and the `good` ones
-    (all when None) join the calibration set."""
+    (all when None) join the calibration set. bit_depth: see Detector.fit_references."""
     start = time.perf_counter()
-    refs = detector.fit_references(images)
+    refs = detector.fit_references(images, bit_depth=bit_depth)
     fitted = time.perf_counter()
     calibration, frame_predictions = calibrate(detector, images, refs, frames, policy, good)
     timings = {"fit": (fitted - start) * 1000.0, "calibrate": (time.perf_counter() - fitted) * 1000.0}

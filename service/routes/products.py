@@ -80,6 +80,10 @@ async def upload_references(
     calibration: Annotated[
         list[UploadFile] | None, File(description="optional extra good frames: the calibration set, not references")
     ] = None,
+    bit_depth: Annotated[
+        int | None,
+        Form(ge=8, le=16, description="bits of real data in 16-bit frames without sBIT; default: from the references"),
+    ] = None,
 ) -> dict[str, Any]:
     """The product's stored calibration and labelled frames are kept and scored against the new references."""
     settings = services.settings
@@ -102,6 +106,7 @@ async def upload_references(
             frames=frame_images,
             policy=calibration_policy(services),
             good=[f.label == "good" for f in frames],
+            bit_depth=bit_depth,
         )
         fitted: FittedProduct = await services.worker.result(services.worker.submit_call(call, "fit"))
         start = time.perf_counter()

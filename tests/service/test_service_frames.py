@@ -50,3 +50,16 @@ def test_a_large_jpeg_is_decoded_reduced_and_keeps_its_size():
     decoded = decode_image(buffer.getvalue(), "big.jpg", LIMIT)
     assert decoded.size == (2400, 2100)  # DCT scaling 1/2: the shorter side stays >= 2048
     assert frame_size(decoded) == (4800, 4200) and decoded.info[FRAME_SIZE_KEY] == (4800, 4200)
+
+
+def test_the_product_bit_depth_can_be_set_at_upload(client, hard_cases):
+    data = (hard_cases / "mono12_in_16bit.png").read_bytes()
+    for bits in ("12", "16"):
+        created = client.post(
+            f"/products/mono{bits}/references", data={"bit_depth": bits}, files=[("images", ("m.png", data))]
+        )
+        assert created.status_code == 201, created.text
+        assert client.app.state.services.store.get(f"mono{bits}").refs.bit_depth == int(bits)
+        assert inspect(client, f"mono{bits}", data).status_code == 200
+    bad = client.post("/products/x/references", data={"bit_depth": "40"}, files=[("images", ("m.png", data))])
+    assert bad.status_code == 422
