@@ -16,6 +16,8 @@ from typing import Any
 
 from PIL import Image
 
+from model.preprocess import rgb_image
+
 THUMBNAIL_SIDE = 160  # longer side, px
 THUMBNAIL_QUALITY = 70
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # larger uploads keep only their thumbnail
@@ -26,9 +28,10 @@ def new_inspection_id() -> str:
     return uuid.uuid4().hex
 
 
-def thumbnail_data_url(image: Image.Image) -> str:
-    """A JPEG data URL of the image, its longer side at most THUMBNAIL_SIDE px."""
-    small = image.convert("RGB")
+def thumbnail_data_url(image: Image.Image, bit_depth: int | None = None) -> str:
+    """A JPEG data URL of the image, its longer side at most THUMBNAIL_SIDE px. High-bit grey frames are
+    scaled as the model sees them (`model.preprocess.rgb_image`: sBIT, else the product's `bit_depth`)."""
+    small = rgb_image(image, bit_depth).copy()
     small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)

@@ -147,7 +147,7 @@ def _encode_one(
         **prediction.timings_ms,
         "encode": encode_s * 1000.0,
     }
-    thumbnail = thumbnail_data_url(frame) if frame is not None else None
+    thumbnail = thumbnail_data_url(frame, product.refs.bit_depth) if frame is not None else None
     return InspectionResult(
         inspection_id=new_inspection_id(),
         score=score,

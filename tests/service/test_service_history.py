@@ -38,3 +38,16 @@ def test_older_frames_drop_their_bytes_past_the_budget(monkeypatch):
 def test_thumbnail_is_a_small_jpeg_data_url():
     url = thumbnail_data_url(Image.new("RGB", (640, 320), (10, 200, 30)))
     assert url.startswith("data:image/jpeg;base64,")
+
+
+def test_thumbnail_of_a_12_bit_frame_is_scaled_by_its_bit_depth_not_white():
+    import base64
+    import io
+
+    import numpy as np
+
+    mono12 = Image.fromarray(np.full((40, 60), 2048, dtype=np.uint16))  # mid-grey of 4095, as "I;16"
+    url = thumbnail_data_url(mono12, bit_depth=12)
+    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("L"))
+    assert abs(float(thumb.mean()) - 2048 / 4095 * 255) < 3  # not 255, as convert("RGB") clipped it
+    assert mono12.size == (60, 40)  # the frame itself is left as it was
