@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+MAX_INT_SETTING = 2**53  # counts and sizes beyond this overflow C sizes (a deque's maxlen, ...): refused at start
 
 
 class Settings(BaseSettings):
@@ -89,6 +90,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_case_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _int_within_bounds(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_INT_SETTING:
+            raise ValueError(f"at most {MAX_INT_SETTING} (2**53)")
+        return value
 
     @property
     def api_key_list(self) -> list[str]:

@@ -1,0 +1,32 @@
+"""Settings from the environment: a count or size too large for the service to use is refused at start-up."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import MAX_INT_SETTING, Settings
+from tests.service.conftest import image_bytes, inspect, upload
+
+GOOD_FRAME = image_bytes(48, 40, seed=0)
+
+INT_SETTINGS = sorted(name for name, field in Settings.model_fields.items() if field.annotation in (int, "int"))
+
+
+def test_there_are_int_settings_to_check():
+    assert "history_size" in INT_SETTINGS and len(INT_SETTINGS) >= 10
+
+
+@pytest.mark.parametrize("name", INT_SETTINGS)
+def test_an_int_setting_past_the_maximum_is_a_settings_error_naming_it(name, monkeypatch):
+    monkeypatch.setenv(f"DCPSFR_{name.upper()}", str(10**20))
+    with pytest.raises(ValidationError, match=name):
+        Settings()
+
+
+def test_the_largest_accepted_history_size_still_inspects(make_client):
+    """DCPSFR_HISTORY_SIZE=1e20 used to start and then answer every /inspect with a 500 (deque OverflowError)."""
+    with make_client(history_size=MAX_INT_SETTING) as client:
+        assert upload(client, "widget", GOOD_FRAME).status_code == 201
+        answer = inspect(client, "widget", GOOD_FRAME)
+        assert answer.status_code == 200, answer.text
