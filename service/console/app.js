@@ -144,6 +144,7 @@ function setKey(key) {
   else sessionStorage.removeItem(KEY_STORAGE);
   $("key-button").hidden = false;
   $("key-button").textContent = key ? "API key: set" : "API key";
+  refreshStatus(); // with a key, /readyz tells config, mode and device too
 }
 
 // ---- small helpers --------------------------------------------------------------------------------------
