@@ -25,7 +25,7 @@ from service.middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitM
 from service.results import mode_label
 from service.routes import console, health, inspect, products, rules
 from service.settings import Settings
-from service.store import ProductStore
+from service.store import ProductStore, StoreUnavailable
 from service.sync import StoreSync
 from service.uploads import UploadDecoder
 from service.worker import ModelWorker
@@ -59,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:  # products need no model: they list, show, delete and take thresholds while it loads or is down
             open_store(store, sync, metrics, settings)
+        except StoreUnavailable as err:
+            log.error("%s; retried when the model is loaded", err)
         except Exception:
             log.exception("the product store could not be opened; retried when the model is loaded")
         worker.start()  # loads the model in its own thread; /healthz answers meanwhile

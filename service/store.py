@@ -92,6 +92,10 @@ class StoreError(OSError):
     """The store could not be written; the previous state is untouched (HTTP 507)."""
 
 
+class StoreUnavailable(OSError):
+    """The data dir cannot be opened at all (missing permission, a file in the way, ...): a configuration mistake."""
+
+
 class StoreConflict(Exception):
     """The product changed (new version or deleted) since the caller looked at it (HTTP 409)."""
 
@@ -309,9 +313,18 @@ class ProductStore:
         return self._load_references is not None
 
     def open(self, load_references: Callable[[Path], ReferenceSet]) -> None:
-        """Remove old debris and remember how to load references; products load lazily (or by load_all)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._remove_debris()
+        """Remove old debris and remember how to load references; products load lazily (or by load_all).
+
+        Raises StoreUnavailable (one line: the path and DCPSFR_DATA_DIR) when the folder cannot be made or read.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._remove_debris()
+        except OSError as err:
+            raise StoreUnavailable(
+                f"the product store {self.root} cannot be opened ({type(err).__name__}: {err.strerror or err}); "
+                "check DCPSFR_DATA_DIR"
+            ) from None
         self._load_references = load_references
 
     def load_all(self, load_references: Callable[[Path], ReferenceSet] | None = None) -> None:

@@ -31,7 +31,7 @@ from PIL import Image
 from model import ConfigError, Detector, Prediction, WeightsMissingError
 from service.errors import GatewayTimeout, Overloaded, Unavailable
 from service.metrics import Metrics
-from service.store import Product
+from service.store import Product, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +234,9 @@ class ModelWorker:
             return False
         except ConfigError as err:
             self._fail(f"model configuration error: {err}")
+            return False
+        except StoreUnavailable as err:  # opened again once the model is built (service.app.publish_model)
+            self._fail(str(err))
             return False
         except Exception as err:
             log.exception("the model could not be loaded")

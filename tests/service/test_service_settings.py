@@ -30,3 +30,17 @@ def test_the_largest_accepted_history_size_still_inspects(make_client):
         assert upload(client, "widget", GOOD_FRAME).status_code == 201
         answer = inspect(client, "widget", GOOD_FRAME)
         assert answer.status_code == 200, answer.text
+
+
+def test_an_unusable_data_dir_is_named_in_one_line_without_a_traceback(make_client, tmp_path, caplog):
+    """DCPSFR_DATA_DIR under a plain file: /readyz says the store, its path and the variable, not "the model could
+    not be loaded: FileNotFoundError", and the log has no traceback for this configuration mistake."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data dir should be")
+    with make_client(data_dir=blocker / "data") as client:
+        answer = client.get("/readyz")
+    assert answer.status_code == 503
+    detail = answer.json()["detail"]
+    assert "DCPSFR_DATA_DIR" in detail and str(blocker / "data") in detail, detail
+    assert "model could not be loaded" not in detail
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
