@@ -163,7 +163,7 @@ def fetch(config_name: str, weights_dir: Path, force: bool = False) -> list[Path
     if entries is None:
         raise SystemExit(f"unknown config {config_name!r} in the weights manifest")
     written = []
-    for role, entry in tqdm(entries.items(), desc=f"{config_name} weights", unit="file"):
+    for role, entry in tqdm(entries.items(), desc=f"{config_name} weights", unit="file", disable=not entries):
         path = weights_dir / entry["file"]
         if path.is_file() and checksum_path(path).is_file() and not force:
             verified_weight_file(config_name, role, weights_dir)
