@@ -74,10 +74,12 @@ class DetectorConfig:
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-able nested dicts (the inverse of `config_from_dict`)."""
         return asdict(self)
 
 
 def available_configs() -> list[str]:
+    """Names of the packaged configs (`model/configs/*.json`), e.g. ["edge", "paper", "tiny"]."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 

@@ -260,6 +260,10 @@ class Detector:
         return dino, (self._clip(self._clip_input(rgb)[0]) if with_clip else None)
 
     def load_references(self, folder: str | Path) -> ReferenceSet:
+        """A ReferenceSet saved by `ReferenceSet.save`, checked against this detector.
+
+        Raises FileNotFoundError (not a saved set) or ReferenceMismatchError (another format, config or features).
+        """
         refs = ReferenceSet.load(folder)
         refs.check_compatible(self.config.name, self.fingerprint)
         return refs

@@ -66,13 +66,16 @@ class ReferenceSet:
 
     @property
     def n_references(self) -> int:
+        """K, the number of reference images."""
         return self.patch_tokens.shape[0]
 
     @property
     def bank_size(self) -> int:
+        """Patch tokens in the memory bank (after any coreset / k-means reduction)."""
         return len(self.bank)
 
     def check_compatible(self, config_name: str, fingerprint: str) -> None:
+        """Raises ReferenceMismatchError unless these references were built with the same features (`fingerprint`)."""
         if fingerprint != self.fingerprint:
             raise ReferenceMismatchError(
                 f"these references were built with config {self.config_name!r} "
@@ -81,6 +84,7 @@ class ReferenceSet:
             )
 
     def save(self, folder: str | Path) -> None:
+        """Write plain files into `folder` (created): tokens (safetensors), the bank, and a JSON meta file."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file(
@@ -100,6 +104,8 @@ class ReferenceSet:
 
     @classmethod
     def load(cls, folder: str | Path) -> ReferenceSet:
+        """Read a set written by `save`; FileNotFoundError if a file is missing, ReferenceMismatchError on another
+        format version. Use `Detector.load_references` to also check the config."""
         folder = Path(folder)
         missing = [n for n in (META_FILE, TENSORS_FILE, BANK_FILE) if not (folder / n).is_file()]
         if missing:
