@@ -43,6 +43,7 @@ from model import Detector, Prediction, ReferenceSet
 from model.preprocess import rgb_image
 
 ScoreScale = Literal["logit", "distance"]
+PROVISIONAL_WARNING = "provisional threshold"  # starts the warning; a manual threshold drops it
 MARGIN_SIGMAS = 3.0
 MARGIN_FRACTION = 0.1
 FLOOR_FRACTION = 0.5
@@ -168,7 +169,7 @@ def derive(
     if provisional:
         rests_on = f"{n_real} normal frame(s)" + (f" and {len(jitter[0])} augmented views" if jitter[0] else "")
         warnings.append(
-            f"provisional threshold: it rests on {rests_on}; add good frames with POST /products/<id>/calibration "
+            f"{PROVISIONAL_WARNING}: it rests on {rests_on}; add good frames with POST /products/<id>/calibration "
             f"(at least {policy.min_frames} frames)"
         )
     values = np.asarray(real[0] + jitter[0])

@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from model import ReferenceSet
-from service.calibration import Calibration
+from service.calibration import PROVISIONAL_WARNING, Calibration
 from service.rules import AcceptanceRules
 
 log = logging.getLogger(__name__)
@@ -147,13 +147,20 @@ class Product:
             "n_calibration": self.calibration.n_calibration,
             "n_pixel_calibration": self.calibration.n_pixel_calibration,
             "provisional": self.calibration.provisional and self.threshold_override is None,
-            "warnings": list(self.calibration.warnings),
+            "warnings": self.warnings,
             "mm_per_pixel": None if self.rules is None else self.rules.mm_per_pixel,
             "rules": None if self.rules is None else self.rules.model_dump(exclude_none=True),
             "rules_version": self.rules_version,
             "config": self.refs.config_name,
             "created_at": self.created_at,
         }
+
+    @property
+    def warnings(self) -> list[str]:
+        """The calibration's warnings; a manual threshold is not provisional, so that warning goes."""
+        if self.threshold_override is None:
+            return list(self.calibration.warnings)
+        return [w for w in self.calibration.warnings if not w.startswith(PROVISIONAL_WARNING)]
 
 
 class ProductStore:

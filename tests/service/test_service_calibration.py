@@ -184,3 +184,13 @@ def test_calibrations_stored_before_score_scales_warn():
     assert any("upload the references again" in w for w in calibration.warnings)
     current = Calibration.from_dict(calibration.to_dict())
     assert current.warnings == calibration.warnings  # said once, not once per load
+
+
+def test_a_manual_threshold_is_neither_provisional_nor_warned_about(client):
+    from tests.service.conftest import image_bytes, upload
+
+    summary = upload(client, "widget", image_bytes(48, 40, seed=0), image_bytes(48, 40, seed=1)).json()
+    assert summary["provisional"] and any(w.startswith("provisional threshold") for w in summary["warnings"])
+    manual = client.put("/products/widget/threshold", json={"threshold": 0.5}).json()
+    assert manual["threshold_method"] == "manual" and not manual["provisional"]
+    assert not any(w.startswith("provisional threshold") for w in manual["warnings"])
