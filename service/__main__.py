@@ -31,6 +31,14 @@ def settings_help() -> str:
     return "\n".join(lines)
 
 
+def tcp_port(text: str) -> int:
+    """argparse type: an int in 0..65535 (a usage error otherwise, not a traceback from bind())."""
+    port = int(text) if text.lstrip("-").isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0..65535)")
+    return port
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m service",
@@ -45,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="interface to listen on (default: 127.0.0.1); another than loopback needs DCPSFR_API_KEYS or "
         "DCPSFR_ALLOW_ANONYMOUS=true",
     )
-    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument("--port", type=tcp_port, default=8000, help="TCP port, 0..65535 (default: 8000)")
     parser.add_argument(
         "--fetch-weights",
         action="store_true",

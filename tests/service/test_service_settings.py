@@ -1,10 +1,11 @@
-"""Settings from the environment: a count or size too large for the service to use is refused at start-up."""
+"""Settings and command line: a value the service cannot use is refused at start-up, in one line."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
+from service.__main__ import parse_args
 from service.settings import MAX_INT_SETTING, Settings
 from tests.service.conftest import image_bytes, inspect, upload
 
@@ -44,3 +45,17 @@ def test_an_unusable_data_dir_is_named_in_one_line_without_a_traceback(make_clie
     assert "DCPSFR_DATA_DIR" in detail and str(blocker / "data") in detail, detail
     assert "model could not be loaded" not in detail
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_a_port_out_of_range_is_a_usage_error(port, capsys):
+    """`--port 99999` used to start, then die in bind() with a traceback and an abort (exit 134)."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--port", port])
+    assert exit_info.value.code == 2
+    assert "0..65535" in capsys.readouterr().err
+
+
+def test_ports_in_range_are_accepted():
+    assert parse_args(["--port", "0"]).port == 0
+    assert parse_args(["--port", "65535"]).port == 65535
