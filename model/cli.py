@@ -8,6 +8,14 @@ from pathlib import Path
 from model.weights import DEFAULT_WEIGHTS_DIR
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int of at least 1 (epochs, shots, batch sizes, ...); a usage error otherwise."""
+    value = int(text) if text.lstrip("-").isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number, at least 1")
+    return value
+
+
 def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="edge", help="paper, edge, tiny or a JSON config (default: %(default)s)")
     parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR, help="default: %(default)s")

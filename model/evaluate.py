@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model.cli import add_dataset_arguments, add_detector_arguments
+from model.cli import add_dataset_arguments, add_detector_arguments, positive_int
+from model.config import ConfigError
 from model.data.datasets import AnomalyDataset, DatasetError, TestSample, load_image, open_dataset
 from model.detector import Detector, create_detector
 from model.metrics import IMAGE_METRICS, PIXEL_METRICS, image_metrics, pixel_metrics
@@ -160,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_detector_arguments(parser)
     add_dataset_arguments(parser)
-    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--shots", type=positive_int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--heads", type=Path, help="heads file (default: <weights-dir>/heads/<config>.safetensors)")
-    parser.add_argument("--eval-size", type=int, default=256, help="pixel metrics at this square size")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--eval-size", type=positive_int, default=256, help="pixel metrics at this square size")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="results.md and results.json here")
     parser.add_argument("--save-maps", type=Path, help="write image | ground truth | map panels here")
     args = parser.parse_args(argv)
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         detector = create_detector(args.config, args.weights_dir, args.device, heads=args.heads)
         dataset = open_dataset(args.data, args.categories)
-    except (DatasetError, FileNotFoundError) as err:
+    except (DatasetError, ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     result = evaluate(

@@ -25,7 +25,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from model.backbones import ClipFeatures, DinoFeatures
-from model.cli import add_dataset_arguments, add_detector_arguments
+from model.cli import add_dataset_arguments, add_detector_arguments, positive_int
+from model.config import ConfigError
 from model.data.datasets import AnomalyDataset, DatasetError, load_image, load_mask, open_dataset
 from model.data.synth import SynthesisError, cut_paste, perlin_blend
 from model.detector import create_detector, resolve_device
@@ -302,18 +303,20 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     parser.add_argument(
         "--synthetic", action="store_true", help="train on synthetic anomalies of the normal train images only"
     )
-    parser.add_argument("--synthetic-per-image", type=int, default=4, help="anomalies per normal image")
-    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4], help="K drawn per batch from these")
-    parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--synthetic-per-image", type=positive_int, default=4, help="anomalies per normal image")
+    parser.add_argument("--shots", type=positive_int, nargs="+", default=[1, 2, 4], help="K drawn per batch from these")
+    parser.add_argument("--epochs", type=positive_int, default=25)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--lr-prompts", type=float, default=0.01, help="Adam lr of the prompt context")
     parser.add_argument("--lr-heads", type=float, default=1e-3, help="Adam lr of all other head parameters")
-    parser.add_argument("--reference-pool", type=int, default=16, help="normal images per category to draw K from")
+    parser.add_argument(
+        "--reference-pool", type=positive_int, default=16, help="normal images per category to draw K from"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/train"), help="cache, checkpoint and loss log")
     parser.add_argument("--out", type=Path, help="heads file (default: <weights-dir>/heads/<config>.safetensors)")
     parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    parser.add_argument("--max-steps", type=positive_int, help="stop after this many steps (smoke runs)")
     args = parser.parse_args(argv)
     return TrainOptions(**vars(args))
 
@@ -323,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     try:
         path = train(opts)
-    except (DatasetError, FileNotFoundError) as err:
+    except (DatasetError, ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"heads written to {path}")
