@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model.cli import positive_int
 from model.data.datasets import DatasetError, open_dataset
 from model.data.fetch import EXTRACT_RATIO, SOURCES, FetchError, fetch_dataset
 from model.detector import create_detector, resolve_device
@@ -545,11 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="feature caches, checkpoints, results, stamps (default: %(default)s)",
     )
     parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR, help="default: %(default)s")
-    parser.add_argument("--epochs", type=int, default=25, help="training epochs (paper: 25)")
-    parser.add_argument("--batch-size", type=int, default=8, help="training and prediction batch (paper: 8)")
-    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4], help="K to train and evaluate with")
+    parser.add_argument("--epochs", type=positive_int, default=25, help="training epochs (paper: 25)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="training and prediction batch (paper: 8)")
+    parser.add_argument("--shots", type=positive_int, nargs="+", default=[1, 2, 4], help="K to train and evaluate with")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="reference draws per K")
-    parser.add_argument("--eval-size", type=int, default=256, help="pixel metrics at this square size")
+    parser.add_argument("--eval-size", type=positive_int, default=256, help="pixel metrics at this square size")
     parser.add_argument("--keep-archives", action="store_true", help="keep the dataset archives after extraction")
     for kind in SOURCES:
         parser.add_argument(f"--{kind}-url", help=f"download {TITLES[kind]} from this mirror instead")

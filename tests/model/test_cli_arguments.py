@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from model.evaluate import main as evaluate_main
+from model.reproduce import build_parser as reproduce_parser
 from model.train import main as train_main
 from model.train import parse_args as train_args
 
@@ -45,3 +46,11 @@ def test_an_unknown_config_is_one_line_and_exit_2(command, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown config 'nope'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--batch-size", "-1"], ["--shots", "0"], ["--eval-size", "0"]])
+def test_reproduce_refuses_counts_below_one(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce_parser().parse_args(["--dry-run", *argv])
+    assert exit_info.value.code == 2
+    assert "at least 1" in capsys.readouterr().err
