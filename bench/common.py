@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model import Detector, create_detector
+
 
 @dataclass
 class Section:
@@ -41,6 +43,18 @@ class Target:
     def line(self) -> str:
         verdict = "met" if self.met else "MISSED"
         return f"{self.name:58} {self.value:10.3f} {self.unit:3} (target <= {self.limit:g}) {verdict}"
+
+
+def bench_detector(args: Any) -> Detector:
+    """The detector the common bench arguments describe (config, device, random init, runtime), random heads."""
+    return create_detector(
+        args.config,
+        device=args.device,
+        random_init=args.random_init,
+        heads="random",
+        runtime=args.runtime,
+        runtime_cache_dir=args.runtime_cache_dir,
+    )
 
 
 def photo_like(size: tuple[int, int], seed: int) -> Image.Image:

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import Section, p50, photo_like
-from model import create_detector
+from bench.common import Section, bench_detector, p50, photo_like
 from service.calibration import fit_and_calibrate
 
 
 def run(args: argparse.Namespace) -> Section:
     section = Section("fit", f"reference fit + calibration ({args.config}, runtime={args.runtime}, ms)")
-    det = create_detector(
-        args.config,
-        device=args.device,
-        random_init=args.random_init,
-        heads="random",
-        runtime=args.runtime,
-        runtime_cache_dir=args.runtime_cache_dir,
-    )
+    det = bench_detector(args)
     size = tuple(args.image_size)
     section.rows.append(f"{'K':>3} {'fit':>9} {'calibrate':>10} {'total':>9}  calibration method")
     rows = []

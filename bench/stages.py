@@ -6,8 +6,7 @@ import argparse
 import time
 from collections import defaultdict
 
-from bench.common import Section, Target, p50, photo_like, png_bytes
-from model import create_detector
+from bench.common import Section, Target, bench_detector, p50, photo_like, png_bytes
 from service.images import decode_image, heatmap_png, mask_png
 
 MODEL_STAGES = ("preprocess", "dino", "clip", "bank_search", "heads", "postprocess")
@@ -16,14 +15,7 @@ STAGES = ("decode", *MODEL_STAGES, "encode")
 
 def run(args: argparse.Namespace) -> Section:
     section = Section("stages", f"latency per stage, in-process ({args.config}, runtime={args.runtime}, ms)")
-    det = create_detector(
-        args.config,
-        device=args.device,
-        random_init=args.random_init,
-        heads="random",
-        runtime=args.runtime,
-        runtime_cache_dir=args.runtime_cache_dir,
-    )
+    det = bench_detector(args)
     size = tuple(args.image_size)
     refs = det.fit_references([photo_like(size, seed) for seed in range(4)])  # K = 4
     pngs = [png_bytes(photo_like(size, 100 + i)) for i in range(max(args.batch_sizes))]

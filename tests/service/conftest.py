@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
+from service.calibration import Calibration
 from service.settings import Settings
 
 READY_TIMEOUT_S = 120
@@ -125,3 +126,14 @@ def slow_model(monkeypatch) -> threading.Event:
 
     monkeypatch.setattr(service.app, "create_detector", slow_create_detector)
     return release
+
+
+STORE_CALIBRATION = Calibration("leave-one-out", [0.1, 0.2], [0.3, 0.4], threshold=0.5, pixel_threshold=0.6)
+"""A fixed calibration for store tests, which store products without calibrating them."""
+
+
+@pytest.fixture(scope="module")
+def refs(tiny_detector):
+    """Two small references fitted by the tiny detector, for store tests."""
+    images = [Image.open(io.BytesIO(image_bytes(40, 32, seed=s))).convert("RGB") for s in range(2)]
+    return tiny_detector.fit_references(images)

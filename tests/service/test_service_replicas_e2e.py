@@ -13,9 +13,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from service.calibration import Calibration
 from service.store import ProductStore
-from tests.service.conftest import files, image_bytes
+from tests.service.conftest import STORE_CALIBRATION, files, image_bytes
 from tests.service.replicas import POLL_S, Replica, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.e2e
 REFERENCES = [image_bytes(seed=s) for s in range(2)]
 FRAME = image_bytes(seed=7)
 N_STORED = 100
-CALIBRATION = Calibration("leave-one-out", [0.1, 0.2], [0.3, 0.4], threshold=0.5, pixel_threshold=0.6)
+CALIBRATION = STORE_CALIBRATION
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from model import Prediction
 from service.rules import MAX_COORDINATE, MAX_MM_PER_PIXEL, AcceptanceRules, judge
-from tests.service.conftest import image_bytes, inspect, upload
+from tests.service.conftest import STORE_CALIBRATION, image_bytes, inspect, upload
 
 GOOD = image_bytes(48, 40, seed=0)
 OTHER_GOOD = image_bytes(48, 40, seed=1)
@@ -222,16 +222,13 @@ def test_a_drawn_rectangle_on_a_real_bottle_frame_gives_its_geometry(client, bot
     assert result["rule"] == "reject_in" and result["anomalous"]
 
 
-def test_rules_reach_another_replica_and_outlive_a_new_upload(tmp_path, tiny_detector):
-    from service.calibration import Calibration
+def test_rules_reach_another_replica_and_outlive_a_new_upload(tmp_path, tiny_detector, refs):
     from service.store import ProductStore
 
     a, b = (ProductStore(tmp_path / "products") for _ in range(2))  # two processes sharing one data dir
     for store in (a, b):
         store.open(tiny_detector.load_references)
-    images = [Image.open(io.BytesIO(image_bytes(40, 32, seed=s))).convert("RGB") for s in range(2)]
-    refs = tiny_detector.fit_references(images)
-    calibration = Calibration("leave-one-out", [0.1, 0.2], [0.3, 0.4], threshold=0.5, pixel_threshold=0.6)
+    calibration = STORE_CALIBRATION
     a.commit("p", refs, calibration)
     assert b.get("p").rules is None
     a.set_rules("p", rules(max_regions=2, mm_per_pixel=0.1))

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
 
 import pytest
-from PIL import Image
 
-from service.calibration import Calibration
 from service.store import DEBRIS_AGE_S, ProductStore, is_valid_product_id
-from tests.service.conftest import image_bytes
+from tests.service.conftest import STORE_CALIBRATION
 
-CALIBRATION = Calibration("leave-one-out", [0.1, 0.2], [0.3, 0.4], threshold=0.5, pixel_threshold=0.6)
-
-
-@pytest.fixture(scope="module")
-def refs(tiny_detector):
-    images = [Image.open(io.BytesIO(image_bytes(40, 32, seed=s))).convert("RGB") for s in range(2)]
-    return tiny_detector.fit_references(images)
+CALIBRATION = STORE_CALIBRATION
 
 
 @pytest.fixture

@@ -3,26 +3,17 @@ processes (the real multi-process case is tests/service/test_service_replicas_e2
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import threading
 import time
 
 import pytest
-from PIL import Image
 
-from service.calibration import Calibration
 from service.store import LOCK, LOCK_STALE_S, ProductStore, StoreConflict, StoreError
-from tests.service.conftest import image_bytes, upload
+from tests.service.conftest import STORE_CALIBRATION, image_bytes, upload
 
-CALIBRATION = Calibration("leave-one-out", [0.1, 0.2], [0.3, 0.4], threshold=0.5, pixel_threshold=0.6)
-
-
-@pytest.fixture(scope="module")
-def refs(tiny_detector):
-    images = [Image.open(io.BytesIO(image_bytes(40, 32, seed=s))).convert("RGB") for s in range(2)]
-    return tiny_detector.fit_references(images)
+CALIBRATION = STORE_CALIBRATION
 
 
 @pytest.fixture
