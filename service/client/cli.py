@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -45,6 +46,14 @@ when a file is sent:
 a rejected file (400/413/415/422) gets OUT/<stem>.error.json, is recorded once and is not sent again."""
 
 
+def service_url(text: str) -> str:
+    """argparse type: an http:// or https:// URL with a host; anything else is a usage error, never retried."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a service URL: use http://HOST:PORT or https://...")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m service.client",
@@ -53,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--url", default=os.environ.get("DCPSFR_URL", "http://127.0.0.1:8000"), help="service URL")
+    parser.add_argument(
+        "--url", type=service_url, default=os.environ.get("DCPSFR_URL", "http://127.0.0.1:8000"), help="service URL"
+    )
     parser.add_argument("--api-key", default=os.environ.get("DCPSFR_API_KEY"), help="API key (sent as Bearer)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request (default: 60)")
     parser.add_argument(

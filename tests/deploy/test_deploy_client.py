@@ -522,3 +522,20 @@ def test_watch_once_exits_non_zero_when_a_frame_was_rejected(folders, monkeypatc
     assert sorted(p.name for p in out.glob("*.json")) == ["broken.error.json", "frame000.json", "frame001.json"]
     assert cli.main(argv) == 0, "a rejected frame is recorded once and not sent again"
     assert len(fake.requests) == 3
+
+
+@pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8000", "ftp://cam/x", "http://"])
+def test_a_url_that_is_not_http_is_a_usage_error_before_any_request(url, tmp_path, capsys):
+    """`--url notaurl` used to be retried as if the service were down (forever under `watch`), then exit 1."""
+    frame = tmp_path / "f.png"
+    frame.write_bytes(b"not sent")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--url", url, "--max-attempts", "1", "inspect", "--product", "p", str(frame)])
+    assert exit_info.value.code == 2
+    assert "http://" in capsys.readouterr().err
+
+
+def test_http_and_https_urls_are_accepted():
+    parser = cli.build_parser()
+    for url in ("http://127.0.0.1:8000", "https://inspect.example/api"):
+        assert parser.parse_args(["--url", url, "inspect", "--product", "p", "f.png"]).url == url
