@@ -27,7 +27,9 @@ def settings_help() -> str:
     lines = ["settings (environment variables):"]
     for name, field in Settings.model_fields.items():
         env = field.validation_alias if isinstance(field.validation_alias, str) else f"DCPSFR_{name.upper()}"
-        lines.append(f"  {env:<32} {field.description} (default: {field.default})")
+        shown = "" if field.default in (None, "") or "default" in (field.description or "") else field.default
+        default = f" (default: {shown})" if shown != "" else ""
+        lines.append(f"  {env:<32} {field.description}{default}")
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.__main__ import parse_args
+from service.__main__ import parse_args, settings_help
 from service.settings import MAX_INT_SETTING, Settings
 from tests.service.conftest import image_bytes, inspect, upload
 
@@ -59,3 +59,12 @@ def test_a_port_out_of_range_is_a_usage_error(port, capsys):
 def test_ports_in_range_are_accepted():
     assert parse_args(["--port", "0"]).port == 0
     assert parse_args(["--port", "65535"]).port == 65535
+
+
+def test_help_shows_each_default_once_and_never_as_none_or_empty():
+    """`--help` used to print "(default: WEIGHTS_DIR/runtime-cache) (default: None)" and "(default: )"."""
+    text = settings_help()
+    assert "(default: None)" not in text and "(default: )" not in text
+    runtime_cache = next(line for line in text.splitlines() if "DCPSFR_RUNTIME_CACHE_DIR" in line)
+    assert runtime_cache.count("default:") == 1
+    assert "(default: edge)" in text
