@@ -15,6 +15,8 @@ from model.runtime.__main__ import main as runtime_cli
 from model.runtime.export import onnx_path, tower, weight_checksum
 from tests.model.helpers import pil, textured_part, with_defect
 
+pytestmark = pytest.mark.usefixtures("collect_garbage")
+
 TOLERANCE = 1e-3  # issue 13: maps and scores within 1e-3 of torch fp32
 
 

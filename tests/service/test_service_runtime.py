@@ -8,6 +8,8 @@ from pydantic import ValidationError
 from service.app import build_detector
 from service.settings import Settings
 
+pytestmark = pytest.mark.usefixtures("collect_garbage")
+
 
 def test_runtime_setting_selects_the_backbone_runtime(tmp_path, monkeypatch):
     monkeypatch.setenv("DCPSFR_RUNTIME", "onnxruntime")
