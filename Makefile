@@ -17,9 +17,12 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/python -m service --fetch-weights --host $(HOST) --port $(PORT)
 
+# Two pytest processes: tests that load OpenVINO / ONNX Runtime or drive Playwright run apart from the rest. In one
+# process the whole suite ended in a SIGSEGV in 3 of 7 runs, at varying tests after those had run (cause not found).
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -m "not native"
+	$(VENV)/bin/python -m pytest -q -m native
 
 # numbers, not tests: every section of `python -m bench` (edge random-init in-process, tiny services); BENCH_ARGS=--quick
 bench: $(STAMP)

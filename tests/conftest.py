@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 from pathlib import Path
 
@@ -45,12 +44,3 @@ def tiny_detector():
     from model import create_detector
 
     return create_detector("tiny", weights_dir=None, device="cpu")
-
-
-@pytest.fixture
-def collect_garbage():
-    """Frees a test's cyclic garbage on the main thread when it ends. For tests of native runtimes (OpenVINO,
-    ONNX Runtime): left to a later collection, their objects are freed in whichever thread runs it, and the
-    full suite crashed (SIGSEGV) twice in five runs inside a later test that runs a second Python thread."""
-    yield
-    gc.collect()

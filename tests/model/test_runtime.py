@@ -15,7 +15,7 @@ from model.runtime.__main__ import main as runtime_cli
 from model.runtime.export import onnx_path, tower, weight_checksum
 from tests.model.helpers import pil, textured_part, with_defect
 
-pytestmark = pytest.mark.usefixtures("collect_garbage")
+pytestmark = pytest.mark.native  # OpenVINO and ONNX Runtime: `make test` runs these in a process of their own
 
 TOLERANCE = 1e-3  # issue 13: maps and scores within 1e-3 of torch fp32
 

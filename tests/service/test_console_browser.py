@@ -21,7 +21,7 @@ from PIL import Image
 
 from tests.service.test_service_e2e import server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.native]  # Playwright (greenlets): run in a process of their own
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [

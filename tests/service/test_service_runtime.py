@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from service.app import build_detector
 from service.settings import Settings
 
-pytestmark = pytest.mark.usefixtures("collect_garbage")
+pytestmark = pytest.mark.native  # ONNX Runtime: `make test` runs these in a process of their own
 
 
 def test_runtime_setting_selects_the_backbone_runtime(tmp_path, monkeypatch):
