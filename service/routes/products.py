@@ -137,12 +137,7 @@ async def add_calibration_frames(
     files = {frame.frame_id: await read_again(f) for frame, f in zip(added, images, strict=True)}
     async with services.frames.lock(product_id):
         product = await run_in_threadpool(existing_product, services.store, product_id)
-        batch = await services.worker.result(services.worker.submit_predict(product, decoded))
-        scored = [
-            frame.scored(*one_value(p), product.version) for frame, p in zip(added, batch.predictions, strict=True)
-        ]
-        stored = await run_in_threadpool(services.frames.frames, product_id)
-        kept = await run_in_threadpool(services.frames.save, product_id, stored + scored, files)
+        kept = await score_and_keep(services, product, added, decoded, files)
         product = await recalibrated(services, product, kept)
     return product_view(product, services)
 
@@ -180,16 +175,28 @@ async def give_feedback(
         if add_to_references:
             product, kept = await add_reference(services, product, frame, decoded, data)
         else:
-            batch = await services.worker.result(services.worker.submit_predict(product, [decoded]))
-            frame = frame.scored(*one_value(batch.predictions[0]), product.version)
-            stored = await run_in_threadpool(services.frames.frames, product_id)
-            kept = await run_in_threadpool(services.frames.save, product_id, [*stored, frame], {frame.frame_id: data})
+            kept = await score_and_keep(services, product, [frame], [decoded], {frame.frame_id: data})
             if label == "good":
                 product = await recalibrated(services, product, kept)
     if inspection_id is not None:
         services.history.set_label(product_id, inspection_id, label)
     evaluation = evaluate(product_id, kept, product.threshold, product.version, product.calibration.score_scale)
     return {"product": product_view(product, services), "evaluation": evaluation}
+
+
+async def score_and_keep(
+    services: Services,
+    product: Product,
+    frames: list[LabelledFrame],
+    decoded: list[Image.Image],
+    files: dict[str, bytes],
+) -> list[LabelledFrame]:
+    """Score new labelled frames against the product's current version and keep them with the stored ones
+    (bounded by the frame store); returns every kept frame. Call under `services.frames.lock(product_id)`."""
+    batch = await services.worker.result(services.worker.submit_predict(product, decoded))
+    scored = [frame.scored(*one_value(p), product.version) for frame, p in zip(frames, batch.predictions, strict=True)]
+    stored = await run_in_threadpool(services.frames.frames, product.product_id)
+    return await run_in_threadpool(services.frames.save, product.product_id, stored + scored, files)
 
 
 @router.get(
