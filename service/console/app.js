@@ -27,6 +27,8 @@ const state = {
   evaluation: null,
   selectedInspection: null,
   pollTimer: null,
+  pollsStarted: 0, // product polls started, numbered; pollShown: the newest one whose answer is on the page
+  pollShown: 0,
   proposedThreshold: Number.NaN, // the slider's (or typed) value, exact; the number field shows it rounded
 };
 
@@ -480,9 +482,16 @@ function stopPolling() {
 async function pollProduct() {
   const id = state.product?.product_id;
   if (!id) return;
+  const poll = ++state.pollsStarted;
+  // polls overlap (a label starts one while the timer's is in flight): an answer older than one shown is dropped
+  const ifNewest = (show) => (answer) => {
+    if (state.product?.product_id !== id || poll < state.pollShown) return;
+    state.pollShown = poll;
+    show(answer);
+  };
   const jobs = [];
-  if (features.history) jobs.push(api(productPath(id, `/inspections?limit=${RECENT_LIMIT}`)).then(setRecent));
-  if (features.evaluation) jobs.push(api(productPath(id, "/evaluation")).then(setEvaluation));
+  if (features.history) jobs.push(api(productPath(id, `/inspections?limit=${RECENT_LIMIT}`)).then(ifNewest(setRecent)));
+  if (features.evaluation) jobs.push(api(productPath(id, "/evaluation")).then(ifNewest(setEvaluation)));
   await Promise.all(jobs);
 }
 
@@ -765,7 +774,10 @@ async function sendFeedback(entry, label, status) {
     const answer = await api(productPath(product.product_id, "/feedback"), { method: "POST", form });
     entry.label = label;
     if (answer?.product) setProduct({ ...state.product, ...answer.product });
-    if (answer?.evaluation) setEvaluation(answer.evaluation);
+    if (answer?.evaluation) {
+      state.pollShown = ++state.pollsStarted; // newer than any poll in flight: theirs would take the label back
+      setEvaluation(answer.evaluation);
+    }
     const threshold = answer?.product?.threshold;
     status.textContent = `Labelled ${label === "good" ? "good" : "defect"}.${threshold !== undefined ? ` Threshold now ${fmt(threshold)}.` : ""}`;
     if (features.history) pollProduct().catch(() => {});

@@ -176,6 +176,8 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
     executable = chromium_or_skip()
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=TIMEOUT_MS)  # expect's own default is 5 s, not the page's
+
     shots = tmp_path / "screenshots"
     shots.mkdir()
     good = sorted((bottle_dir / "train" / "good").glob("*.png"))
@@ -310,10 +312,15 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
                 page.keyboard.press("Enter")
                 expect(page.locator("#recent-detail")).to_be_visible()
                 if has_feedback:  # the focus is on the detail's first button: "This part is good"
+                    hold_one_history_poll(page)  # read before the label, answered after the label's own poll
                     with page.expect_response(lambda r: r.url.endswith("/products/bottle/feedback")) as labelled:
                         page.keyboard.press("Enter")
                     assert labelled.value.ok, labelled.value.text()
-                    expect(strip.last.locator(".badge")).to_have_text("good")  # from the next poll of the history
+                    expect(strip.last.locator(".badge")).to_have_text("good")  # from the poll the label starts
+                    page.evaluate("window.releaseHeldPoll()")
+                    page.wait_for_function("() => window.heldPollAnswered === true")
+                    taken_back = strip.last.locator(".badge").count() == 0
+                    assert not taken_back, "an older poll, answered last, took the label back"
             console.check("product")
 
             # back to the list: inspections and anomaly rate from the history (or "—" without it)
@@ -360,6 +367,30 @@ def pixel_threshold_for_a_mask(client, frame: Path) -> float:
     grey = decode_png(result["anomaly_map_png"]).astype(float)  # round(255 * clip(map / (2 * pt), 0, 1))
     anomaly_map = grey / 255.0 * 2.0 * result["pixel_threshold"]
     return float(np.percentile(anomaly_map, 98))
+
+
+def hold_one_history_poll(page) -> None:
+    """Hold the answer to the next poll of the history until `window.releaseHeldPoll()`; returns once that poll
+    has read the history. `window.heldPollAnswered` turns true after the page has had the held answer."""
+    page.evaluate(
+        """() => {
+            const realFetch = window.fetch;
+            window.fetch = async (input, init) => {
+                const response = await realFetch(input, init);
+                if (!String(input).includes('/inspections') || window.heldPoll) return response;
+                window.heldPoll = true;
+                await new Promise((resolve) => { window.releaseHeldPoll = resolve; });
+                const json = response.json.bind(response);
+                response.json = async () => {
+                    const answer = await json();
+                    setTimeout(() => { window.heldPollAnswered = true; });  // after the page's handlers of it
+                    return answer;
+                };
+                return response;
+            };
+        }"""
+    )
+    page.wait_for_function("() => window.heldPoll === true")
 
 
 def recent_scores(client, has_history: bool, this_page: list[float]) -> list[float]:
