@@ -21,6 +21,7 @@ serve: $(STAMP)
 # process the whole suite ended in a SIGSEGV in 3 of 7 runs, at varying tests after those had run (cause not found).
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -q -m "not native"
 	$(VENV)/bin/python -m pytest -q -m native
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from service.errors import InvalidField, NotFound
+from service.errors import InvalidField, NotFound, Unavailable
 from service.feedback import FrameStore
 from service.history import InspectionHistory
 from service.lifecycle import Lifecycle
@@ -36,8 +36,16 @@ def get_services(request: Request) -> Services:
 
 def get_ready_services(services: Annotated[Services, Depends(get_services)]) -> Services:
     """The services, once the model is loaded and warmed (503 before, or when it cannot load). Routes that only
-    read or change stored products take `ServicesDep` instead: they answer while the model loads or is down."""
+    read or change stored products take `StoreServices` instead: they answer while the model loads or is down."""
     services.worker.check_ready()
+    return services
+
+
+def get_store_services(services: Annotated[Services, Depends(get_services)]) -> Services:
+    """The services, once the product store is open (503 with the reason before, or when it cannot open):
+    without it every product would look absent."""
+    if not services.store.is_open:
+        raise Unavailable(services.store.open_error or "the product store is not open yet; try again shortly")
     return services
 
 
@@ -61,5 +69,6 @@ def existing_product(store: ProductStore, product_id: str) -> Product:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+StoreServices = Annotated[Services, Depends(get_store_services)]
 ReadyServices = Annotated[Services, Depends(get_ready_services)]
 ProductId = Annotated[str, Depends(checked_product_id)]

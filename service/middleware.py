@@ -60,19 +60,27 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or is_open_path(scope["path"]):
             await self.app(scope, receive, send)
             return
-        presented = presented_key(Headers(scope=scope))
+        headers = Headers(scope=scope)
+        presented = presented_key(headers)
         if presented is None:
-            response = error_response(
-                401,
-                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            response = error_response(401, missing_key_detail(headers), headers={"WWW-Authenticate": "Bearer"})
         elif not is_valid_key(presented, self.keys):
             response = error_response(403, "invalid API key")
         else:
             await self.app(scope, receive, send)
             return
         await response(scope, receive, send)
+
+
+def missing_key_detail(headers: Headers) -> str:
+    """What a request without a usable key gets told; names an Authorization scheme other than Bearer."""
+    how = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+    scheme = headers.get("authorization", "").strip().partition(" ")[0]
+    if scheme and scheme.lower() != "bearer":
+        return f"unsupported Authorization scheme {scheme[:20]!r}: {how}"
+    if scheme:
+        return f"empty Bearer credential: {how}"
+    return f"missing API key: {how}"
 
 
 def is_valid_key(presented: str, keys: list[bytes]) -> bool:

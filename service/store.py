@@ -173,6 +173,7 @@ class ProductStore:
         self._stats: dict[str, Stat] = {}  # pointer stat behind each loaded (or unloadable) product
         self._unloadable: set[str] = set()
         self._load_references: Callable[[Path], ReferenceSet] | None = None
+        self.open_error: str | None = None  # why the last open() failed
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()  # serialises this process's writes and installs
 
@@ -328,10 +329,12 @@ class ProductStore:
             self.root.mkdir(parents=True, exist_ok=True)
             self._remove_debris()
         except OSError as err:
-            raise StoreUnavailable(
+            self.open_error = (
                 f"the product store {self.root} cannot be opened ({type(err).__name__}: {err.strerror or err}); "
                 "check DCPSFR_DATA_DIR"
-            ) from None
+            )
+            raise StoreUnavailable(self.open_error) from None
+        self.open_error = None
         self._load_references = load_references
 
     def load_all(self, load_references: Callable[[Path], ReferenceSet] | None = None) -> None:

@@ -24,7 +24,7 @@ from service.calibration import (
     fit_and_calibrate,
     recalibrate,
 )
-from service.dependencies import ProductId, ReadyServices, Services, ServicesDep, existing_product
+from service.dependencies import ProductId, ReadyServices, Services, StoreServices, existing_product
 from service.errors import ApiError, Conflict, InvalidField, NotFound, StorageFailed, error_responses
 from service.feedback import LabelledFrame, bounded, calibration_values, evaluate, new_frame
 from service.history import now_iso
@@ -333,12 +333,12 @@ async def add_reference(
 
 
 @router.get("", summary="List products")
-def list_products(services: ServicesDep) -> dict[str, Any]:
+def list_products(services: StoreServices) -> dict[str, Any]:
     return {"products": [product_view(p, services) for p in services.store.all()]}
 
 
 @router.get("/{product_id}", summary="Show one product", responses=error_responses(404, 422))
-def show_product(product_id: ProductId, services: ServicesDep) -> dict[str, Any]:
+def show_product(product_id: ProductId, services: StoreServices) -> dict[str, Any]:
     return product_view(existing_product(services.store, product_id), services)
 
 
@@ -348,7 +348,7 @@ def show_product(product_id: ProductId, services: ServicesDep) -> dict[str, Any]
     summary="Remove a product and its stored references",
     responses=error_responses(404, 422, 507),
 )
-def delete_product(product_id: ProductId, services: ServicesDep) -> Response:
+def delete_product(product_id: ProductId, services: StoreServices) -> Response:
     try:
         deleted = services.store.delete(product_id)
     except StoreError as err:
@@ -365,7 +365,7 @@ def delete_product(product_id: ProductId, services: ServicesDep) -> Response:
     summary="Override the calibrated thresholds",
     responses=error_responses(400, 404, 413, 422, 507),
 )
-def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: ServicesDep) -> dict[str, Any]:
+def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: StoreServices) -> dict[str, Any]:
     try:
         product = services.store.set_thresholds(product_id, update.threshold, update.pixel_threshold)
     except StoreError as err:

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from service.dependencies import ProductId, ServicesDep, existing_product
+from service.dependencies import ProductId, Services, StoreServices, existing_product
 from service.errors import StorageFailed, error_responses
 from service.rules import AcceptanceRules
 from service.store import Product, StoreError
@@ -25,7 +25,7 @@ def rules_view(product: Product) -> dict[str, Any]:
     summary="Show a product's acceptance rules (null: the threshold rule decides)",
     responses=error_responses(404, 422),
 )
-def get_rules(product_id: ProductId, services: ServicesDep) -> dict[str, Any]:
+def get_rules(product_id: ProductId, services: StoreServices) -> dict[str, Any]:
     return rules_view(existing_product(services.store, product_id))
 
 
@@ -34,7 +34,7 @@ def get_rules(product_id: ProductId, services: ServicesDep) -> dict[str, Any]:
     summary="Replace a product's acceptance rules and scale (mm_per_pixel)",
     responses=error_responses(400, 404, 413, 422, 507),
 )
-async def put_rules(product_id: ProductId, rules: AcceptanceRules, services: ServicesDep) -> dict[str, Any]:
+async def put_rules(product_id: ProductId, rules: AcceptanceRules, services: StoreServices) -> dict[str, Any]:
     return rules_view(await _store_rules(services, product_id, rules))
 
 
@@ -43,11 +43,11 @@ async def put_rules(product_id: ProductId, rules: AcceptanceRules, services: Ser
     summary="Remove a product's rules: the threshold rule decides again",
     responses=error_responses(404, 422, 507),
 )
-async def delete_rules(product_id: ProductId, services: ServicesDep) -> dict[str, Any]:
+async def delete_rules(product_id: ProductId, services: StoreServices) -> dict[str, Any]:
     return rules_view(await _store_rules(services, product_id, None))
 
 
-async def _store_rules(services: ServicesDep, product_id: str, rules: AcceptanceRules | None) -> Product:
+async def _store_rules(services: Services, product_id: str, rules: AcceptanceRules | None) -> Product:
     try:
         product = await run_in_threadpool(services.store.set_rules, product_id, rules)
     except StoreError as err:

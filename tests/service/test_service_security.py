@@ -36,6 +36,23 @@ def test_api_keys_guard_every_route_but_health(make_client):
         assert upload(client, "widget", GOOD, headers={"X-API-Key": "first-key"}).status_code == 201
 
 
+@pytest.mark.parametrize(
+    ("authorization", "detail"),
+    [
+        ("Basic Zmlyc3Qta2V5Og==", "unsupported Authorization scheme 'Basic'"),
+        ("Token first-key", "unsupported Authorization scheme 'Token'"),
+        ("Bearer ", "empty Bearer credential"),
+        ("Bearer", "empty Bearer credential"),
+    ],
+)
+def test_unusable_authorization_header_is_named(make_client, authorization, detail):
+    with make_client(api_keys=KEYS) as client:
+        answer = client.get("/products", headers={"Authorization": authorization})
+        assert answer.status_code == 401
+        assert answer.json()["detail"].startswith(detail)
+        assert "Authorization: Bearer <key>" in answer.json()["detail"]
+
+
 def test_request_body_limit(make_client):
     with make_client(max_upload_bytes=4096) as client:
         big = image_bytes(200, 200)

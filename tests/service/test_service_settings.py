@@ -40,11 +40,22 @@ def test_an_unusable_data_dir_is_named_in_one_line_without_a_traceback(make_clie
     blocker.write_text("a file where the data dir should be")
     with make_client(data_dir=blocker / "data") as client:
         answer = client.get("/readyz")
+        product_answers = [
+            client.get("/products"),
+            client.get("/products/widget"),
+            client.delete("/products/widget"),
+            client.put("/products/widget/threshold", json={"threshold": 0.5}),
+            client.get("/products/widget/rules"),
+        ]
     assert answer.status_code == 503
     detail = answer.json()["detail"]
     assert "DCPSFR_DATA_DIR" in detail and str(blocker / "data") in detail, detail
     assert "model could not be loaded" not in detail
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+    # the product routes say so too, instead of an empty list and 404s for products that may well exist
+    for product_answer in product_answers:
+        assert product_answer.status_code == 503, (product_answer.request.url, product_answer.text)
+        assert product_answer.json()["detail"] == detail
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "65536"])
