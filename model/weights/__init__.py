@@ -142,6 +142,12 @@ def heads_file_config(path: Path) -> str:
 # --- the explicit fetch (needs internet) ---------------------------------------------------------------------
 
 
+def source_label(source: dict[str, str]) -> str:
+    """A manifest source in one short phrase, e.g. "open_clip ViT-B-16-quickgelu (openai)"."""
+    label = f"{source['library']} {source['model']}"
+    return f"{label} ({source['pretrained']})" if source.get("pretrained") else label
+
+
 def download_state_dict(source: dict[str, str]) -> dict[str, torch.Tensor]:
     """Download a backbone from its hub (the only place in the project that does)."""
     if source["library"] == "open_clip":
@@ -170,7 +176,7 @@ def fetch(config_name: str, weights_dir: Path, force: bool = False) -> list[Path
             log.info("%s: present and verified", path)
             written.append(path)
             continue
-        log.info("%s: downloading %s (~%s MB) ...", path, entry["source"], entry.get("size_mb", "?"))
+        log.info("%s: downloading %s (~%s MB) ...", path, source_label(entry["source"]), entry.get("size_mb", "?"))
         state = download_state_dict(entry["source"])
         metadata = {"source": json.dumps(entry["source"]), "fetched": datetime.now(UTC).isoformat()}
         digest = write_state_dict(state, path, metadata)
@@ -216,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                     present = (args.weights_dir / entry["file"]).is_file()
                     print(
                         f"{name:6} {role:5} {'present' if present else 'missing':8} {entry['file']}"
-                        f"  ({entry['source']}, {entry['license']}, ~{entry['size_mb']} MB)"
+                        f"  ({source_label(entry['source'])}, {entry['license']}, ~{entry['size_mb']} MB)"
                     )
     except WeightsMissingError as err:
         print(f"error: {err}", file=sys.stderr)

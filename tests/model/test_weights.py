@@ -96,7 +96,10 @@ def test_heads_file_of_another_architecture_is_refused(tmp_path):
 
 def test_cli_list_and_verify_missing(tmp_path, capsys):
     assert main(["list"]) == 0
-    assert "edge" in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    edge_clip = next(line for line in listing.splitlines() if line.startswith("edge   clip"))
+    assert "(open_clip ViT-B-16-quickgelu (openai), MIT" in edge_clip, edge_clip
+    assert "{" not in listing, "the sources are printed as Python dicts"
     assert main(["verify", "edge", "--weights-dir", str(tmp_path)]) == 2
     assert "fetch edge" in capsys.readouterr().err
 
