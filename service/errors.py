@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -140,4 +141,28 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, err: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
+        mark_logged(err)
         return error_response(500, f"internal error ({type(err).__name__}); see the service log")
+
+    server_log = logging.getLogger(SERVER_LOGGER)
+    if not any(isinstance(f, SkipLoggedErrors) for f in server_log.filters):
+        server_log.addFilter(SkipLoggedErrors())
+
+
+SERVER_LOGGER = "uvicorn.error"  # where uvicorn logs "Exception in ASGI application" with the traceback
+_LOGGED = "_logged_by_service"
+
+
+def mark_logged(err: BaseException) -> None:
+    with contextlib.suppress(AttributeError):  # a type without attributes: logged twice, nothing worse
+        setattr(err, _LOGGED, True)
+
+
+class SkipLoggedErrors(logging.Filter):
+    """Drops the server's record of an exception the app has logged already. Starlette re-raises every
+    exception after its 500 handler ran (so that servers can log it), and uvicorn then logged the same traceback
+    a second time, without the method and path ours names."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        return not getattr(err, _LOGGED, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.errors import SERVER_LOGGER
+from service.store import ProductStore
 from tests.service.conftest import decode_png, image_bytes, inspect, tiny_settings, upload
 
 GOOD = image_bytes(48, 40, seed=0)
@@ -204,3 +207,36 @@ def test_model_routes_wait_for_readiness(tmp_path, slow_model):
         release.set()
         assert client.app.state.services.worker.ready_event.wait(60)
         assert client.get("/readyz").status_code == 200
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_an_unexpected_error_is_a_json_500_logged_once(tmp_path, monkeypatch, caplog):
+    def broken(_store):
+        raise RuntimeError("disk on fire")
+
+    with TestClient(create_app(tiny_settings(data_dir=tmp_path / "data")), raise_server_exceptions=False) as client:
+        monkeypatch.setattr(ProductStore, "all", broken)
+        answer = client.get("/products")
+    assert answer.status_code == 500
+    assert answer.json()["detail"] == "internal error (RuntimeError); see the service log"
+    ours = [r for r in caplog.records if r.exc_info and "disk on fire" in str(r.exc_info[1])]
+    assert [r.getMessage() for r in ours] == ["unexpected error on GET /products"]
+
+    # Starlette re-raises it to the server, which logs "Exception in ASGI application" with it: that record of
+    # the same exception is dropped; one of an exception the app never saw is kept
+    server_log, seen = logging.getLogger(SERVER_LOGGER), Collect()
+    server_log.addHandler(seen)
+    try:
+        server_log.error("Exception in ASGI application\n", exc_info=ours[0].exc_info[1])
+        server_log.error("Exception in ASGI application\n", exc_info=RuntimeError("not seen by the app"))
+    finally:
+        server_log.removeHandler(seen)
+    assert [str(r.exc_info[1]) for r in seen.records] == ["not seen by the app"]
