@@ -253,13 +253,15 @@ function showView(id) {
 async function route(moveFocus = true) {
   stopPolling();
   const match = location.hash.match(/^#\/products\/([^/]+)$/);
+  // each view shows itself before its first await; the focus moves to it then, not once its data has arrived,
+  // which would pull the focus from a control the operator has tabbed to in the meantime
+  const loading = match ? showProduct(decodeURIComponent(match[1])) : showProducts();
+  if (moveFocus) $("main").focus();
   try {
-    if (match) await showProduct(decodeURIComponent(match[1]));
-    else await showProducts();
+    await loading;
   } catch (error) {
     reportError(error);
   }
-  if (moveFocus) $("main").focus();
 }
 
 // ---- the products page -------------------------------------------------------------------------------------

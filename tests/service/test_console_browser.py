@@ -231,10 +231,16 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
             threshold = {"threshold": product["threshold"], "pixel_threshold": pixel_threshold}
             assert client.put("/products/bottle/threshold", json=threshold).status_code == 200
 
-            # the product page, from the result's link
+            # the product page, from the result's link; its data arrives after the operator has started tabbing
             console.tab_to("#new-product-result a.open-product")
+            first_data = "/inspections?" if has_history else "/products/bottle"
+            hold_next_answer(page, first_data)
             page.keyboard.press("Enter")
             expect(page.locator("#product-title")).to_have_text("bottle")
+            page.wait_for_function("() => window.heldAnswer === true")
+            console.tab_to("#inspect-files")
+            release_held_answer(page)
+            assert page.evaluate("document.activeElement.id") == "inspect-files", "the page took the focus back"
             recent = expect(page.locator("#recent-section"))
             recent.to_be_visible() if has_history else recent.to_be_hidden()
 
@@ -312,13 +318,13 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
                 page.keyboard.press("Enter")
                 expect(page.locator("#recent-detail")).to_be_visible()
                 if has_feedback:  # the focus is on the detail's first button: "This part is good"
-                    hold_one_history_poll(page)  # read before the label, answered after the label's own poll
+                    hold_next_answer(page, "/inspections?")  # a poll that reads the history before the label
+                    page.wait_for_function("() => window.heldAnswer === true")
                     with page.expect_response(lambda r: r.url.endswith("/products/bottle/feedback")) as labelled:
                         page.keyboard.press("Enter")
                     assert labelled.value.ok, labelled.value.text()
                     expect(strip.last.locator(".badge")).to_have_text("good")  # from the poll the label starts
-                    page.evaluate("window.releaseHeldPoll()")
-                    page.wait_for_function("() => window.heldPollAnswered === true")
+                    release_held_answer(page)  # the older answer arrives last
                     taken_back = strip.last.locator(".badge").count() == 0
                     assert not taken_back, "an older poll, answered last, took the label back"
             console.check("product")
@@ -369,28 +375,38 @@ def pixel_threshold_for_a_mask(client, frame: Path) -> float:
     return float(np.percentile(anomaly_map, 98))
 
 
-def hold_one_history_poll(page) -> None:
-    """Hold the answer to the next poll of the history until `window.releaseHeldPoll()`; returns once that poll
-    has read the history. `window.heldPollAnswered` turns true after the page has had the held answer."""
+def hold_next_answer(page, url_part: str) -> None:
+    """From now on, the next answer to a request whose URL contains `url_part` is held until
+    `window.releaseHeldAnswer()`; `window.heldAnswer` turns true once it has arrived (held), and
+    `window.heldAnswerUsed` once the page has had it (after its handlers of it ran)."""
     page.evaluate(
-        """() => {
-            const realFetch = window.fetch;
+        """(part) => {
+            Object.assign(window, {holdPart: part, heldAnswer: false, heldAnswerUsed: false});
+            if (window.fetchBeforeHold) return;
+            window.fetchBeforeHold = window.fetch;
             window.fetch = async (input, init) => {
-                const response = await realFetch(input, init);
-                if (!String(input).includes('/inspections') || window.heldPoll) return response;
-                window.heldPoll = true;
-                await new Promise((resolve) => { window.releaseHeldPoll = resolve; });
+                const response = await window.fetchBeforeHold(input, init);
+                if (!window.holdPart || !String(input).includes(window.holdPart)) return response;
+                window.holdPart = null;
+                window.heldAnswer = true;
+                await new Promise((resolve) => { window.releaseHeldAnswer = resolve; });
                 const json = response.json.bind(response);
                 response.json = async () => {
                     const answer = await json();
-                    setTimeout(() => { window.heldPollAnswered = true; });  // after the page's handlers of it
+                    setTimeout(() => { window.heldAnswerUsed = true; });  // after the page's handlers of it
                     return answer;
                 };
                 return response;
             };
-        }"""
+        }""",
+        url_part,
     )
-    page.wait_for_function("() => window.heldPoll === true")
+
+
+def release_held_answer(page) -> None:
+    """Let the held answer through and return once the page has used it."""
+    page.evaluate("window.releaseHeldAnswer()")
+    page.wait_for_function("() => window.heldAnswerUsed === true")
 
 
 def recent_scores(client, has_history: bool, this_page: list[float]) -> list[float]:
