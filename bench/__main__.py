@@ -34,6 +34,8 @@ SECTIONS = ("stages", "runtime", "fit", "memory", "bank", "http", "throughput", 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line of `python -m bench`; fills in
+    `repeats`, `server_flags` and puts torch first in `runtimes`."""
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -68,12 +70,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def print_section(section: Section) -> None:
+    """Print one section's title and its table rows to stdout."""
     print(f"\n== {section.name}: {section.title}")
     for row in section.rows:
         print(f"   {row}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen sections in turn, print their tables and the
+    issue-13 targets, and write the JSON report; returns 0."""
     args = parse_args(argv)
     chosen = args.only or SECTIONS
     conditions = {

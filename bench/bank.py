@@ -16,6 +16,8 @@ DIM = 384  # DINOv2 ViT-S (edge); the paper's ViT-L has 1024
 
 
 def run(args: argparse.Namespace) -> Section:
+    """Time `MemoryBank.max_similarity` (FAISS) against `torch_search` for banks of 4k to 1M tokens
+    (1M not with --quick); p50 ms."""
     section = Section("bank", f"bank search, {QUERIES} query tokens x D={DIM} (ms, interleaved)")
     sizes = [4096, 16384, 65536, 262144] + ([] if args.quick else [1048576])
     section.rows.append(f"{'bank tokens':>12} {'FAISS':>9} {'torch':>9} {'torch/FAISS':>12}")

@@ -38,9 +38,11 @@ class Target:
 
     @property
     def met(self) -> bool:
+        """Whether the value is within the limit (`value <= limit`)."""
         return self.value <= self.limit
 
     def line(self) -> str:
+        """One aligned report line: name, value, unit, the limit and met/MISSED."""
         verdict = "met" if self.met else "MISSED"
         return f"{self.name:58} {self.value:10.3f} {self.unit:3} (target <= {self.limit:g}) {verdict}"
 
@@ -69,12 +71,14 @@ def photo_like(size: tuple[int, int], seed: int) -> Image.Image:
 
 
 def png_bytes(image: Image.Image) -> bytes:
+    """The image encoded as PNG with Pillow's default settings."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA only; a no-op on other devices), so timings cover it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -100,8 +104,10 @@ def interleaved(
 
 
 def p50(values: list[float]) -> float:
+    """The median of the values."""
     return float(statistics.median(values))
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (q in 0..100) of the values, numpy's linear interpolation."""
     return float(np.percentile(values, q))

@@ -9,6 +9,7 @@ from service.calibration import fit_and_calibrate
 
 
 def run(args: argparse.Namespace) -> Section:
+    """Time `fit_and_calibrate` (fit and calibrate ms, p50 after one warm-up) for K = 1 and K = 4 photo-like frames."""
     section = Section("fit", f"reference fit + calibration ({args.config}, runtime={args.runtime}, ms)")
     det = bench_detector(args)
     size = tuple(args.image_size)

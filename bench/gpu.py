@@ -22,6 +22,7 @@ from model import create_detector
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line of `python -m bench.gpu`."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -36,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure every (compile mode, config) pair within --budget-s, print one line each and write the JSON after every
+    run; returns 0."""
     args = parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda:
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(config: str, mode: str, device: str, args: argparse.Namespace) -> dict:
+    """One config in one DCPSFR_COMPILE mode: set-up time, batch-1 p50/p99 and stages (ms), throughput per batch size
+    (images/s) and, on CUDA, peak memory (MiB)."""
     began = time.monotonic()
     det = create_detector(config, device=device, random_init=True, heads="random", compile_mode=mode)
     size = tuple(args.image_size)
@@ -104,6 +109,7 @@ def measure(config: str, mode: str, device: str, args: argparse.Namespace) -> di
 
 
 def summary(run: dict) -> str:
+    """One printable line for a run of `measure` (or its error / skip reason)."""
     head = f"{run['config']:6} {run['compile']:10}"
     if "error" in run or "skipped" in run:
         return f"{head} {run.get('error') or run.get('skipped')}"

@@ -22,6 +22,8 @@ BREAKDOWN = ("decode", "queue", "predict", "encode")
 
 
 def run(args: argparse.Namespace) -> Section:
+    """Compare HTTP p50/p95 of POST /inspect (one 512x512 PNG, K = 4) with the in-process predict of the same frame,
+    interleaved; stage breakdown and the overhead-ratio target."""
     config = args.service_config
     section = Section("http", f"service overhead ({config}, 512x512 PNG, one keep-alive client, interleaved)")
     references = [png_bytes(photo_like((512, 512), seed)) for seed in range(4)]
@@ -70,6 +72,8 @@ def run(args: argparse.Namespace) -> Section:
 
 
 def timed_post(client: httpx.Client, frame: bytes) -> tuple[dict, float]:
+    """POST one frame to /inspect for product `bench`: the JSON answer and the wall time in ms; raises
+    httpx.HTTPStatusError on a non-2xx answer."""
     start = time.perf_counter()
     answer = client.post("/inspect", data={"product_id": "bench"}, files=[("images", ("f.png", frame, "image/png"))])
     elapsed = (time.perf_counter() - start) * 1000.0
@@ -78,6 +82,7 @@ def timed_post(client: httpx.Client, frame: bytes) -> tuple[dict, float]:
 
 
 def timed_local(det, image, refs) -> float:
+    """Wall time in ms of one in-process `det.predict([image], refs)`."""
     start = time.perf_counter()
     det.predict([image], refs)
     return (time.perf_counter() - start) * 1000.0
@@ -99,6 +104,8 @@ def encode_comparison(anomaly_map: np.ndarray, repeats: int) -> list[str]:
 
 
 def pillow_png(array: np.ndarray) -> bytes:
+    """Encode a (H, W) uint8 array as a greyscale PNG with Pillow at the service's compression level
+    (the comparison baseline)."""
     buffer = io.BytesIO()
     Image.fromarray(array, mode="L").save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()

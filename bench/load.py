@@ -51,15 +51,21 @@ MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
 
 @dataclass(frozen=True)
 class Upload:
+    """One image file to send: its file name and raw bytes."""
+
     name: str
     data: bytes
 
     def part(self) -> tuple[str, bytes, str]:
+        """The httpx multipart tuple (name, bytes, media type), the type guessed from the suffix
+        (image/tiff when unknown)."""
         return self.name, self.data, MEDIA_TYPES.get(Path(self.name).suffix.lower(), "image/tiff")
 
 
 @dataclass(frozen=True)
 class Workload:
+    """The references to upload, the frames to inspect, and a description of where they came from."""
+
     references: list[Upload]
     frames: list[Upload]
     source: str
@@ -67,6 +73,9 @@ class Workload:
 
 @dataclass
 class RunResult:
+    """Outcome of one measured load run: counts by status, client
+    latency, throughput and the service's own batch figures."""
+
     label: str
     max_batch_size: int | None
     requests: int = 0
@@ -87,6 +96,8 @@ class RunResult:
 
 
 def image_files(paths: list[Path]) -> list[Path]:
+    """The image files among `paths`, folders searched recursively;
+    exits the program when a path is missing or nothing is found."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -101,6 +112,7 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 
 def read_uploads(paths: list[Path]) -> list[Upload]:
+    """Read each file into an Upload named after the file."""
     return [Upload(path.name, path.read_bytes()) for path in paths]
 
 
@@ -121,6 +133,8 @@ def synthetic_frames(n: int, size: tuple[int, int], seed: int) -> list[Upload]:
 
 
 def build_workload(args: argparse.Namespace) -> Workload:
+    """References and frames from --images, else MVTec AD bottle_xs when present (and not --synthetic), else synthetic
+    PNGs; with --images the frames are the files after the first K, or all files when none are left."""
     if args.images:
         files = image_files(args.images)
         references, frames = files[: args.references], files[args.references :] or files
@@ -139,12 +153,15 @@ def build_workload(args: argparse.Namespace) -> Workload:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it; another process may still take it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 def server_env(args: argparse.Namespace, data_dir: Path, max_batch_size: int, **extra: str) -> dict[str, str]:
+    """The environment of a started service: this process's environment plus the DCPSFR_* settings from `args`
+    (API keys off) and `extra`."""
     return {
         **os.environ,
         "DCPSFR_MODEL_CONFIG": args.config,
@@ -183,6 +200,8 @@ def running_server(args: argparse.Namespace, data_dir: Path, max_batch_size: int
 
 
 def wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+    """Poll GET /readyz every 0.2 s until it is 200; exits the program with the server log when the process ends, the
+    service reports unavailable or `timeout_s` passes."""
     deadline = time.monotonic() + timeout_s
     with httpx.Client(base_url=url, timeout=10) as client:
         while time.monotonic() < deadline:
@@ -201,6 +220,7 @@ def wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout_s: f
 
 
 def stop(process: subprocess.Popen) -> None:
+    """Terminate the server process, kill it if it has not exited after 30 s."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -214,10 +234,12 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def client_headers(api_key: str | None) -> dict[str, str]:
+    """The X-API-Key header when a key is given, else no headers."""
     return {"X-API-Key": api_key} if api_key else {}
 
 
 def describe_service(client: httpx.Client) -> str:
+    """The service as "config=... mode=... device=..." from GET /readyz; exits the program when it is not 200."""
     answer = client.get("/readyz")
     if answer.status_code != 200:
         sys.exit(f"error: {client.base_url}readyz answered {answer.status_code}: {answer.text}")
@@ -305,6 +327,8 @@ async def send_load(
 def bench_url(
     url: str, args: argparse.Namespace, workload: Workload, label: str, batch: int | None, create: bool
 ) -> RunResult:
+    """Make sure the product exists, warm up, then send the measured load to `url` and summarise it with the /metrics
+    difference over the run."""
     with httpx.Client(base_url=url, timeout=args.request_timeout_s, headers=client_headers(args.api_key)) as client:
         print(f"  service: {describe_service(client)}")
         ensure_product(client, args.product_id, workload.references, args.upload_references, create)
@@ -329,6 +353,8 @@ def summarize(
     before: dict[str, float],
     after: dict[str, float],
 ) -> RunResult:
+    """Build the RunResult: latency percentiles (ms) of successful requests, images/s, and mean batch size and forward
+    time (ms) from the /metrics counters `after` minus `before`."""
     result = RunResult(label, batch, requests=sum(statuses.values()), wall_s=wall_s, stopped_early=stopped)
     result.ok = statuses.get("200", 0)
     result.rejected_429 = statuses.get("429", 0)
@@ -360,6 +386,7 @@ COLUMNS = (
 
 
 def table_row(run: RunResult) -> str:
+    """One aligned table line for a run (see COLUMNS); missing figures print as '-'."""
     lat = run.latency_ms
     errors = sum(run.errors.values())
 
@@ -376,6 +403,7 @@ def table_row(run: RunResult) -> str:
 
 
 def print_table(runs: list[RunResult]) -> None:
+    """Print the table of all runs, the errors by status, a legend and each run's throughput relative to the first."""
     print()
     print(COLUMNS)
     for run in runs:
@@ -397,6 +425,7 @@ def print_table(runs: list[RunResult]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line of `python -m bench.load` (counts at least 1, --compare not with --url)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -460,6 +489,8 @@ def raise_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Build the workload, bench the --url service or one started server
+    per batch size, print the table and optionally write JSON."""
     args = parse_args(argv)
     raise_on_sigterm()
     workload = build_workload(args)

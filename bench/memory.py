@@ -21,6 +21,8 @@ DISK_LIMIT_MB = 32.0  # issue 13: a 4-shot edge product on disk
 
 
 def run(args: argparse.Namespace) -> Section:
+    """Bytes on disk of one K = 4 product, RSS per loaded product, and service start-up time empty vs with 100
+    (quick: 20) products; checks the disk target."""
     section = Section("memory", f"memory per product and start-up ({args.config}, K = 4)")
     det = create_detector(args.config, device="cpu", random_init=args.random_init, heads="random")
     size = tuple(args.image_size)

@@ -38,11 +38,15 @@ class HubDino(torch.nn.Module):
         self.patch_size = int(timm_model.patch_embed.patch_size[0])
 
     def get_intermediate_layers(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The patch tokens of the last block after the final norm,
+        class/register tokens dropped, as a 1-tuple of (B, N, D)."""
         tokens = self.model.forward_features(x)  # last block, final norm applied
         return (tokens[:, self.model.num_prefix_tokens :],)
 
 
 def load_authors_code(folder: Path, dino: torch.nn.Module):
+    """Import the authors' code from `folder` with plotting stubbed and torch.hub.load patched to return `dino`; returns
+    (model, mean_top1p, dists2map)."""
     for stub in ("matplotlib", "matplotlib.pyplot", "tifffile"):
         sys.modules.setdefault(stub, types.ModuleType(stub))
     sys.path.insert(0, str(folder))
@@ -72,10 +76,13 @@ def authors_result(model, mean_top1p, dists2map, reference: np.ndarray, test: np
 
 
 def read_rgb(path: Path) -> np.ndarray:
+    """Read an image file as an (H, W, 3) uint8 RGB array with OpenCV, as AnomalyDINO does."""
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)  # as AnomalyDINO reads
 
 
 def pairs(bottle: Path, hard: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The (label, reference, test) RGB pairs compared: bottle_xs
+    test frames, their 900x600 crops, and the 1920x1080 hard case."""
     good = sorted((bottle / "train" / "good").glob("*.png"))
     tests = [bottle / "test" / name for name in TESTS]
     ref = read_rgb(good[0])
@@ -88,6 +95,8 @@ def pairs(bottle: Path, hard: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 
 def main() -> None:
+    """Compare our training-free scores and maps with the authors'
+    on every pair, print the differences and PASS/FAIL."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("anomalydino", type=Path, help="folder holding the authors' code (with src/)")
     parser.add_argument("--bottle", type=Path, default=SHARED / "mvtec_ad" / "bottle_xs")

@@ -22,6 +22,8 @@ POLL_INTERVALS_S = (2.0, 0.2)
 
 
 def run(args: argparse.Namespace) -> Section:
+    """Start-up times on an empty and a stored data dir, and the delay until a new version uploaded to one replica is
+    served by another, at each poll interval."""
     config = args.service_config
     section = Section("replicas", f"replicas on one data dir ({config}, 2 references of 256x256)")
     server_args = load.parse_args(["--config", config, "--device", "cpu", *args.server_flags])
@@ -68,6 +70,7 @@ def startup_seconds(server_args, root: Path, n_products: int, config: str, rando
 
 
 def loaded_products(url: str) -> float:
+    """The service's `dcpsfr_products` gauge from /metrics (0 when absent)."""
     exposition = httpx.get(f"{url}/metrics", timeout=60).text
     found = re.search(r"^dcpsfr_products (\S+)$", exposition, re.MULTILINE)
     return float(found.group(1)) if found else 0.0

@@ -15,6 +15,8 @@ PARITY = 1e-3
 
 
 def run(args: argparse.Namespace) -> Section:
+    """Whole-predict p50 per backbone runtime (torch, openvino, onnxruntime that are installed), speed-up over torch,
+    and the map and score difference from torch."""
     runtimes = [r for r in args.runtimes if r in RUNTIMES]
     section = Section("runtime", f"backbone runtimes, whole predict ({args.config}, full mode, batch 1, interleaved)")
     size = tuple(args.image_size)

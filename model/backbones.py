@@ -14,6 +14,7 @@ from model.config import ClipConfig, DinoConfig
 
 
 def freeze(module: nn.Module) -> nn.Module:
+    """Put `module` in eval mode and turn off gradients of all its parameters; returns the same module."""
     module.eval()
     for param in module.parameters():
         param.requires_grad_(False)
@@ -22,12 +23,16 @@ def freeze(module: nn.Module) -> nn.Module:
 
 @dataclass
 class ClipFeatures:
+    """CLIP vision outputs of a batch: patch tokens of the selected layers and the projected image embedding."""
+
     layer_tokens: torch.Tensor  # (B, m, Nc, Dc) patch tokens of the selected layers, after ln_post
     image_embedding: torch.Tensor  # (B, Dt) projected class token
 
 
 @dataclass
 class DinoFeatures:
+    """DINOv2 outputs of a batch: last-block patch tokens and class token, after the final norm."""
+
     patch_tokens: torch.Tensor  # (B, Nd, Dd) last block, after the final norm
     cls_token: torch.Tensor  # (B, Dd)
 
@@ -66,17 +71,22 @@ class ClipBackbone(nn.Module):
 
     @property
     def vision_width(self) -> int:
+        """Dc, the width of the vision tower's tokens."""
         return self.model.visual.transformer.width
 
     @property
     def embed_dim(self) -> int:
+        """Dt, the width of the joint image-text embedding (the text projection's output)."""
         return self.model.text_projection.shape[1]
 
     @property
     def text_width(self) -> int:
+        """Dw, the width of the text tower's token embeddings (the prompt context's width)."""
         return self.model.token_embedding.embedding_dim
 
     def forward(self, images: torch.Tensor) -> ClipFeatures:  # images: (B, 3, Sc, Sc)
+        """(B, 3, Sc, Sc) images -> patch tokens of the configured layers with ln_post applied (B, m, Nc, Dc) and the
+        image embedding (B, Dt)."""
         out = self.model.visual.forward_intermediates(
             images, indices=self.layer_indices, normalize_intermediates=True, output_fmt="NLC"
         )
@@ -84,6 +94,7 @@ class ClipBackbone(nn.Module):
         return ClipFeatures(layer_tokens=layers, image_embedding=out["image_features"])  # (B, Dt)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """Token ids (P, L) of the texts, padded to the text tower's context length."""
         return self.tokenizer(texts)  # (P, L)
 
     def encode_prompts(self, token_ids: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -120,9 +131,12 @@ class DinoBackbone(nn.Module):
 
     @property
     def width(self) -> int:
+        """Dd, the width of the DINOv2 tokens."""
         return self.model.embed_dim
 
     def forward(self, images: torch.Tensor) -> DinoFeatures:  # images: (B, 3, Hd, Wd), multiples of the patch
+        """(B, 3, Hd, Wd) images (multiples of the patch) -> patch tokens (B, Nd, Dd) and class token (B, Dd), final
+        norm applied."""
         tokens = self.model.forward_features(images)  # (B, P + Nd, Dd), final norm applied
         prefix = self.model.num_prefix_tokens
         return DinoFeatures(patch_tokens=tokens[:, prefix:], cls_token=tokens[:, 0])  # (B, Nd, Dd), (B, Dd)

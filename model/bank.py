@@ -44,6 +44,7 @@ class MemoryBank:
 
     @property
     def dim(self) -> int:
+        """D, the width of the bank's tokens."""
         return self.tokens.shape[1]
 
     def max_similarity(self, queries: torch.Tensor, cache: DeviceCache | None = None) -> torch.Tensor:
@@ -71,10 +72,13 @@ class MemoryBank:
         return tokens
 
     def save(self, path: Path) -> None:
+        """Write the (already L2-normalised) tokens to `path` with
+        numpy.save (which adds `.npy` when the name lacks it)."""
         np.save(path, self.tokens.numpy())
 
     @classmethod
     def load(cls, path: Path) -> MemoryBank:
+        """A bank from a file written by `save`; the tokens are taken as already normalised."""
         return cls(torch.from_numpy(np.load(path)), normalized=True)
 
 

@@ -16,6 +16,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ClipConfig:
+    """The CLIP tower: which layers feed CACA, input size (px), normalisation, and an open_clip name or inline
+    architecture."""
+
     layers: tuple[int, ...]  # 1-based block indices whose patch tokens feed CACA
     image_size: int
     mean: tuple[float, float, float]
@@ -26,6 +29,8 @@ class ClipConfig:
 
 @dataclass(frozen=True)
 class DinoConfig:
+    """The DINOv2 tower: timm model name, input size (px, the shorter side), normalisation and timm overrides."""
+
     timm_model: str
     image_size: int
     mean: tuple[float, float, float]
@@ -35,6 +40,8 @@ class DinoConfig:
 
 @dataclass(frozen=True)
 class HeadsConfig:
+    """Sizes and constants of the DCP-SFR heads (defaults as in SPEC.md: prompt length 12, tau 0.07, lambda 1, mu 2)."""
+
     prompt_length: int = 12
     anomaly_word: str = "damaged"
     temperature: float = 0.07
@@ -50,6 +57,8 @@ class HeadsConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
+    """Inference settings: map smoothing, training-free score, memory-bank budget and the AnomalyDINO options."""
+
     map_size: int = 256  # training: masks and maps are compared at this size (at most 256)
     gaussian_sigma: float = 4.0  # map smoothing, in pixels at the frame's own resolution (AnomalyDINO)
     smoothing_max_side: int = 2048  # frames longer than this are smoothed at this size, then upsampled
@@ -64,6 +73,8 @@ class InferenceConfig:
 
 @dataclass(frozen=True)
 class DetectorConfig:
+    """One named detector config: both backbones, the heads and the inference settings."""
+
     name: str
     clip: ClipConfig
     dino: DinoConfig
@@ -102,6 +113,8 @@ def load_config(name_or_path: str | Path) -> DetectorConfig:
 
 
 def config_from_dict(raw: dict[str, Any]) -> DetectorConfig:
+    """Build a DetectorConfig from parsed JSON; raises ConfigError on missing or unknown fields, both or neither of
+    clip's open_clip_model/arch, or a bad acl_kv or bank_reduction."""
     try:
         clip = dict(raw["clip"])
         dino = dict(raw["dino"])

@@ -57,6 +57,8 @@ DEFAULT_DEVICE_CACHE_BYTES = 2 * 1024**3  # per-product device copies kept at mo
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device for a name: "auto" -> cuda when available, else cpu; otherwise the named device. Raises
+    ConfigError for an unknown name or CUDA asked for where there is none."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

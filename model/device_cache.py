@@ -14,6 +14,7 @@ Tensors = tuple[torch.Tensor, ...]
 
 
 def tensors_nbytes(tensors: Tensors) -> int:
+    """Total bytes of the tensors' elements."""
     return sum(t.element_size() * t.nelement() for t in tensors)
 
 
@@ -58,6 +59,7 @@ class DeviceCache:
         return tensors
 
     def clear(self) -> None:
+        """Drop every entry and reset `used_bytes` (the `loads` and `evictions` counters are kept)."""
         with self._lock:
             self._entries.clear()
             self.used_bytes = 0

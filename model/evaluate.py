@@ -32,6 +32,8 @@ METRICS = IMAGE_METRICS + PIXEL_METRICS
 
 @dataclass
 class CategoryRun:
+    """The metrics (fractions) of one category at one K and seed, with the image count and prediction seconds."""
+
     category: str
     shots: int
     seed: int
@@ -42,6 +44,8 @@ class CategoryRun:
 
 @dataclass
 class EvalResult:
+    """Every CategoryRun of one evaluation, with the config, data spec and mode it ran with."""
+
     config: str
     data: str
     mode: str
@@ -60,6 +64,7 @@ class EvalResult:
         return rows
 
     def images_per_second(self, shots: int) -> float:
+        """Prediction throughput at K = `shots` over every run: images / seconds (reference fitting excluded)."""
         runs = [r for r in self.runs if r.shots == shots]
         return sum(r.n_images for r in runs) / max(sum(r.seconds for r in runs), 1e-9)
 
@@ -74,6 +79,8 @@ def evaluate(
     save_maps: Path | None = None,
     data_spec: str = "",
 ) -> EvalResult:
+    """Fit K references per (K, seed, category), score every test image and compute the seven metrics at `eval_size` px;
+    panels for the first seed go to `save_maps` when given."""
     result = EvalResult(detector.config.name, data_spec, detector.mode, detector.random_weights, eval_size)
     jobs = [(k, s, c) for k in shots for s in seeds for c in dataset.categories]
     for k, seed, category in tqdm(jobs, desc="evaluating", unit="run"):
@@ -115,6 +122,8 @@ def safe_metrics(scores, labels, maps, masks, category: str) -> dict[str, float]
 
 
 def write_panels(folder: Path, samples: list[TestSample], maps: np.ndarray, masks: np.ndarray) -> None:
+    """Save one image | ground truth | map panel per sample under `folder`, all maps on the category's 1st..99.9th
+    percentile scale."""
     folder.mkdir(parents=True, exist_ok=True)
     vmin, vmax = float(np.percentile(maps, 1)), float(np.percentile(maps, 99.9))  # one scale per category
     for sample, amap, mask in zip(samples, maps, masks, strict=True):
@@ -123,6 +132,7 @@ def write_panels(folder: Path, samples: list[TestSample], maps: np.ndarray, mask
 
 
 def format_markdown(result: EvalResult, shots: list[int]) -> str:
+    """The results as markdown: one table per K (mean over seeds, %), per category plus the mean, and the throughput."""
     lines = [f"# Evaluation: config `{result.config}` on `{result.data}` ({result.mode} mode)", ""]
     if result.random_weights:
         lines += ["**RANDOM WEIGHTS: these numbers mean nothing about accuracy (pipeline check only).**", ""]
@@ -153,6 +163,7 @@ def write_results(result: EvalResult, shots: list[int], out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `python -m model.evaluate`; returns 0, or 2 when the config, weights or dataset cannot be opened."""
     parser = argparse.ArgumentParser(
         prog="python -m model.evaluate",
         description=__doc__,

@@ -43,6 +43,7 @@ class FeatureCache:
         self.features_id = features_id(detector)
 
     def key(self, path: Path) -> Path:
+        """The cache file of image `path`: a sha1 of its resolved path, size, mtime and the features id."""
         stat = Path(path).stat()
         basis = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.features_id}"
         return self.folder / f"{hashlib.sha1(basis.encode()).hexdigest()}.safetensors"

@@ -14,6 +14,8 @@ from model.heads import DCPSFRHeads, HeadOutputs
 
 @dataclass
 class ReferenceFeatures:
+    """DINOv2 tokens of the K references: patch tokens (R, K, Nd, Dd) and class tokens (R, K, Dd)."""
+
     patch_tokens: torch.Tensor  # (R, K, Nd, Dd): R = 1 (one product) or B (one set per query, training)
     cls_tokens: torch.Tensor  # (R, K, Dd)
 
@@ -43,6 +45,7 @@ class DCPSFR(nn.Module):
 
     @property
     def dino_grid(self) -> tuple[int, int]:
+        """The DINOv2 patch grid (hd, wd) at the configured square input size."""
         return self.dino.grid
 
     def text_features(self) -> torch.Tensor:
@@ -51,9 +54,11 @@ class DCPSFR(nn.Module):
         return self.clip.encode_prompts(self.prompt_token_ids, self.heads.prompts.context)
 
     def extract_dino(self, images: torch.Tensor) -> DinoFeatures:
+        """DINOv2 features of (B, 3, Hd, Wd) images."""
         return self.dino(images)
 
     def extract_clip(self, images: torch.Tensor) -> ClipFeatures:
+        """CLIP features of (B, 3, Sc, Sc) images; full mode only (asserts the CLIP tower exists)."""
         assert self.clip is not None
         return self.clip(images)
 

@@ -78,6 +78,7 @@ def png_significant_bits(data: bytes) -> int | None:
 
 
 def is_high_bit(image: Image.Image) -> bool:
+    """Whether the image is a 16- or 32-bit greyscale PIL mode (HIGH_BIT_MODES)."""
     return image.mode in HIGH_BIT_MODES
 
 

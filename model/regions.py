@@ -27,10 +27,12 @@ class Region:
 
     @property
     def width_px(self) -> int:
+        """The bounding box's width in pixels."""
         return self.bbox[2] - self.bbox[0]
 
     @property
     def height_px(self) -> int:
+        """The bounding box's height in pixels."""
         return self.bbox[3] - self.bbox[1]
 
 

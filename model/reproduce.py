@@ -125,20 +125,27 @@ class Plan:
     progress: bool = True
 
     def dataset_root(self, kind: str) -> Path:
+        """Where dataset `kind` (mvtec or visa) goes: <data-root>/mvtec_ad or <data-root>/visa."""
         return self.data_root / FOLDERS[kind]
 
     def spec(self, kind: str) -> str:
+        """The `KIND:PATH` spec of dataset `kind`."""
         return f"{kind}:{self.dataset_root(kind)}"
 
     def trained_heads(self, source: str) -> Path:
+        """The heads file trained on dataset `source`: <run-dir>/heads/<config>-from-<source>.safetensors."""
         return self.run_dir / "heads" / f"{self.config}-from-{source}.safetensors"
 
     def stamp(self, stage: str) -> Path:
+        """The stamp file that marks `stage` as done: <run-dir>/stamps/<stage>.json."""
         return self.run_dir / "stamps" / f"{stage}.json"
 
 
 @dataclass(frozen=True)
 class Stage:
+    """One reproduction step: its run function (returns what goes in its stamp)
+    and its disk (GB) and time (s) estimates."""
+
     name: str
     about: str
     run: Callable[[Plan], dict]
@@ -150,6 +157,8 @@ class Stage:
 
 
 def run_weights(plan: Plan) -> dict:
+    """Fetch the config's backbone weights; raises StageError with one line when the download fails (WeightsMissingError
+    passes through)."""
     try:
         files = fetch_weights(plan.config, plan.weights_dir)
     except WeightsMissingError:
@@ -164,6 +173,8 @@ def run_weights(plan: Plan) -> dict:
 
 
 def run_dataset(kind: str) -> Callable[[Plan], dict]:
+    """The stage function that downloads and extracts dataset `kind` and lists its categories."""
+
     def run(plan: Plan) -> dict:
         root = fetch_dataset(
             kind,
@@ -179,6 +190,8 @@ def run_dataset(kind: str) -> Callable[[Plan], dict]:
 
 
 def run_train(source: str) -> Callable[[Plan], dict]:
+    """The stage function that trains heads on dataset `source` (resuming from its checkpoint)."""
+
     def run(plan: Plan) -> dict:
         out = train(
             TrainOptions(
@@ -200,6 +213,9 @@ def run_train(source: str) -> Callable[[Plan], dict]:
 
 
 def run_eval(source: str, target: str) -> Callable[[Plan], dict]:
+    """The stage function that evaluates the heads trained on `source` on dataset `target` and writes
+    <run-dir>/eval-<target>/."""
+
     def run(plan: Plan) -> dict:
         detector = create_detector(plan.config, plan.weights_dir, plan.device, heads=plan.trained_heads(source))
         dataset = open_dataset(plan.spec(target))
@@ -213,6 +229,7 @@ def run_eval(source: str, target: str) -> Callable[[Plan], dict]:
 
 
 def run_report(plan: Plan) -> dict:
+    """Write <run-dir>/results.md from both evaluations (raises StageError when one is missing) and print it."""
     results = {target: _load_result(plan, target) for _, target in DIRECTIONS}
     path = plan.run_dir / "results.md"
     path.write_text(format_report(plan, results))
@@ -324,6 +341,8 @@ class DeviceSpeed:
 
 
 def measure_speed(device: torch.device) -> DeviceSpeed:
+    """Usable GFLOP/s (best of 5 dense matmuls, bf16 on CUDA, fp32 on CPU, times EFFICIENCY), PNG decode time and
+    pixel-metric time on `device`."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
@@ -447,6 +466,7 @@ def forget(plan: Plan, stages: list[str]) -> None:
 
 
 def run_all(plan: Plan, say: Callable[[str], None] = print) -> None:
+    """Run every stage without a stamp in order, stamping each one that finishes; `say` gets the progress lines."""
     for stage in STAGES:
         stamp = plan.stamp(stage.name)
         if stamp.is_file():
@@ -464,6 +484,8 @@ def run_all(plan: Plan, say: Callable[[str], None] = print) -> None:
 
 
 def format_plan(plan: Plan, speed: DeviceSpeed) -> str:
+    """The --dry-run table: per stage done/todo, disk (GB) and estimated time, the totals against free disk, and what
+    the estimates assume."""
     lines = [
         f"reproduce: config {plan.config}, device {speed.name}, epochs {plan.epochs}, batch {plan.batch_size}, "
         f"K {'/'.join(map(str, plan.shots))}, seeds {'/'.join(map(str, plan.seeds))}",
@@ -510,6 +532,7 @@ def _duration(seconds: float) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m model.reproduce`."""
     parser = argparse.ArgumentParser(
         prog="python -m model.reproduce",
         description=__doc__,
@@ -559,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `python -m model.reproduce` (or print the plan with --dry-run); returns 0, or 2 with a one-line error when a
+    stage fails."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     plan = Plan(

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainOptions:
+    """Everything one training run needs; the defaults are the paper's settings (SPEC.md, Training)."""
+
     config: str
     data: str
     categories: list[str] | None = None
@@ -65,6 +67,8 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class TrainItem:
+    """One training query: image, mask (None when normal), label (1 = anomalous) and category."""
+
     image: Path
     mask: Path | None
     label: int
@@ -72,6 +76,7 @@ class TrainItem:
 
 
 def git_commit() -> str:
+    """The repository's HEAD commit hash, or "unknown" when git is unavailable."""
     try:
         repo = Path(__file__).resolve().parents[1]
         done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
@@ -84,6 +89,7 @@ def git_commit() -> str:
 
 
 def annotated_items(dataset: AnomalyDataset) -> list[TrainItem]:
+    """Every test sample of every category as a TrainItem (the annotated split the heads train on)."""
     return [
         TrainItem(s.image_path, s.mask_path, s.label, s.category)
         for category in dataset.categories
@@ -129,6 +135,8 @@ def _write_synthetic(path: Path, normals: list[Path], rng: np.random.Generator, 
 
 
 def reference_pools(dataset: AnomalyDataset, size: int, seed: int) -> dict[str, list[Path]]:
+    """Per category, up to `size` normal training images drawn
+    with `seed`; each query's K references come from its pool."""
     return {c: dataset.sample_references(c, min(size, len(dataset.train_images(c))), seed) for c in dataset.categories}
 
 
@@ -292,6 +300,7 @@ def _mask_tensor(item: TrainItem, size: int) -> torch.Tensor:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainOptions:
+    """Parse the command line of `python -m model.train` into TrainOptions."""
     parser = argparse.ArgumentParser(
         prog="python -m model.train",
         description=__doc__,
@@ -322,6 +331,7 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `python -m model.train`; returns 0, or 2 when the dataset, config or weights cannot be used."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     opts = parse_args(argv)
     try:

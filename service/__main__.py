@@ -24,6 +24,7 @@ GIL_SWITCH_INTERVAL_S = 0.001
 
 
 def settings_help() -> str:
+    """The --help epilog: every DCPSFR_* variable with its description and default."""
     lines = ["settings (environment variables):"]
     for name, field in Settings.model_fields.items():
         env = field.validation_alias if isinstance(field.validation_alias, str) else f"DCPSFR_{name.upper()}"
@@ -42,6 +43,7 @@ def tcp_port(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line of `python -m service` (--host, --port, --fetch-weights)."""
     parser = argparse.ArgumentParser(
         prog="python -m service",
         description="DCP-SFR inspection service: few-shot anomaly detection over HTTP. One process holds the "
@@ -66,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_settings() -> Settings:
+    """Settings from the DCPSFR_* environment, with the model config checked to load; exits with a one-line error when
+    either is invalid."""
     try:
         settings = Settings()
     except ValidationError as err:
@@ -79,6 +83,8 @@ def load_settings() -> Settings:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether `host` is `localhost` or a loopback IP address
+    (IPv6 in brackets allowed); other host names count as not loopback."""
     if host == "localhost":
         return True
     try:
@@ -144,6 +150,8 @@ def fetch_missing_weights(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Parse the arguments, load and check the settings, optionally
+    fetch missing weights, then serve until shut down."""
     args = parse_args(argv)
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)

@@ -39,6 +39,8 @@ RANDOM_INIT_WARNING = (
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the FastAPI app: store, store sync, model worker, metrics, decoder, routers and middleware; the store opens
+    and the model loads at start-up (lifespan), not here."""
     settings = settings or Settings()
     metrics = Metrics(per_product=settings.metrics_per_product, max_products=settings.metrics_max_products)
     store = ProductStore(settings.products_dir)
@@ -97,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def build_detector(settings: Settings) -> Detector:
+    """The detector the settings describe (config, weights, device, runtime, compile mode) with its device cache; warns
+    loudly with random weights."""
     if settings.random_init:
         log.warning(RANDOM_INIT_WARNING)
     detector = create_detector(
@@ -153,6 +157,7 @@ def publish_model(
 
 
 def gpu_memory_allocated(worker: ModelWorker) -> float:
+    """CUDA memory allocated by the worker's detector, in bytes (0 while loading or off CUDA)."""
     detector = worker.detector
     if detector is None or detector.device.type != "cuda":
         return 0.0

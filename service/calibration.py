@@ -67,10 +67,12 @@ class CalibrationPolicy:
 
     @property
     def quantile_min_frames(self) -> int:
+        """Real normal frames needed before the quantile rule replaces max-margin: ceil(1 / target_false_alarm_rate)."""
         return math.ceil(1.0 / self.target_false_alarm_rate - 1e-9)
 
 
 def score_scale(mode: str) -> ScoreScale:
+    """The decision-score scale of a detector mode: "logit" in full mode, else "distance"."""
     return "logit" if mode == "full" else "distance"
 
 
@@ -81,6 +83,9 @@ def decision_score(prediction: Prediction) -> float:
 
 @dataclass(frozen=True)
 class Calibration:
+    """A product's thresholds and every normal value and rule behind
+    them (stored with each version; see the module docstring)."""
+
     method: str  # reference values: "leave-one-out" or "augmented-views"
     normal_scores: list[float]  # reference values (leave-one-out or augmented views), on `score_scale`
     normal_map_maxima: list[float]
@@ -105,10 +110,13 @@ class Calibration:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The calibration as a JSON-able dict (the inverse of `from_dict`)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Calibration:
+        """A Calibration from stored JSON, unknown keys ignored; one stored before score scales were recorded gets a
+        warning to recalibrate."""
         known = {name for name in cls.__dataclass_fields__}
         calibration = cls(**{k: v for k, v in raw.items() if k in known})
         if "score_scale" not in raw:  # stored before scales were recorded: full-mode values were sigmoid(y)
@@ -124,6 +132,9 @@ class Calibration:
 
 @dataclass(frozen=True)
 class RuleResult:
+    """One threshold from `apply_rule`: its value, the rule used (max-margin or quantile), the margin floor and the
+    median of u."""
+
     threshold: float
     method: str
     floor: float
@@ -232,6 +243,9 @@ def values_of(predictions: Sequence[Prediction], keep: Sequence[bool] | None = N
 
 @dataclass(frozen=True)
 class FittedProduct:
+    """What a fit returns: the references, their calibration, the
+    predictions of the given frames and the fit/calibrate times (ms)."""
+
     refs: ReferenceSet
     calibration: Calibration
     frame_predictions: list[Prediction]  # every frame given, in order (good ones calibrate)
@@ -348,6 +362,7 @@ def near_duplicate_warnings(detector: Detector, refs: ReferenceSet) -> list[str]
 
 
 def score_frames(detector: Detector, frames: Sequence[Image.Image], refs: ReferenceSet) -> list[Prediction]:
+    """Predictions of `frames` against `refs`, SCORE_CHUNK images per predict call."""
     predictions: list[Prediction] = []
     for start in range(0, len(frames), SCORE_CHUNK):
         predictions += detector.predict(frames[start : start + SCORE_CHUNK], refs)

@@ -20,6 +20,8 @@ from service.worker import ModelWorker
 
 @dataclass(frozen=True)
 class Services:
+    """Everything routes need, built once per app (in `app.state.services`)."""
+
     settings: Settings
     store: ProductStore
     worker: ModelWorker
@@ -31,6 +33,7 @@ class Services:
 
 
 def get_services(request: Request) -> Services:
+    """The app's Services (a dependency; no readiness checks)."""
     return request.app.state.services
 
 
@@ -50,16 +53,19 @@ def get_store_services(services: Annotated[Services, Depends(get_services)]) -> 
 
 
 def check_product_id(product_id: str) -> str:
+    """The product id unchanged when valid; raises InvalidField (422) naming the allowed pattern otherwise."""
     if not is_valid_product_id(product_id):
         raise InvalidField(f"invalid product id {product_id!r}: it must match {PRODUCT_ID.pattern}")
     return product_id
 
 
 def checked_product_id(product_id: Annotated[str, Path(description="product id")]) -> str:
+    """The `{product_id}` path parameter, checked (422 when invalid)."""
     return check_product_id(product_id)
 
 
 def existing_product(store: ProductStore, product_id: str) -> Product:
+    """The stored product (loaded from disk if not in memory); raises NotFound (404) with how to create it."""
     product = store.get(product_id)
     if product is None:
         raise NotFound(

@@ -28,46 +28,68 @@ class ApiError(Exception):
 
 
 class BadImage(ApiError):
+    """400: an image format we know, but the bytes do not decode."""
+
     status = 400  # an image format we know, but the bytes do not decode
 
 
 class Unauthorized(ApiError):
+    """401: no usable API key."""
+
     status = 401
 
 
 class Forbidden(ApiError):
+    """403: a wrong API key."""
+
     status = 403
 
 
 class NotFound(ApiError):
+    """404: an unknown product, inspection or file."""
+
     status = 404
 
 
 class Conflict(ApiError):
+    """409: the product changed (another upload or a delete) while this request ran."""
+
     status = 409  # the product changed (another upload or a delete) while this request was processed
 
 
 class PayloadTooLarge(ApiError):
+    """413: body, pixels or image count over a limit."""
+
     status = 413
 
 
 class UnsupportedMedia(ApiError):
+    """415: not an image, or an image format the service does not accept."""
+
     status = 415  # not an image, or an image format we do not accept
 
 
 class InvalidField(ApiError):
+    """422: a field or parameter with a bad value."""
+
     status = 422
 
 
 class Overloaded(ApiError):
+    """429: the model queue is full (sent with Retry-After)."""
+
     status = 429
 
 
 class StorageFailed(ApiError):
+    """507: the data dir could not store the change; the previous state is still current."""
+
     status = 507  # the data dir could not take a new version; the previous one is still current
 
 
 class Unavailable(ApiError):
+    """503: the model (or the product store) is loading, unavailable, or the service is shutting down."""
+
     status = 503  # model loading, or not loadable (missing weights)
 
 
@@ -105,10 +127,13 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 class GatewayTimeout(ApiError):
+    """504: the model worker did not answer within DCPSFR_WORKER_TIMEOUT_S."""
+
     status = 504  # the model worker did not answer within DCPSFR_WORKER_TIMEOUT_S
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra) -> JSONResponse:
+    """A JSON error answer `{"detail": message, **extra}` with this status and headers."""
     return JSONResponse({"detail": message, **extra}, status_code=status, headers=headers)
 
 
@@ -125,6 +150,9 @@ def describe_validation_errors(errors: list[dict]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Answer ApiErrors, validation errors and HTTP exceptions as JSON `detail` bodies, any other exception as a logged
+    500; and keep uvicorn from logging that exception a second time."""
+
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
         return error_response(err.status, err.message, err.headers)
@@ -154,6 +182,7 @@ _LOGGED = "_logged_by_service"
 
 
 def mark_logged(err: BaseException) -> None:
+    """Mark an exception as logged by the app, so SkipLoggedErrors drops the server's record of it."""
     with contextlib.suppress(AttributeError):  # a type without attributes: logged twice, nothing worse
         setattr(err, _LOGGED, True)
 
@@ -164,5 +193,6 @@ class SkipLoggedErrors(logging.Filter):
     a second time, without the method and path ours names."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop the record) for an exception `mark_logged` has marked, else True."""
         err = record.exc_info[1] if record.exc_info else None
         return not getattr(err, _LOGGED, False)

@@ -33,6 +33,8 @@ INDEX = "index.json"
 
 @dataclass(frozen=True)
 class LabelledFrame:
+    """One labelled frame of a product: label, source, when, and its score against reference version `version`."""
+
     frame_id: str
     label: Label
     source: Source
@@ -45,13 +47,16 @@ class LabelledFrame:
 
     @property
     def file_name(self) -> str:
+        """The frame file's name in the frames folder: <frame_id>.img."""
         return f"{self.frame_id}.img"
 
     def scored(self, score: float, map_max: float, version: int) -> LabelledFrame:
+        """A copy with the score, map maximum and the reference version that produced them."""
         return replace(self, score=score, map_max=map_max, version=version)
 
 
 def new_frame(label: Label, source: Source, time: str, filename: str | None, inspection_id: str | None = None):
+    """A new, unscored LabelledFrame with a random id."""
     return LabelledFrame(uuid.uuid4().hex, label, source, time, filename, inspection_id, None, None, None)
 
 
@@ -74,6 +79,8 @@ def calibration_values(frames: list[LabelledFrame], version: int) -> tuple[list[
 
 
 class FrameStore:
+    """The labelled frames of every product, stored under products/<id>/frames/ (see the module docstring)."""
+
     def __init__(self, store: ProductStore, max_calibration: int, max_feedback: int) -> None:
         self.store = store
         self.max_calibration = max_calibration
@@ -81,18 +88,21 @@ class FrameStore:
         self._locks: dict[str, asyncio.Lock] = {}
 
     def lock(self, product_id: str) -> asyncio.Lock:
+        """The asyncio lock that serialises read-modify-write of one product's frames in this process."""
         return self._locks.setdefault(product_id, asyncio.Lock())
 
     def _dir(self, product_id: str) -> Path:
         return self.store.product_file(product_id, FRAMES_DIR)
 
     def frames(self, product_id: str) -> list[LabelledFrame]:
+        """The product's labelled frames from its index, oldest first ([] when it has none)."""
         index = self._dir(product_id) / INDEX
         if not index.is_file():
             return []
         return [LabelledFrame(**raw) for raw in json.loads(index.read_text())["frames"]]
 
     def image_bytes(self, product_id: str, frame: LabelledFrame) -> bytes:
+        """The stored file of a frame, as it was uploaded; raises OSError when it is missing."""
         return (self._dir(product_id) / frame.file_name).read_bytes()
 
     def save(self, product_id: str, frames: list[LabelledFrame], new_files: dict[str, bytes]) -> list[LabelledFrame]:

@@ -25,6 +25,7 @@ FRAME_BUDGET_BYTES = 64 * 1024 * 1024  # per product: older entries beyond it ke
 
 
 def new_inspection_id() -> str:
+    """A new random inspection id (32 hex digits)."""
     return uuid.uuid4().hex
 
 
@@ -42,6 +43,8 @@ def thumbnail_data_url(image: Image.Image, bit_depth: int | None = None) -> str:
 
 @dataclass
 class Inspection:
+    """One inspected frame as the recent-inspections ring keeps it (score, verdict, thumbnail, uploaded bytes)."""
+
     inspection_id: str
     product_id: str
     version: int  # the reference version that scored it
@@ -58,6 +61,7 @@ class Inspection:
     label: str | None = None  # set by operator feedback: "good" or "defect"
 
     def as_json(self) -> dict[str, Any]:
+        """The entry as GET /products/{id}/inspections lists it (without the frame's bytes)."""
         return {
             "inspection_id": self.inspection_id,
             "time": self.time,
@@ -75,6 +79,7 @@ class Inspection:
 
 
 def now_iso() -> str:
+    """The current UTC time in ISO 8601."""
     return datetime.now(UTC).isoformat()
 
 
@@ -87,6 +92,8 @@ class InspectionHistory:
         self._lock = threading.Lock()
 
     def record(self, inspection: Inspection) -> None:
+        """Add an inspection to its product's ring; frames over MAX_FRAME_BYTES, and older ones past FRAME_BUDGET_BYTES
+        per product, keep only their thumbnail."""
         if inspection.frame is not None and len(inspection.frame) > MAX_FRAME_BYTES:
             inspection.frame = None
         with self._lock:
@@ -105,15 +112,18 @@ class InspectionHistory:
         return ring[::-1][:limit]
 
     def find(self, product_id: str, inspection_id: str) -> Inspection | None:
+        """The product's inspection with this id if still in the ring, else None."""
         with self._lock:
             return next((i for i in self._rings.get(product_id, ()) if i.inspection_id == inspection_id), None)
 
     def set_label(self, product_id: str, inspection_id: str, label: str) -> None:
+        """Record an operator's label on the inspection with this id (nothing when it left the ring)."""
         with self._lock:
             for inspection in self._rings.get(product_id, ()):
                 if inspection.inspection_id == inspection_id:
                     inspection.label = label
 
     def forget(self, product_id: str) -> None:
+        """Drop the product's ring (after the product is deleted)."""
         with self._lock:
             self._rings.pop(product_id, None)

@@ -32,6 +32,8 @@ STARTUP_FAILURE = 3  # uvicorn's exit status when the server could not start
 
 @dataclass
 class Lifecycle:
+    """Shared shutdown state: whether the process is draining, and how many work requests are in flight."""
+
     draining: bool = False
     in_flight: int = 0  # requests for work (not probes) being answered now
 
@@ -44,6 +46,8 @@ class DrainMiddleware:
         self.lifecycle = lifecycle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the request while it runs, or answer 503
+        (Retry-After, Connection: close) when draining; probes pass untouched."""
         if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
@@ -69,6 +73,7 @@ class GracefulServer(uvicorn.Server):
         self.drain_deadline = 0.0
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The first SIGTERM starts draining; any later signal (or SIGINT) exits as uvicorn does."""
         if sig == signal.SIGTERM and not self.lifecycle.draining:
             self.lifecycle.draining = True
             self.drain_deadline = time.monotonic() + self.grace_s
@@ -76,6 +81,8 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
+        """While draining, ask uvicorn to exit once no request is
+        in flight or the grace period is over; logs progress."""
         if self.lifecycle.draining and not self.should_exit:
             in_flight = self.lifecycle.in_flight
             if in_flight == 0:

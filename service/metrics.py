@@ -29,6 +29,8 @@ OTHER_PRODUCTS = "other"
 
 
 class Metrics:
+    """The app's Prometheus metrics in their own registry (names are a public contract, see the module docstring)."""
+
     def __init__(self, per_product: bool = False, max_products: int = 50) -> None:
         self.per_product = per_product
         self.max_products = max_products
@@ -107,6 +109,8 @@ class Metrics:
                 self.inspections.labels(verdict)
 
     def count_inspection(self, anomalous: bool, product_id: str, relative_score: float | None = None) -> None:
+        """Count one inspected image by verdict (and product when per-product), observe its finite relative score and
+        stamp the last-inspection time."""
         verdict = "anomalous" if anomalous else "good"
         product = (self.product_label(product_id),) if self.per_product else ()
         self.inspections.labels(verdict, *product).inc()
@@ -124,6 +128,7 @@ class Metrics:
         return OTHER_PRODUCTS
 
     def count_regions(self, n_regions: int, rules_fired: tuple[str, ...]) -> None:
+        """Observe one image's region count and count each acceptance rule that fired."""
         self.regions.observe(n_regions)
         for rule in rules_fired:
             self.rule_hits.labels(rule).inc()
@@ -134,4 +139,5 @@ class Metrics:
         self.gpu_memory.set_function(gpu_memory)
 
     def exposition(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
         return generate_latest(self.registry)

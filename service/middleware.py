@@ -27,6 +27,8 @@ class RequestMetricsMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Time the request and observe it under its route template,
+        method and status (500 when the app failed before answering)."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -57,6 +59,7 @@ class ApiKeyMiddleware:
         self.keys = [key.encode() for key in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass open paths; otherwise answer 401 without a key, 403 with a wrong one."""
         if scope["type"] != "http" or is_open_path(scope["path"]):
             await self.app(scope, receive, send)
             return
@@ -84,6 +87,7 @@ def missing_key_detail(headers: Headers) -> str:
 
 
 def is_valid_key(presented: str, keys: list[bytes]) -> bool:
+    """Whether `presented` equals one of `keys`, compared in constant time against every key."""
     valid = False
     for key in keys:  # compare with every key (constant time each), no early exit
         valid |= hmac.compare_digest(presented.encode(), key)
@@ -99,10 +103,12 @@ def is_authorized(headers: Headers, keys: list[str]) -> bool:
 
 
 def is_open_path(path: str) -> bool:
+    """Whether a path needs no API key: /healthz, /readyz and the console's `/`, `/ui`, `/ui/...`."""
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def presented_key(headers: Headers) -> str | None:
+    """The key from `Authorization: Bearer <key>`, else from `X-API-Key`, else None."""
     authorization = headers.get("authorization", "")
     scheme, _, credential = authorization.partition(" ")
     if scheme.lower() == "bearer" and credential.strip():
@@ -121,6 +127,8 @@ class BodyLimitMiddleware:
         self.message = f"request body too large: at most {max_bytes} bytes (DCPSFR_MAX_UPLOAD_BYTES)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 413 when Content-Length is over the limit; otherwise
+        raise a 413 HTTPException once the streamed body passes it."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -151,6 +159,7 @@ class AdmissionMiddleware:
         self.is_model_route = is_model_route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """For POSTs to model routes run the admission check first and answer its 503/429 without reading the body."""
         if scope["type"] == "http" and scope["method"] == "POST" and self.is_model_route(scope["path"]):
             try:
                 self.check()

@@ -37,6 +37,8 @@ class RegionLimits:
 
 @dataclass(frozen=True)
 class InspectionResult:
+    """One inspected image's outcome as the service answers it: verdict, scores, thresholds, PNGs, regions, timings."""
+
     inspection_id: str
     score: float  # on `score_scale`, the scale of `threshold`
     score_scale: str  # "logit" (full mode) or "distance" (training-free)
@@ -58,9 +60,11 @@ class InspectionResult:
 
     @property
     def regions_truncated(self) -> bool:
+        """Whether more regions were found than are listed."""
         return self.n_regions > len(self.regions)
 
     def as_json(self, filename: str | None) -> dict[str, Any]:
+        """The result as one entry of POST /inspect's `results` (PNGs base64, empty heat map when not encoded)."""
         return {
             "inspection_id": self.inspection_id,
             "filename": filename,
@@ -84,6 +88,7 @@ class InspectionResult:
 
 
 def png_headers(result: InspectionResult, product: Product) -> dict[str, str]:
+    """The X-* headers that carry the verdict when POST /inspect answers the mask PNG (format=png)."""
     return {
         "X-Anomaly-Score": repr(result.score),
         "X-Score-Scale": result.score_scale,

@@ -71,6 +71,7 @@ class AcceptanceRules(BaseModel):
 
     @property
     def has_limits(self) -> bool:
+        """Whether any rejecting rule is set (reject_in or a max_*); without one any region rejects."""
         return bool(self.reject_in) or any(getattr(self, name) is not None for name in RULE_NAMES[1:])
 
 

@@ -100,8 +100,10 @@ class Settings(BaseSettings):
 
     @property
     def api_key_list(self) -> list[str]:
+        """DCPSFR_API_KEYS split at commas, blanks dropped (empty: authentication off)."""
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
 
     @property
     def products_dir(self) -> Path:
+        """Where products are stored: DATA_DIR/products."""
         return self.data_dir / "products"

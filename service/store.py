@@ -101,6 +101,7 @@ class StoreConflict(Exception):
 
 
 def is_valid_product_id(product_id: str) -> bool:
+    """Whether the id matches PRODUCT_ID (1-64 of letters, digits, `._-`, starting with a letter or digit)."""
     return PRODUCT_ID.fullmatch(product_id) is not None
 
 
@@ -122,15 +123,19 @@ class Product:
 
     @property
     def threshold(self) -> float:
+        """The image threshold in force: the manual override, else the calibrated one."""
         return self.calibration.threshold if self.threshold_override is None else self.threshold_override
 
     @property
     def pixel_threshold(self) -> float:
+        """The pixel threshold in force: the manual override, else the calibrated one."""
         if self.pixel_threshold_override is None:
             return self.calibration.pixel_threshold
         return self.pixel_threshold_override
 
     def summary(self) -> dict[str, Any]:
+        """The product as the API shows it: version, thresholds
+        and their source, calibration, warnings, rules, config."""
         return {
             "product_id": self.product_id,
             "version": self.version,
@@ -208,6 +213,7 @@ class ProductStore:
         return self._folder(product_id) / checked_file_name(name)
 
     def product_ids_on_disk(self) -> list[str]:
+        """Ids of the product folders that have a pointer, sorted ([] when the root is missing)."""
         if not self.root.is_dir():
             return []
         names = (e.name for e in os.scandir(self.root) if is_valid_product_id(e.name))
@@ -318,6 +324,7 @@ class ProductStore:
 
     @property
     def is_open(self) -> bool:
+        """Whether `open` succeeded (reference loading is set up)."""
         return self._load_references is not None
 
     def open(self, load_references: Callable[[Path], ReferenceSet]) -> None:
@@ -501,6 +508,8 @@ class ProductStore:
 
 
 def check_expected(product_id: str, pointer: dict[str, Any] | None, expected: Any) -> None:
+    """Raise StoreConflict unless the pointer's uid is `expected` (ANY skips the check); the message says whether the
+    product was deleted or replaced."""
     if expected is ANY:
         return
     current = None if pointer is None else pointer_uid(pointer)
@@ -537,16 +546,19 @@ def read_recalibration(folder: Path, uid: str) -> dict[str, Any]:
 
 
 def checked_file_name(name: str) -> str:
+    """The per-product file name unchanged when PRODUCT_FILE allows it; raises ValueError otherwise."""
     if PRODUCT_FILE.fullmatch(name) is None:
         raise ValueError(f"invalid per-product file name {name!r}")
     return name
 
 
 def pointer_uid(pointer: dict[str, Any]) -> str:
+    """The pointer's version uid (`v<N>` for pointers written before uids existed)."""
     return str(pointer.get("uid") or f"v{pointer['version']}")  # pointers written before uids existed
 
 
 def pointer_stat(folder: Path) -> Stat | None:
+    """(inode, mtime_ns, size) of the folder's pointer file, None when there is none."""
     try:
         st = os.stat(folder / POINTER)
     except (FileNotFoundError, NotADirectoryError):
@@ -555,6 +567,7 @@ def pointer_stat(folder: Path) -> Stat | None:
 
 
 def read_pointer(folder: Path) -> dict[str, Any] | None:
+    """The folder's pointer as a dict, None when there is none."""
     try:
         return json.loads((folder / POINTER).read_text())
     except (FileNotFoundError, NotADirectoryError):
@@ -566,6 +579,8 @@ class ProductMissing(FileNotFoundError):
 
 
 class ProductLock:
+    """A held product lock; `moved` is set when the locked folder was renamed away (nothing to release)."""
+
     moved = False  # the folder holding the lock was renamed away (delete): nothing to release
 
 
@@ -602,6 +617,7 @@ def product_lock(folder: Path, create: bool) -> Iterator[ProductLock]:
 
 
 def break_if_stale(path: Path) -> None:
+    """Remove a lock file older than LOCK_STALE_S (left by a killed writer), renaming it first."""
     try:
         age_s = time.time() - path.stat().st_mtime
         if age_s > LOCK_STALE_S:
@@ -614,16 +630,19 @@ def break_if_stale(path: Path) -> None:
 
 
 def version_dirs(folder: Path) -> dict[int, Path]:
+    """The folder's version directories by number: {N: <folder>/v<N>}."""
     return {int(m.group(1)): e for e in folder.iterdir() if (m := VERSION_DIR.fullmatch(e.name))}
 
 
 def remove_versions(folder: Path, which: Callable[[int], bool]) -> None:
+    """Delete the version directories whose number `which` selects (errors ignored)."""
     for version, path in version_dirs(folder).items():
         if which(version):
             shutil.rmtree(path, ignore_errors=True)
 
 
 def remove_path(path: Path) -> None:
+    """Delete a file, link or folder tree; a missing path is fine."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -642,6 +661,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
+    """Write `content` as JSON to `path` atomically (see write_atomic)."""
     write_atomic(path, json.dumps(content).encode())
 
 
@@ -657,6 +677,7 @@ def fsync_tree(folder: Path) -> None:
 
 
 def fsync_dir(folder: Path) -> None:
+    """fsync a folder, so renames in it are durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

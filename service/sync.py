@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class StoreSync:
+    """The background thread that loads every stored product, then refreshes the store every `poll_s` seconds."""
+
     def __init__(self, store: ProductStore, poll_s: float) -> None:
         self.store = store
         self.poll_s = poll_s
@@ -27,9 +29,11 @@ class StoreSync:
         self._thread = threading.Thread(target=self._run, name="store-sync", daemon=True)
 
     def start(self) -> None:
+        """Start the thread (first full load, then polling)."""
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask the thread to stop and wait up to `timeout_s` for it."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)

@@ -16,6 +16,7 @@ from service.metrics import Metrics
 
 
 def check_count(files: list[UploadFile], limit: int, setting: str) -> None:
+    """Raise InvalidField (422) when there are no files, PayloadTooLarge (413) when more than `limit`."""
     if not files:
         raise InvalidField("no images: send one or more files in the multipart field 'images'")
     if len(files) > limit:
@@ -62,4 +63,5 @@ class UploadDecoder:
 
 
 def upload_name(file: UploadFile, index: int) -> str:
+    """How an upload is named in error messages: `images[i] (filename)`, or `images[i]` without a name."""
     return f"images[{index}] ({file.filename})" if file.filename else f"images[{index}]"

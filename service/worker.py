@@ -42,6 +42,9 @@ RETRY_AFTER_LOADING_S = 5
 
 @dataclass
 class BatchResult:
+    """One predict job's answer: its predictions, time in the
+    queue (ms) and time of the forwards it was part of (ms)."""
+
     predictions: list[Prediction]
     queue_ms: float  # enqueue -> the worker starts this request's first forward
     predict_ms: float  # wall time of the forwards that contained this request's images
@@ -49,6 +52,8 @@ class BatchResult:
 
 @dataclass
 class PredictJob:
+    """A queued predict request: images of one product and the future its BatchResult goes to."""
+
     product: Product
     images: list[Image.Image]
     future: Future = field(default_factory=Future)
@@ -58,11 +63,14 @@ class PredictJob:
     predict_ms: float = 0.0
 
     def result(self) -> BatchResult:
+        """The BatchResult of this job once its forwards have run."""
         return BatchResult(self.predictions, (self.started - self.enqueued) * 1000.0, self.predict_ms)
 
 
 @dataclass
 class CallJob:
+    """A queued call of `function(detector)` (fit + calibrate), run alone; its time is observed as `stage`."""
+
     function: Callable[[Detector], Any]
     stage: str
     future: Future = field(default_factory=Future)
@@ -76,6 +84,7 @@ class Ticket:
         self._open = True
 
     def release(self) -> None:
+        """Stop counting the request as incoming (idempotent)."""
         with self._worker._lock:
             if self._open:
                 self._open = False
@@ -89,6 +98,8 @@ class Ticket:
 
 
 class ModelWorker:
+    """The thread that owns the detector and serves the queue (see the module docstring)."""
+
     def __init__(
         self,
         build_detector: Callable[[], Detector],
@@ -119,9 +130,11 @@ class ModelWorker:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the worker thread: it loads the model, then serves the queue."""
         self._thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        """Ask the worker to stop and wait up to `timeout_s` for its thread; waiting jobs get a 503."""
         self._stop.set()
         self._thread.join(timeout_s)
 
@@ -153,6 +166,7 @@ class ModelWorker:
 
     @property
     def incoming(self) -> int:
+        """Admitted requests still decoding (not yet submitted)."""
         return self._incoming
 
     def submit_predict(self, product: Product, images: list[Image.Image], ticket: Ticket | None = None) -> Future:
@@ -337,4 +351,5 @@ class ModelWorker:
                 job.future.set_exception(error)
 
     def status_detail(self) -> str:
+        """The failure reason, else "the model is still loading" or "ready"."""
         return self.error or ("the model is still loading" if self.state == "loading" else "ready")

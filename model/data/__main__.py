@@ -14,6 +14,7 @@ from model.data.synth import ANOMALIES, PARTS, SynthesisError, write_synthetic_d
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m model.data` with its fetch, synth and info subcommands."""
     parser = argparse.ArgumentParser(
         prog="python -m model.data",
         description="Dataset tools: download MVTec AD or VisA, write a synthetic dataset in the MVTec AD layout, "
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_fetch_parser(commands) -> None:
+    """Add the `fetch` subcommand (with the datasets' licences and sizes in its description)."""
     listing = "; ".join(
         f"{kind}: {s.title}, {s.licence}, ~{s.archive_gb:.1f} GB, {s.categories} categories"
         for kind, s in SOURCES.items()
@@ -78,10 +80,12 @@ def add_fetch_parser(commands) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> None:
+    """Download, verify and extract the chosen dataset into --root."""
     fetch_dataset(args.kind, args.root, url=args.url, sha256=args.sha256, keep_archive=args.keep_archive)
 
 
 def run_synth(args: argparse.Namespace) -> None:
+    """Write the synthetic dataset and print where it went."""
     out = write_synthetic_dataset(
         args.out, args.categories, args.train, args.test_good, args.test_bad, args.size, args.seed
     )
@@ -89,6 +93,7 @@ def run_synth(args: argparse.Namespace) -> None:
 
 
 def run_info(args: argparse.Namespace) -> None:
+    """Print each category's training image count and test image counts by defect type."""
     dataset = open_dataset(args.spec, args.categories)
     print(f"{dataset.name} at {dataset.root}: {len(dataset.categories)} categories")
     for category in dataset.categories:
@@ -99,6 +104,7 @@ def run_info(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns 0, or 2 with the error on stderr when the dataset, fetch or synthesis fails."""
     args = build_parser().parse_args(argv)
     try:
         {"fetch": run_fetch, "synth": run_synth, "info": run_info}[args.command](args)

@@ -46,6 +46,7 @@ class TestSample:
     category: str
 
     def load_image(self) -> Image.Image:
+        """The test image decoded as RGB."""
         return load_image(self.image_path)
 
     def load_mask(self, size: Size | None = None) -> np.ndarray:
@@ -96,9 +97,11 @@ class AnomalyDataset:
         self.categories = categories
 
     def train_images(self, category: str) -> list[Path]:
+        """Paths of the normal training images of `category` (implemented by each layout)."""
         raise NotImplementedError
 
     def test_samples(self, category: str) -> list[TestSample]:
+        """Every test sample of `category` (implemented by each layout)."""
         raise NotImplementedError
 
     def sample_references(self, category: str, k: int, seed: int) -> list[Path]:
@@ -149,6 +152,8 @@ class MVTecAD(AnomalyDataset):
         super().__init__(root, _select(available, categories, f"MVTec layout at {root}"))
 
     def train_images(self, category: str) -> list[Path]:
+        """The images in <root>/<category>/train/good, sorted; raises
+        DatasetError for an unknown category or an empty folder."""
         self._check_category(category)
         folder = self.root / category / "train" / GOOD
         images = list_images(folder)
@@ -207,6 +212,8 @@ class VisA(AnomalyDataset):
         super().__init__(root, self._mvtec.categories)
 
     def train_images(self, category: str) -> list[Path]:
+        """The normal images of the csv's train split (or of train/good in the MVTec layout), sorted; raises
+        DatasetError for an unknown category or none found."""
         self._check_category(category)
         if self._mvtec is not None:
             return self._mvtec.train_images(category)

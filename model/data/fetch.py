@@ -68,9 +68,11 @@ class DatasetSource:
 
     @property
     def archive_name(self) -> str:
+        """The archive's file name, from the URL's path (`<kind>.archive` when the path has none)."""
         return PurePosixPath(urlsplit(self.url).path).name or f"{self.kind}.archive"
 
     def licence_notice(self) -> str:
+        """The text printed before a download: licence, attribution, source URL, size and sha256 prefix."""
         return (
             f"{self.title} is licensed {self.licence} ({self.licence_url}). {self.attribution} "
             f"By downloading it you accept that licence.\n"

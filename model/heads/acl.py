@@ -18,6 +18,8 @@ class CrossAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, dim * mlp_ratio), nn.GELU(), nn.Linear(dim * mlp_ratio, dim))
 
     def forward(self, query: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:  # (B, Nq, D), (B, Nk, D)
+        """query (B, Nq, D), kv (B, Nk, D) -> (B, Nq, D): attention of the normed query over the normed kv, added to the
+        query, then an MLP residual."""
         kv = self.norm_kv(kv)
         x = query + self.attn(self.norm_q(query), kv, kv, need_weights=False)[0]  # (B, Nq, D)
         return x + self.mlp(self.norm_mlp(x))  # (B, Nq, D)

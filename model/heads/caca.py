@@ -40,6 +40,7 @@ class Amplifier(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, s_init: torch.Tensor) -> torch.Tensor:  # (B, 1, hc, wc)
+        """s_init (B, 1, hc, wc) -> logits (B, 1, hc, wc): gain * (s_init - center) plus the conv net's correction."""
         return self.gain * (s_init - self.center) + self.net(s_init)  # (B, 1, hc, wc)
 
 

@@ -17,6 +17,8 @@ from model.heads.ssr import SegmentationCalibration, fuse_maps
 
 @dataclass
 class HeadOutputs:
+    """Every intermediate and output of one heads forward (maps on the DINOv2 grid, image logits)."""
+
     s_init: torch.Tensor  # (B, Nc) CLIP-grid anomaly cue
     s_amp: torch.Tensor  # (B, hd, wd) amplified cue on the DINOv2 grid
     delta_rec: torch.Tensor  # (B, hd, wd) reconstruction residual
@@ -28,6 +30,9 @@ class HeadOutputs:
 
 
 class DCPSFRHeads(nn.Module):
+    """The trainable DCP-SFR heads (SPEC.md): prompts, CACA, ACL,
+    the SSR calibration and the global-local image score."""
+
     def __init__(
         self,
         cfg: HeadsConfig,

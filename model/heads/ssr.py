@@ -20,4 +20,5 @@ class SegmentationCalibration(nn.Module):
         self.shift = nn.Parameter(torch.tensor(-2.0))
 
     def forward(self, s_hat: torch.Tensor) -> torch.Tensor:
+        """The segmentation logit a * s_hat + b, same shape as s_hat (the losses apply the sigmoid)."""
         return self.scale * s_hat + self.shift

@@ -13,6 +13,8 @@ from model.weights import DEFAULT_WEIGHTS_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `python -m model.runtime export`: export the config's
+    backbones to ONNX in the cache and print the paths; returns 0."""
     parser = argparse.ArgumentParser(
         prog="python -m model.runtime",
         description="Export the frozen CLIP and DINOv2 vision towers to ONNX for DCPSFR_RUNTIME=openvino or "

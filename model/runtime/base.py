@@ -23,9 +23,11 @@ class BackboneRuntime(Protocol):
 
     name: str
 
-    def dino(self, images: torch.Tensor) -> DinoFeatures: ...
+    def dino(self, images: torch.Tensor) -> DinoFeatures:
+        """DINOv2 features of (B, 3, Hd, Wd) normalised images."""
 
-    def clip(self, images: torch.Tensor) -> ClipFeatures: ...
+    def clip(self, images: torch.Tensor) -> ClipFeatures:
+        """CLIP features of (B, 3, Sc, Sc) normalised images."""
 
 
 class TorchRuntime:
@@ -45,6 +47,7 @@ class TorchRuntime:
                 self._clip = torch.compile(network.clip, mode=mode, dynamic=False, fullgraph=False)
 
     def dino(self, images: torch.Tensor) -> DinoFeatures:
+        """DINOv2 features, through the compiled module when compiling (batch padded to its bucket, outputs copied)."""
         if self.compile_mode == "off":
             return self.network.extract_dino(images)
         b = images.shape[0]  # compiled outputs may be reused buffers (CUDA graphs): slice the batch and copy
@@ -52,6 +55,7 @@ class TorchRuntime:
         return DinoFeatures(patch_tokens=out.patch_tokens[:b].clone(), cls_token=out.cls_token[:b].clone())
 
     def clip(self, images: torch.Tensor) -> ClipFeatures:
+        """CLIP features, through the compiled module when compiling (batch padded to its bucket, outputs copied)."""
         if self.compile_mode == "off":
             return self.network.extract_clip(images)
         assert self._clip is not None, "this network has no CLIP tower (training-free mode)"

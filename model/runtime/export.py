@@ -29,6 +29,7 @@ class DinoGraph(nn.Module):
         self.backbone = network.dino
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> patch tokens (B, Nd, Dd), class token (B, Dd)."""
         out = self.backbone(images)
         return out.patch_tokens, out.cls_token
 
@@ -42,6 +43,7 @@ class ClipGraph(nn.Module):
         self.backbone = network.clip
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> layer tokens (B, m, Nc, Dc), image embedding (B, Dt)."""
         out = self.backbone(images)
         return out.layer_tokens, out.image_embedding
 

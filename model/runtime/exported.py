@@ -67,10 +67,12 @@ class ExportedRuntime:
         self._sessions: dict[tuple[str, int, int], Session] = {}
 
     def dino(self, images: torch.Tensor) -> DinoFeatures:
+        """DINOv2 features from the exported graph (on the CPU), exporting/opening it for a new input size first."""
         patch_tokens, cls_token = self._run("dino", images)
         return DinoFeatures(patch_tokens=patch_tokens, cls_token=cls_token)  # (B, Nd, Dd), (B, Dd)
 
     def clip(self, images: torch.Tensor) -> ClipFeatures:
+        """CLIP features from the exported graph (on the CPU), exporting/opening it for a new input size first."""
         layer_tokens, embedding = self._run("clip", images)
         return ClipFeatures(layer_tokens=layer_tokens, image_embedding=embedding)  # (B, m, Nc, Dc), (B, Dt)
 

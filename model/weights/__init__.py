@@ -33,6 +33,7 @@ class WeightsMissingError(FileNotFoundError):
 
 
 def fetch_command(config_name: str, weights_dir: Path) -> str:
+    """The shell command that downloads the weights of `config_name` into `weights_dir`."""
     return f"python -m model.weights fetch {config_name} --weights-dir {weights_dir}"
 
 
@@ -45,6 +46,8 @@ def load_manifest(weights_dir: Path | None = None) -> dict[str, Any]:
 
 
 def manifest_entry(config_name: str, role: str, weights_dir: Path | None = None) -> dict[str, Any]:
+    """The manifest's entry (file, source, size) for one role (clip or dino) of a config; raises WeightsMissingError
+    when it has none."""
     configs = load_manifest(weights_dir)["configs"]
     if config_name not in configs or role not in configs[config_name]:
         raise WeightsMissingError(
@@ -55,6 +58,7 @@ def manifest_entry(config_name: str, role: str, weights_dir: Path | None = None)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
+    """Hex sha256 of a file, read in `chunk`-byte blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -63,6 +67,7 @@ def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
 
 
 def checksum_path(path: Path) -> Path:
+    """The `<file>.sha256` path beside `path`."""
     return path.with_name(path.name + ".sha256")
 
 
@@ -87,6 +92,7 @@ def verified_weight_file(config_name: str, role: str, weights_dir: Path) -> Path
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file."""
     return load_file(path)
 
 
@@ -110,6 +116,7 @@ def write_checksum(path: Path) -> str:
 
 
 def heads_path(weights_dir: Path, config_name: str) -> Path:
+    """The default heads file of a config: <weights_dir>/heads/<config>.safetensors."""
     return weights_dir / "heads" / f"{config_name}.safetensors"
 
 
@@ -135,6 +142,7 @@ def load_heads(heads: nn.Module, path: Path) -> dict[str, Any]:
 
 
 def heads_file_config(path: Path) -> str:
+    """The config name stored in a heads file's safetensors metadata ("" when there is none)."""
     with safe_open(path, "pt") as handle:
         return (handle.metadata() or {}).get("config", "")
 
@@ -186,11 +194,14 @@ def fetch(config_name: str, weights_dir: Path, force: bool = False) -> list[Path
 
 
 def verify(config_name: str, weights_dir: Path) -> list[Path]:
+    """Check every weight file of `config_name` against its sha256; raises WeightsMissingError on the first missing or
+    corrupt one (an unknown config has no files and passes)."""
     entries = load_manifest(weights_dir)["configs"].get(config_name, {})
     return [verified_weight_file(config_name, role, weights_dir) for role in entries]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `python -m model.weights fetch|verify|list`; returns 0, or 2 when a weight file is missing or corrupt."""
     parser = argparse.ArgumentParser(
         prog="python -m model.weights",
         description="Manage backbone weight files. `fetch` is the only command that downloads (needs internet); "

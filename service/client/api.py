@@ -61,6 +61,8 @@ class RetryPolicy:
     server_error_attempts: int = 3  # a 500 may be caused by this very image: give up on it after this many
 
     def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
+        """Seconds to wait before retry number `attempt` (0-based): Retry-After clamped to [0, max_s] when given, else a
+        jittered exponential backoff."""
         if retry_after_s is not None:
             return min(max(retry_after_s, 0.0), self.max_s)
         ceiling = min(self.initial_s * self.factor**attempt, self.max_s)
@@ -77,6 +79,7 @@ def error_detail(response: httpx.Response) -> str:
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The Retry-After header in seconds, or None when absent or an HTTP date."""
     value = response.headers.get("retry-after", "")
     try:
         return float(value)
@@ -102,6 +105,7 @@ class InspectApi:
         self.stop = stop or threading.Event()
 
     def close(self) -> None:
+        """Close the HTTP client's connections."""
         self.http.close()
 
     def __enter__(self) -> InspectApi:
@@ -150,6 +154,8 @@ class InspectApi:
 
 
 def classify(response: httpx.Response) -> ApiError:
+    """The exception for a non-retried error answer: FrameError for
+    400/413/415/422 and 5xx, ConfigurationError for other 4xx."""
     status = response.status_code
     message = f"HTTP {status}: {error_detail(response)}"
     if status in FRAME_STATUS or status >= 500:
@@ -158,4 +164,5 @@ def classify(response: httpx.Response) -> ApiError:
 
 
 def guess_type(name: str) -> str:
+    """The media type guessed from a file name's suffix, application/octet-stream when unknown."""
     return mimetypes.guess_type(name)[0] or "application/octet-stream"

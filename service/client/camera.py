@@ -28,6 +28,7 @@ class CameraUnavailable(RuntimeError):
 
 
 def import_cv2() -> Any:
+    """The cv2 module; raises CameraUnavailable when OpenCV is not installed."""
     try:
         import cv2
     except ImportError as err:
@@ -41,6 +42,7 @@ def capture_source(source: str) -> int | str:
 
 
 def open_capture(source: str) -> Any:
+    """An opened cv2.VideoCapture for a device index or URL/path; raises CameraUnavailable when it cannot be opened."""
     cv2 = import_cv2()
     capture = cv2.VideoCapture(capture_source(source))
     if not capture.isOpened():
@@ -69,9 +71,12 @@ class CameraSpooler(threading.Thread):
 
     @property
     def is_file(self) -> bool:
+        """Whether the source is a video file (it ends the capture instead of being reopened)."""
         return Path(self.source).is_file()
 
     def run(self) -> None:
+        """The thread body: capture until stopped; an error is kept
+        in `error` and logged, the capture always released."""
         try:
             self.capture_until_stopped()
         except Exception as err:  # reported by the caller; the watcher keeps sending what was captured
@@ -81,6 +86,8 @@ class CameraSpooler(threading.Thread):
             self.capture.release()
 
     def capture_until_stopped(self) -> None:
+        """Read and save frames at up to `fps` until the stop event is set or a video file ends; a live source without
+        frames is reopened with backoff (1 s doubling, at most 30 s)."""
         failures = 0
         while not self.stop.is_set():
             started = time.monotonic()
@@ -101,6 +108,8 @@ class CameraSpooler(threading.Thread):
             self.stop.wait(max(0.0, self.period_s - (time.monotonic() - started)))
 
     def save(self, image: Any) -> Path:
+        """Write one BGR frame as PNG (atomically) into the folder; returns its path. Raises RuntimeError when OpenCV
+        cannot encode it."""
         ok, png = self.cv2.imencode(".png", image)
         if not ok:
             raise RuntimeError("OpenCV could not encode a frame as PNG")

@@ -55,6 +55,7 @@ def service_url(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m service.client` with its references, inspect and watch subcommands."""
     parser = argparse.ArgumentParser(
         prog="python -m service.client",
         description="Camera-side client of the DCP-SFR inspection service: upload reference images, inspect "
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_uploads(files: Sequence[Path]) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each file; exits with an error naming the paths that are not files."""
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
         raise SystemExit(f"error: not a file: {', '.join(missing)}")
@@ -124,6 +126,7 @@ def read_uploads(files: Sequence[Path]) -> list[tuple[str, bytes]]:
 
 
 def batches(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    """Consecutive slices of `items` of at most `size` each."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -144,6 +147,7 @@ def unique_stems(files: Sequence[Path]) -> dict[Path, str]:
 
 
 def run_references(api: InspectApi, args: argparse.Namespace) -> int:
+    """Upload the files as the product's references and print the service's answer as JSON; returns 0."""
     print(json.dumps(api.upload_references(args.product, read_uploads(args.files))))
     return 0
 
@@ -184,6 +188,8 @@ def inspect_group(api: InspectApi, product: str, group: Sequence[Path]) -> list[
 
 
 def run_inspect(api: InspectApi, args: argparse.Namespace) -> int:
+    """Inspect the files in batches, print one JSON line per file and write result files with --out; returns 1 if any
+    file failed, else 0."""
     if args.batch < 1:
         raise SystemExit("error: --batch must be at least 1")
     outputs = OutputFolder(args.out, save_map=args.save_map) if args.out else None
@@ -209,6 +215,8 @@ def run_inspect(api: InspectApi, args: argparse.Namespace) -> int:
 
 
 def run_watch(api: InspectApi, args: argparse.Namespace, stop: threading.Event) -> int:
+    """Watch the folder (with an optional camera feeding it) until stopped or, with --once, done; returns 1 when --once
+    saw a rejected frame or the camera failed, else 0."""
     args.dir.mkdir(parents=True, exist_ok=True)
     outputs = OutputFolder(args.out, save_map=args.save_map)
     journal = Journal(args.journal or args.out / JOURNAL_NAME)
@@ -250,6 +258,8 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `python -m service.client`; returns the subcommand's status, 2 for a camera or a 401/403/404 error, 1 for
+    other API errors, 0 when stopped while waiting to retry."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -21,6 +21,8 @@ CREATE INDEX IF NOT EXISTS frames_stem ON frames (stem);
 
 
 class Journal:
+    """The SQLite record of finished frames (see the module docstring); one connection, autocommit."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -29,9 +31,11 @@ class Journal:
         self.db.executescript(SCHEMA)
 
     def close(self) -> None:
+        """Close the database connection."""
         self.db.close()
 
     def is_finished(self, key: str) -> bool:
+        """Whether the frame with this key is recorded (done or rejected)."""
         return self.db.execute("SELECT 1 FROM frames WHERE key = ?", (key,)).fetchone() is not None
 
     def stem_owner(self, stem: str) -> str | None:
@@ -40,10 +44,13 @@ class Journal:
         return row[0] if row else None
 
     def record(self, key: str, source: str, stem: str, status: str, detail: str | None = None) -> None:
+        """Record a frame as finished with `status` "done" or
+        "rejected" (a second record of the key replaces the first)."""
         finished_at = datetime.now(UTC).isoformat()
         self.db.execute(
             "INSERT OR REPLACE INTO frames VALUES (?, ?, ?, ?, ?, ?)", (key, source, stem, status, detail, finished_at)
         )
 
     def counts(self) -> dict[str, int]:
+        """Recorded frames per status, e.g. {"done": 12, "rejected": 1}."""
         return dict(self.db.execute("SELECT status, COUNT(*) FROM frames GROUP BY status").fetchall())

@@ -55,12 +55,15 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 class OutputFolder:
+    """The folder result files are written into (created if missing); `save_map` also keeps the heat maps."""
+
     def __init__(self, folder: Path, save_map: bool = False) -> None:
         self.folder = folder
         self.save_map = save_map
         folder.mkdir(parents=True, exist_ok=True)
 
     def json_path(self, stem: str) -> Path:
+        """The path of a frame's result JSON: <folder>/<stem>.json."""
         return self.folder / f"{stem}.json"
 
     def recorded_source(self, stem: str) -> str | None:
@@ -92,6 +95,7 @@ class OutputFolder:
         return path
 
     def write_error(self, stem: str, source: dict[str, Any], error: str, status: int | None) -> Path:
+        """Write <stem>.error.json (source, error, HTTP status, time) for a rejected frame; returns its path."""
         record = {"source": source, "error": error, "status": status, "at": datetime.now(UTC).isoformat()}
         path = self.folder / f"{stem}.error.json"
         write_atomic(path, json.dumps(record, indent=2).encode())

@@ -39,18 +39,23 @@ PNG_END, JPEG_END = b"IEND\xaeB`\x82", b"\xff\xd9"
 
 @dataclass(frozen=True)
 class Frame:
+    """One image file as found: path, size (bytes) and mtime (ns); a rewritten file is a new frame."""
+
     path: Path
     size: int
     mtime_ns: int
 
     @property
     def key(self) -> str:
+        """The frame's identity in the journal: "name|size|mtime_ns"."""
         return f"{self.path.name}|{self.size}|{self.mtime_ns}"
 
     def source(self) -> dict[str, object]:
+        """The frame as recorded in its result files: file, key, size and mtime_ns."""
         return {"file": str(self.path), "key": self.key, "size": self.size, "mtime_ns": self.mtime_ns}
 
     def unchanged(self) -> bool:
+        """Whether the file still has this frame's size and mtime (False once deleted)."""
         try:
             stat = self.path.stat()
         except FileNotFoundError:
@@ -122,6 +127,8 @@ class FolderScanner:
         self.scans = 0
 
     def settled_frames(self) -> list[Frame]:
+        """Scan the folder once and return the frames whose writer is done, oldest mtime first; counts the rest in
+        `unsettled`."""
         now, scan = self.clock(), self.scans
         current: dict[str, Sighting] = {}
         with os.scandir(self.folder) as entries:
@@ -143,6 +150,8 @@ class FolderScanner:
         return sorted(settled, key=lambda frame: (frame.mtime_ns, frame.path.name))
 
     def is_settled(self, name: str, sighting: Sighting, now: float, scan: int) -> bool:
+        """Whether a file is settled: seen on an earlier scan, unchanged for `settle_s`, and complete
+        (or past the extra grace)."""
         stable_s = now - sighting.since
         if sighting.scan == scan or stable_s < self.settle_s:
             return False

@@ -28,18 +28,22 @@ router = APIRouter(tags=["console"], include_in_schema=False)
 
 @router.get("/")
 def console_page() -> FileResponse:
+    """The console page (index.html)."""
     return console_file("index.html")
 
 
 # relative redirects to the page at `/`, so the console also works behind a proxy that adds a path prefix
 @router.get("/ui")
 def console_page_redirect() -> RedirectResponse:
+    """308 to the page at `/` (a relative redirect, so it works behind a path prefix)."""
     return RedirectResponse("./", status_code=308)
 
 
 @router.get("/ui/", response_model=None)
 @router.get("/ui/{name}", response_model=None)
 def console_asset(name: str = "index.html") -> FileResponse | RedirectResponse:
+    """A console file from /ui/<name>; /ui/ and /ui/index.html redirect (308) to the page. Raises NotFound (404) for a
+    name that is not one of the console's files."""
     if name == "index.html":
         return RedirectResponse("../", status_code=308)
     return console_file(name)

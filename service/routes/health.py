@@ -17,6 +17,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
+    """Always 200 {"status": "ok"} while the process runs, loading or not; no model, store or API key needed."""
     return {"status": "ok"}
 
 
@@ -28,6 +29,8 @@ async def healthz() -> dict[str, str]:
     responses={503: {"description": "not ready", "content": {"application/json": {"schema": {"type": "object"}}}}},
 )
 async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
+    """200 once the model is ready and the service is not draining, else 503; the details need a valid API key when keys
+    are configured."""
     worker = services.worker
     draining = services.lifecycle.draining
     ready = worker.state == "ready" and not draining
@@ -61,4 +64,5 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     responses=error_responses(401, 403),
 )
 async def metrics(services: ServicesDep) -> Response:
+    """This replica's metrics in the Prometheus text format; needs an API key when keys are configured (401/403)."""
     return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

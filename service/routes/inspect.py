@@ -37,6 +37,10 @@ async def inspect(
     images: Annotated[list[UploadFile], File(description="one or more images to inspect")],
     format: Annotated[Literal["json", "png"], Query(description="png: the mask PNG as the body (one image)")] = "json",
 ) -> Any:
+    """Scores each image against the product's references: verdict, score, thresholds, regions, mask and heat-map PNGs
+    (base64), or with format=png one image's mask PNG with the verdict in X-* headers. 404 unknown product, 413 too many
+    images or pixels, 415/400 unsupported or broken image, 422 a bad field, 429 queue full, 503 model not ready, 504
+    model timeout."""
     # a product not in memory yet (another replica's, or not loaded since start-up) is read from disk
     product = await run_in_threadpool(existing_product, services.store, check_product_id(product_id))
     check_count(images, services.settings.max_images_per_request, "DCPSFR_MAX_IMAGES_PER_REQUEST")

@@ -57,12 +57,14 @@ class ThresholdUpdate(BaseModel):
 
 
 def product_view(product: Product, services: Services) -> dict[str, Any]:
+    """The product's summary as the routes answer it, plus `mode` (null while the model is not loaded)."""
     detector = services.worker.detector  # None while the model loads or when it cannot: mode is null then
     mode = None if detector is None else mode_label(detector.mode, detector.random_weights)
     return {**product.summary(), "mode": mode}
 
 
 def calibration_policy(services: Services) -> CalibrationPolicy:
+    """The calibration policy from the settings (target false-alarm rate, minimum frames)."""
     settings = services.settings
     return CalibrationPolicy(settings.target_false_alarm_rate, settings.calibration_min_frames)
 
@@ -205,6 +207,8 @@ async def score_and_keep(
     responses=error_responses(404, 422),
 )
 async def show_evaluation(product_id: ProductId, services: ReadyServices) -> dict[str, Any]:
+    """Computed from the feedback frames scored by the current reference version; frames scored by another version count
+    as stale. 404 unknown product."""
     product = await run_in_threadpool(existing_product, services.store, product_id)
     frames = await run_in_threadpool(services.frames.frames, product_id)
     return evaluate(product_id, frames, product.threshold, product.version, product.calibration.score_scale)
@@ -220,6 +224,7 @@ def recent_inspections(
     services: ReadyServices,
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 20,
 ) -> dict[str, Any]:
+    """From this replica's in-memory ring (lost on restart); 404 unknown product."""
     existing_product(services.store, product_id)
     recent = services.history.recent(product_id, limit)
     return {"product_id": product_id, "inspections": [inspection.as_json() for inspection in recent]}
@@ -235,6 +240,7 @@ async def read_again(upload: UploadFile) -> bytes:
 
 
 def one_value(prediction: Prediction) -> tuple[float, float]:
+    """(decision score, anomaly-map maximum) of one prediction."""
     return decision_score(prediction), float(prediction.anomaly_map.max())
 
 
@@ -334,11 +340,14 @@ async def add_reference(
 
 @router.get("", summary="List products")
 def list_products(services: StoreServices) -> dict[str, Any]:
+    """Every stored product with its version, thresholds and
+    calibration, sorted by id; answers while the model loads."""
     return {"products": [product_view(p, services) for p in services.store.all()]}
 
 
 @router.get("/{product_id}", summary="Show one product", responses=error_responses(404, 422))
 def show_product(product_id: ProductId, services: StoreServices) -> dict[str, Any]:
+    """The product's version, thresholds, calibration, rules and warnings; 404 unknown product."""
     return product_view(existing_product(services.store, product_id), services)
 
 
@@ -349,6 +358,8 @@ def show_product(product_id: ProductId, services: StoreServices) -> dict[str, An
     responses=error_responses(404, 422, 507),
 )
 def delete_product(product_id: ProductId, services: StoreServices) -> Response:
+    """Deletes every version, the labelled frames and the recent
+    inspections; 404 unknown product, 507 when the data dir fails."""
     try:
         deleted = services.store.delete(product_id)
     except StoreError as err:
@@ -366,6 +377,8 @@ def delete_product(product_id: ProductId, services: StoreServices) -> Response:
     responses=error_responses(400, 404, 413, 422, 507),
 )
 def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: StoreServices) -> dict[str, Any]:
+    """Sets the manual image threshold; a pixel_threshold left out (or null) goes back to its calibrated value. 404
+    unknown product, 422 a value out of range, 507 when the data dir fails."""
     try:
         product = services.store.set_thresholds(product_id, update.threshold, update.pixel_threshold)
     except StoreError as err:

@@ -16,6 +16,7 @@ router = APIRouter(prefix="/products", tags=["rules"], responses=error_responses
 
 
 def rules_view(product: Product) -> dict[str, Any]:
+    """The product's rules (unset fields left out, null without rules) and their version, as the rules routes answer."""
     rules = None if product.rules is None else product.rules.model_dump(exclude_none=True)
     return {"product_id": product.product_id, "rules": rules, "rules_version": product.rules_version}
 
@@ -26,6 +27,7 @@ def rules_view(product: Product) -> dict[str, Any]:
     responses=error_responses(404, 422),
 )
 def get_rules(product_id: ProductId, services: StoreServices) -> dict[str, Any]:
+    """The rules and their version; 404 unknown product."""
     return rules_view(existing_product(services.store, product_id))
 
 
@@ -35,6 +37,8 @@ def get_rules(product_id: ProductId, services: StoreServices) -> dict[str, Any]:
     responses=error_responses(400, 404, 413, 422, 507),
 )
 async def put_rules(product_id: ProductId, rules: AcceptanceRules, services: StoreServices) -> dict[str, Any]:
+    """Replaces all of the product's rules (they are kept across reference uploads); 404 unknown product, 422 invalid
+    rules, 507 when the data dir fails."""
     return rules_view(await _store_rules(services, product_id, rules))
 
 
@@ -44,6 +48,7 @@ async def put_rules(product_id: ProductId, rules: AcceptanceRules, services: Sto
     responses=error_responses(404, 422, 507),
 )
 async def delete_rules(product_id: ProductId, services: StoreServices) -> dict[str, Any]:
+    """The rules version still counts the change; 404 unknown product, 507 when the data dir fails."""
     return rules_view(await _store_rules(services, product_id, None))
 
 
