@@ -90,7 +90,7 @@ class StorageFailed(ApiError):
 class Unavailable(ApiError):
     """503: the model (or the product store) is loading, unavailable, or the service is shutting down."""
 
-    status = 503  # model loading, or not loadable (missing weights)
+    status = 503
 
 
 class ErrorBody(BaseModel):

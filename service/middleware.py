@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request metrics (outermost), API-key authentication, request body limit (innermost)."""
+"""Pure ASGI middleware: request metrics (outermost), API-key authentication, request body limit, admission to the
+model routes (innermost); `service/app.py` adds them innermost first."""
 
 from __future__ import annotations
 

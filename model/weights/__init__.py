@@ -21,6 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from model.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
@@ -171,11 +173,19 @@ def download_state_dict(source: dict[str, str]) -> dict[str, torch.Tensor]:
     raise ValueError(f"unknown weight source library {source['library']!r}")
 
 
+def manifest_entries(config_name: str, weights_dir: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's weight files of `config_name` by role ({} for tiny); raises ConfigError for a config the
+    manifest does not know."""
+    configs = load_manifest(weights_dir)["configs"]
+    if config_name not in configs:
+        raise ConfigError(f"unknown config {config_name!r}: the weights manifest knows {', '.join(configs)}")
+    return configs[config_name]
+
+
 def fetch(config_name: str, weights_dir: Path, force: bool = False) -> list[Path]:
-    """Download every backbone file of `config_name` into `weights_dir`, verified by sha256 afterwards."""
-    entries = load_manifest(weights_dir)["configs"].get(config_name)
-    if entries is None:
-        raise SystemExit(f"unknown config {config_name!r} in the weights manifest")
+    """Download every backbone file of `config_name` into `weights_dir`, verified by sha256 afterwards; raises
+    ConfigError for an unknown config."""
+    entries = manifest_entries(config_name, weights_dir)
     written = []
     for role, entry in tqdm(entries.items(), desc=f"{config_name} weights", unit="file", disable=not entries):
         path = weights_dir / entry["file"]
@@ -195,13 +205,14 @@ def fetch(config_name: str, weights_dir: Path, force: bool = False) -> list[Path
 
 def verify(config_name: str, weights_dir: Path) -> list[Path]:
     """Check every weight file of `config_name` against its sha256; raises WeightsMissingError on the first missing or
-    corrupt one (an unknown config has no files and passes)."""
-    entries = load_manifest(weights_dir)["configs"].get(config_name, {})
+    corrupt one, ConfigError for an unknown config."""
+    entries = manifest_entries(config_name, weights_dir)
     return [verified_weight_file(config_name, role, weights_dir) for role in entries]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `python -m model.weights fetch|verify|list`; returns 0, or 2 when a weight file is missing or corrupt."""
+    """Run `python -m model.weights fetch|verify|list`; returns 0, or 2 when a weight file is missing or corrupt or
+    the config is unknown."""
     parser = argparse.ArgumentParser(
         prog="python -m model.weights",
         description="Manage backbone weight files. `fetch` is the only command that downloads (needs internet); "
@@ -235,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{name:6} {role:5} {'present' if present else 'missing':8} {entry['file']}"
                         f"  ({source_label(entry['source'])}, {entry['license']}, ~{entry['size_mb']} MB)"
                     )
-    except WeightsMissingError as err:
+    except (WeightsMissingError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from service.client.api import ApiError, FrameError, InspectApi, RetryPolicy, Stopped
+from service.client.api import ApiError, ConfigurationError, FrameError, InspectApi, RetryPolicy, Stopped
 from service.client.camera import CameraSpooler, CameraUnavailable
 from service.client.journal import Journal
 from service.client.outputs import OutputFolder, safe_stem, summary
@@ -285,4 +285,4 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except ApiError as err:
         print(f"error: {args.url}: {err}", file=sys.stderr)
-        return 2 if err.status in (401, 403, 404) else 1
+        return 2 if isinstance(err, ConfigurationError) else 1  # as the epilog says: misconfiguration is 2

@@ -41,7 +41,8 @@ MAX_THRESHOLD = 1e30  # within float32, which the maps are compared in
 
 
 class ThresholdUpdate(BaseModel):
-    """Replaces both overrides: a field left out (or null) goes back to its calibrated value."""
+    """Replaces both overrides: `threshold` is required; `pixel_threshold` left out (or null) goes back to its
+    calibrated value."""
 
     model_config = ConfigDict(extra="forbid")
     threshold: float = Field(
@@ -206,7 +207,7 @@ async def score_and_keep(
     summary="i-AUROC, F1, false alarms and misses on operator-labelled frames",
     responses=error_responses(404, 422),
 )
-async def show_evaluation(product_id: ProductId, services: ReadyServices) -> dict[str, Any]:
+async def show_evaluation(product_id: ProductId, services: StoreServices) -> dict[str, Any]:
     """Computed from the feedback frames scored by the current reference version; frames scored by another version count
     as stale. 404 unknown product."""
     product = await run_in_threadpool(existing_product, services.store, product_id)
@@ -221,7 +222,7 @@ async def show_evaluation(product_id: ProductId, services: ReadyServices) -> dic
 )
 def recent_inspections(
     product_id: ProductId,
-    services: ReadyServices,
+    services: StoreServices,
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 20,
 ) -> dict[str, Any]:
     """From this replica's in-memory ring (lost on restart); 404 unknown product."""

@@ -485,6 +485,27 @@ def fake_client(monkeypatch, fake: FakeService) -> None:
     monkeypatch.setattr(cli, "stop_on_signals", lambda stop: None)
 
 
+@pytest.mark.parametrize(("status", "code"), [(401, 2), (404, 2), (405, 2), (409, 2), (503, 1)])
+def test_exit_status_is_2_for_misconfiguration_and_1_for_a_failed_request(tmp_path, monkeypatch, capsys, status, code):
+    """As the epilog says. A 405 (a --url with a wrong path prefix) used to exit 1 like a failed request."""
+    frame = tmp_path / "a.png"
+    frame.write_bytes(png())
+    fake_client(monkeypatch, FakeService([status] * 10))
+    argv = [
+        "--url",
+        "http://service",
+        "--max-attempts",
+        "1",
+        "inspect",
+        "--product",
+        "p1",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    assert cli.main([*argv, str(frame)]) == code
+    assert f"HTTP {status}" in capsys.readouterr().err
+
+
 def test_inspect_with_a_bad_file_inspects_the_others_and_exits_non_zero(tmp_path: Path, monkeypatch, capsys):
     files = [tmp_path / name for name in ("a.png", "b.png", "c.png", "d.png")]
     for shade, path in enumerate(files):

@@ -102,6 +102,9 @@ def test_cli_list_and_verify_missing(tmp_path, capsys):
     assert "{" not in listing, "the sources are printed as Python dicts"
     assert main(["verify", "edge", "--weights-dir", str(tmp_path)]) == 2
     assert "fetch edge" in capsys.readouterr().err
+    for command in ("verify", "fetch"):  # a typo was "ok" with nothing checked, or a SystemExit from library code
+        assert main([command, "egde"]) == 2
+        assert "unknown config 'egde': the weights manifest knows paper, edge, tiny" in capsys.readouterr().err
 
 
 def test_cli_help_explains():

@@ -134,6 +134,9 @@ def product_routes_answer(client: TestClient) -> None:
     assert [p["product_id"] for p in client.get("/products").json()["products"]] == ["p1", "p2"]
     shown = client.get("/products/p1")
     assert shown.status_code == 200 and shown.json()["mode"] is None  # no model: mode unknown
+    # what the operator console polls: stored feedback frames and the in-memory history need no model either
+    assert client.get("/products/p1/evaluation").status_code == 200
+    assert client.get("/products/p1/inspections").json()["inspections"] == []
     updated = client.put("/products/p1/threshold", json={"threshold": 0.5})
     assert updated.status_code == 200 and updated.json()["threshold"] == 0.5
     assert client.delete("/products/p2").status_code == 204
