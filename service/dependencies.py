@@ -65,13 +65,18 @@ def checked_product_id(product_id: Annotated[str, Path(description="product id")
 
 
 def existing_product(store: ProductStore, product_id: str) -> Product:
-    """The stored product (loaded from disk if not in memory); raises NotFound (404) with how to create it."""
+    """The product (read from disk when not in memory yet); raises NotFound (404) when there is none."""
     product = store.get(product_id)
     if product is None:
-        raise NotFound(
-            f"unknown product {product_id!r}: upload its references with POST /products/{product_id}/references"
-        )
+        raise unknown_product(product_id)
     return product
+
+
+def unknown_product(product_id: str) -> NotFound:
+    """The 404 of a product id with no product, saying how to create one."""
+    return NotFound(
+        f"unknown product {product_id!r}: upload its references with POST /products/{product_id}/references"
+    )
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

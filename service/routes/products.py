@@ -24,7 +24,14 @@ from service.calibration import (
     fit_and_calibrate,
     recalibrate,
 )
-from service.dependencies import ProductId, ReadyServices, Services, StoreServices, existing_product
+from service.dependencies import (
+    ProductId,
+    ReadyServices,
+    Services,
+    StoreServices,
+    existing_product,
+    unknown_product,
+)
 from service.errors import ApiError, Conflict, InvalidField, NotFound, StorageFailed, error_responses
 from service.feedback import LabelledFrame, bounded, calibration_values, evaluate, new_frame
 from service.history import now_iso
@@ -366,7 +373,7 @@ def delete_product(product_id: ProductId, services: StoreServices) -> Response:
     except StoreError as err:
         raise StorageFailed(str(err)) from err
     if not deleted:
-        existing_product(services.store, product_id)  # raises the 404
+        raise unknown_product(product_id)
     services.history.forget(product_id)
     services.metrics.products.set(len(services.store))
     return Response(status_code=204)
@@ -385,5 +392,5 @@ def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: Stor
     except StoreError as err:
         raise StorageFailed(str(err)) from err
     if product is None:
-        existing_product(services.store, product_id)  # raises the 404
+        raise unknown_product(product_id)
     return product_view(product, services)

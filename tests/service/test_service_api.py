@@ -240,3 +240,15 @@ def test_an_unexpected_error_is_a_json_500_logged_once(tmp_path, monkeypatch, ca
     finally:
         server_log.removeHandler(seen)
     assert [str(r.exc_info[1]) for r in seen.records] == ["not seen by the app"]
+
+
+def test_a_product_that_vanishes_during_a_threshold_update_or_delete_is_a_404(client, monkeypatch):
+    """The store found no product to change, but one exists by the time the route looks again (another replica
+    re-created it): a 404 for the request as it was handled, never a 500 or a 204 for a delete that did nothing."""
+    assert upload(client, "widget", GOOD).status_code == 201
+    monkeypatch.setattr(ProductStore, "set_thresholds", lambda *_: None)
+    monkeypatch.setattr(ProductStore, "delete", lambda *_: False)
+    updated = client.put("/products/widget/threshold", json={"threshold": 0.5})
+    assert updated.status_code == 404, updated.text
+    assert "unknown product 'widget'" in updated.json()["detail"]
+    assert client.delete("/products/widget").status_code == 404
