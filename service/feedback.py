@@ -7,8 +7,9 @@ Bounded per product and per source: at most `max_calibration` frames from POST /
 `max_feedback` from POST /feedback; the oldest go first. Each frame keeps its score against the reference
 version that scored it; frames scored by another version are rescored when the references change and are
 left out of calibration and evaluation until then. Files live inside the product folder, so a product delete
-removes them and replicas sharing the data dir see them. Read-modify-write runs under a per-product asyncio
-lock (one process); two replicas writing the same product's labels at once may lose one label.
+removes them and replicas sharing the data dir see them. New labels are appended under the product's writer
+lock (`ProductStore.locked`, shared by every replica). A new reference version rewrites the whole list with
+the frames rescored; a label another replica adds during that refit is kept on disk only if it lands after it.
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ class FrameStore:
     def image_bytes(self, product_id: str, frame: LabelledFrame) -> bytes:
         """The stored file of a frame, as it was uploaded; raises OSError when it is missing."""
         return (self._dir(product_id) / frame.file_name).read_bytes()
+
+    def add(self, product_id: str, frames: list[LabelledFrame], new_files: dict[str, bytes]) -> list[LabelledFrame]:
+        """Append new frames to the stored ones (bounded) under the product's lock, so that replicas labelling
+        one product at the same time keep every label; returns what was kept. Raises ProductMissing when the
+        product is gone."""
+        with self.store.locked(product_id):
+            return self.save(product_id, self.frames(product_id) + frames, new_files)
 
     def save(self, product_id: str, frames: list[LabelledFrame], new_files: dict[str, bytes]) -> list[LabelledFrame]:
         """Write the new frames' files, then the index (atomically), then drop files no longer listed.

@@ -297,6 +297,14 @@ class ProductStore:
 
         return self._update_pointer(product_id, {}, f"rules of {product_id!r}", write)
 
+    @contextmanager
+    def locked(self, product_id: str) -> Iterator[None]:
+        """Hold the product's writer lock (every replica's) for a read-modify-write of a per-product file.
+
+        Raises ProductMissing when the product folder is gone, StoreError when the lock stays taken."""
+        with product_lock(self._folder(product_id), create=False):
+            yield
+
     def delete(self, product_id: str) -> bool:
         """Remove the product: the folder is renamed away (atomic) before memory forgets it. False if absent.
 

@@ -37,7 +37,7 @@ from service.feedback import LabelledFrame, bounded, calibration_values, evaluat
 from service.history import now_iso
 from service.images import decode_image
 from service.results import mode_label
-from service.store import CALIBRATION_FILE, Product, StoreConflict, StoreError
+from service.store import CALIBRATION_FILE, Product, ProductMissing, StoreConflict, StoreError
 from service.uploads import check_count
 
 log = logging.getLogger(__name__)
@@ -205,8 +205,12 @@ async def score_and_keep(
     (bounded by the frame store); returns every kept frame. Call under `services.frames.lock(product_id)`."""
     batch = await services.worker.result(services.worker.submit_predict(product, decoded))
     scored = [frame.scored(*one_value(p), product.version) for frame, p in zip(frames, batch.predictions, strict=True)]
-    stored = await run_in_threadpool(services.frames.frames, product.product_id)
-    return await run_in_threadpool(services.frames.save, product.product_id, stored + scored, files)
+    try:
+        return await run_in_threadpool(services.frames.add, product.product_id, scored, files)
+    except ProductMissing:  # deleted meanwhile
+        raise unknown_product(product.product_id) from None
+    except OSError as err:  # StoreError too: the lock stayed taken
+        raise StorageFailed(f"the labelled frames of {product.product_id!r} could not be stored: {err}") from err
 
 
 @router.get(

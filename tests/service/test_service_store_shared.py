@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from service.feedback import FrameStore, new_frame
 from service.store import LOCK, LOCK_STALE_S, ProductStore, StoreConflict, StoreError
 from tests.service.conftest import STORE_CALIBRATION, image_bytes, upload
 
@@ -184,3 +185,35 @@ def test_api_delete_refused_by_the_disk_is_a_507_json_and_the_product_stays(clie
     assert answer.status_code == 507
     assert "could not delete product 'p'" in answer.json()["detail"]
     assert client.get("/products/p").status_code == 200
+
+
+def test_two_replicas_labelling_one_product_at_once_keep_both_labels(tmp_path, monkeypatch):
+    """Replica A has read the labelled frames and not yet written them when replica B adds its label: B waits
+    for the product's lock and appends to what A wrote (it used to write first and A then wrote over it)."""
+    (tmp_path / "products" / "widget").mkdir(parents=True)
+    replica_a, replica_b = (FrameStore(ProductStore(tmp_path / "products"), 10, 10) for _ in range(2))
+    label_a = new_frame("good", "feedback", "2026-11-29T17:00:00Z", "a.png")
+    label_b = new_frame("defect", "feedback", "2026-11-29T17:00:00Z", "b.png")
+    a_has_read, a_may_write = threading.Event(), threading.Event()
+    read = FrameStore.frames
+
+    def a_pauses_after_reading(self, product_id):
+        frames = read(self, product_id)
+        if self is replica_a and not a_has_read.is_set():
+            a_has_read.set()
+            a_may_write.wait(30)
+        return frames
+
+    monkeypatch.setattr(FrameStore, "frames", a_pauses_after_reading)
+    a = threading.Thread(target=replica_a.add, args=("widget", [label_a], {label_a.frame_id: b"A"}))
+    a.start()
+    assert a_has_read.wait(30)
+    b = threading.Thread(target=replica_b.add, args=("widget", [label_b], {label_b.frame_id: b"B"}))
+    b.start()
+    b.join(1.0)  # without a lock shared by the replicas, B has written by now
+    a_may_write.set()
+    a.join(30)
+    b.join(30)
+    kept = replica_b.frames("widget")
+    assert {f.frame_id for f in kept} == {label_a.frame_id, label_b.frame_id}
+    assert {replica_b.image_bytes("widget", f) for f in kept} == {b"A", b"B"}
