@@ -99,6 +99,7 @@ def to_rgb_array(image: Image.Image, bit_depth: int | None = None) -> np.ndarray
 
     High-bit grey data is scaled by `2**bits - 1` with bits = the image's own sBIT when known, else `bit_depth`
     (the product's), else 16. Alpha that is zero everywhere is dropped; partial alpha is composited over black.
+    Raises ValueError for 32-bit integer grey with values outside 0..65535.
     """
     if is_high_bit(image) or image.mode == "F":
         return np.repeat(_high_bit_grey(image, bit_depth)[:, :, None], 3, axis=2)
@@ -115,6 +116,8 @@ def _high_bit_grey(image: Image.Image, bit_depth: int | None) -> np.ndarray:
     values = np.asarray(image, dtype=np.float32)  # (H, W)
     if image.mode == "F":
         full_scale = 1.0 if values.max(initial=0) <= 1.0 else 255.0
+    elif values.min(initial=0) < 0 or values.max(initial=0) > 65535:  # mode I beyond 16 bits: a scale would be a guess
+        raise ValueError("32-bit integer pixels outside 0..65535: convert the image to 16 bits first")
     else:
         bits = image.info.get(SIGNIFICANT_BITS_KEY) or bit_depth or 16
         full_scale = float(2 ** int(bits) - 1)

@@ -82,10 +82,10 @@ def open_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
 def decode_opened(image: Image.Image, name: str) -> Image.Image:
     """The pixels of an image from `open_image`, decoded in full (400 if they do not decode); see decode_image."""
     with _undecodable(name, image.format):
-        return _pixels(image)
+        return _pixels(image, name)
 
 
-def _pixels(image: Image.Image) -> Image.Image:
+def _pixels(image: Image.Image, name: str) -> Image.Image:
     """Full decode (reduced where large), EXIF orientation, then RGB or 16-bit grey.
 
     Memory: one full-size decoded copy at most (RGB frames are reduced before anything else copies them).
@@ -104,8 +104,7 @@ def _pixels(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         decoded = image
     elif is_high_bit(image):
-        grey = np.asarray(image)
-        decoded = Image.fromarray(np.clip(grey, 0, 65535).astype(np.uint16) if grey.dtype != np.uint16 else grey)
+        decoded = Image.fromarray(sixteen_bit_grey(np.asarray(image), name))
     else:
         decoded = Image.fromarray(to_rgb_array(image))  # (H, W, 3) uint8; checked here, not in a batch
     decoded.info = {SIGNIFICANT_BITS_KEY: bits} if bits and is_high_bit(decoded) else {}  # no stale EXIF/ICC
@@ -125,6 +124,21 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
         if data.startswith(SIGNATURES):  # Pillow says "unidentified" for a PNG/BMP cut inside its header
             raise BadImage(f"{name}: the header is cut or damaged; the file does not decode") from None
         raise UnsupportedMedia(f"{name}: not an image (accepted formats: PNG, JPEG, BMP, TIFF)") from None
+
+
+def sixteen_bit_grey(grey: np.ndarray, name: str) -> np.ndarray:
+    """(H, W) high-bit grey as uint16. A 32-bit integer image (mode I) is taken when its values fit 0..65535
+    (16-bit data in a 32-bit container); beyond that it is refused (415), since any scaling would be a guess
+    that changes between frames (clipping made such frames white)."""
+    if grey.dtype == np.uint16:
+        return grey
+    low, high = int(grey.min(initial=0)), int(grey.max(initial=0))
+    if low < 0 or high > 65535:
+        raise UnsupportedMedia(
+            f"{name}: 32-bit integer pixels from {low} to {high}; the service takes 8- or 16-bit images "
+            "(values 0..65535): convert the frame to 16 bits, scaled as every frame of this product is"
+        )
+    return grey.astype(np.uint16)
 
 
 @contextlib.contextmanager

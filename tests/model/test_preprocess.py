@@ -71,6 +71,14 @@ def test_product_bit_depth_is_the_references_maximum_rounded_up():
     assert bit_depth_of([Image.new("RGB", (2, 2))]) is None
 
 
+def test_32_bit_integer_grey_beyond_16_bits_is_refused_not_clipped_white():
+    fits = Image.fromarray(np.array([[0, 65535]], dtype=np.int32), mode="I")
+    assert to_rgb_array(fits)[0, :, 0].tolist() == [0, 255]
+    beyond = Image.fromarray(np.array([[0, 1 << 20]], dtype=np.int32), mode="I")
+    with pytest.raises(ValueError, match=r"outside 0\.\.65535"):
+        to_rgb_array(beyond)
+
+
 def test_empty_alpha_is_ignored_partial_alpha_is_composited():
     empty = Image.new("RGBA", (1, 1), (200, 100, 50, 0))
     assert to_rgb_array(empty).tolist() == [[[200, 100, 50]]]  # alpha is not a defect map

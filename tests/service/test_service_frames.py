@@ -63,3 +63,23 @@ def test_the_product_bit_depth_can_be_set_at_upload(client, hard_cases):
         assert inspect(client, f"mono{bits}", data).status_code == 200
     bad = client.post("/products/x/references", data={"bit_depth": "40"}, files=[("images", ("m.png", data))])
     assert bad.status_code == 422
+
+
+def int32_tiff(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(values.astype(np.int32), mode="I").save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+def test_32_bit_integer_frames_are_taken_as_16_bit_when_they_fit_and_refused_when_not(client):
+    """A 32-bit integer TIFF (mode I) used to be clipped at 65535, so frames with larger values came out white."""
+    ramp = np.tile(np.linspace(0, 4095, 48), (40, 1))  # (40, 48) 12-bit data in 32-bit words
+    decoded = decode_image(int32_tiff(ramp), "mono12.tif", LIMIT)
+    assert decoded.mode == "I;16" and np.array_equal(np.asarray(decoded), ramp.astype(np.uint16))
+    assert upload(client, "mono32", int32_tiff(ramp)).status_code == 201
+    assert inspect(client, "mono32", int32_tiff(ramp)).status_code == 200
+    for beyond in (ramp * 64, ramp - 100):  # up to 262080; below zero
+        with pytest.raises(UnsupportedMedia, match="32-bit integer pixels from"):
+            decode_image(int32_tiff(beyond), "hdr.tif", LIMIT)
+        answer = inspect(client, "mono32", int32_tiff(beyond))
+        assert answer.status_code == 415 and "convert the frame to 16 bits" in answer.json()["detail"]
