@@ -2,7 +2,8 @@
 
 - Geometry (AnomalyDINO, `DINOv2Wrapper.prepare_image`): the shorter side is resized to the configured size with
   PIL bicubic (antialiased), the longer side to `int(size * long / short)` (torchvision's `Resize(size)`), then
-  the bottom/right rows and columns past a multiple of the patch size are cropped.
+  the bottom/right rows and columns past a multiple of the patch size are cropped. Beyond an 8:1 aspect the
+  longer side is capped at 8x the shorter (ours; it bounds the work per image).
 - Pixels: 8-bit data as it is; high-bit grey data (16-bit containers) divided by its real full scale
   `2**bits - 1` (bits from the PNG `sBIT` chunk, else the product's bit depth), never by 65535 blindly; an
   alpha channel that is zero everywhere is ignored (the colour channels are the image).
@@ -24,6 +25,7 @@ HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 BIT_DEPTHS = (10, 12, 14, 16)  # a product's bit depth: its references' maximum rounded up to one of these
 FRAME_SIZE_KEY = "frame_size"  # image.info[...] = (W, H) as the camera sent it, when decoded at a reduced size
 SIGNIFICANT_BITS_KEY = "significant_bits"  # image.info[...] = bits of real data (PNG sBIT), when known
+MAX_ASPECT_RATIO = 8  # a longer side beyond 8x the shorter is squeezed to 8x: bounds the patch grid (and attention)
 DECODE_SHORT_SIDE = 2048  # frames are decoded/reduced to at least this shorter side (4.5x the 448 backbone)
 
 
@@ -37,13 +39,13 @@ class Geometry:
 
 
 def aspect_geometry(height: int, width: int, short_side: int, patch: int) -> Geometry:
-    """AnomalyDINO's backbone geometry for an H x W frame (see the module docstring)."""
+    """AnomalyDINO's backbone geometry for an H x W frame (see the module docstring), with the longer side capped
+    at MAX_ASPECT_RATIO x the shorter (AnomalyDINO has no cap; without one a 2 x 2000 px image gave a 16 x 16000
+    patch grid that kept the model busy for minutes). Raises ValueError for an empty image or patch grid."""
     if min(height, width) < 1:
         raise ValueError(f"empty image ({width} x {height})")
-    if height <= width:
-        resized = (short_side, int(short_side * width / height))
-    else:
-        resized = (int(short_side * height / width), short_side)
+    long_side = int(min(short_side * max(height, width) / min(height, width), short_side * MAX_ASPECT_RATIO))
+    resized = (short_side, long_side) if height <= width else (long_side, short_side)
     grid = (resized[0] // patch, resized[1] // patch)
     if min(grid) < 1:
         raise ValueError(f"a {width} x {height} image gives an empty {patch}-px patch grid")

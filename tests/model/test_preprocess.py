@@ -17,6 +17,7 @@ from model.config import load_config
 from model.preprocess import (
     FRAME_SIZE_KEY,
     SIGNIFICANT_BITS_KEY,
+    Geometry,
     aspect_geometry,
     backbone_batch,
     bit_depth_of,
@@ -34,6 +35,18 @@ def test_geometry_keeps_the_aspect_like_anomalydino():
     tall = aspect_geometry(1000, 750, 448, 14)
     assert tall.resized == (597, 448) and tall.grid == (42, 32)
     assert aspect_geometry(900, 900, 448, 14).grid == (32, 32)
+
+
+def test_an_extreme_aspect_is_capped_so_the_patch_grid_stays_bounded(tiny_detector):
+    """A 2 x 2000 px reference gave a 16 x 16000 patch grid (256k tokens) that kept the model busy for minutes."""
+    assert aspect_geometry(2000, 2, 224, 14) == Geometry(resized=(1792, 224), input=(1792, 224), grid=(128, 16))
+    assert aspect_geometry(2, 2000, 224, 14).grid == (16, 128)
+    assert aspect_geometry(100, 800, 224, 14).resized == (224, 1792)  # exactly 8:1: AnomalyDINO's own geometry
+    strip = Image.fromarray(np.full((2000, 2, 3), 128, dtype=np.uint8))  # (H, W, 3)
+    refs = tiny_detector.fit_references([strip])
+    short = tiny_detector.config.dino.image_size // tiny_detector.network.dino.patch_size
+    assert tuple(refs.geometry.grid) == (8 * short, short)
+    assert tiny_detector.predict([strip], refs)[0].anomaly_map.shape == (2000, 2)
 
 
 def test_backbone_batch_resizes_with_pil_bicubic_then_crops_bottom_right():
