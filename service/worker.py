@@ -317,25 +317,40 @@ class ModelWorker:
         failed: dict[int, Exception] = {}
         for items in groups.values():
             for start in range(0, len(items), self.max_batch_size):
-                chunk = items[start : start + self.max_batch_size]
-                error = self._forward(chunk)
-                if error is not None:
-                    failed.update({id(job): error for job, _ in chunk})
+                failed.update(self._forward(items[start : start + self.max_batch_size]))
         for job in jobs:
             if id(job) in failed:
                 job.future.set_exception(failed[id(job)])
             else:
                 job.future.set_result(job.result())
 
-    def _forward(self, chunk: list[tuple[PredictJob, int]]) -> Exception | None:
+    def _forward(self, chunk: list[tuple[PredictJob, int]]) -> dict[int, Exception]:
+        """Predict one chunk; the errors by job id. When a chunk of several requests fails, each request is
+        predicted again on its own, so one bad frame fails only its own request. The error is not logged here:
+        its request's 500 handler logs it once, with the route."""
+        try:
+            self._predict(chunk)
+            return {}
+        except Exception as err:
+            jobs = list({id(job): job for job, _ in chunk})
+            if len(jobs) == 1:
+                return {jobs[0]: err}
+            log.warning(
+                "predict failed for a batch of %d requests (%s: %s); each is predicted again on its own",
+                len(jobs),
+                type(err).__name__,
+                err,
+            )
+        failed: dict[int, Exception] = {}
+        for job_id in jobs:
+            failed.update(self._forward([item for item in chunk if id(item[0]) == job_id]))
+        return failed
+
+    def _predict(self, chunk: list[tuple[PredictJob, int]]) -> None:
         start = time.perf_counter()
         for job, _ in chunk:
             job.started = job.started or start
-        try:
-            predictions = self.detector.predict([job.images[i] for job, i in chunk], chunk[0][0].product.refs)
-        except Exception as err:
-            log.exception("predict failed for a batch of %d images", len(chunk))
-            return err
+        predictions = self.detector.predict([job.images[i] for job, i in chunk], chunk[0][0].product.refs)
         elapsed = time.perf_counter() - start
         self.metrics.stage_duration.labels("predict").observe(elapsed)
         self.metrics.batch_size.observe(len(chunk))

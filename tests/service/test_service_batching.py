@@ -6,8 +6,10 @@ import threading
 import time
 
 import pytest
+from fastapi.testclient import TestClient
 
-from tests.service.conftest import PredictGate, image_bytes, inspect, upload
+from service.app import create_app
+from tests.service.conftest import PredictGate, image_bytes, inspect, tiny_settings, upload
 
 GOOD = image_bytes(48, 40, seed=0)
 OTHER = image_bytes(48, 40, seed=1)
@@ -84,3 +86,35 @@ def test_a_request_larger_than_the_batch_is_split(make_client):
         scores = [r["score"] for r in answer.json()["results"]]
         assert scores[0] == pytest.approx(scores[3], rel=1e-4)
         assert scores[2] == pytest.approx(scores[4], rel=1e-4)
+
+
+def test_a_frame_that_fails_fails_only_its_own_request_and_is_logged_once(tmp_path, caplog):
+    """The batch's error used to fail every request batched with it, each logged with a traceback (1 + N)."""
+    bad_frame = image_bytes(7, 40, seed=3)
+    app = create_app(tiny_settings(tmp_path / "data", max_batch_size=8, max_wait_ms=50))
+    with TestClient(app, raise_server_exceptions=False) as client:  # the 500 as a client gets it
+        assert client.app.state.services.worker.ready_event.wait(60)
+        upload(client, "p1", GOOD)
+        worker = client.app.state.services.worker
+        real_predict = worker.detector.predict
+
+        def predict_failing_on_7_px_wide_frames(images, refs):
+            if any(image.width == 7 for image in images):
+                raise RuntimeError("cannot predict a 7 px wide frame")
+            return real_predict(images, refs)
+
+        with PredictGate(worker) as gate:
+            gate._original = predict_failing_on_7_px_wide_frames
+            first, _ = in_background(inspect, client, "p1", GOOD)
+            assert gate.entered.wait(30)  # the worker is busy: the next three wait in the queue, then batch
+            waiting = [in_background(inspect, client, "p1", frame) for frame in (GOOD, bad_frame, DEFECT)]
+            wait_for(lambda: worker.queue.qsize() == 3)
+            gate.release.set()
+            for thread, _ in [*waiting, (first, None)]:
+                thread.join(30)
+        assert gate.batch_sizes[1] == 3  # the three together first, then each request on its own
+        statuses = [answers[0].status_code for _, answers in waiting]
+        assert statuses == [200, 500, 200]
+        assert waiting[1][1][0].json()["detail"] == "internal error (RuntimeError); see the service log"
+        tracebacks = [r for r in caplog.records if r.exc_info]
+        assert [r.getMessage() for r in tracebacks] == ["unexpected error on POST /inspect"]
