@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,6 +26,8 @@ import numpy as np
 
 from model.metrics import f1_at_threshold, image_metrics
 from service.store import ProductStore, remove_path, write_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 Label = Literal["good", "defect"]
 Source = Literal["calibration", "feedback"]
@@ -61,6 +64,13 @@ def new_frame(label: Label, source: Source, time: str, filename: str | None, ins
     return LabelledFrame(uuid.uuid4().hex, label, source, time, filename, inspection_id, None, None, None)
 
 
+def relabelled(stored: list[LabelledFrame], new: list[LabelledFrame]) -> list[LabelledFrame]:
+    """`stored` + `new`, where a new label of an inspection replaces its earlier label (an operator correcting
+    one): one label per inspection id. Frames sent as images (no inspection id) are always added."""
+    relabelled_ids = {frame.inspection_id for frame in new if frame.inspection_id is not None}
+    return [f for f in stored if f.inspection_id not in relabelled_ids] + new
+
+
 def bounded(frames: list[LabelledFrame], max_calibration: int, max_feedback: int) -> list[LabelledFrame]:
     """The newest `max_calibration` calibration frames and `max_feedback` feedback frames, oldest first."""
     limits = {"calibration": max_calibration, "feedback": max_feedback}
@@ -87,6 +97,7 @@ class FrameStore:
         self.max_calibration = max_calibration
         self.max_feedback = max_feedback
         self._locks: dict[str, asyncio.Lock] = {}
+        self._unreadable: set[tuple[Path, int]] = set()  # index files (and mtimes) already logged as unreadable
 
     def lock(self, product_id: str) -> asyncio.Lock:
         """The asyncio lock that serialises read-modify-write of one product's frames in this process."""
@@ -96,11 +107,27 @@ class FrameStore:
         return self.store.product_file(product_id, FRAMES_DIR)
 
     def frames(self, product_id: str) -> list[LabelledFrame]:
-        """The product's labelled frames from its index, oldest first ([] when it has none)."""
+        """The product's labelled frames from its index, oldest first ([] when it has none, or when the index is
+        unreadable: logged once per file version, and the next label writes a new index)."""
         index = self._dir(product_id) / INDEX
         if not index.is_file():
             return []
-        return [LabelledFrame(**raw) for raw in json.loads(index.read_text())["frames"]]
+        try:
+            return [LabelledFrame(**raw) for raw in json.loads(index.read_text())["frames"]]
+        except (ValueError, TypeError, KeyError) as err:  # ValueError: JSON and UTF-8 errors
+            self._log_unreadable(index, err)
+            return []
+
+    def _log_unreadable(self, index: Path, err: Exception) -> None:
+        version = (index, index.stat().st_mtime_ns)
+        if version not in self._unreadable:
+            self._unreadable.add(version)
+            log.error(
+                "%s is unreadable (%s: %s): its labelled frames are left out until the next label rewrites it",
+                index,
+                type(err).__name__,
+                err,
+            )
 
     def image_bytes(self, product_id: str, frame: LabelledFrame) -> bytes:
         """The stored file of a frame, as it was uploaded; raises OSError when it is missing."""
@@ -111,7 +138,7 @@ class FrameStore:
         one product at the same time keep every label; returns what was kept. Raises ProductMissing when the
         product is gone."""
         with self.store.locked(product_id):
-            return self.save(product_id, self.frames(product_id) + frames, new_files)
+            return self.save(product_id, relabelled(self.frames(product_id), frames), new_files)
 
     def save(self, product_id: str, frames: list[LabelledFrame], new_files: dict[str, bytes]) -> list[LabelledFrame]:
         """Write the new frames' files, then the index (atomically), then drop files no longer listed.

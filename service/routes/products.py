@@ -33,7 +33,15 @@ from service.dependencies import (
     unknown_product,
 )
 from service.errors import ApiError, Conflict, InvalidField, NotFound, StorageFailed, error_responses
-from service.feedback import LabelledFrame, bounded, calibration_values, evaluate, new_frame
+from service.feedback import (
+    FrameStore,
+    LabelledFrame,
+    bounded,
+    calibration_values,
+    evaluate,
+    new_frame,
+    relabelled,
+)
 from service.history import now_iso
 from service.images import decode_image
 from service.results import mode_label
@@ -175,23 +183,40 @@ async def give_feedback(
         raise InvalidField("send either the form field 'inspection_id' or one file 'image', not both or neither")
     if add_to_references and label != "good":
         raise InvalidField("only a frame labelled 'good' can join the references")
-    if add_to_references and product.refs.n_references >= settings.max_references:
-        raise InvalidField(f"{product_id!r} already has {settings.max_references} references (DCPSFR_MAX_REFERENCES)")
+    if add_to_references:
+        check_room_for_a_reference(product, settings.max_references)
     data, filename = await feedback_frame(services, product_id, inspection_id, image)
     decoded = await run_in_threadpool(decode_image, data, "image", settings.max_pixels)
     frame = new_frame(label, "feedback", now_iso(), filename, inspection_id)
     async with services.frames.lock(product_id):
         product = await run_in_threadpool(existing_product, services.store, product_id)
         if add_to_references:
+            check_room_for_a_reference(
+                product, settings.max_references
+            )  # again: a request just before may have filled it
             product, kept = await add_reference(services, product, frame, decoded, data)
         else:
+            was_good = inspection_id is not None and await run_in_threadpool(
+                labelled_good, services.frames, product_id, inspection_id
+            )
             kept = await score_and_keep(services, product, [frame], [decoded], {frame.frame_id: data})
-            if label == "good":
+            if label == "good" or was_good:  # a good frame joined or left the calibration set
                 product = await recalibrated(services, product, kept)
     if inspection_id is not None:
         services.history.set_label(product_id, inspection_id, label)
     evaluation = evaluate(product_id, kept, product.threshold, product.version, product.calibration.score_scale)
     return {"product": product_view(product, services), "evaluation": evaluation}
+
+
+def check_room_for_a_reference(product: Product, max_references: int) -> None:
+    """Raises InvalidField (422) when the product has its maximum number of references already."""
+    if product.refs.n_references >= max_references:
+        raise InvalidField(f"{product.product_id!r} already has {max_references} references (DCPSFR_MAX_REFERENCES)")
+
+
+def labelled_good(frames: FrameStore, product_id: str, inspection_id: str) -> bool:
+    """Whether the inspection's current label is "good" (a relabel then takes it out of the calibration set)."""
+    return any(f.inspection_id == inspection_id and f.label == "good" for f in frames.frames(product_id))
 
 
 async def score_and_keep(
@@ -332,7 +357,7 @@ async def add_reference(
     """A new version with `image` as one more reference; the labelled frames scored against it."""
     settings = services.settings
     stored, stored_images = await run_in_threadpool(load_frames, services, product.product_id)
-    frames = bounded([*stored, frame], settings.calibration_max_frames, settings.feedback_max_frames)
+    frames = bounded(relabelled(stored, [frame]), settings.calibration_max_frames, settings.feedback_max_frames)
     images = {**stored_images, frame.frame_id: image}
     call = partial(
         extend_and_calibrate,

@@ -3,8 +3,11 @@ detector, random weights: these tests show behaviour, never accuracy)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import threading
+import time
 
 import pytest
 from PIL import Image
@@ -152,3 +155,77 @@ def test_feedback_errors_are_clear(client):
     assert feedback(client, "nope", "good", image=GOOD[1]).status_code == 404
     assert add_calibration(client, "nope", GOOD[1]).status_code == 404
     assert feedback(client, "p", "good", image=b"not an image").status_code == 415
+
+
+def test_a_relabelled_inspection_keeps_only_its_latest_label(make_client):
+    """An operator correcting a label: the latest replaces the earlier one (both used to count, and a frame
+    labelled good twice joined the calibration set twice)."""
+    with make_client(**SETTINGS) as client:
+        upload(client, "p", GOOD[0], GOOD[1])
+        before = client.get("/products/p").json()
+        inspection_id = inspect(client, "p", DEFECT).json()["results"][0]["inspection_id"]
+        for _ in range(2):
+            body = feedback(client, "p", "good", inspection_id=inspection_id).json()
+        assert (body["evaluation"]["n_good"], body["evaluation"]["n_defect"]) == (1, 0)
+        assert body["product"]["n_calibration"] == before["n_calibration"] + 1
+        body = feedback(client, "p", "defect", inspection_id=inspection_id).json()
+        assert (body["evaluation"]["n_good"], body["evaluation"]["n_defect"]) == (0, 1)
+        assert body["product"]["n_calibration"] == before["n_calibration"]  # it left the calibration set
+        assert body["product"]["threshold"] == pytest.approx(before["threshold"])
+        assert client.get("/products/p/inspections").json()["inspections"][0]["label"] == "defect"
+
+
+def test_references_added_by_feedback_at_once_stop_at_the_maximum(make_client, monkeypatch):
+    """Two requests both passed the check before either had added its reference: the product went past
+    DCPSFR_MAX_REFERENCES. The check is repeated under the product's lock."""
+    import service.routes.products as products
+
+    first_inside, release = threading.Event(), threading.Event()
+    real_add_reference = products.add_reference
+
+    async def add_reference_held(*args):
+        if not first_inside.is_set():
+            first_inside.set()
+            await asyncio.to_thread(release.wait, 30)
+        return await real_add_reference(*args)
+
+    monkeypatch.setattr(products, "add_reference", add_reference_held)
+    with make_client(max_references=2) as client:
+        upload(client, "p", GOOD[0])
+        answers: list = []
+
+        def add(frame):
+            answers.append(feedback(client, "p", "good", image=frame, add_to_references="true"))
+
+        first = threading.Thread(target=add, args=(GOOD[1],))
+        first.start()
+        assert first_inside.wait(30)
+        second = threading.Thread(target=add, args=(GOOD[2],))
+        second.start()
+        lock = client.app.state.services.frames.lock("p")
+        deadline = time.monotonic() + 30
+        while not lock._waiters:  # the second has passed the first check and waits for the product's lock
+            assert time.monotonic() < deadline and second.is_alive()
+            time.sleep(0.01)
+        release.set()
+        first.join(30)
+        second.join(30)
+        assert sorted(answer.status_code for answer in answers) == [200, 422]
+        assert client.get("/products/p").json()["n_references"] == 2
+
+
+def test_an_unreadable_index_of_labelled_frames_is_logged_once_and_rewritten(make_client, tmp_path, caplog):
+    """A cut `frames/index.json` made every labelled-frame route of the product a 500 until it was deleted."""
+    with make_client(**SETTINGS) as client:
+        upload(client, "p", GOOD[0], GOOD[1])
+        assert feedback(client, "p", "defect", image=DEFECT).status_code == 200
+        index = tmp_path / "data" / "products" / "p" / "frames" / "index.json"
+        index.write_text(index.read_text()[:25])  # cut mid-way, as by a full disk
+        for _ in range(2):
+            evaluation = client.get("/products/p/evaluation")
+            assert evaluation.status_code == 200 and evaluation.json()["n_defect"] == 0
+        unreadable = [r for r in caplog.records if "is unreadable" in r.getMessage()]
+        assert len(unreadable) == 1 and str(index) in unreadable[0].getMessage()
+        assert feedback(client, "p", "defect", image=DEFECT).status_code == 200  # the next label writes a new index
+        assert client.get("/products/p/evaluation").json()["n_defect"] == 1
+        assert add_calibration(client, "p", GOOD[2]).status_code == 200
