@@ -240,15 +240,17 @@ def missing(root, monkeypatch):
 
 def unreadable(root, monkeypatch):
     """EACCES on listing and opening (a chmod would not do: the tests may run as root)."""
-    scandir, open_ = os.scandir, os.open
 
-    def refuse(path, *args, **kwargs):
-        if os.fspath(path) == os.fspath(root):
-            raise PermissionError(13, "Permission denied", os.fspath(root))
-        return (scandir if not args and not kwargs else open_)(path, *args, **kwargs)
+    def refusing(call):
+        def refuse(path, *args, **kwargs):
+            if os.fspath(path) == os.fspath(root):
+                raise PermissionError(13, "Permission denied", os.fspath(root))
+            return call(path, *args, **kwargs)
 
-    monkeypatch.setattr(service.store.os, "scandir", lambda path=".": refuse(path))
-    monkeypatch.setattr(service.store.os, "open", lambda path, *args, **kwargs: refuse(path, *args, **kwargs))
+        return refuse
+
+    monkeypatch.setattr(service.store.os, "scandir", refusing(os.scandir))
+    monkeypatch.setattr(service.store.os, "open", refusing(os.open))
     return monkeypatch.undo
 
 
