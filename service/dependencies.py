@@ -13,7 +13,7 @@ from service.history import InspectionHistory
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import PRODUCT_ID, Product, ProductStore, is_valid_product_id
+from service.store import PRODUCT_ID, Product, ProductStore, StoreUnavailable, is_valid_product_id
 from service.uploads import UploadDecoder
 from service.worker import ModelWorker
 
@@ -38,18 +38,30 @@ def get_services(request: Request) -> Services:
 
 
 def get_ready_services(services: Annotated[Services, Depends(get_services)]) -> Services:
-    """The services, once the model is loaded and warmed (503 before, or when it cannot load). Routes that only
-    read or change stored products take `StoreServices` instead: they answer while the model loads or is down."""
+    """The services, once the model is loaded and warmed and the store folder is readable (503 before, or when
+    either fails). Routes that only read or change stored products take `StoreServices` instead: they answer while
+    the model loads or is down."""
     services.worker.check_ready()
+    check_store_available(services.store)
     return services
 
 
 def get_store_services(services: Annotated[Services, Depends(get_services)]) -> Services:
-    """The services, once the product store is open (503 with the reason before, or when it cannot open):
-    without it every product would look absent."""
+    """The services, once the product store is open and its folder readable (503 with the reason before, when it
+    cannot open, or while its volume is lost): without it every product would look absent."""
     if not services.store.is_open:
         raise Unavailable(services.store.open_error or "the product store is not open yet; try again shortly")
+    check_store_available(services.store)
     return services
+
+
+def check_store_available(store: ProductStore) -> None:
+    """Raises Unavailable (503) with the reason when the store folder is gone, not a directory or unreadable now
+    (a lost volume): without it every product would look absent. Products in memory are kept meanwhile."""
+    try:
+        store.check_available()
+    except StoreUnavailable as err:
+        raise Unavailable(str(err)) from None
 
 
 def check_product_id(product_id: str) -> str:

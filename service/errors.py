@@ -110,7 +110,7 @@ ERROR_MEANINGS = {
     415: "not an accepted image (PNG, JPEG, BMP, TIFF)",
     422: "bad field",
     429: "queue full: retry after Retry-After seconds",
-    503: "model loading or unavailable",
+    503: "model loading or unavailable, or the products folder unavailable",
     504: "the model did not answer within DCPSFR_WORKER_TIMEOUT_S",
     507: "the data dir could not store the change; the previous state is still current",
 }

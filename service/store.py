@@ -30,6 +30,12 @@ re-reads the pointer: a new uid loads that version, a new generation alone updat
 (`add_listener`) are told either way, and about deletions. Products are loaded lazily: `get` of a product
 not in memory looks at the disk before answering None, so a fresh replica serves at once.
 
+A lost volume. A store folder that is gone, not a directory or unreadable (an NFS mount lost, a volume
+detached) is not "no products": `refresh` keeps every product in memory and records why in
+`unavailable_reason` (logged once as an error, and once as info when the folder is back); `all` and
+`check_available` raise StoreUnavailable with that reason. The service answers 503 meanwhile. A folder that
+is there and empty is legitimately empty (open() creates it; a delete of the last product leaves it).
+
 Per-product files (for other features). Put them in the product folder with `write_product_file` (atomic,
 under the lock, bumps the generation) and read them with `product_file`; every replica's listeners then hear
 of the change within one poll. Names: letters, digits, `._-`, not starting with a dot or `v<digits>`.
@@ -179,6 +185,7 @@ class ProductStore:
         self._unloadable: set[str] = set()
         self._load_references: Callable[[Path], ReferenceSet] | None = None
         self.open_error: str | None = None  # why the last open() failed
+        self.unavailable_reason: str | None = None  # why the folder was unreadable at the last look
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()  # serialises this process's writes and installs
 
@@ -199,7 +206,8 @@ class ProductStore:
         return self._load(product_id)
 
     def all(self) -> list[Product]:
-        """Every product on disk (loading those not yet in memory), sorted by id."""
+        """Every product on disk (loading those not yet in memory), sorted by id; StoreUnavailable when the store
+        folder is gone, not a directory or unreadable."""
         products = (self.get(product_id) for product_id in self.product_ids_on_disk())
         return sorted((p for p in products if p is not None), key=lambda p: p.product_id)
 
@@ -213,11 +221,22 @@ class ProductStore:
         return self._folder(product_id) / checked_file_name(name)
 
     def product_ids_on_disk(self) -> list[str]:
-        """Ids of the product folders that have a pointer, sorted ([] when the root is missing)."""
-        if not self.root.is_dir():
-            return []
-        names = (e.name for e in os.scandir(self.root) if is_valid_product_id(e.name))
+        """Ids of the product folders that have a pointer, sorted.
+
+        Raises StoreUnavailable when the store folder is gone, not a directory or unreadable (see check_available)."""
+        names = (e.name for e in self._list_root() if is_valid_product_id(e.name))
         return sorted(n for n in names if pointer_stat(self.root / n) is not None)
+
+    def check_available(self) -> None:
+        """Look at the store folder now (one open of the directory, no listing): raises StoreUnavailable with the
+        reason when it is gone, not a directory or unreadable. Records the state (`unavailable_reason`) either way;
+        products in memory are kept."""
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as err:
+            raise self._unavailable(err) from None
+        os.close(fd)
+        self._available()
 
     # --- writes ----------------------------------------------------------------------------------------------
 
@@ -360,14 +379,23 @@ class ProductStore:
         log.info("product store %s: %d product(s) loaded", self.root, len(self._products))
 
     def refresh(self) -> list[str]:
-        """Notice other replicas' changes: load new or changed products, drop deleted ones; the ids changed."""
+        """Notice other replicas' changes: load new or changed products, drop deleted ones; the ids changed.
+
+        A store folder that is gone, not a directory or unreadable changes nothing (every product is kept): the
+        reason is recorded in `unavailable_reason` and [] returned; the first good refresh clears it."""
+        try:
+            entries = self._list_root()
+        except StoreUnavailable:
+            return []
         on_disk = {}
-        if self.root.is_dir():
-            for entry in os.scandir(self.root):
-                if is_valid_product_id(entry.name) and (stat := pointer_stat(self.root / entry.name)) is not None:
-                    on_disk[entry.name] = stat
+        for entry in entries:
+            if is_valid_product_id(entry.name) and (stat := pointer_stat(self.root / entry.name)) is not None:
+                on_disk[entry.name] = stat
         changed = []
-        for product_id in set(self._stats) - set(on_disk):
+        gone = set(self._stats) - set(on_disk)
+        if gone and not self._still_available():
+            return []  # the folder went away during the listing: that deleted nothing
+        for product_id in gone:
             if self._drop_if_gone(product_id):
                 changed.append(product_id)
         for product_id, stat in sorted(on_disk.items()):
@@ -375,6 +403,44 @@ class ProductStore:
                 self._load(product_id)
                 changed.append(product_id)
         return changed
+
+    def _list_root(self) -> list[os.DirEntry[str]]:
+        """The store folder's entries; StoreUnavailable (recorded) when it cannot be listed."""
+        try:
+            with os.scandir(self.root) as entries:
+                listing = list(entries)
+        except OSError as err:
+            raise self._unavailable(err) from None
+        self._available()
+        return listing
+
+    def _still_available(self) -> bool:
+        try:
+            self.check_available()
+        except StoreUnavailable:
+            return False
+        return True
+
+    def _unavailable(self, err: OSError) -> StoreUnavailable:
+        """Record why the store folder cannot be read (logged when it breaks, not at every look); the error to raise."""
+        reason = (
+            f"the product store {self.root} is unavailable ({type(err).__name__}: {err.strerror or err}); "
+            "products stay in memory until it is back; check the volume behind DCPSFR_DATA_DIR"
+        )
+        with self._lock:
+            broke = self.unavailable_reason is None
+            self.unavailable_reason = reason
+        if broke:
+            log.error("%s", reason)
+        return StoreUnavailable(reason)
+
+    def _available(self) -> None:
+        if self.unavailable_reason is None:
+            return
+        with self._lock:
+            was_broken, self.unavailable_reason = self.unavailable_reason is not None, None
+        if was_broken:
+            log.info("the product store %s is available again", self.root)
 
     def _load(self, product_id: str) -> Product | None:
         """Read the pointer and (if its uid is new) the version; install unless the pointer moved meanwhile."""

@@ -29,11 +29,13 @@ async def healthz() -> dict[str, str]:
     responses={503: {"description": "not ready", "content": {"application/json": {"schema": {"type": "object"}}}}},
 )
 async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
-    """200 once the model is ready and the service is not draining, else 503; the details need a valid API key when keys
-    are configured."""
+    """200 once the model is ready and the service is not draining, else 503; also 503 while the product store's folder
+    is unavailable (as the last store poll or request found it: no disk access here). The details need a valid API key
+    when keys are configured."""
     worker = services.worker
     draining = services.lifecycle.draining
-    ready = worker.state == "ready" and not draining
+    store_broken = services.store.unavailable_reason
+    ready = worker.state == "ready" and not draining and store_broken is None
     status_code = 200 if ready else 503
     if not is_authorized(request.headers, services.settings.api_key_list):
         return JSONResponse({"ready": ready}, status_code=status_code)
@@ -41,6 +43,8 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
         return JSONResponse({"ready": False, "status": "draining", "detail": "the service is shutting down"}, 503)
     if worker.state == "failed":
         return JSONResponse({"ready": False, "status": "unavailable", "detail": worker.error}, status_code=503)
+    if store_broken is not None:
+        return JSONResponse({"ready": False, "status": "unavailable", "detail": store_broken}, status_code=503)
     if not ready:
         return JSONResponse(
             {"ready": False, "status": "loading", "detail": "the model is still loading"}, status_code=503

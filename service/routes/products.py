@@ -32,7 +32,7 @@ from service.dependencies import (
     existing_product,
     unknown_product,
 )
-from service.errors import ApiError, Conflict, InvalidField, NotFound, StorageFailed, error_responses
+from service.errors import ApiError, Conflict, InvalidField, NotFound, StorageFailed, Unavailable, error_responses
 from service.feedback import (
     FrameStore,
     LabelledFrame,
@@ -45,7 +45,7 @@ from service.feedback import (
 from service.history import now_iso
 from service.images import decode_image
 from service.results import mode_label
-from service.store import CALIBRATION_FILE, Product, ProductMissing, StoreConflict, StoreError
+from service.store import CALIBRATION_FILE, Product, ProductMissing, StoreConflict, StoreError, StoreUnavailable
 from service.uploads import check_count
 
 log = logging.getLogger(__name__)
@@ -379,7 +379,11 @@ async def add_reference(
 def list_products(services: StoreServices) -> dict[str, Any]:
     """Every stored product with its version, thresholds and
     calibration, sorted by id; answers while the model loads."""
-    return {"products": [product_view(p, services) for p in services.store.all()]}
+    try:
+        products = services.store.all()
+    except StoreUnavailable as err:  # the folder went away since the dependency looked
+        raise Unavailable(str(err)) from None
+    return {"products": [product_view(p, services) for p in products]}
 
 
 @router.get("/{product_id}", summary="Show one product", responses=error_responses(404, 422))

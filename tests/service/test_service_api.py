@@ -252,3 +252,42 @@ def test_a_product_that_vanishes_during_a_threshold_update_or_delete_is_a_404(cl
     assert updated.status_code == 404, updated.text
     assert "unknown product 'widget'" in updated.json()["detail"]
     assert client.delete("/products/widget").status_code == 404
+
+
+def test_a_lost_store_folder_answers_503_naming_it_and_serves_again_once_it_is_back(client, caplog):
+    """The reviewer's case: the products folder is moved away and a file put in its place (a lost mount). Every
+    store and model route, and /readyz, answer 503 naming the folder; nothing is forgotten; its return heals all."""
+    assert upload(client, "widget", GOOD, OTHER_GOOD).status_code == 201
+    store = client.app.state.services.store
+    moved = store.root.with_name("products.bak")
+    store.root.rename(moved)
+    store.root.touch()
+    answers = {
+        "list": client.get("/products"),
+        "show": client.get("/products/widget"),
+        "evaluation": client.get("/products/widget/evaluation"),
+        "rules": client.get("/products/widget/rules"),
+        "threshold": client.put("/products/widget/threshold", json={"threshold": 0.5}),
+        "delete": client.delete("/products/widget"),
+        "upload": upload(client, "widget", GOOD),
+        "inspect": inspect(client, "widget", GOOD),
+    }
+    for route, answer in answers.items():
+        assert answer.status_code == 503, (route, answer.text)
+        assert answer.json()["detail"] == store.unavailable_reason, route
+    assert f"the product store {store.root} is unavailable (NotADirectoryError" in store.unavailable_reason
+    store.refresh()  # what the store poll does: nothing is dropped
+    assert len(store) == 1
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {"ready": False, "status": "unavailable", "detail": store.unavailable_reason}
+
+    store.root.unlink()
+    moved.rename(store.root)
+    store.refresh()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["products"] == 1
+    assert [p["product_id"] for p in client.get("/products").json()["products"]] == ["widget"]
+    assert inspect(client, "widget", GOOD).status_code == 200
+    errors = [r for r in caplog.records if r.name == "service.store" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None

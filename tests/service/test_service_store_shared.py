@@ -4,14 +4,16 @@ processes (the real multi-process case is tests/service/test_service_replicas_e2
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
 
 import pytest
 
+import service.store
 from service.feedback import FrameStore, new_frame
-from service.store import LOCK, LOCK_STALE_S, ProductStore, StoreConflict, StoreError
+from service.store import LOCK, LOCK_STALE_S, ProductStore, StoreConflict, StoreError, StoreUnavailable
 from tests.service.conftest import STORE_CALIBRATION, image_bytes, upload
 
 CALIBRATION = STORE_CALIBRATION
@@ -217,3 +219,106 @@ def test_two_replicas_labelling_one_product_at_once_keep_both_labels(tmp_path, m
     kept = replica_b.frames("widget")
     assert {f.frame_id for f in kept} == {label_a.frame_id, label_b.frame_id}
     assert {replica_b.image_bytes("widget", f) for f in kept} == {b"A", b"B"}
+
+
+def not_a_directory(root, monkeypatch):
+    """A lost mount, as the reviewer staged it: the folder moved away and a file in its place."""
+    root.rename(root.with_name("products.bak"))
+    root.touch()
+
+    def restore():
+        root.unlink()
+        root.with_name("products.bak").rename(root)
+
+    return restore
+
+
+def missing(root, monkeypatch):
+    root.rename(root.with_name("products.bak"))
+    return lambda: root.with_name("products.bak").rename(root)
+
+
+def unreadable(root, monkeypatch):
+    """EACCES on listing and opening (a chmod would not do: the tests may run as root)."""
+
+    def refusing(call):
+        def refuse(path, *args, **kwargs):
+            if os.fspath(path) == os.fspath(root):
+                raise PermissionError(13, "Permission denied", os.fspath(root))
+            return call(path, *args, **kwargs)
+
+        return refuse
+
+    monkeypatch.setattr(service.store.os, "scandir", refusing(os.scandir))
+    monkeypatch.setattr(service.store.os, "open", refusing(os.open))
+    return monkeypatch.undo
+
+
+@pytest.mark.parametrize(
+    ("breakage", "error"),
+    [(not_a_directory, "NotADirectoryError"), (missing, "FileNotFoundError"), (unreadable, "PermissionError")],
+)
+def test_a_lost_store_folder_keeps_every_product_until_it_is_back(replicas, refs, monkeypatch, caplog, breakage, error):
+    caplog.set_level(logging.INFO, logger="service.store")
+    a, b = replicas
+    a.commit("p", refs, CALIBRATION)
+    a.commit("q", refs, CALIBRATION)
+    assert b.refresh() == ["p", "q"]
+    heard = []
+    b.add_listener(lambda product_id, product: heard.append(product_id))
+    restore = breakage(b.root, monkeypatch)
+    for _ in range(3):  # polls while it stays lost
+        assert b.refresh() == []
+    assert [b.get(i).product_id for i in ("p", "q")] == ["p", "q"] and len(b) == 2 and heard == []
+    assert b.unavailable_reason is not None
+    assert f"the product store {b.root} is unavailable ({error}" in b.unavailable_reason
+    with pytest.raises(StoreUnavailable) as raised:
+        b.all()
+    assert str(raised.value) == b.unavailable_reason
+    with pytest.raises(StoreUnavailable):
+        b.check_available()
+    errors = [r for r in caplog.records if r.name == "service.store" and r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == [b.unavailable_reason]  # once, not at every poll
+    assert all(r.exc_info is None for r in errors)
+
+    restore()
+    assert b.refresh() == [] and b.unavailable_reason is None
+    assert [p.product_id for p in b.all()] == ["p", "q"]
+    recovered = [r.getMessage() for r in caplog.records if r.name == "service.store" and r.levelname == "INFO"]
+    assert recovered == [f"the product store {b.root} is available again"]
+    assert a.delete("q")  # and replicas' changes reach it again
+    assert b.refresh() == ["q"] and [p.product_id for p in b.all()] == ["p"]
+
+
+def test_an_empty_store_folder_is_no_products(replicas, refs):
+    """Another replica deleted the last product: the folder stays, empty, and this is no outage."""
+    a, b = replicas
+    a.commit("p", refs, CALIBRATION)
+    assert b.refresh() == ["p"]
+    assert a.delete("p")
+    assert b.refresh() == ["p"] and b.get("p") is None and len(b) == 0
+    assert b.unavailable_reason is None and b.all() == []
+
+
+def test_a_store_folder_lost_during_a_poll_drops_nothing(replicas, refs, monkeypatch):
+    """The folder goes away after the listing (which then looks empty): the products are kept all the same."""
+    a, b = replicas
+    a.commit("p", refs, CALIBRATION)
+    assert b.refresh() == ["p"]
+    scandir = os.scandir
+
+    class EmptyThenLost:
+        def __init__(self, path):
+            self.entries = scandir(path)
+
+        def __enter__(self):
+            self.entries.close()
+            b.root.rename(b.root.with_name("products.bak"))
+            return iter(())
+
+        def __exit__(self, *exc):
+            return None
+
+    monkeypatch.setattr(service.store.os, "scandir", EmptyThenLost)
+    assert b.refresh() == []
+    assert b.get("p") is not None and b.unavailable_reason is not None
