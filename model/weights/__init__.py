@@ -225,19 +225,22 @@ def main(argv: list[str] | None = None) -> int:
     p_fetch.add_argument("--force", action="store_true", help="download again even when present")
     p_verify = sub.add_parser("verify", help="check a config's files against their sha256 sums")
     p_verify.add_argument("config")
-    sub.add_parser("list", help="show the manifest and which files are present")
-    # the subcommands accept --weights-dir too, after the config name
-    for p in (p_fetch, p_verify):
+    p_list = sub.add_parser("list", help="show the manifest and which files are present")
+    # the subcommands accept --weights-dir too, after their arguments
+    for p in (p_fetch, p_verify, p_list):
         p.add_argument("--weights-dir", type=Path, default=argparse.SUPPRESS, help="default: weights/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        if args.command == "fetch":
-            for path in fetch(args.config, args.weights_dir, args.force):
+        if args.command in ("fetch", "verify"):
+            if args.command == "fetch":
+                paths = fetch(args.config, args.weights_dir, args.force)
+            else:
+                paths = verify(args.config, args.weights_dir)
+            for path in paths:
                 print(f"ok  {path}")
-        elif args.command == "verify":
-            for path in verify(args.config, args.weights_dir):
-                print(f"ok  {path}")
+            if not paths:  # silence would read as "nothing was checked"
+                print(f"ok  config {args.config!r} needs no weight files (random init, no backbone files)")
         else:
             for name, entries in load_manifest(args.weights_dir)["configs"].items():
                 for role, entry in entries.items():

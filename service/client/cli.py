@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import re
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -26,6 +29,10 @@ from service.formats import ACCEPTED_NAMES, ACCEPTED_SUFFIXES
 
 log = logging.getLogger("service.client")
 
+# The service's product-id pattern (service.store.PRODUCT_ID), copied: service.store imports the model stack (torch)
+# and this client must run with httpx alone. tests/deploy/test_deploy_client.py asserts that the two are equal.
+PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
 JOURNAL_NAME = ".dcpsfr-journal.sqlite3"
 EPILOG = """examples:
   python -m service.client references --product bottle good1.png good2.png
@@ -35,7 +42,7 @@ EPILOG = """examples:
 
 environment: DCPSFR_URL and DCPSFR_API_KEY are the defaults of --url and --api-key (keeps the key out of `ps`).
 exit status: 0 done; 1 a request or frame failed (`inspect`: any file; `watch --once`: any frame rejected);
-2 bad usage or misconfiguration (key, product, camera)."""
+2 bad usage (arguments, a DIR, --out or --journal that cannot be used) or misconfiguration (key, product, camera)."""
 WATCH_EPILOG = f"""which files are sent:
   only names ending in {" ".join(sorted(ACCEPTED_SUFFIXES))} ({ACCEPTED_NAMES}: what the service accepts);
   never temporary names: hidden (.name), ~name, or ending in {", ".join(TEMPORARY_SUFFIXES)}.
@@ -54,6 +61,42 @@ def service_url(text: str) -> str:
     return text
 
 
+class UsageError(Exception):
+    """A command line the client cannot act on (a path that cannot be used, say); main prints it and exits 2."""
+
+
+def product_id(text: str) -> str:
+    """argparse type: a product id the service accepts (1-64 letters, digits, `._-`, starting with a letter or
+    digit); anything else is a usage error before any request (the service would answer 422 to every file)."""
+    if PRODUCT_ID.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a product id: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return text
+
+
+def at_least_one(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: must be at least 1")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is out of range: must be a number of seconds > 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m service.client` with its references, inspect and watch subcommands."""
     parser = argparse.ArgumentParser(
@@ -67,25 +110,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", type=service_url, default=os.environ.get("DCPSFR_URL", "http://127.0.0.1:8000"), help="service URL"
     )
     parser.add_argument("--api-key", default=os.environ.get("DCPSFR_API_KEY"), help="API key (sent as Bearer)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request (default: 60)")
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=60.0, help="seconds per HTTP request, > 0 (default: 60)"
+    )
     parser.add_argument(
         "--max-attempts",
-        type=int,
+        type=at_least_one,
         default=None,
-        help="give up after this many attempts while the service is down or busy "
+        help="give up after this many attempts (>= 1) while the service is down or busy "
         "(default: 5 for references/inspect, unlimited for watch)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every retry and frame in detail")
     sub = parser.add_subparsers(dest="command", required=True)
 
     refs = sub.add_parser("references", help="upload 1-16 good images of a product (replaces its references)")
-    refs.add_argument("--product", required=True, help="product id")
+    refs.add_argument("--product", type=product_id, required=True, help="product id")
     refs.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
     inspect = sub.add_parser("inspect", help="inspect image files; one JSON line per image on stdout")
-    inspect.add_argument("--product", required=True, help="product id (its references must be uploaded)")
+    inspect.add_argument(
+        "--product", type=product_id, required=True, help="product id (its references must be uploaded)"
+    )
     inspect.add_argument("--out", type=Path, help="also write <stem>.json and <stem>.mask.png here")
-    inspect.add_argument("--batch", type=int, default=8, help="images per request (default: 8)")
+    inspect.add_argument("--batch", type=at_least_one, default=8, help="images per request, >= 1 (default: 8)")
     inspect.add_argument("--save-map", action="store_true", help="also write the heat map <stem>.map.png")
     inspect.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
@@ -95,8 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=WATCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    watch.add_argument("dir", type=Path, metavar="DIR", help="folder the camera (or --camera) writes images into")
-    watch.add_argument("--product", required=True, help="product id (its references must be uploaded)")
+    watch.add_argument(
+        "dir",
+        type=Path,
+        metavar="DIR",
+        help="existing folder the camera writes images into; with --camera, its spool folder (created if missing)",
+    )
+    watch.add_argument("--product", type=product_id, required=True, help="product id (its references must be uploaded)")
     watch.add_argument("--out", type=Path, required=True, help="folder for <stem>.json, <stem>.mask.png")
     watch.add_argument("--journal", type=Path, help=f"record of finished frames (default: OUT/{JOURNAL_NAME})")
     watch.add_argument("--poll", type=float, default=0.5, help="seconds between folder scans (default: 0.5)")
@@ -118,11 +170,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_uploads(files: Sequence[Path]) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each file; exits with an error naming the paths that are not files."""
+    """(name, bytes) of each file; raises UsageError naming the paths that are not files."""
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
-        raise SystemExit(f"error: not a file: {', '.join(missing)}")
+        raise UsageError(f"not a file: {', '.join(missing)}")
     return [(path.name, path.read_bytes()) for path in files]
+
+
+def folder_problem(folder: Path, err: OSError) -> str:
+    """Why `folder` could not be created: the plain file in its way (itself or a parent), else the OS's reason."""
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                return f"{part} is a file, not a folder"
+            break
+    return err.strerror or str(err)
+
+
+def output_folder(folder: Path, save_map: bool) -> OutputFolder:
+    """The --out folder, created if missing; raises UsageError naming it when it cannot be (a plain file is there or
+    above it, no permission)."""
+    try:
+        return OutputFolder(folder, save_map=save_map)
+    except OSError as err:
+        raise UsageError(
+            f"--out {folder}: cannot use it as the results folder ({folder_problem(folder, err)})"
+        ) from None
+
+
+def watched_folder(folder: Path, camera: str | None) -> Path:
+    """DIR of `watch`: it must be an existing folder, as a camera or a transfer writes into it; with --camera it is
+    the camera's spool folder and is created if missing. Raises UsageError naming it otherwise."""
+    if camera:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            problem = folder_problem(folder, err)
+            raise UsageError(f"{folder}: cannot use it as the camera's spool folder ({problem})") from None
+    elif not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"watch folder {folder} {what} (a typo? only --camera creates DIR)")
+    return folder
+
+
+def open_journal(path: Path) -> Journal:
+    """The journal at `path`; raises UsageError naming it when it cannot be opened."""
+    try:
+        return Journal(path)
+    except OSError as err:
+        raise UsageError(f"journal {path}: cannot open it ({folder_problem(path.parent, err)})") from None
+    except sqlite3.Error as err:
+        raise UsageError(f"journal {path}: cannot open it ({err})") from None
 
 
 def batches(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
@@ -190,9 +288,7 @@ def inspect_group(api: InspectApi, product: str, group: Sequence[Path]) -> list[
 def run_inspect(api: InspectApi, args: argparse.Namespace) -> int:
     """Inspect the files in batches, print one JSON line per file and write result files with --out; returns 1 if any
     file failed, else 0."""
-    if args.batch < 1:
-        raise SystemExit("error: --batch must be at least 1")
-    outputs = OutputFolder(args.out, save_map=args.save_map) if args.out else None
+    outputs = output_folder(args.out, args.save_map) if args.out else None
     stems = unique_stems(args.files)
     failed = 0
     with tqdm(total=len(args.files), unit="img", disable=None, file=sys.stderr) as progress:
@@ -217,9 +313,9 @@ def run_inspect(api: InspectApi, args: argparse.Namespace) -> int:
 def run_watch(api: InspectApi, args: argparse.Namespace, stop: threading.Event) -> int:
     """Watch the folder (with an optional camera feeding it) until stopped or, with --once, done; returns 1 when --once
     saw a rejected frame or the camera failed, else 0."""
-    args.dir.mkdir(parents=True, exist_ok=True)
-    outputs = OutputFolder(args.out, save_map=args.save_map)
-    journal = Journal(args.journal or args.out / JOURNAL_NAME)
+    watched_folder(args.dir, args.camera)
+    outputs = output_folder(args.out, args.save_map)
+    journal = open_journal(args.journal or args.out / JOURNAL_NAME)
     camera = CameraSpooler(args.camera, args.dir, stop, fps=args.fps) if args.camera else None
     if camera:
         camera.start()
@@ -258,8 +354,8 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `python -m service.client`; returns the subcommand's status, 2 for a camera or a 401/403/404 error, 1 for
-    other API errors, 0 when stopped while waiting to retry."""
+    """Run `python -m service.client`; returns the subcommand's status, 2 for a usage error (argparse exits 2 itself),
+    a camera or a 401/403/404 error, 1 for other API errors, 0 when stopped while waiting to retry."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -278,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 return run_inspect(api, args)
             stop_on_signals(stop)
             return run_watch(api, args, stop)
-    except CameraUnavailable as err:
+    except (CameraUnavailable, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Stopped:

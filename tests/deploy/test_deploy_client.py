@@ -560,3 +560,144 @@ def test_http_and_https_urls_are_accepted():
     parser = cli.build_parser()
     for url in ("http://127.0.0.1:8000", "https://inspect.example/api"):
         assert parser.parse_args(["--url", url, "inspect", "--product", "p", "f.png"]).url == url
+
+
+# --- usage errors: exit 2 with one line, before any request -------------------------------------------------
+
+
+def usage_error_line(capsys) -> str:
+    """The one line a usage error prints on stderr."""
+    [line] = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+def watch_argv(frames: Path, out: Path, *extra: str) -> list[str]:
+    return ["--url", "http://service", "watch", str(frames), "--product", "p1", "--out", str(out), "--once", *extra]
+
+
+@pytest.mark.parametrize("where", ["nowhere/deep", "a-file"])
+def test_a_watch_folder_that_is_not_there_is_a_usage_error(tmp_path: Path, monkeypatch, capsys, where):
+    """A DIR typo was created and watched, empty, forever (or `--once`: "nothing sent", exit 0)."""
+    (tmp_path / "a-file").write_bytes(png())
+    fake = FakeService()
+    fake_client(monkeypatch, fake)
+    frames = tmp_path / where
+    assert cli.main(watch_argv(frames, tmp_path / "out")) == 2
+    what = "does not exist" if where == "nowhere/deep" else "is not a folder"
+    assert usage_error_line(capsys) == f"error: watch folder {frames} {what} (a typo? only --camera creates DIR)"
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "out").exists() and fake.requests == []
+
+
+def test_with_a_camera_the_watch_folder_is_its_spool_and_is_created(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # the camera then fails to open, after DIR was accepted
+    fake_client(monkeypatch, FakeService())
+    spool = tmp_path / "line1" / "spool"
+    assert cli.main([*watch_argv(spool, tmp_path / "out"), "--camera", "0"]) == 2
+    assert spool.is_dir() and OPENCV_MISSING in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["inspect", "watch"])
+@pytest.mark.parametrize("under", ["", "results"])
+def test_an_out_folder_that_is_a_file_is_a_usage_error(tmp_path: Path, monkeypatch, capsys, command, under):
+    """`--out` at (or under) a plain file was a NotADirectoryError/FileExistsError traceback, exit 1."""
+    (tmp_path / "frames").mkdir()
+    add_frames(tmp_path / "frames", 1)
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    out = blocker / under if under else blocker
+    fake = FakeService()
+    fake_client(monkeypatch, fake)
+    if command == "inspect":
+        argv = ["--url", "http://service", "inspect", "--product", "p1", "--out", str(out), str(tmp_path / "a.png")]
+    else:
+        argv = watch_argv(tmp_path / "frames", out)
+    assert cli.main(argv) == 2
+    expected = f"error: --out {out}: cannot use it as the results folder ({blocker} is a file, not a folder)"
+    assert usage_error_line(capsys) == expected
+    assert fake.requests == [] and blocker.read_text() == "not a folder"
+
+
+def test_a_journal_under_a_file_is_a_usage_error(folders, tmp_path: Path, monkeypatch, capsys):
+    frames, out = folders
+    blocker = tmp_path / "journal-here"
+    blocker.write_text("")
+    fake_client(monkeypatch, FakeService())
+    assert cli.main([*watch_argv(frames, out), "--journal", str(blocker / "j.sqlite3")]) == 2
+    expected = f"error: journal {blocker / 'j.sqlite3'}: cannot open it ({blocker} is a file, not a folder)"
+    assert usage_error_line(capsys) == expected
+
+
+def test_a_missing_reference_file_is_a_usage_error(tmp_path: Path, monkeypatch, capsys):
+    """It was a SystemExit string: exit 1, like a failed request."""
+    fake = FakeService()
+    fake_client(monkeypatch, fake)
+    argv = ["--url", "http://service", "references", "--product", "p1", str(tmp_path / "good.png")]
+    assert cli.main(argv) == 2
+    assert usage_error_line(capsys) == f"error: not a file: {tmp_path / 'good.png'}" and fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--batch", "0", "argument --batch: 0 is out of range: must be at least 1"),
+        ("--batch", "x", "argument --batch: 'x' is not an integer"),
+        ("--max-attempts", "0", "argument --max-attempts: 0 is out of range: must be at least 1"),
+        ("--timeout", "0", "argument --timeout: 0 is out of range: must be a number of seconds > 0"),
+        ("--timeout", "-1", "argument --timeout: -1 is out of range: must be a number of seconds > 0"),
+        ("--timeout", "nan", "argument --timeout: nan is out of range: must be a number of seconds > 0"),
+        ("--timeout", "inf", "argument --timeout: inf is out of range: must be a number of seconds > 0"),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors_naming_the_range(tmp_path, monkeypatch, capsys, option, value, message):
+    """`--batch 0` exited 1 through a SystemExit string; `--timeout 0` was retried as a ConnectError and
+    `--max-attempts 0` was accepted."""
+    fake = FakeService()
+    fake_client(monkeypatch, fake)
+    frame = tmp_path / "a.png"
+    frame.write_bytes(png())
+    given = ["inspect", option, value] if option == "--batch" else [option, value, "inspect"]  # --batch: inspect's
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--url", "http://service", *given, "--product", "p1", str(frame)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err and fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("command", "given", "attempts"), [("watch", [], None), ("inspect", [], 5), ("watch", ["3"], 3)]
+)
+def test_max_attempts_default_is_forever_for_watch_only(folders, monkeypatch, command, given, attempts):
+    frames, out = folders
+    policies = []
+
+    def api(*args, retry: RetryPolicy, **kwargs) -> InspectApi:
+        policies.append(retry)
+        return InspectApi(*args, retry=retry, transport=httpx.MockTransport(FakeService()), **kwargs)
+
+    monkeypatch.setattr(cli, "InspectApi", api)
+    monkeypatch.setattr(cli, "stop_on_signals", lambda stop: None)
+    options = ["--max-attempts", *given] if given else []
+    frame = add_frames(frames, 1)[0]
+    rest = watch_argv(frames, out)[2:] if command == "watch" else ["inspect", "--product", "p1", str(frame)]
+    assert cli.main(["--url", "http://service", *options, *rest]) == 0
+    assert [policy.max_attempts for policy in policies] == [attempts]
+
+
+@pytest.mark.parametrize("product", ["bad id", "", "-lead", "a" * 65, "x/y"])
+def test_an_invalid_product_id_is_a_usage_error_before_any_request(tmp_path, monkeypatch, capsys, product):
+    """Each file got a 422 from the service and the client exited 1."""
+    fake = FakeService()
+    fake_client(monkeypatch, fake)
+    frame = tmp_path / "a.png"
+    frame.write_bytes(png())
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--url", "http://service", "inspect", f"--product={product}", str(frame)])
+    assert exit_info.value.code == 2 and fake.requests == []
+    assert f"argument --product: {product!r} is not a product id: 1-64 letters" in capsys.readouterr().err
+
+
+def test_the_client_checks_product_ids_with_the_services_pattern():
+    """The client keeps a copy (service.store imports torch); both must stay the same."""
+    from service import store
+
+    assert cli.PRODUCT_ID.pattern == store.PRODUCT_ID.pattern
+    assert cli.product_id("bottle-2.v1_a") == "bottle-2.v1_a"

@@ -107,6 +107,25 @@ def test_cli_list_and_verify_missing(tmp_path, capsys):
         assert "unknown config 'egde': the weights manifest knows paper, edge, tiny" in capsys.readouterr().err
 
 
+def test_cli_list_takes_weights_dir_after_the_subcommand(tmp_path, capsys):
+    """Like `verify edge --weights-dir X`: `list --weights-dir X` was a usage error (exit 2)."""
+    (tmp_path / "edge").mkdir()
+    (tmp_path / "edge" / "dinov2-vit-small-patch14.safetensors").write_bytes(b"x")
+    assert main(["list", "--weights-dir", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert next(line for line in listing if line.startswith("edge   dino")).split()[2] == "present"
+    assert next(line for line in listing if line.startswith("edge   clip")).split()[2] == "missing"
+
+
+@pytest.mark.parametrize("command", ["verify", "fetch"])
+def test_cli_config_without_weight_files_says_so(tmp_path, capsys, command):
+    """`verify tiny` / `fetch tiny` printed nothing at all."""
+    assert main([command, "tiny", "--weights-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out == "ok  config 'tiny' needs no weight files (random init, no backbone files)\n"
+    assert not list(tmp_path.iterdir()), "nothing is written for a config without files"
+
+
 def test_cli_help_explains():
     out = subprocess.run(
         [sys.executable, "-m", "model.weights", "--help"], capture_output=True, text=True, cwd=REPO, check=True
