@@ -28,6 +28,7 @@ from model.heads import top_fraction_mean
 from model.network import DCPSFR, ReferenceFeatures
 from model.preprocess import (
     Geometry,
+    above_bit_depth,
     aspect_geometry,
     backbone_batch,
     bit_depth_of,
@@ -280,6 +281,7 @@ class Detector:
             raise ValueError("no images given")
         timings: dict[str, float] = {}
         product = refs.geometry
+        self._log_bit_depth_once(refs, images)
         if self.tiled:
             with _timed(timings, "tiled", self.device):
                 results = [self._predict_tiled(rgb_image(_checked(img), refs.bit_depth), refs) for img in images]
@@ -332,6 +334,22 @@ class Detector:
             score = float(top_fraction_mean(s_cos, self.config.inference.top_fraction)[0])
             predictions.append(Prediction(score, anomaly_map, "training-free", self.random_weights))
         return predictions
+
+    def _log_bit_depth_once(self, refs: ReferenceSet, images: Sequence[Image.Image]) -> None:
+        if refs.bit_depth_logged:  # checking costs a pass over each 16-bit frame; once logged, no more
+            return
+        for image in images:
+            highest = above_bit_depth(image, refs.bit_depth)
+            if highest is not None:
+                refs.bit_depth_logged = True
+                log.warning(
+                    "a frame has values up to %d, above its product's bit depth of %d bits (0..%d): they are clipped "
+                    "white; refit the references with a larger bit_depth (logged once per product)",
+                    highest,
+                    refs.bit_depth,
+                    2**refs.bit_depth - 1,
+                )
+                return
 
     def _log_geometry_once(self, refs: ReferenceSet, images: list[Image.Image], geometries: list[Geometry]) -> None:
         product = refs.geometry

@@ -96,12 +96,23 @@ def bit_depth_of(images: Sequence[Image.Image]) -> int | None:
     return next((bits for bits in BIT_DEPTHS if highest < 2**bits), 16)
 
 
+def above_bit_depth(image: Image.Image, bit_depth: int | None) -> int | None:
+    """The highest value of high-bit grey `image` when it exceeds `2**bit_depth - 1`, the full scale it is read
+    at (it would be clipped white there), else None. Never for 8-bit data, images with their own sBIT, or None."""
+    if bit_depth is None or not is_high_bit(image) or SIGNIFICANT_BITS_KEY in image.info:
+        return None
+    highest = int(np.asarray(image).max(initial=0))
+    return highest if highest > 2**bit_depth - 1 else None
+
+
 def to_rgb_array(image: Image.Image, bit_depth: int | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB from any PIL mode: L, LA, P, RGBA, CMYK, 16-bit and 32-bit greyscale, float.
 
     High-bit grey data is scaled by `2**bits - 1` with bits = the image's own sBIT when known, else `bit_depth`
-    (the product's), else 16. Alpha that is zero everywhere is dropped; partial alpha is composited over black.
-    Raises ValueError for 32-bit integer grey with values outside 0..65535.
+    (the product's), else 16. Float grey (mode F) is scaled by `float_full_scale`. Alpha that is zero everywhere
+    is dropped; partial alpha is composited over black.
+    Raises ValueError for integer grey (mode I) with values outside 0..65535, and for float grey outside 0..255
+    or with NaN/inf: any scale for those would be a guess, and clipping made such frames white.
     """
     if is_high_bit(image) or image.mode == "F":
         return np.repeat(_high_bit_grey(image, bit_depth)[:, :, None], 3, axis=2)
@@ -114,16 +125,41 @@ def to_rgb_array(image: Image.Image, bit_depth: int | None = None) -> np.ndarray
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
+def float_full_scale(values: np.ndarray) -> float:
+    """The full scale of float grey data (mode F): 1.0 when all values lie within 0..1, 255.0 within 0..255.
+
+    Raises ValueError for anything else (below 0, above 255, NaN or inf), naming the range: there is no scale
+    that is not a guess, and clipping made such frames white (NaN scored like black).
+    """
+    if values.size == 0:
+        return 1.0
+    if not np.isfinite(values).all():
+        raise ValueError(
+            "float pixels include NaN or infinity; convert the image to 8- or 16-bit integers, scaled as every "
+            "frame of this product is"
+        )
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"float pixels from {low:g} to {high:g}; float images are read only within 0..1 or 0..255: convert "
+            "the image to 8- or 16-bit integers, scaled as every frame of this product is"
+        )
+    return 1.0 if high <= 1.0 else 255.0
+
+
 def _high_bit_grey(image: Image.Image, bit_depth: int | None) -> np.ndarray:
-    values = np.asarray(image, dtype=np.float32)  # (H, W)
+    raw = np.asarray(image)  # (H, W) uint16, int32 or float32
     if image.mode == "F":
-        full_scale = 1.0 if values.max(initial=0) <= 1.0 else 255.0
-    elif values.min(initial=0) < 0 or values.max(initial=0) > 65535:  # mode I beyond 16 bits: a scale would be a guess
-        raise ValueError("32-bit integer pixels outside 0..65535: convert the image to 16 bits first")
+        full_scale = float_full_scale(raw)
+    elif raw.size and (raw.min() < 0 or raw.max() > 65535):  # beyond 16 bits a scale would be a guess
+        raise ValueError(
+            f"integer pixels (mode {image.mode}) from {raw.min()} to {raw.max()}, outside 0..65535: convert the "
+            "image to 16 bits first"
+        )
     else:
         bits = image.info.get(SIGNIFICANT_BITS_KEY) or bit_depth or 16
         full_scale = float(2 ** int(bits) - 1)
-    return np.clip(values * (255.0 / full_scale) + 0.5, 0, 255).astype(np.uint8)  # (H, W)
+    return np.clip(raw.astype(np.float32) * (255.0 / full_scale) + 0.5, 0, 255).astype(np.uint8)  # (H, W)
 
 
 def rgb_image(image: Image.Image, bit_depth: int | None = None) -> Image.Image:

@@ -39,6 +39,7 @@ class ReferenceSet:
     cache_key: int = field(default_factory=lambda: next(_KEYS), init=False, repr=False, compare=False)
 
     geometry_logged: bool = field(default=False, init=False, repr=False, compare=False)  # detector's once-a-product log
+    bit_depth_logged: bool = field(default=False, init=False, repr=False, compare=False)  # likewise
 
     @property
     def geometry(self) -> Geometry:

@@ -13,6 +13,7 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,13 +28,32 @@ from model.preprocess import (
     to_rgb_array,
 )
 from service.errors import ApiError, BadImage, PayloadTooLarge, UnsupportedMedia
-from service.formats import ACCEPTED_FORMATS, SIGNATURES
+from service.formats import ACCEPTED_FORMATS, SIGNATURES, TIFF_STARTS
 
 EXIF_ORIENTATION = 0x0112
 HEATMAP_SPAN = 2.0  # heat map: 0 -> 0, the mask threshold -> 128, HEATMAP_SPAN x the threshold or more -> 255
 PNG_COMPRESS_LEVEL = 1  # fast; masks and maps compress well anyway
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_FILTER_NONE, PNG_FILTER_UP = 0, 2
+TIFF_BITS, TIFF_SAMPLES, TIFF_SAMPLE_FORMAT = 258, 277, 339  # tags: BitsPerSample, SamplesPerPixel, SampleFormat
+
+
+class SampleFormat(NamedTuple):
+    """A TIFF's BitsPerSample, SampleFormat (1 unsigned integer, 2 signed integer, 3 float), SamplesPerPixel."""
+
+    bits: int
+    kind: int
+    samples: int
+
+    def __str__(self) -> str:
+        """'signed 16-bit integer', '32-bit float, 3 samples per pixel', ..."""
+        names = {
+            1: f"unsigned {self.bits}-bit integer",
+            2: f"signed {self.bits}-bit integer",
+            3: f"{self.bits}-bit float",
+        }
+        name = names.get(self.kind, f"{self.bits}-bit, SampleFormat {self.kind}")
+        return name if self.samples == 1 else f"{name}, {self.samples} samples per pixel"
 
 
 def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
@@ -45,6 +65,8 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
     - Frames with a shorter side over 2 x DECODE_SHORT_SIDE are decoded reduced (JPEG DCT scaling via `draft`,
       else an integer box `reduce`); `info[FRAME_SIZE_KEY]` keeps the camera size, the map comes back at it.
     - A multi-page file (TIFF) is refused (415) from its header: only its first page would be seen, silently.
+    - Grey data that has no true 8- or 16-bit reading is refused (415): integer pixels outside 0..65535, float
+      pixels outside 0..1 and 0..255 or NaN/inf, and TIFF sample formats Pillow does not read (float RGB, 64-bit).
 
     Whatever Pillow raises while reading the header or the pixels (OSError, SyntaxError, ValueError, struct.error,
     EOFError, ...) becomes a 400: the pixels are decoded in full here (`load()`), never lazily later, and
@@ -92,6 +114,7 @@ def _pixels(image: Image.Image, name: str) -> Image.Image:
     """
     camera_size = image.size
     bits = image.info.get(SIGNIFICANT_BITS_KEY)
+    samples = _sample_format(image)  # from the file's tags: a transposed copy has none
     if image.format == "JPEG" and min(camera_size) >= 2 * DECODE_SHORT_SIDE:
         scale = DECODE_SHORT_SIDE / min(camera_size)
         image.draft("RGB", (math.ceil(camera_size[0] * scale), math.ceil(camera_size[1] * scale)))
@@ -104,7 +127,10 @@ def _pixels(image: Image.Image, name: str) -> Image.Image:
     if image.mode == "RGB":
         decoded = image
     elif is_high_bit(image):
-        decoded = Image.fromarray(sixteen_bit_grey(np.asarray(image), name))
+        described = str(samples) if samples else f"integer (mode {image.mode})"
+        decoded = Image.fromarray(sixteen_bit_grey(_grey_values(image, samples), name, described))
+    elif image.mode == "F":
+        decoded = Image.fromarray(_float_grey(image, name))
     else:
         decoded = Image.fromarray(to_rgb_array(image))  # (H, W, 3) uint8; checked here, not in a batch
     decoded.info = {SIGNIFICANT_BITS_KEY: bits} if bits and is_high_bit(decoded) else {}  # no stale EXIF/ICC
@@ -121,24 +147,95 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as err:
         raise PayloadTooLarge(f"{name}: refused before decoding: {err} (DCPSFR_MAX_PIXELS={max_pixels})") from None
     except UnidentifiedImageError:
+        unreadable = tiff_sample_format(data) if data.startswith(TIFF_STARTS) else None
+        if unreadable:  # a whole TIFF directory Pillow has no mode for: float RGB, 64-bit, ...
+            raise UnsupportedMedia(
+                f"{name}: this TIFF's sample format ({unreadable}) is not supported; convert it to 8- or 16-bit "
+                "integers"
+            ) from None
         if data.startswith(SIGNATURES):  # Pillow says "unidentified" for a PNG/BMP cut inside its header
             raise BadImage(f"{name}: the header is cut or damaged; the file does not decode") from None
         raise UnsupportedMedia(f"{name}: not an image (accepted formats: PNG, JPEG, BMP, TIFF)") from None
 
 
-def sixteen_bit_grey(grey: np.ndarray, name: str) -> np.ndarray:
-    """(H, W) high-bit grey as uint16. A 32-bit integer image (mode I) is taken when its values fit 0..65535
-    (16-bit data in a 32-bit container); beyond that it is refused (415), since any scaling would be a guess
-    that changes between frames (clipping made such frames white)."""
+def sixteen_bit_grey(grey: np.ndarray, name: str, samples: str = "integer") -> np.ndarray:
+    """(H, W) high-bit grey as uint16. Integer data wider than 16 bits (Pillow mode I: 32-bit, or signed 16-bit)
+    is taken when its values fit 0..65535 (16-bit data in a wider container); beyond that it is refused (415),
+    naming `samples` (the file's sample format) and the real range, since any scaling would be a guess that
+    changes between frames (clipping made such frames white)."""
     if grey.dtype == np.uint16:
         return grey
-    low, high = int(grey.min(initial=0)), int(grey.max(initial=0))
+    low, high = (int(grey.min()), int(grey.max())) if grey.size else (0, 0)
     if low < 0 or high > 65535:
         raise UnsupportedMedia(
-            f"{name}: 32-bit integer pixels from {low} to {high}; the service takes 8- or 16-bit images "
+            f"{name}: {samples} pixels from {low} to {high}; the service takes 8- or 16-bit images "
             "(values 0..65535): convert the frame to 16 bits, scaled as every frame of this product is"
         )
     return grey.astype(np.uint16)
+
+
+def _float_grey(image: Image.Image, name: str) -> np.ndarray:
+    """(H, W, 3) uint8 from float grey (mode F) within 0..1 or 0..255; anything else is refused (415)."""
+    try:
+        return to_rgb_array(image)
+    except ValueError as err:  # float_full_scale: the values have no true 8-bit reading
+        raise UnsupportedMedia(f"{name}: {err}") from None
+
+
+def _grey_values(image: Image.Image, samples: SampleFormat | None) -> np.ndarray:
+    """(H, W) values of high-bit grey; Pillow reads unsigned 32-bit TIFFs as signed (values >= 2**31 wrap)."""
+    grey = np.asarray(image)
+    if samples == SampleFormat(bits=32, kind=1, samples=1) and grey.dtype == np.int32:
+        return grey.view(np.uint32)
+    return grey
+
+
+def _sample_format(image: Image.Image) -> SampleFormat | None:
+    """The sample format a TIFF's tags give (Pillow's `tag_v2`); None for other formats."""
+    tags = getattr(image, "tag_v2", None)
+    if image.format != "TIFF" or tags is None or TIFF_BITS not in tags:
+        return None
+    return SampleFormat(
+        _first(tags[TIFF_BITS]), _first(tags.get(TIFF_SAMPLE_FORMAT, 1)), _first(tags.get(TIFF_SAMPLES, 1))
+    )
+
+
+def _first(value: object) -> int:
+    return int(value[0] if isinstance(value, tuple) else value)
+
+
+def tiff_sample_format(data: bytes) -> SampleFormat | None:
+    """The first page's sample format read from a classic TIFF's header, or None
+    when its first directory does not lie whole in `data` (a cut or damaged header)."""
+    order = {TIFF_STARTS[0]: "<", TIFF_STARTS[1]: ">"}.get(data[:4])
+    if order is None or len(data) < 8:
+        return None
+    (start,) = struct.unpack(order + "I", data[4:8])
+    if start + 2 > len(data):
+        return None
+    (count,) = struct.unpack(order + "H", data[start : start + 2])
+    if count == 0 or start + 2 + 12 * count + 4 > len(data):
+        return None
+    tags = {}
+    for entry in range(start + 2, start + 2 + 12 * count, 12):
+        tag, kind, values, value = struct.unpack(order + "HHI4s", data[entry : entry + 12])
+        if tag in (TIFF_BITS, TIFF_SAMPLES, TIFF_SAMPLE_FORMAT) and kind in (3, 4) and values:  # SHORT or LONG
+            tags[tag] = _first_value(data, order, kind, values, value)
+    if TIFF_BITS not in tags or None in tags.values():
+        return None
+    return SampleFormat(tags[TIFF_BITS], tags.get(TIFF_SAMPLE_FORMAT, 1), tags.get(TIFF_SAMPLES, 1))
+
+
+def _first_value(data: bytes, order: str, kind: int, values: int, value: bytes) -> int | None:
+    """A SHORT (3) or LONG (4) tag's first value: in the entry when all its values fit its 4 bytes, else at the
+    offset the entry holds; None when that offset is past the data."""
+    size, fmt = (2, order + "H") if kind == 3 else (4, order + "I")
+    if size * values <= 4:
+        return struct.unpack(fmt, value[:size])[0]
+    (offset,) = struct.unpack(order + "I", value)
+    if offset + size > len(data):
+        return None
+    return struct.unpack(fmt, data[offset : offset + size])[0]
 
 
 @contextlib.contextmanager

@@ -18,6 +18,11 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/ui"})  # "/" and /ui/* are
 OPEN_PREFIXES = ("/ui/",)
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 UNROUTED = "unrouted"  # the route label of requests answered before routing (auth) or matching no route
+HOW_TO_AUTHENTICATE = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+INVALID_KEY = (
+    "invalid API key: the key sent is not one of the service's keys (DCPSFR_API_KEYS); check it for typos, "
+    "spaces or an old key"
+)
 
 
 class RequestMetricsMiddleware:
@@ -69,7 +74,7 @@ class ApiKeyMiddleware:
         if presented is None:
             response = error_response(401, missing_key_detail(headers), headers={"WWW-Authenticate": "Bearer"})
         elif not is_valid_key(presented, self.keys):
-            response = error_response(403, "invalid API key")
+            response = error_response(403, INVALID_KEY)
         else:
             await self.app(scope, receive, send)
             return
@@ -77,14 +82,16 @@ class ApiKeyMiddleware:
 
 
 def missing_key_detail(headers: Headers) -> str:
-    """What a request without a usable key gets told; names an Authorization scheme other than Bearer."""
-    how = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-    scheme = headers.get("authorization", "").strip().partition(" ")[0]
-    if scheme and scheme.lower() != "bearer":
-        return f"unsupported Authorization scheme {scheme[:20]!r}: {how}"
-    if scheme:
-        return f"empty Bearer credential: {how}"
-    return f"missing API key: {how}"
+    """What a request without a usable key gets told; names an Authorization scheme other than Bearer, but never
+    echoes a lone token (a key sent without a scheme)."""
+    parts = headers.get("authorization", "").split()  # any whitespace separates scheme and credential
+    if not parts:
+        return f"missing API key: {HOW_TO_AUTHENTICATE}"
+    if parts[0].lower() == "bearer":
+        return f"empty Bearer credential: {HOW_TO_AUTHENTICATE}"
+    if len(parts) == 1:
+        return f"an Authorization header needs a scheme: {HOW_TO_AUTHENTICATE}"
+    return f"unsupported Authorization scheme {parts[0][:20]!r}: {HOW_TO_AUTHENTICATE}"
 
 
 def is_valid_key(presented: str, keys: list[bytes]) -> bool:
@@ -109,11 +116,11 @@ def is_open_path(path: str) -> bool:
 
 
 def presented_key(headers: Headers) -> str | None:
-    """The key from `Authorization: Bearer <key>`, else from `X-API-Key`, else None."""
-    authorization = headers.get("authorization", "")
-    scheme, _, credential = authorization.partition(" ")
-    if scheme.lower() == "bearer" and credential.strip():
-        return credential.strip()
+    """The key from `Authorization: Bearer <key>` (a space or tab after the scheme), else from `X-API-Key`, else
+    None."""
+    parts = headers.get("authorization", "").split(None, 1)  # scheme, credential: any whitespace between
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1].strip()
     api_key = headers.get("x-api-key", "").strip()
     return api_key or None
 

@@ -10,6 +10,7 @@ from fastapi import UploadFile
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from model.preprocess import above_bit_depth
 from service.errors import InvalidField, PayloadTooLarge
 from service.images import decode_opened, open_image
 from service.metrics import Metrics
@@ -21,6 +22,19 @@ def check_count(files: list[UploadFile], limit: int, setting: str) -> None:
         raise InvalidField("no images: send one or more files in the multipart field 'images'")
     if len(files) > limit:
         raise PayloadTooLarge(f"{len(files)} images in one request; at most {limit} ({setting})")
+
+
+def check_bit_depth(images: list[Image.Image], names: list[str], bit_depth: int) -> None:
+    """Raise InvalidField (422) when a reference's data exceeds the bit depth given at upload: it would be
+    clipped white, and so would every frame like it (without the field, the references' maximum sets it)."""
+    for image, name in zip(images, names, strict=True):
+        highest = above_bit_depth(image, bit_depth)
+        if highest is not None:
+            needed = next(bits for bits in range(bit_depth, 17) if highest < 2**bits)
+            raise InvalidField(
+                f"{name}: values up to {highest} do not fit bit_depth={bit_depth} (0..{2**bit_depth - 1}); send "
+                f"bit_depth={needed} or more, or leave it out to take it from the references"
+            )
 
 
 class UploadDecoder:

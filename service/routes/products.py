@@ -46,7 +46,7 @@ from service.history import now_iso
 from service.images import decode_image
 from service.results import mode_label
 from service.store import CALIBRATION_FILE, Product, ProductMissing, StoreConflict, StoreError, StoreUnavailable
-from service.uploads import check_count
+from service.uploads import check_bit_depth, check_count, upload_name
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/products", tags=["products"], responses=error_responses(401, 403, 503))
@@ -109,6 +109,9 @@ async def upload_references(
     if calibration:
         check_count(calibration, settings.calibration_max_frames, "DCPSFR_CALIBRATION_MAX_FRAMES")
     decoded, decode_ms = await services.decoder.decode(images)
+    if bit_depth is not None:
+        names = [upload_name(file, i) for i, file in enumerate(images)]
+        await run_in_threadpool(check_bit_depth, decoded, names, bit_depth)
     added_images, added_ms = await services.decoder.decode(calibration) if calibration else ([], [])
     added = [new_frame("good", "calibration", now_iso(), f.filename) for f in calibration or []]
     added_files = {frame.frame_id: await read_again(f) for frame, f in zip(added, calibration or [], strict=True)}

@@ -67,6 +67,21 @@ def test_a_reduced_decode_gives_the_map_at_the_camera_size(tiny_detector, bottle
     assert tiny_detector.predict([small], refs)[0].anomaly_map.shape == (900, 900)
 
 
+def test_frames_above_the_product_bit_depth_are_logged_once_per_product(tiny_detector, caplog):
+    ramp = np.tile(np.linspace(0, 1000, 64), (64, 1))  # (64, 64) 10-bit data
+    reference = Image.fromarray(ramp.astype(np.uint16))
+    bright = Image.fromarray((ramp * 4).astype(np.uint16))  # up to 4000: clipped white at 10 bits
+    refs = tiny_detector.fit_references([reference])
+    assert refs.bit_depth == 10
+    with caplog.at_level("WARNING"):
+        tiny_detector.predict([reference], refs)
+        assert not any("bit depth" in r.getMessage() for r in caplog.records)
+        tiny_detector.predict([bright, bright], refs)
+        tiny_detector.predict([bright], refs)
+    logged = [r.getMessage() for r in caplog.records if "bit depth" in r.getMessage()]
+    assert len(logged) == 1 and "values up to 4000, above its product's bit depth of 10 bits (0..1023)" in logged[0]
+
+
 def test_mono12_square_stays_visible_at_8_bits(tiny_detector, hard_cases):
     frame = Image.open(hard_cases / "mono12_in_16bit.png")  # 0..~3800 of 4095, +200 DN at x 150..169, y 90..109
     refs = tiny_detector.fit_references([frame])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -18,6 +19,7 @@ from model.preprocess import (
     FRAME_SIZE_KEY,
     SIGNIFICANT_BITS_KEY,
     Geometry,
+    above_bit_depth,
     aspect_geometry,
     backbone_batch,
     bit_depth_of,
@@ -88,8 +90,36 @@ def test_32_bit_integer_grey_beyond_16_bits_is_refused_not_clipped_white():
     fits = Image.fromarray(np.array([[0, 65535]], dtype=np.int32), mode="I")
     assert to_rgb_array(fits)[0, :, 0].tolist() == [0, 255]
     beyond = Image.fromarray(np.array([[0, 1 << 20]], dtype=np.int32), mode="I")
-    with pytest.raises(ValueError, match=r"outside 0\.\.65535"):
+    with pytest.raises(ValueError, match=r"integer pixels \(mode I\) from 0 to 1048576, outside 0\.\.65535"):
         to_rgb_array(beyond)
+
+
+def test_float_grey_is_read_within_0_1_or_0_255_and_refused_otherwise_never_clipped():
+    def grey(*values: float) -> Image.Image:
+        return Image.fromarray(np.array([values], dtype=np.float32))  # mode F
+
+    assert to_rgb_array(grey(0.0, 0.5, 1.0))[0, :, 0].tolist() == [0, 128, 255]  # full scale 1
+    assert to_rgb_array(grey(0.0, 127.5, 255.0))[0, :, 0].tolist() == [0, 128, 255]  # full scale 255
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN made numpy warn in a cast, then scored like black
+        for values, detail in (
+            ((0.0, 4095.0), "float pixels from 0 to 4095"),  # was clipped white above 255
+            ((-0.25, 0.5), "float pixels from -0.25 to 0.5"),
+            ((0.5, float("nan")), "NaN or infinity"),
+            ((0.5, float("inf")), "NaN or infinity"),
+        ):
+            with pytest.raises(ValueError, match=detail) as refused:
+                to_rgb_array(grey(*values))
+            assert "convert the image to 8- or 16-bit integers" in str(refused.value)
+
+
+def test_data_above_a_bit_depth_is_found():
+    mono12 = Image.fromarray(np.array([[0, 4095]], dtype=np.uint16))
+    assert above_bit_depth(mono12, 10) == 4095
+    assert above_bit_depth(mono12, 12) is None and above_bit_depth(mono12, None) is None
+    mono12.info[SIGNIFICANT_BITS_KEY] = 12  # its own sBIT scales it, not the product's bit depth
+    assert above_bit_depth(mono12, 10) is None
+    assert above_bit_depth(Image.new("L", (2, 2), 255), 8) is None
 
 
 def test_empty_alpha_is_ignored_partial_alpha_is_composited():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,6 +67,37 @@ def image_bytes(
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def sample_tiff(pixels: np.ndarray) -> bytes:
+    """(H, W) or (H, W, S) array -> an uncompressed little-endian one-strip TIFF with the array's own sample format
+    (BitsPerSample, SampleFormat: unsigned, signed, float), which Pillow cannot write for int16, uint32, float64
+    or float RGB."""
+    pixels = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
+    height, width = pixels.shape[:2]
+    samples = 1 if pixels.ndim == 2 else pixels.shape[2]
+    bits = struct.pack(f"<{samples}H", *[pixels.dtype.itemsize * 8] * samples)  # BitsPerSample, one per sample
+    kinds = struct.pack(f"<{samples}H", *[{"u": 1, "i": 2, "f": 3}[pixels.dtype.kind]] * samples)  # SampleFormat
+    values_at = 8 + 2 + 11 * 12 + 4  # the per-sample lists follow the 11-entry directory, then the pixels
+
+    def shorts(data: bytes, offset: int) -> bytes:  # a SHORT list: in the entry when it fits, else its offset
+        return data.ljust(4, b"\0") if len(data) <= 4 else struct.pack("<I", offset)
+
+    tags = [  # (tag, type 3 SHORT / 4 LONG, count, the entry's 4 value bytes), in tag order
+        (256, 4, 1, struct.pack("<I", width)),
+        (257, 4, 1, struct.pack("<I", height)),
+        (258, 3, samples, shorts(bits, values_at)),
+        (259, 3, 1, struct.pack("<HH", 1, 0)),  # no compression
+        (262, 3, 1, struct.pack("<HH", 2 if samples == 3 else 1, 0)),  # RGB, else black is zero
+        (273, 4, 1, struct.pack("<I", values_at + 2 * len(bits))),  # the strip's offset
+        (277, 3, 1, struct.pack("<HH", samples, 0)),
+        (278, 4, 1, struct.pack("<I", height)),
+        (279, 4, 1, struct.pack("<I", pixels.nbytes)),
+        (284, 3, 1, struct.pack("<HH", 1, 0)),  # samples interleaved
+        (339, 3, samples, shorts(kinds, values_at + len(bits))),
+    ]
+    directory = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHI", *tag[:3]) + tag[3] for tag in tags)
+    return b"II*\0" + struct.pack("<I", 8) + directory + b"\0" * 4 + bits + kinds + pixels.tobytes()
 
 
 def files(*payloads: bytes, name: str = "images") -> list[tuple[str, tuple[str, bytes, str]]]:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from model.preprocess import FRAME_SIZE_KEY, frame_size
-from service.errors import UnsupportedMedia
+from service.errors import BadImage, UnsupportedMedia
 from service.images import decode_image
-from tests.service.conftest import decode_png, image_bytes, inspect, upload
+from tests.service.conftest import decode_png, image_bytes, inspect, sample_tiff, upload
 
 LIMIT = 60_000_000
 
@@ -83,3 +85,90 @@ def test_32_bit_integer_frames_are_taken_as_16_bit_when_they_fit_and_refused_whe
             decode_image(int32_tiff(beyond), "hdr.tif", LIMIT)
         answer = inspect(client, "mono32", int32_tiff(beyond))
         assert answer.status_code == 415 and "convert the frame to 16 bits" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("pixels", "detail"),
+    [
+        (np.array([[70000, 70999]], np.int32), "signed 32-bit integer pixels from 70000 to 70999"),  # not "from 0"
+        (np.array([[-5, 300]], np.int16), "signed 16-bit integer pixels from -5 to 300"),  # Pillow: mode I
+        (np.array([[7, 3_000_000_000]], np.uint32), "unsigned 32-bit integer pixels from 7 to 3000000000"),  # wrapped
+    ],
+)
+def test_integer_tiffs_beyond_16_bits_name_their_sample_format_and_real_range(client, pixels, detail):
+    with pytest.raises(UnsupportedMedia, match=detail):
+        decode_image(sample_tiff(pixels), "wide.tif", LIMIT)
+    assert upload(client, "part", image_bytes()).status_code == 201
+    answer = inspect(client, "part", sample_tiff(pixels))
+    assert answer.status_code == 415 and detail in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint32])
+def test_integer_tiffs_within_0_65535_are_taken_as_16_bit_data(dtype):
+    ramp = np.tile(np.linspace(0, 4095, 48), (40, 1)).astype(dtype)  # (40, 48) 12-bit data
+    decoded = decode_image(sample_tiff(ramp), "mono12.tif", LIMIT)
+    assert decoded.mode == "I;16" and np.array_equal(np.asarray(decoded), ramp.astype(np.uint16))
+
+
+def float_tiff(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(values.astype(np.float32)).save(buffer, format="TIFF")  # mode F
+    return buffer.getvalue()
+
+
+def test_float_frames_within_0_1_or_0_255_are_read_and_others_refused_not_clipped(client):
+    ramp = np.tile(np.linspace(0, 1, 48), (40, 1))  # (40, 48)
+    unit = np.asarray(decode_image(float_tiff(ramp), "unit.tif", LIMIT))
+    assert unit.shape == (40, 48, 3) and unit[0, [0, -1], 0].tolist() == [0, 255]
+    assert np.array_equal(np.asarray(decode_image(float_tiff(ramp * 255), "byte.tif", LIMIT)), unit)
+    assert upload(client, "float", float_tiff(ramp * 255)).status_code == 201
+    nan = ramp.copy()
+    nan[0, 0] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN made numpy warn in a cast and scored like black
+        for values, detail in (
+            (ramp * 4095, "float pixels from 0 to 4095"),  # was a 200, white above 255
+            (ramp - 0.5, "float pixels from -0.5 to 0.5"),
+            (nan, "float pixels include NaN or infinity"),
+        ):
+            with pytest.raises(UnsupportedMedia, match=detail):
+                decode_image(float_tiff(values), "hdr.tif", LIMIT)
+            answer = inspect(client, "float", float_tiff(values))
+            assert answer.status_code == 415 and "convert the image to 8- or 16-bit integers" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("pixels", "samples"),
+    [(np.zeros((40, 48, 3), np.float32), "32-bit float, 3 samples per pixel"), (np.zeros((40, 48)), "64-bit float")],
+)
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns as it reads the cut directory
+def test_a_valid_tiff_pillow_cannot_read_is_unsupported_not_cut(client, pixels, samples):
+    data = sample_tiff(pixels)
+    detail = f"this TIFF's sample format ({samples}) is not supported; convert it to 8- or 16-bit integers"
+    with pytest.raises(UnsupportedMedia, match=re.escape(detail)):
+        decode_image(data, "float.tif", LIMIT)
+    assert upload(client, "part", image_bytes()).status_code == 201
+    answer = inspect(client, "part", data)
+    assert answer.status_code == 415 and detail in answer.json()["detail"]
+    with pytest.raises(BadImage, match="the header is cut or damaged"):
+        decode_image(data[:60], "cut.tif", LIMIT)  # cut inside its directory
+
+
+def sixteen_bit_png(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(values.astype(np.uint16)).save(buffer, format="PNG")  # no sBIT
+    return buffer.getvalue()
+
+
+def test_a_bit_depth_given_at_upload_below_the_references_data_is_refused(client):
+    """The references' data would be clipped white at the given bit depth (silently, before)."""
+    mono12 = sixteen_bit_png(np.tile(np.linspace(0, 4095, 48), (40, 1)))  # (40, 48) up to 4095, no sBIT
+    refused = client.post("/products/mono/references", data={"bit_depth": "10"}, files=[("images", ("m.png", mono12))])
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == (
+        "images[0] (m.png): values up to 4095 do not fit bit_depth=10 (0..1023); send bit_depth=12 or more, or "
+        "leave it out to take it from the references"
+    )
+    assert client.get("/products/mono").status_code == 404
+    taken = client.post("/products/mono/references", data={"bit_depth": "12"}, files=[("images", ("m.png", mono12))])
+    assert taken.status_code == 201, taken.text

@@ -28,7 +28,9 @@ def test_api_keys_guard_every_route_but_health(make_client):
         assert "API key" in missing.json()["detail"]
         assert client.get("/metrics").status_code == 401
         assert client.get("/no-such-route").status_code == 401
-        assert client.get("/products", headers={"X-API-Key": "wrong"}).status_code == 403
+        wrong = client.get("/products", headers={"X-API-Key": "wrong"})
+        assert wrong.status_code == 403 and "not one of the service's keys (DCPSFR_API_KEYS)" in wrong.json()["detail"]
+        assert client.get("/products", headers={"Authorization": "Bearer\tsecond-key"}).status_code == 200
         assert client.get("/products", headers={"Authorization": "Bearer wrong"}).status_code == 403
         assert client.get("/products", headers={"Authorization": "Bearer second-key"}).status_code == 200
         assert client.get("/products", headers={"X-API-Key": "first-key"}).status_code == 200
@@ -43,6 +45,9 @@ def test_api_keys_guard_every_route_but_health(make_client):
         ("Token first-key", "unsupported Authorization scheme 'Token'"),
         ("Bearer ", "empty Bearer credential"),
         ("Bearer", "empty Bearer credential"),
+        ("Token\tfirst-key", "unsupported Authorization scheme 'Token'"),
+        ("first-key", "an Authorization header needs a scheme"),  # a key without a scheme: never echoed
+        ("wrong-key", "an Authorization header needs a scheme"),
     ],
 )
 def test_unusable_authorization_header_is_named(make_client, authorization, detail):
@@ -51,6 +56,7 @@ def test_unusable_authorization_header_is_named(make_client, authorization, deta
         assert answer.status_code == 401
         assert answer.json()["detail"].startswith(detail)
         assert "Authorization: Bearer <key>" in answer.json()["detail"]
+        assert "-key" not in answer.json()["detail"]  # no credential comes back
 
 
 def test_request_body_limit(make_client):
