@@ -5,6 +5,7 @@
 const KEY_STORAGE = "dcpsfr.apiKey"; // sessionStorage: the key lives as long as this tab
 const POLL_MS = 3000; // recent inspections and evaluation, while a product page is open
 const STATUS_POLL_MS = 10000;
+const STATUS_POLL_NOT_READY_MS = 2000; // while the model loads, the status line follows it closely
 const MAX_CANVAS_SIDE = 1200; // frames are drawn at most this large; the maps are scaled to match
 const INSPECT_CHUNK = 8; // frames per POST /inspect (the service allows 16 by default)
 const RECENT_LIMIT = 40;
@@ -20,6 +21,8 @@ const state = {
   key: sessionStorage.getItem(KEY_STORAGE),
   keyPrompt: null, // the pending key dialog, shared by concurrent requests that got 401/403
   routes: new Set(), // "METHOD /path/{}" from /openapi.json
+  routesLoaded: null, // the promise of loading them; null until asked, and again after a failure (e.g. no key)
+  shownProductId: null, // the product whose page is shown; null on the products list
   referenceFiles: [],
   product: null, // the product page's current summary
   sessionResults: [], // results inspected on this page (used when the service keeps no history)
@@ -100,7 +103,16 @@ const features = {
   },
 };
 
-async function loadRoutes() {
+/** The routes from /openapi.json, loaded once; a failure (no key yet, service away) is retried on the next call. */
+function loadRoutes() {
+  state.routesLoaded ||= fetchRoutes().catch((error) => {
+    state.routesLoaded = null;
+    throw error;
+  });
+  return state.routesLoaded;
+}
+
+async function fetchRoutes() {
   const spec = await api("openapi.json");
   state.routes = new Set();
   for (const [path, operations] of Object.entries(spec.paths || {})) {
@@ -134,6 +146,7 @@ function askForKey(message) {
         { once: true },
       );
       dialog.returnValue = "";
+      $("key-button").hidden = false; // the way back to this dialog when it is cancelled
       dialog.showModal();
     });
   }
@@ -234,7 +247,9 @@ async function refreshStatus() {
     const body = await response.json().catch(() => ({}));
     const ready = response.ok && (body.status === "ready" || body.ready === true);
     const details = [body.config, body.mode, body.device].filter(Boolean).join(" · ");
-    line.textContent = ready ? `Ready${details ? ` · ${details}` : ""}` : `Not ready: ${body.detail || "the model is loading"}`;
+    // without a key (when the service has keys) /readyz tells no reason
+    const why = body.detail || "the model is not loaded (yet)";
+    line.textContent = ready ? `Ready${details ? ` · ${details}` : ""}` : `Model not ready: ${why}`;
     line.className = `service-status ${ready ? "ok" : "waiting"}`;
     return ready;
   } catch {
@@ -242,6 +257,24 @@ async function refreshStatus() {
     line.className = "service-status waiting";
     return false;
   }
+}
+
+/** The status line, refreshed for as long as the page is open: often while the model is not ready, then seldom. */
+async function watchStatus() {
+  const ready = await refreshStatus();
+  setTimeout(watchStatus, ready ? STATUS_POLL_MS : STATUS_POLL_NOT_READY_MS);
+}
+
+/** The message of a failed call that needs the model: a 503 names the service's reason (loading, weights missing). */
+function modelErrorText(error) {
+  if (error.status !== 503) return error.message;
+  refreshStatus();
+  return `model not ready: ${error.message}`;
+}
+
+/** Whether the page still shows product `id` (null: the products list); answers for a page left since are dropped. */
+function showing(id) {
+  return state.shownProductId === id;
 }
 
 // ---- routing ---------------------------------------------------------------------------------------------
@@ -252,6 +285,12 @@ function showView(id) {
 
 async function route(moveFocus = true) {
   stopPolling();
+  try {
+    await loadRoutes(); // at once but the first time, or after it failed (a key dialog cancelled)
+  } catch (error) {
+    reportError(error);
+    return;
+  }
   const match = location.hash.match(/^#\/products\/([^/]+)$/);
   // each view shows itself before its first await; the focus moves to it then, not once its data has arrived,
   // which would pull the focus from a control the operator has tabbed to in the meantime
@@ -267,6 +306,7 @@ async function route(moveFocus = true) {
 // ---- the products page -------------------------------------------------------------------------------------
 
 async function showProducts() {
+  state.shownProductId = null;
   showView("view-products");
   document.title = "Products · Inspection console";
   const { products } = await api("products");
@@ -381,14 +421,15 @@ async function createProduct(event) {
   button.textContent = "Calibrating…";
   try {
     const product = await api(productPath(id, "/references"), { method: "POST", form });
-    showCalibration(product);
     state.referenceFiles = [];
     renderReferenceFiles();
     $("new-product-id").value = "";
     $("new-product-files").value = "";
+    if (!showing(null)) return showNotice(`Created ${id}.`, "info"); // the operator went to a product page meanwhile
+    showCalibration(product);
     await showProducts();
   } catch (error) {
-    formError("new-product-error", `Could not create ${id}: ${error.message}`);
+    formError("new-product-error", `Could not create ${id}: ${modelErrorText(error)}`);
   } finally {
     button.disabled = false;
     button.textContent = "Create product";
@@ -429,9 +470,14 @@ function showCalibration(product) {
 // ---- the product page ------------------------------------------------------------------------------------
 
 async function showProduct(id) {
+  state.shownProductId = id;
   showView("view-product");
   $("new-product-result").hidden = true; // its numbers go stale once the product page changes them
   if (state.product?.product_id !== id) {
+    state.product = null; // until this product's answer: nothing on the page acts on the one shown before
+    $("product-facts").replaceChildren();
+    fillWarnings($("product-warnings"), []);
+    $("threshold-preview").textContent = "";
     state.sessionResults = [];
     state.recent = [];
     state.evaluation = null;
@@ -444,9 +490,11 @@ async function showProduct(id) {
   }
   $("product-title").textContent = id;
   document.title = `${id} · Inspection console`;
+  let product;
   try {
-    setProduct(await api(productPath(id)));
+    product = await api(productPath(id));
   } catch (error) {
+    if (!showing(id)) return;
     if (error.status === 404) {
       $("product-facts").replaceChildren();
       showNotice(`No product ${id}: it was deleted or never created.`);
@@ -454,11 +502,13 @@ async function showProduct(id) {
     }
     throw error;
   }
+  if (!showing(id)) return; // the operator has moved on: a later showProduct (or the list) owns the page
+  setProduct(product);
   $("recent-section").hidden = !features.history;
   $("evaluation-section").hidden = !features.evaluation;
   $("calibration-frames").hidden = !features.calibration;
   await pollProduct();
-  startPolling();
+  if (showing(id)) startPolling();
 }
 
 function setProduct(product) {
@@ -487,7 +537,7 @@ async function pollProduct() {
   const poll = ++state.pollsStarted;
   // polls overlap (a label starts one while the timer's is in flight): an answer older than one shown is dropped
   const ifNewest = (show) => (answer) => {
-    if (state.product?.product_id !== id || poll < state.pollShown) return;
+    if (!showing(id) || poll < state.pollShown) return;
     state.pollShown = poll;
     show(answer);
   };
@@ -501,8 +551,13 @@ async function pollProduct() {
 
 async function inspectFiles(files) {
   const product = state.product;
-  if (!product || !files.length) return;
   const status = $("inspect-status");
+  $("inspect-files").value = ""; // `files` is a copy: choosing the same file again must fire a change
+  if (!files.length) return;
+  if (!product) {
+    status.textContent = "The product is still loading: add the frames again once its summary shows.";
+    return;
+  }
   let done = 0;
   status.textContent = `Inspecting ${files.length} frame${files.length === 1 ? "" : "s"}…`;
   try {
@@ -512,16 +567,17 @@ async function inspectFiles(files) {
       form.append("product_id", product.product_id);
       for (const file of chunk) form.append("images", file, file.name);
       const answer = await api("inspect", { method: "POST", form });
+      if (!showing(product.product_id)) return; // the rest of the frames were for a page the operator has left
       answer.results.forEach((result, i) => addResult(chunk[i], result));
       done += chunk.length;
     }
     const last = state.sessionResults[0]?.result;
     status.textContent = `Inspected ${done} frame${done === 1 ? "" : "s"}; the last one: ${verdictText(last?.anomalous)}.`;
   } catch (error) {
-    status.textContent = `Inspected ${done} of ${files.length}; then: ${error.message}`;
+    if (!showing(product.product_id)) return;
+    status.textContent = `Inspected ${done} of ${files.length}; then: ${modelErrorText(error)}`;
     reportError(error);
   }
-  $("inspect-files").value = "";
   if (features.history) pollProduct().catch(() => {});
   fitThresholdSlider(false);
 }
@@ -737,13 +793,15 @@ async function addCalibrationFrames(files) {
   status.textContent = `Adding ${files.length} frame${files.length === 1 ? "" : "s"}…`;
   try {
     const updated = await api(productPath(product.product_id, "/calibration"), { method: "POST", form });
+    if (!showing(product.product_id)) return;
     setProduct(updated);
     const behind = updated.n_calibration !== undefined ? `, ${updated.n_calibration} normal frames behind it` : "";
     status.textContent = `Added ${files.length} good frame${files.length === 1 ? "" : "s"}. Threshold ${fmt(updated.threshold)}${behind}.`;
   } catch (error) {
-    status.textContent = `Not added: ${error.message}`;
+    if (showing(product.product_id)) status.textContent = `Not added: ${modelErrorText(error)}`;
+  } finally {
+    $("calibration-files").value = "";
   }
-  $("calibration-files").value = "";
 }
 
 // ---- feedback ----------------------------------------------------------------------------------------------
@@ -752,19 +810,26 @@ async function addCalibrationFrames(files) {
 function feedbackControls(entry) {
   if (!features.feedback) return null;
   const status = el("p", { class: "feedback-status muted", role: "status" });
-  const send = (label) => sendFeedback(entry, label, status);
+  const button = (label, text) => el("button", { type: "button", class: "secondary", "data-label": label, text, onclick: () => send(label) });
+  const buttons = [button("good", "This part is good"), button("defect", "Confirmed defect")];
+  // one label at a time (a double click sends one). aria-disabled rather than disabled: a disabled button would
+  // drop the keyboard focus while the label is on its way
+  const send = async (label) => {
+    if (buttons[0].getAttribute("aria-disabled") === "true") return;
+    for (const b of buttons) b.setAttribute("aria-disabled", "true");
+    try {
+      await sendFeedback(entry, label, status);
+    } finally {
+      for (const b of buttons) b.removeAttribute("aria-disabled");
+    }
+  };
   const name = entry.result.filename || entry.file?.name || "this frame";
-  return el(
-    "div",
-    { class: "feedback", role: "group", "aria-label": `Label ${name}` },
-    el("button", { type: "button", class: "secondary", "data-label": "good", text: "This part is good", onclick: () => send("good") }),
-    el("button", { type: "button", class: "secondary", "data-label": "defect", text: "Confirmed defect", onclick: () => send("defect") }),
-    status,
-  );
+  return el("div", { class: "feedback", role: "group", "aria-label": `Label ${name}` }, ...buttons, status);
 }
 
 async function sendFeedback(entry, label, status) {
   const product = state.product;
+  if (!product) return;
   const form = new FormData();
   form.append("label", label);
   const inspectionId = entry.result.inspection_id;
@@ -775,6 +840,7 @@ async function sendFeedback(entry, label, status) {
   try {
     const answer = await api(productPath(product.product_id, "/feedback"), { method: "POST", form });
     entry.label = label;
+    if (!showing(product.product_id)) return; // the label is stored; the page now shows another product
     if (answer?.product) setProduct({ ...state.product, ...answer.product });
     if (answer?.evaluation) {
       state.pollShown = ++state.pollsStarted; // newer than any poll in flight: theirs would take the label back
@@ -784,7 +850,7 @@ async function sendFeedback(entry, label, status) {
     status.textContent = `Labelled ${label === "good" ? "good" : "defect"}.${threshold !== undefined ? ` Threshold now ${fmt(threshold)}.` : ""}`;
     if (features.history) pollProduct().catch(() => {});
   } catch (error) {
-    status.textContent = `Not labelled: ${error.message}`;
+    status.textContent = `Not labelled: ${modelErrorText(error)}`;
   }
 }
 
@@ -963,6 +1029,7 @@ function updateThresholdPreview() {
 async function saveThreshold(event) {
   event.preventDefault();
   const product = state.product;
+  if (!product) return;
   const threshold = state.proposedThreshold;
   if (!Number.isFinite(threshold)) return formError("threshold-error", "Enter a number.", "threshold-number");
   formError("threshold-error", "");
@@ -973,10 +1040,12 @@ async function saveThreshold(event) {
       method: "PUT",
       json: { threshold, pixel_threshold: pixel },
     });
+    if (!showing(product.product_id)) return;
     setProduct(updated);
     $("threshold-preview").textContent = `Saved: threshold ${fmt(updated.threshold)}. New frames are judged against it.`;
   } catch (error) {
-    formError("threshold-error", `Not saved: ${error.message}`);
+    if (showing(product.product_id)) formError("threshold-error", `Not saved: ${error.message}`);
+    else showNotice(`The threshold of ${product.product_id} was not saved: ${error.message}`);
   }
 }
 
@@ -984,6 +1053,7 @@ async function saveThreshold(event) {
 
 function confirmDelete() {
   const product = state.product;
+  if (!product) return;
   const dialog = $("delete-dialog");
   $("delete-dialog-title").textContent = `Delete ${product.product_id}?`;
   $("delete-dialog-text").textContent =
@@ -1045,15 +1115,8 @@ function wire() {
 async function start() {
   wire();
   if (state.key) setKey(state.key);
-  while (!(await refreshStatus())) await new Promise((resolve) => setTimeout(resolve, 2000));
-  setInterval(refreshStatus, STATUS_POLL_MS);
-  try {
-    await loadRoutes();
-  } catch (error) {
-    reportError(error);
-    return;
-  }
-  document.body.dataset.ready = "true"; // for the browser tests: routes known, first view next
+  // products, thresholds and history answer without the model: the page does not wait for /readyz
+  watchStatus();
   await route(false);
 }
 

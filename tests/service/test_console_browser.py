@@ -200,6 +200,13 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
             page.goto(str(client.base_url))
             expect(page.locator("#key-dialog")).to_be_visible()
             console.check("api-key", full_page=False)
+            # cancelled at first: the key button opens the dialog again, and the key loads what was missed (the
+            # routes, which show the history and feedback below)
+            page.keyboard.press("Escape")
+            expect(page.locator("#notice")).to_contain_text("an API key is needed")
+            console.tab_to("#key-button")
+            page.keyboard.press("Enter")
+            expect(page.locator("#key-dialog")).to_be_visible()
             page.keyboard.type("a-wrong-key")  # the dialog focuses its key field
             page.keyboard.press("Enter")
             expect(page.locator("#key-dialog-text")).to_contain_text("refused this key")
@@ -293,14 +300,25 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
             expect(page.locator("#inspect-results li")).to_have_count(2)
             expect(page.locator("#inspect-results li").first.locator(".verdict")).to_have_text("Defect")
 
-            if has_feedback:  # the operator confirms the defect on the newest result
+            if has_feedback:  # the operator confirms the defect on the newest result, pressing Enter twice
+                labels_sent: list[str] = []
+                page.on("request", lambda r: labels_sent.append(r.url) if r.url.endswith("/feedback") else None)
                 console.tab_to("#inspect-results li:first-child .feedback button[data-label=defect]")
+                hold_next_answer(page, "/products/bottle/feedback")
                 with page.expect_response(lambda r: r.url.endswith("/products/bottle/feedback")) as labelled:
                     page.keyboard.press("Enter")
                 assert labelled.value.ok, labelled.value.text()
+                page.wait_for_function("() => window.heldAnswer === true")
+                buttons = page.locator("#inspect-results li:first-child .feedback button")
+                expect(buttons.first).to_have_attribute("aria-disabled", "true")
+                expect(buttons.last).to_have_attribute("aria-disabled", "true")
+                page.keyboard.press("Enter")  # the focus stays on the button: this would be a second label
+                release_held_answer(page)
                 expect(page.locator("#inspect-results li").first.locator(".feedback-status")).to_contain_text(
                     "Labelled defect"
                 )
+                assert len(labels_sent) == 1, labels_sent
+                expect(buttons.first).not_to_have_attribute("aria-disabled", "true")
                 assert client.get("/products/bottle/evaluation").json()["n_defect"] >= 1
             if "/products/{product_id}/calibration" in spec_paths:  # more good frames behind the thresholds
                 before = client.get("/products/bottle").json()["n_calibration"]
@@ -364,6 +382,77 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
         finally:
             browser.close()
     print(f"screenshots: {shots}")
+
+
+def test_an_answer_for_a_product_left_is_dropped(tmp_path, bottle_dir):
+    """A → B, A's summary answered last: the page shows B and acts on B."""
+    executable = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    good = sorted((bottle_dir / "train" / "good").glob("*.png"))
+    with server(tmp_path, DCPSFR_DATA_DIR=str(tmp_path / "data")) as (client, _), sync_playwright() as playwright:
+        for product_id, k in [("alpha", 1), ("beta", 2)]:
+            created = client.post(f"/products/{product_id}/references", files=image_files(good[:k]))
+            assert created.status_code == 201, created.text
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(str(client.base_url))
+            expect(page.locator("#products-table tbody tr")).to_have_count(2)
+            page.wait_for_load_state("networkidle")  # the list's own calls (history counts) are done
+            hold_next_answer(page, "/products/alpha")
+            page.evaluate("location.hash = '#/products/alpha'")
+            page.wait_for_function("() => window.heldAnswer === true")
+            page.evaluate("location.hash = '#/products/beta'")
+            references = page.locator("#product-facts dt:text-is('References (K)') + dd")
+            expect(references).to_have_text("2")
+            release_held_answer(page)  # alpha's summary, answered after beta's
+            expect(page.locator("#product-title")).to_have_text("beta")
+            assert references.inner_text() == "2", "the page took alpha's summary under beta's title"
+            with page.expect_response(lambda r: r.url.endswith("/inspect")) as inspected:
+                drop_file(page, "#frames-dropzone", good[0])  # a frame dropped now is inspected against beta
+            assert inspected.value.json()["product_id"] == "beta"
+        finally:
+            browser.close()
+
+
+def test_the_console_works_while_the_model_cannot_load(tmp_path, bottle_dir):
+    """Missing weights: the products page shows, with the reason in the status line; creating a product says why
+    it cannot."""
+    executable = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    env = {
+        "DCPSFR_MODEL_CONFIG": "edge",
+        "DCPSFR_WEIGHTS_DIR": str(tmp_path / "empty"),
+        "DCPSFR_DATA_DIR": str(tmp_path),
+    }
+    with server(tmp_path, **env) as (client, _), sync_playwright() as playwright:
+        reason = client.get("/readyz").json()["detail"]
+        assert "python -m model.weights fetch edge" in reason
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(str(client.base_url))
+            expect(page.locator("#products-empty")).to_be_visible()
+            expect(page.locator("#service-status")).to_have_text(f"Model not ready: {reason}")
+            page.fill("#new-product-id", "bottle")
+            page.set_input_files("#new-product-files", str(bottle_dir / "train" / "good" / "000.png"))
+            page.click("#create-product")
+            expect(page.locator("#new-product-error")).to_have_text(
+                f"Could not create bottle: model not ready: {reason}"
+            )
+            Console(page, tmp_path).check("model-not-ready")
+        finally:
+            browser.close()
+
+
+def image_files(paths: list[Path]) -> list:
+    return [("images", (path.name, path.read_bytes(), "image/png")) for path in paths]
 
 
 def pixel_threshold_for_a_mask(client, frame: Path) -> float:
