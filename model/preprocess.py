@@ -147,16 +147,38 @@ def float_full_scale(values: np.ndarray) -> float:
     return 1.0 if high <= 1.0 else 255.0
 
 
+class OutsideSixteenBits(ValueError):
+    """Integer grey data with values outside 0..65535 (`low`, `high`): no true 16-bit reading."""
+
+    def __init__(self, low: int, high: int) -> None:
+        super().__init__(f"integer pixels from {low} to {high}, outside 0..65535")
+        self.low, self.high = low, high
+
+
+def sixteen_bit_grey(grey: np.ndarray) -> np.ndarray:
+    """(H, W) integer grey as uint16 when its values fit 0..65535 (16-bit data in a wider container: Pillow's mode
+    I, a signed 16-bit or unsigned 32-bit TIFF). Raises OutsideSixteenBits otherwise: any scale beyond would be a
+    guess that changes between frames, and clipping made such frames white."""
+    if grey.dtype == np.uint16:
+        return grey
+    low, high = (int(grey.min()), int(grey.max())) if grey.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise OutsideSixteenBits(low, high)
+    return grey.astype(np.uint16)
+
+
 def _high_bit_grey(image: Image.Image, bit_depth: int | None) -> np.ndarray:
     raw = np.asarray(image)  # (H, W) uint16, int32 or float32
     if image.mode == "F":
         full_scale = float_full_scale(raw)
-    elif raw.size and (raw.min() < 0 or raw.max() > 65535):  # beyond 16 bits a scale would be a guess
-        raise ValueError(
-            f"integer pixels (mode {image.mode}) from {raw.min()} to {raw.max()}, outside 0..65535: convert the "
-            "image to 16 bits first"
-        )
     else:
+        try:
+            raw = sixteen_bit_grey(raw)
+        except OutsideSixteenBits as err:
+            raise ValueError(
+                f"integer pixels (mode {image.mode}) from {err.low} to {err.high}, outside 0..65535: convert the "
+                "image to 16 bits first"
+            ) from None
         bits = image.info.get(SIGNIFICANT_BITS_KEY) or bit_depth or 16
         full_scale = float(2 ** int(bits) - 1)
     return np.clip(raw.astype(np.float32) * (255.0 / full_scale) + 0.5, 0, 255).astype(np.uint8)  # (H, W)

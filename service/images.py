@@ -22,9 +22,11 @@ from model.preprocess import (
     DECODE_SHORT_SIDE,
     FRAME_SIZE_KEY,
     SIGNIFICANT_BITS_KEY,
+    OutsideSixteenBits,
     is_high_bit,
     png_significant_bits,
     reduced,
+    sixteen_bit_grey,
     to_rgb_array,
 )
 from service.errors import ApiError, BadImage, PayloadTooLarge, UnsupportedMedia
@@ -128,7 +130,7 @@ def _pixels(image: Image.Image, name: str) -> Image.Image:
         decoded = image
     elif is_high_bit(image):
         described = str(samples) if samples else f"integer (mode {image.mode})"
-        decoded = Image.fromarray(sixteen_bit_grey(_grey_values(image, samples), name, described))
+        decoded = Image.fromarray(_sixteen_bit_grey(_grey_values(image, samples), name, described))
     elif image.mode == "F":
         decoded = Image.fromarray(_float_grey(image, name))
     else:
@@ -158,20 +160,15 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise UnsupportedMedia(f"{name}: not an image (accepted formats: PNG, JPEG, BMP, TIFF)") from None
 
 
-def sixteen_bit_grey(grey: np.ndarray, name: str, samples: str = "integer") -> np.ndarray:
-    """(H, W) high-bit grey as uint16. Integer data wider than 16 bits (Pillow mode I: 32-bit, or signed 16-bit)
-    is taken when its values fit 0..65535 (16-bit data in a wider container); beyond that it is refused (415),
-    naming `samples` (the file's sample format) and the real range, since any scaling would be a guess that
-    changes between frames (clipping made such frames white)."""
-    if grey.dtype == np.uint16:
-        return grey
-    low, high = (int(grey.min()), int(grey.max())) if grey.size else (0, 0)
-    if low < 0 or high > 65535:
+def _sixteen_bit_grey(grey: np.ndarray, name: str, samples: str) -> np.ndarray:
+    """`model.preprocess.sixteen_bit_grey`, its refusal as a 415 naming the upload."""
+    try:
+        return sixteen_bit_grey(grey)
+    except OutsideSixteenBits as err:
         raise UnsupportedMedia(
-            f"{name}: {samples} pixels from {low} to {high}; the service takes 8- or 16-bit images "
+            f"{name}: {samples} pixels from {err.low} to {err.high}; the service takes 8- or 16-bit images "
             "(values 0..65535): convert the frame to 16 bits, scaled as every frame of this product is"
-        )
-    return grey.astype(np.uint16)
+        ) from None
 
 
 def _float_grey(image: Image.Image, name: str) -> np.ndarray:
