@@ -1,7 +1,12 @@
-"""The image formats the service accepts: one list for the service (checked on the decoded header) and its camera
-client (which picks up only files with these suffixes). Standard library only, so the client stays light."""
+"""What the service accepts, for the service and its camera client alike: the image formats (checked on the
+decoded header; the client picks up only files with these suffixes) and the product-id pattern (the client
+refuses a bad `--product` before any request). Standard library only, so the client stays light."""
 
 from __future__ import annotations
+
+import re
+
+PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "BMP": "BMP", "TIFF": "TIFF"}  # Pillow's -> ours
 ACCEPTED_NAMES = "PNG, JPEG, BMP or TIFF"

@@ -70,11 +70,11 @@ from typing import Any
 
 from model import ReferenceSet
 from service.calibration import PROVISIONAL_WARNING, Calibration
+from service.formats import PRODUCT_ID
 from service.rules import AcceptanceRules
 
 log = logging.getLogger(__name__)
 
-PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PRODUCT_FILE = re.compile(r"^(?!v[0-9]+$)(?!current\.json$)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 POINTER = "current.json"
 PRODUCT_META = "product.json"

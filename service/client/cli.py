@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import sqlite3
 import sys
@@ -25,13 +24,9 @@ from service.client.camera import CameraSpooler, CameraUnavailable
 from service.client.journal import Journal
 from service.client.outputs import OutputFolder, safe_stem, summary
 from service.client.watch import DEFAULT_SETTLE_S, INCOMPLETE_GRACE_S, TEMPORARY_SUFFIXES, FrameSender, watch_folder
-from service.formats import ACCEPTED_NAMES, ACCEPTED_SUFFIXES
+from service.formats import ACCEPTED_NAMES, ACCEPTED_SUFFIXES, PRODUCT_ID
 
 log = logging.getLogger("service.client")
-
-# The service's product-id pattern (service.store.PRODUCT_ID), copied: service.store imports the model stack (torch)
-# and this client must run with httpx alone. tests/deploy/test_deploy_client.py asserts that the two are equal.
-PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 JOURNAL_NAME = ".dcpsfr-journal.sqlite3"
 EPILOG = """examples:
