@@ -7,13 +7,13 @@ import asyncio
 import base64
 import io
 import threading
-import time
 
 import pytest
 from PIL import Image
 
 from service.calibration import CalibrationPolicy, apply_rule
 from tests.service.conftest import files, image_bytes, inspect, upload
+from tests.service.test_service_batching import wait_for
 
 GOOD = [image_bytes(56, 48, seed=s) for s in range(4)]
 DEFECT = image_bytes(56, 48, seed=9, defect=True)
@@ -203,10 +203,9 @@ def test_references_added_by_feedback_at_once_stop_at_the_maximum(make_client, m
         second = threading.Thread(target=add, args=(GOOD[2],))
         second.start()
         lock = client.app.state.services.frames.lock("p")
-        deadline = time.monotonic() + 30
-        while not lock._waiters:  # the second has passed the first check and waits for the product's lock
-            assert time.monotonic() < deadline and second.is_alive()
-            time.sleep(0.01)
+        # the second has passed the first check and waits for the product's lock
+        wait_for(lambda: lock._waiters or not second.is_alive())
+        assert second.is_alive()
         release.set()
         first.join(30)
         second.join(30)
