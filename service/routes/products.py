@@ -194,9 +194,8 @@ async def give_feedback(
     async with services.frames.lock(product_id):
         product = await run_in_threadpool(existing_product, services.store, product_id)
         if add_to_references:
-            check_room_for_a_reference(
-                product, settings.max_references
-            )  # again: a request just before may have filled it
+            # again: a request just before may have filled it
+            check_room_for_a_reference(product, settings.max_references)
             product, kept = await add_reference(services, product, frame, decoded, data)
         else:
             was_good = inspection_id is not None and await run_in_threadpool(
