@@ -1,4 +1,4 @@
-"""python -m bench: every benchmark of issue 13 side by side, one table per section, targets as ratios, JSON.
+"""python -m bench: every performance benchmark side by side, one table per section, targets as ratios, JSON.
 
 Sections (run all, or pick with --only):
   stages      in-process latency per stage (decode ... encode) at batch 1 and 8      --config (edge, random init)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print_section(section)
     targets = [t for s in sections for t in s.targets]
     if targets:
-        print("\n== targets (issue 13)")
+        print("\n== targets")
         for target in targets:
             print(f"   {target.line()}")
     conditions["load_average_end"] = os.getloadavg()

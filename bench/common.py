@@ -29,7 +29,7 @@ class Section:
 
 @dataclass
 class Target:
-    """A goal of issue 13 as a ratio or a bound: `value` must be <= `limit`."""
+    """A performance target as a ratio or a bound: `value` must be <= `limit`."""
 
     name: str
     value: float
@@ -53,7 +53,7 @@ def bench_detector(args: Any) -> Detector:
         args.config,
         device=args.device,
         random_init=args.random_init,
-        heads="random",
+        heads_file="random",
         runtime=args.runtime,
         runtime_cache_dir=args.runtime_cache_dir,
     )

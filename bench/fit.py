@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bench.common import Section, bench_detector, p50, photo_like
-from service.calibration import fit_and_calibrate
+from service.decisions.calibration import fit_and_calibrate
 
 
 def run(args: argparse.Namespace) -> Section:

@@ -77,7 +77,7 @@ def measure(config: str, mode: str, device: str, args: argparse.Namespace) -> di
     """One config in one DCPSFR_COMPILE mode: set-up time, batch-1 p50/p99 and stages (ms), throughput per batch size
     (images/s) and, on CUDA, peak memory (MiB)."""
     began = time.monotonic()
-    det = create_detector(config, device=device, random_init=True, heads="random", compile_mode=mode)
+    det = create_detector(config, device=device, random_init=True, heads_file="random", compile_mode=mode)
     size = tuple(args.image_size)
     refs = det.fit_references([photo_like(size, seed) for seed in range(4)])  # K = 4
     one = [photo_like(size, 100)]

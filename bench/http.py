@@ -15,9 +15,10 @@ from PIL import Image
 from bench import load
 from bench.common import Section, Target, interleaved, p50, percentile, photo_like, png_bytes
 from model import create_detector
-from service.images import PNG_COMPRESS_LEVEL, decode_image, encode_png
+from service.imaging.decode import decode_image
+from service.imaging.encode import PNG_COMPRESS_LEVEL, encode_png
 
-OVERHEAD_RATIO = 1.10  # issue 13: HTTP p50 / in-process p50
+OVERHEAD_RATIO = 1.10  # target: HTTP p50 / in-process p50
 BREAKDOWN = ("decode", "queue", "predict", "encode")
 
 
@@ -89,7 +90,7 @@ def timed_local(det, image, refs) -> float:
 
 
 def encode_comparison(anomaly_map: np.ndarray, repeats: int) -> list[str]:
-    """The service's PNG writer against Pillow's (adaptive row filters, the writer before issue 13), interleaved."""
+    """The service's PNG writer against Pillow's (adaptive row filters, as Pillow writes PNGs), interleaved."""
     mask = np.where(anomaly_map > np.median(anomaly_map), 255, 0).astype(np.uint8)  # (H, W) about half set
     heat = np.rint(np.clip(anomaly_map / (2 * anomaly_map.max()), 0, 1) * 255).astype(np.uint8)  # (H, W)
     rows = []

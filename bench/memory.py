@@ -14,17 +14,17 @@ import psutil
 from bench import load
 from bench.common import Section, Target, photo_like
 from model import create_detector
-from service.calibration import fit_and_calibrate
-from service.store import ProductStore
+from service.decisions.calibration import fit_and_calibrate
+from service.products.store import ProductStore
 
-DISK_LIMIT_MB = 32.0  # issue 13: a 4-shot edge product on disk
+DISK_LIMIT_MB = 32.0  # target: a 4-shot edge product on disk
 
 
 def run(args: argparse.Namespace) -> Section:
     """Bytes on disk of one K = 4 product, RSS per loaded product, and service start-up time empty vs with 100
     (quick: 20) products; checks the disk target."""
     section = Section("memory", f"memory per product and start-up ({args.config}, K = 4)")
-    det = create_detector(args.config, device="cpu", random_init=args.random_init, heads="random")
+    det = create_detector(args.config, device="cpu", random_init=args.random_init, heads_file="random")
     size = tuple(args.image_size)
     fitted = fit_and_calibrate(det, [photo_like(size, seed) for seed in range(4)])
     n_products = 20 if args.quick else 100

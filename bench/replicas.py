@@ -15,8 +15,8 @@ import httpx
 from bench import load
 from bench.common import Section, p50, photo_like, png_bytes
 from model import create_detector
-from service.calibration import fit_and_calibrate
-from service.store import ProductStore
+from service.decisions.calibration import fit_and_calibrate
+from service.products.store import ProductStore
 
 POLL_INTERVALS_S = (2.0, 0.2)
 

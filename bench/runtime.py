@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> Section:
             args.config,
             device="cpu",
             random_init=args.random_init,
-            heads="random",
+            heads_file="random",
             runtime=name,
             runtime_cache_dir=args.runtime_cache_dir,
         )

@@ -7,7 +7,8 @@ import time
 from collections import defaultdict
 
 from bench.common import Section, Target, bench_detector, p50, photo_like, png_bytes
-from service.images import decode_image, heatmap_png, mask_png
+from service.imaging.decode import decode_image
+from service.imaging.encode import heatmap_png, mask_png
 
 MODEL_STAGES = ("preprocess", "dino", "clip", "bank_search", "heads", "postprocess")
 STAGES = ("decode", *MODEL_STAGES, "encode")

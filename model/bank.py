@@ -55,13 +55,12 @@ class MemoryBank:
         bounded LRU shared by every product) when given, else copied for this call only.
         """
         shape = queries.shape[:-1]
-        flat = F.normalize(queries.reshape(-1, queries.shape[-1]).float(), dim=-1)  # (Q, D)
+        flat = queries.reshape(-1, queries.shape[-1])  # (Q, D)
         if flat.device.type == "cpu":
-            best, _ = self._index.search(flat.contiguous().numpy(), 1)  # (Q, 1)
+            normalized = F.normalize(flat.float(), dim=-1)
+            best, _ = self._index.search(normalized.contiguous().numpy(), 1)  # (Q, 1)
             return torch.from_numpy(best[:, 0]).reshape(shape)
-        bank = self._on(flat.device, cache)  # (M, D)
-        best = torch.cat([(chunk @ bank.T).amax(dim=1) for chunk in flat.split(4096)])  # (Q,)
-        return best.reshape(shape)
+        return max_cosine(flat, self._on(flat.device, cache)).reshape(shape)  # (Q,) -> (...)
 
     def _on(self, device: torch.device, cache: DeviceCache | None = None) -> torch.Tensor:
         if device.type == "cpu":
@@ -80,6 +79,17 @@ class MemoryBank:
     def load(cls, path: Path) -> MemoryBank:
         """A bank from a file written by `save`; the tokens are taken as already normalised."""
         return cls(torch.from_numpy(np.load(path)), normalized=True)
+
+
+def max_cosine(queries: torch.Tensor, keys: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Psi, exact: each query's best cosine similarity to any key, as one matmul per `chunk` queries.
+
+    queries (..., Q, D), any scale; keys (..., M, D) L2-normalised, with the queries' leading dims or none (one
+    bank for all) -> (..., Q).
+    """
+    normalized = F.normalize(queries.float(), dim=-1)  # (..., Q, D)
+    parts = [(part @ keys.transpose(-1, -2)).amax(dim=-1) for part in normalized.split(chunk, dim=-2)]
+    return torch.cat(parts, dim=-1)  # (..., Q)
 
 
 def greedy_coreset(tokens: torch.Tensor, budget: int, seed: int = 0, projection_dim: int = 128) -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,18 @@ def available_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
-def load_config(name_or_path: str | Path) -> DetectorConfig:
-    """Load a named config (`paper`, `edge`, `tiny`) or a JSON file."""
+def load_config(name_or_path: str | Path, **overrides: Any) -> DetectorConfig:
+    """A named config (`paper`, `edge`, `tiny`) or a JSON file, with fields overridden by keyword.
+
+    Overrides name top-level fields; a dict merges into a section, e.g. `load_config("edge", inference={"tiles":
+    2}, seed=1)`. Raises ConfigError for an unknown name, a missing or invalid file, or an unknown field.
+    """
+    raw = merged(read_config(name_or_path), overrides)
+    return config_from_dict(raw)
+
+
+def read_config(name_or_path: str | Path) -> dict[str, Any]:
+    """The parsed JSON of a named config or a config file; ConfigError when it cannot be read."""
     path = Path(name_or_path)
     if path.suffix != ".json":
         path = CONFIG_DIR / f"{name_or_path}.json"
@@ -106,10 +116,32 @@ def load_config(name_or_path: str | Path) -> DetectorConfig:
     elif not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"config file {path} is not valid JSON: {err}") from err
-    return config_from_dict(raw)
+
+
+def merged(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with `overrides` applied: dicts merge key by key (recursively), anything else replaces. Top-level keys
+    must be DetectorConfig fields (ConfigError otherwise)."""
+    unknown = sorted(set(overrides) - {f.name for f in fields(DetectorConfig)})
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {', '.join(unknown)}: the fields are {_field_names()}")
+    return _deep_merge(raw, overrides)
+
+
+def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _field_names() -> str:
+    return ", ".join(f.name for f in fields(DetectorConfig))
 
 
 def config_from_dict(raw: dict[str, Any]) -> DetectorConfig:

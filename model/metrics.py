@@ -14,11 +14,11 @@ divided by 0.3. The curve is computed exactly at every distinct score, from one 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 from scipy import ndimage
 from scipy.integrate import trapezoid
-from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
 IMAGE_METRICS = ("i_auroc", "i_aupr", "i_f1_max")
 PIXEL_METRICS = ("p_auroc", "p_ap", "p_f1_max", "p_pro")
@@ -35,7 +35,7 @@ def image_metrics(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | 
     _require_both_classes(labels_arr, "images")
     average_precision, best_f1 = precision_recall_metrics(scores_arr, labels_arr)
     return {
-        "i_auroc": float(roc_auc_score(labels_arr, scores_arr)),
+        "i_auroc": float(_sklearn().roc_auc_score(labels_arr, scores_arr)),
         "i_aupr": average_precision,
         "i_f1_max": best_f1,
     }
@@ -47,7 +47,7 @@ def f1_at_threshold(
     """F1 of the verdict `score > threshold` (anomalous = positive); 0.0 when nothing is flagged or anomalous."""
     scores_arr = _finite_scores(np.asarray(scores, dtype=np.float64), "scores")
     labels_arr = _binary(np.asarray(labels), "labels")
-    return float(f1_score(labels_arr, scores_arr > threshold, zero_division=0.0))
+    return float(_sklearn().f1_score(labels_arr, scores_arr > threshold, zero_division=0.0))
 
 
 def pixel_metrics(
@@ -65,7 +65,7 @@ def pixel_metrics(
     flat_labels = masks_arr.ravel()  # (N*H*W,)
     average_precision, best_f1 = precision_recall_metrics(flat_scores, flat_labels)
     return {
-        "p_auroc": float(roc_auc_score(flat_labels, flat_scores)),
+        "p_auroc": float(_sklearn().roc_auc_score(flat_labels, flat_scores)),
         "p_ap": average_precision,
         "p_f1_max": best_f1,
         "p_pro": aupro(maps_arr, masks_arr),
@@ -78,7 +78,7 @@ def precision_recall_metrics(scores: np.ndarray, labels: np.ndarray) -> tuple[fl
     The average precision is scikit-learn's `average_precision_score` (the step-wise sum
     AP = sum_n (R_n - R_{n-1}) P_n), computed here from the same curve as F1 to sort the scores once.
     """
-    precision, recall, _ = precision_recall_curve(labels, scores)  # recall decreasing, ends at (P=1, R=0)
+    precision, recall, _ = _sklearn().precision_recall_curve(labels, scores)  # recall decreasing, ends at (P=1, R=0)
     average_precision = -float(np.sum(np.diff(recall) * precision[:-1]))
     denominator = precision + recall
     f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0)
@@ -119,6 +119,13 @@ def area_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
         y_at_max = ys[-1] + (y[inside] - ys[-1]) * (x_max - xs[-1]) / (x[inside] - xs[-1])
         xs, ys = np.append(xs, x_max), np.append(ys, y_at_max)
     return float(trapezoid(ys, xs))
+
+
+def _sklearn() -> ModuleType:
+    """sklearn.metrics, imported on first use: it takes a second to load, and a server may never evaluate."""
+    import sklearn.metrics
+
+    return sklearn.metrics
 
 
 def _finite_scores(values: np.ndarray, what: str) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -12,14 +13,36 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.bank import MemoryBank
+from model.config import DetectorConfig
 from model.device_cache import DeviceCache
-from model.preprocess import Geometry
+from model.geometry import Geometry
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "features.safetensors"
 BANK_FILE = "bank.npy"
 META_FILE = "meta.json"
+PREPROCESS_VERSION = "aspect-v1"  # AnomalyDINO geometry, bit depth, EXIF; older references are refitted
 _KEYS = itertools.count()  # cache keys: unique per object, never reused (unlike id())
+
+
+def precision_of(device: torch.device) -> str:
+    """The backbones' compute precision on `device`: bf16 autocast on CUDA, else fp32."""
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def feature_fingerprint(cfg: DetectorConfig, random_weights: bool, device: torch.device | None = None) -> str:
+    """What reference features depend on: the DINOv2 backbone and input size, the preprocessing, whether the
+    weights are random, and the precision and device type they were computed under (bf16 tokens differ)."""
+    device = device or torch.device("cpu")
+    basis = {
+        "dino": cfg.dino.__dict__,
+        "random_weights": random_weights,
+        "seed": cfg.seed if random_weights else None,
+        "preprocess": PREPROCESS_VERSION,
+        "precision": precision_of(device),
+        "device_type": device.type,
+    }
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class ReferenceMismatchError(ValueError):
@@ -37,9 +60,6 @@ class ReferenceSet:
     bank: MemoryBank
     meta: dict[str, Any] = field(default_factory=dict)
     cache_key: int = field(default_factory=lambda: next(_KEYS), init=False, repr=False, compare=False)
-
-    geometry_logged: bool = field(default=False, init=False, repr=False, compare=False)  # detector's once-a-product log
-    bit_depth_logged: bool = field(default=False, init=False, repr=False, compare=False)  # likewise
 
     @property
     def geometry(self) -> Geometry:

@@ -12,11 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from model import ConfigError, WeightsMissingError, load_config
-from model.weights import fetch, fetch_command, verify
-from service.app import create_app
-from service.lifecycle import serve
-from service.settings import Settings
+from model import ConfigError, load_config, tcp_port
+from service.settings import GROUPS, Settings, settings_by_group, unknown_variables, variable_name
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger("service")
@@ -24,22 +21,17 @@ GIL_SWITCH_INTERVAL_S = 0.001
 
 
 def settings_help() -> str:
-    """The --help epilog: every DCPSFR_* variable with its description and default."""
+    """The --help epilog: every DCPSFR_* variable with its description and default, the essential ones first, the
+    rest grouped by what they tune."""
     lines = ["settings (environment variables):"]
-    for name, field in Settings.model_fields.items():
-        env = field.validation_alias if isinstance(field.validation_alias, str) else f"DCPSFR_{name.upper()}"
-        shown = "" if field.default in (None, "") or "default" in (field.description or "") else field.default
-        default = f" (default: {shown})" if shown != "" else ""
-        lines.append(f"  {env:<32} {field.description}{default}")
+    for group, names in settings_by_group().items():
+        lines.append(f"  {group}: {GROUPS[group]}")
+        for name in names:
+            field = Settings.model_fields[name]
+            shown = "" if field.default in (None, "") or "default" in (field.description or "") else field.default
+            default = f" (default: {shown})" if shown != "" else ""
+            lines.append(f"    {variable_name(name):<32} {field.description}{default}")
     return "\n".join(lines)
-
-
-def tcp_port(text: str) -> int:
-    """argparse type: an int in 0..65535 (a usage error otherwise, not a traceback from bind())."""
-    port = int(text) if text.lstrip("-").isdigit() else -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0..65535)")
-    return port
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -122,15 +114,17 @@ def hub_reachable(timeout_s: float = 5.0) -> bool:
 def fetch_missing_weights(settings: Settings) -> None:
     """The configured config's backbone files, fetched when missing (progress bars while downloading). Any
     failure is one warning line: the service then starts without the model, as it would without this."""
+    from model import WeightsMissingError, fetch_weights, verify_weights, weights_fetch_command  # torch: not for --help
+
     config, weights_dir = settings.model_config_name, settings.weights_dir
     if settings.random_init:
         return
     try:
-        verify(config, weights_dir)  # nothing to do for configs without files (tiny) or not in the manifest
+        verify_weights(config, weights_dir)  # nothing to do for configs without files (tiny) or not in the manifest
         return
     except (WeightsMissingError, OSError, ValueError):
         pass  # missing or corrupt: fetch
-    command = fetch_command(config, weights_dir)
+    command = weights_fetch_command(config, weights_dir)
     if not hub_reachable():
         print(
             f"warning: the {config} weights are missing and the model hub is unreachable (no internet?): serving "
@@ -139,7 +133,7 @@ def fetch_missing_weights(settings: Settings) -> None:
         )
         return
     try:
-        fetch(config, weights_dir)
+        fetch_weights(config, weights_dir)
     except (Exception, SystemExit) as err:  # a download can fail in many ways; the service runs regardless
         reason = (str(err).strip().splitlines() or [""])[0][:200]
         print(
@@ -155,12 +149,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    for warning in unknown_variables(os.environ):
+        log.warning("%s", warning)
     check_exposure(args.host, settings)
     # the event loop (health probes, admission) shares the GIL with decoding, encoding and model threads: a
     # shorter switch interval than the default 5 ms hands it the GIL sooner when it wakes up
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     if args.fetch_weights:
         fetch_missing_weights(settings)
+    from service.api.lifecycle import serve  # the app's stack (torch, the model) loads only to serve, not for --help
+    from service.app import create_app
+
     serve(create_app(settings), args.host, args.port, settings.shutdown_grace_s, settings.log_level)
 
 

@@ -1,5 +1,5 @@
-"""create_app(settings): the FastAPI app with its store, model worker, metrics and middleware. Nothing is
-built at import time, so tests can make apps with their own settings."""
+"""create_app(settings): the FastAPI app with its store, engine, workflows, metrics and middleware. Nothing is built at
+import time, so tests can make apps with their own settings (and their own detector: `build_detector`)."""
 
 from __future__ import annotations
 
@@ -12,23 +12,23 @@ from pathlib import Path
 import torch
 from fastapi import FastAPI
 
-from model import ConfigError, Detector, ReferenceSet, create_detector, load_config
-from model.detector import feature_fingerprint
-from model.device_cache import DeviceCache
-from service.dependencies import Services
-from service.errors import install_error_handlers
-from service.feedback import FrameStore
-from service.history import InspectionHistory
-from service.lifecycle import DrainMiddleware
+from model import ConfigError, Detector, ReferenceSet, create_detector, feature_fingerprint, load_config
+from service.api.dependencies import Services
+from service.api.errors import install_error_handlers
+from service.api.lifecycle import DrainMiddleware
+from service.api.middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
+from service.api.routes import console, health, inspect, products, rules
+from service.decisions.results import RegionLimits, mode_label
+from service.decisions.thresholds import CalibrationPolicy
+from service.engine.pipeline import Engine
+from service.engine.worker import ModelWorker
 from service.metrics import Metrics
-from service.middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
-from service.results import mode_label
-from service.routes import console, health, inspect, products, rules
+from service.products.frames import FrameStore
+from service.products.store import ProductStore, StoreUnavailable
+from service.products.sync import StoreSync
+from service.products.workflows import Limits, Workflows
+from service.records.history import InspectionHistory
 from service.settings import Settings
-from service.store import ProductStore, StoreUnavailable
-from service.sync import StoreSync
-from service.uploads import UploadDecoder
-from service.worker import ModelWorker
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +37,19 @@ RANDOM_INIT_WARNING = (
     "use this only to measure speed. Every response's `mode` says '(random weights)'."
 )
 
+DetectorFactory = Callable[[Settings], Detector]
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the FastAPI app: store, store sync, model worker, metrics, decoder, routers and middleware; the store opens
-    and the model loads at start-up (lifespan), not here."""
+
+def create_app(settings: Settings | None = None, build: DetectorFactory | None = None) -> FastAPI:
+    """Build the FastAPI app: store, store sync, model worker, engine, workflows, routers and middleware; the store
+    opens and the model loads at start-up (lifespan), not here. `build` makes the detector (default:
+    `build_detector`, the one the settings describe)."""
     settings = settings or Settings()
     metrics = Metrics(per_product=settings.metrics_per_product, max_products=settings.metrics_max_products)
     store = ProductStore(settings.products_dir)
     sync = StoreSync(store, settings.store_poll_s)
     worker = ModelWorker(
-        build_detector=partial(build_detector, settings),
+        build_detector=partial(build or build_detector, settings),
         setup=partial(publish_model, store, sync, metrics, settings),
         metrics=metrics,
         max_batch_size=settings.max_batch_size,
@@ -55,7 +58,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         timeout_s=settings.worker_timeout_s,
     )
     metrics.watch(queue_depth=worker.queue.qsize, gpu_memory=partial(gpu_memory_allocated, worker))
-    decoder = UploadDecoder(settings.max_pixels, settings.max_request_pixels, settings.decode_concurrency, metrics)
+    engine = Engine(worker, settings.max_pixels, settings.max_request_pixels, settings.decode_concurrency, metrics)
+    history = InspectionHistory(settings.history_size)
+    workflows = Workflows(
+        store,
+        FrameStore(store, settings.calibration_max_frames, settings.feedback_max_frames),
+        engine,
+        history,
+        metrics,
+        CalibrationPolicy(settings.target_false_alarm_rate, settings.calibration_min_frames),
+        Limits(
+            max_references=settings.max_references,
+            max_images_per_request=settings.max_images_per_request,
+            calibration_max_frames=settings.calibration_max_frames,
+            feedback_max_frames=settings.feedback_max_frames,
+            max_pixels=settings.max_pixels,
+        ),
+        RegionLimits(settings.min_region_area_px, settings.max_regions_listed),
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         sync.stop()
         worker.stop()
+        engine.shutdown()
 
     app = FastAPI(
         title="DCP-SFR inspection service",
@@ -77,19 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = Services(
-        settings=settings,
-        store=store,
-        worker=worker,
-        metrics=metrics,
-        decoder=decoder,
-        history=InspectionHistory(settings.history_size),
-        frames=FrameStore(store, settings.calibration_max_frames, settings.feedback_max_frames),
+        settings=settings, store=store, worker=worker, workflows=workflows, metrics=metrics, history=history
     )
     metrics.in_flight.set_function(lambda: app.state.services.lifecycle.in_flight)
     install_error_handlers(app)
     for router in (health.router, products.router, rules.router, inspect.router, console.router):
         app.include_router(router)
-    app.add_middleware(AdmissionMiddleware, check=worker.check_admission, is_model_route=is_model_route)  # innermost
+    app.add_middleware(AdmissionMiddleware, check=worker.check_admission)  # innermost
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if settings.api_key_list:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list)
@@ -99,11 +114,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def build_detector(settings: Settings) -> Detector:
-    """The detector the settings describe (config, weights, device, runtime, compile mode) with its device cache; warns
-    loudly with random weights."""
+    """The detector the settings describe (config, weights, device, runtime, compile mode, device cache), in one
+    call; warns loudly with random weights."""
     if settings.random_init:
         log.warning(RANDOM_INIT_WARNING)
-    detector = create_detector(
+    return create_detector(
         settings.model_config_name,
         weights_dir=settings.weights_dir,
         device=settings.device,
@@ -111,14 +126,8 @@ def build_detector(settings: Settings) -> Detector:
         runtime=settings.runtime,
         runtime_cache_dir=settings.runtime_cache_dir,
         compile_mode=settings.compile,
+        device_cache_bytes=settings.device_cache_bytes,
     )
-    detector.device_cache = DeviceCache(settings.device_cache_bytes)
-    return detector
-
-
-def is_model_route(path: str) -> bool:
-    """POST routes that queue work on the model worker (admission refuses them before reading the body)."""
-    return path == "/inspect" or path.endswith("/references")
 
 
 def reference_loader(settings: Settings) -> Callable[[Path], ReferenceSet]:

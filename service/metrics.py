@@ -16,7 +16,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service.rules import ALL_RULE_NAMES
+from service.decisions.rules import ALL_RULE_NAMES
 
 REGION_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from model.detector import create_detector, default_runtime_cache
+from model.factory import create_detector, default_runtime_cache
 from model.runtime.export import export_backbones
 from model.weights import DEFAULT_WEIGHTS_DIR
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         weights_dir=args.weights_dir,
         device="cpu",
         random_init=args.random_init,
-        heads=None if args.training_free else "random",  # the heads' values do not enter the export
+        heads_file=None if args.training_free else "random",  # the heads' values do not enter the export
     )
     for path in export_backbones(detector.network, cache_dir):
         print(path)

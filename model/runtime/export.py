@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from model.files import atomic_path
 from model.network import DCPSFR
 
 log = logging.getLogger(__name__)
@@ -78,27 +77,23 @@ def export_onnx(network: DCPSFR, kind: str, size: tuple[int, int], path: Path) -
     outputs = ["patch_tokens", "cls_token"] if kind == "dino" else ["layer_tokens", "image_embedding"]
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX form
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), atomic_path(path) as tmp:
             warnings.simplefilter("ignore")  # tracer warnings about Python control flow on constant shapes
             torch.onnx.export(
                 graph,
                 (example,),
-                tmp,
+                str(tmp),
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=["images"],
                 output_names=outputs,
                 dynamic_axes={"images": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             )
-        os.replace(tmp, path)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-        Path(tmp).unlink(missing_ok=True)
     elapsed = time.perf_counter() - start
     log.info("exported %s %s at %dx%d to %s in %.1f s", network.cfg.name, kind, *size, path, elapsed)
     return path

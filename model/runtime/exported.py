@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,16 +20,36 @@ log = logging.getLogger(__name__)
 Session = Callable[[np.ndarray], list[np.ndarray]]
 
 
+_OPENVINO_CORE = None
+_OPENVINO_CORE_LOCK = threading.Lock()
+
+
+def openvino_core() -> Any:
+    """The process's one ov.Core, never released. Each ov.Core loads a CPU plugin of its own, and the plugin puts
+    an alternate signal stack of its own on the thread that loads it; freeing the plugin unmaps that stack and puts
+    the previous one back only if its own is still current. Two plugins freed in the order they were made, or one
+    freed on another thread, leave the thread's signal stack unmapped: the next signal handled there (SIGPIPE,
+    SIGINT, SIGTERM) kills the process with SIGSEGV, before any handler (faulthandler too) runs."""
+    global _OPENVINO_CORE
+    with _OPENVINO_CORE_LOCK:
+        if _OPENVINO_CORE is None:
+            import openvino as ov
+
+            _OPENVINO_CORE = ov.Core()
+        return _OPENVINO_CORE
+
+
 def openvino_session(path: Path, threads: int, cache_dir: Path) -> Session:
     """OpenVINO CPU plugin, fp32 (its default on CPUs with bf16 units is bf16, which breaks parity)."""
-    import openvino as ov
-
-    core = ov.Core()
-    core.set_property({"CACHE_DIR": str(cache_dir / "openvino")})  # compiled blobs: later starts skip compiling
-    compiled = core.compile_model(
+    compiled = openvino_core().compile_model(
         str(path),
         "CPU",
-        {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"},
+        {
+            "CACHE_DIR": str(cache_dir / "openvino"),  # compiled blobs: later starts skip compiling
+            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+        },
     )
     request = compiled.create_infer_request()
 

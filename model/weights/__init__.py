@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.config import ConfigError
+from model.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def write_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> str:
     """Save tensors as safetensors with a <file>.sha256 beside it; returns the sum. Written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file({k: v.detach().contiguous().cpu().clone() for k, v in state.items()}, tmp, metadata=metadata)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu().clone() for k, v in state.items()}, tmp, metadata=metadata)
     return write_checksum(path)
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.client.outputs import write_atomic
+from model import write_atomic
 
 log = logging.getLogger(__name__)
 

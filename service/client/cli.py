@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,23 +18,27 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from model import positive_int, positive_seconds
 from service.client.api import ApiError, ConfigurationError, FrameError, InspectApi, RetryPolicy, Stopped
 from service.client.camera import CameraSpooler, CameraUnavailable
 from service.client.journal import Journal
 from service.client.outputs import OutputFolder, safe_stem, summary
 from service.client.watch import DEFAULT_SETTLE_S, INCOMPLETE_GRACE_S, TEMPORARY_SUFFIXES, FrameSender, watch_folder
-from service.formats import ACCEPTED_NAMES, ACCEPTED_SUFFIXES, PRODUCT_ID
+from service.imaging.formats import ACCEPTED_NAMES, ACCEPTED_SUFFIXES, PRODUCT_ID
 
 log = logging.getLogger("service.client")
 
 JOURNAL_NAME = ".dcpsfr-journal.sqlite3"
+URL_VARIABLE, KEY_VARIABLE = "DCPSFR_CLIENT_URL", "DCPSFR_CLIENT_API_KEY"
+RENAMED_VARIABLES = {"DCPSFR_URL": URL_VARIABLE, "DCPSFR_API_KEY": KEY_VARIABLE}  # old name -> the client's name
 EPILOG = """examples:
   python -m service.client references --product bottle good1.png good2.png
   python -m service.client inspect --product bottle --out results/ frame1.png frame2.png
   python -m service.client watch /srv/line1/frames --product bottle --out /srv/line1/results
   python -m service.client watch /srv/line1/spool --product bottle --out /srv/line1/results --camera rtsp://cam1/stream
 
-environment: DCPSFR_URL and DCPSFR_API_KEY are the defaults of --url and --api-key (keeps the key out of `ps`).
+environment: DCPSFR_CLIENT_URL and DCPSFR_CLIENT_API_KEY are the defaults of --url and --api-key (keeps the key
+out of `ps`; the service's own keys are DCPSFR_API_KEYS).
 exit status: 0 done; 1 a request or frame failed (`inspect`: any file; `watch --once`: any frame rejected);
 2 bad usage (arguments, a DIR, --out or --journal that cannot be used) or misconfiguration (key, product, camera)."""
 WATCH_EPILOG = f"""which files are sent:
@@ -70,28 +73,6 @@ def product_id(text: str) -> str:
     return text
 
 
-def at_least_one(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: must be at least 1")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type: a finite number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is out of range: must be a number of seconds > 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m service.client` with its references, inspect and watch subcommands."""
     parser = argparse.ArgumentParser(
@@ -102,15 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--url", type=service_url, default=os.environ.get("DCPSFR_URL", "http://127.0.0.1:8000"), help="service URL"
+        "--url", type=service_url, default=os.environ.get(URL_VARIABLE, "http://127.0.0.1:8000"), help="service URL"
     )
-    parser.add_argument("--api-key", default=os.environ.get("DCPSFR_API_KEY"), help="API key (sent as Bearer)")
+    parser.add_argument("--api-key", default=os.environ.get(KEY_VARIABLE), help="API key (sent as Bearer)")
     parser.add_argument(
         "--timeout", type=positive_seconds, default=60.0, help="seconds per HTTP request, > 0 (default: 60)"
     )
     parser.add_argument(
         "--max-attempts",
-        type=at_least_one,
+        type=positive_int,
         default=None,
         help="give up after this many attempts (>= 1) while the service is down or busy "
         "(default: 5 for references/inspect, unlimited for watch)",
@@ -127,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--product", type=product_id, required=True, help="product id (its references must be uploaded)"
     )
     inspect.add_argument("--out", type=Path, help="also write <stem>.json and <stem>.mask.png here")
-    inspect.add_argument("--batch", type=at_least_one, default=8, help="images per request, >= 1 (default: 8)")
+    inspect.add_argument("--batch", type=positive_int, default=8, help="images per request, >= 1 (default: 8)")
     inspect.add_argument("--save-map", action="store_true", help="also write the heat map <stem>.map.png")
     inspect.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
@@ -348,10 +329,24 @@ def stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def renamed_variables(environ: Mapping[str, str]) -> str:
+    """What to say when the environment still sets the client's old variable names ("" when it does not): they
+    were one letter away from the service's DCPSFR_API_KEYS."""
+    old = [name for name in RENAMED_VARIABLES if name in environ]
+    if not old:
+        return ""
+    moves = ", ".join(f"{name} -> {RENAMED_VARIABLES[name]}" for name in old)
+    return f"the client's environment variables were renamed ({moves}); the service's keys are DCPSFR_API_KEYS"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `python -m service.client`; returns the subcommand's status, 2 for a usage error (argparse exits 2 itself),
     a camera or a 401/403/404 error, 1 for other API errors, 0 when stopped while waiting to retry."""
     args = build_parser().parse_args(argv)
+    renamed = renamed_variables(os.environ)
+    if renamed:
+        print(f"error: {renamed}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",

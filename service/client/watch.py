@@ -5,7 +5,7 @@ with it: its size and mtime stayed the same for `settle_s` seconds (and on two s
 or BMP file has its end marker or its declared size (else it waits up to `INCOMPLETE_GRACE_S` longer). Files
 named as temporary (`.name`, `~name`, `name.part`, `name.tmp`, ...) are never frames: a writer that writes
 under such a name and renames when done is never read early, whatever its pauses. Only suffixes the service
-accepts are picked up (`service.formats`).
+accepts are picked up (`service.imaging.formats`).
 
 Its result files are written atomically, then the frame is recorded in the journal; a frame in the journal is
 never sent again. After a crash, a frame whose result files are complete but not yet journaled is journaled
@@ -27,7 +27,7 @@ from pathlib import Path
 from service.client.api import FrameError, InspectApi
 from service.client.journal import Journal
 from service.client.outputs import OutputFolder, safe_stem
-from service.formats import BMP_START, JPEG_START, PNG_START, has_accepted_suffix
+from service.imaging.formats import BMP_START, JPEG_START, PNG_START, has_accepted_suffix
 
 log = logging.getLogger(__name__)
 

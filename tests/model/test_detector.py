@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from model import create_detector
-from tests.model.helpers import pil, textured_part, with_defect
+from tests.helpers.images import pil, textured_part, with_defect
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def refs(tiny_detector):
 
 @pytest.fixture(scope="module")
 def full_detector():
-    return create_detector("tiny", device="cpu", heads="random")
+    return create_detector("tiny", device="cpu", heads_file="random")
 
 
 def test_tiny_detector_is_training_free_with_random_weights(tiny_detector):
@@ -129,7 +129,7 @@ def test_empty_and_wrong_inputs_are_refused(tiny_detector, refs):
 
 def test_real_mvtec_bottle_images_through_the_whole_pipeline(bottle_dir, full_detector):
     """Real 900x900 MVTec images (random weights: exercises sizes and layout, says nothing of accuracy)."""
-    from model.data.datasets import load_image
+    from model.training.data.datasets import load_image
 
     train = sorted((bottle_dir / "train" / "good").glob("*.png"))[:2]
     tests = sorted((bottle_dir / "test" / "broken_large").glob("*.png"))[:2]

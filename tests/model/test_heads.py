@@ -8,8 +8,8 @@ import torch
 from model import create_detector
 from model.heads import ACL, CACA, Amplifier, ImageScoreHead, top_fraction_mean
 from model.heads.acl import CrossAttentionBlock
-from model.losses import dice, edge_dice, focal, image_bce
 from model.network import ReferenceFeatures
+from model.training.losses import dice, edge_dice, focal, image_bce
 
 B, K, D = 3, 2, 24
 
@@ -82,7 +82,7 @@ def test_top_fraction_mean_hard_and_soft():
 
 
 def test_only_head_parameters_receive_gradients():
-    det = create_detector("tiny", device="cpu", heads="random")
+    det = create_detector("tiny", device="cpu", heads_file="random")
     net = det.network
     net.train()
     images = torch.randn(2, 3, det.config.dino.image_size, det.config.dino.image_size)
@@ -108,3 +108,18 @@ def test_only_head_parameters_receive_gradients():
             assert param.grad is not None and torch.isfinite(param.grad).all(), name
         else:
             assert not param.requires_grad and param.grad is None, name
+
+
+def test_local_score_soft_top_k_is_hard_at_inference():
+    torch.manual_seed(0)
+    head = ImageScoreHead(dino_width=8, heads=2, hidden=4, mu_local=2.0, p_max=0.1)
+    s_hat = torch.rand(2, 10, 10)
+    args = (torch.randn(2, 8), torch.randn(1, 3, 8), torch.rand(2), s_hat)
+    head.eval()
+    _, y_local, p = head(*args)
+    torch.testing.assert_close(
+        y_local, torch.stack([top_fraction_mean(s_hat[i].flatten()[None], p[i])[0] for i in range(2)])
+    )
+    head.train()
+    _, y_soft, _ = head(*args)
+    assert not torch.allclose(y_soft, y_local)

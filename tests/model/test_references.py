@@ -6,15 +6,17 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from model import ReferenceMismatchError, ReferenceSet, create_detector
-from model.config import CONFIG_DIR
-from tests.model.helpers import pil, textured_part, with_defect
+from model.config import load_config
+from model.references import feature_fingerprint
+from tests.helpers.images import pil, textured_part, with_defect
 
 
 @pytest.mark.parametrize("heads", [None, "random"], ids=["training-free", "full"])
 def test_save_load_gives_identical_predictions(tmp_path, heads):
-    det = create_detector("tiny", device="cpu", heads=heads)
+    det = create_detector("tiny", device="cpu", heads_file=heads)
     refs = det.fit_references([pil(textured_part(s)) for s in range(3)])
     query = [pil(with_defect(textured_part(5), 20, 30, 40)[0]), pil(textured_part(6))]
     before = det.predict(query, refs)
@@ -38,11 +40,7 @@ def test_saved_folder_is_plain_files_with_metadata(tmp_path, tiny_detector):
 
 def test_references_of_another_config_are_refused(tmp_path, tiny_detector):
     tiny_detector.fit_references([pil(textured_part(1))]).save(tmp_path / "refs")
-    other = json.loads((CONFIG_DIR / "tiny.json").read_text())
-    other["name"] = "tiny-448"
-    other["dino"]["image_size"] = 112
-    (tmp_path / "tiny-448.json").write_text(json.dumps(other))
-    det = create_detector(tmp_path / "tiny-448.json", device="cpu")
+    det = create_detector("tiny", device="cpu", name="tiny-112", dino={"image_size": 112})
     with pytest.raises(ReferenceMismatchError, match="fit the references again"):
         det.load_references(tmp_path / "refs")
     with pytest.raises(ReferenceMismatchError):
@@ -73,3 +71,10 @@ def test_subset_references_equal_fitting_the_subset(tiny_detector):
     a, b = tiny_detector.predict(query, subset)[0], tiny_detector.predict(query, direct)[0]
     assert a.score == pytest.approx(b.score, rel=1e-5)
     np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, rtol=1e-4, atol=1e-6)
+
+
+def test_reference_fingerprint_includes_precision_and_device_type():
+    cfg = load_config("tiny")
+    cpu = feature_fingerprint(cfg, True, torch.device("cpu"))
+    assert cpu == feature_fingerprint(cfg, True, torch.device("cpu"))
+    assert cpu != feature_fingerprint(cfg, True, torch.device("cuda"))  # bf16 there: refit, never reuse

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from model import WeightsMissingError, create_detector
-from model.config import CONFIG_DIR
+from model.config import load_config
 from model.weights import load_manifest, main, save_heads, write_state_dict
-from tests.conftest import REPO
-from tests.model.helpers import pil, textured_part
+from tests.helpers.images import pil, textured_part
+from tests.helpers.processes import REPO
 
 
 def test_missing_weights_name_the_file_and_the_fetch_command(tmp_path):
@@ -38,11 +38,8 @@ def test_manifest_names_every_real_config_with_source_licence_and_size():
 @pytest.fixture
 def file_backed_tiny(tmp_path):
     """A config with tiny's architecture whose backbones load from verified local files (the real load path)."""
-    raw = json.loads((CONFIG_DIR / "tiny.json").read_text())
-    raw.update(name="tinyfile", random_weights=False)
-    config = tmp_path / "tinyfile.json"
-    config.write_text(json.dumps(raw))
-    source = create_detector("tiny", device="cpu", heads="random").network
+    config = load_config("tiny", name="tinyfile", random_weights=False)
+    source = create_detector("tiny", device="cpu", heads_file="random").network
     weights = tmp_path / "weights"
     write_state_dict(source.dino.model.state_dict(), weights / "tinyfile/dino.safetensors")
     write_state_dict(source.clip.model.state_dict(), weights / "tinyfile/clip.safetensors")
@@ -87,11 +84,11 @@ def test_heads_file_in_weights_dir_switches_to_full_mode(file_backed_tiny):
 
 
 def test_heads_file_of_another_architecture_is_refused(tmp_path):
-    heads = create_detector("tiny", device="cpu", heads="random").network.heads
+    heads = create_detector("tiny", device="cpu", heads_file="random").network.heads
     state = {k: v for k, v in heads.state_dict().items() if not k.startswith("acl.")}
     write_state_dict(state, tmp_path / "bad.safetensors")
     with pytest.raises(ValueError, match="does not fit"):
-        create_detector("tiny", device="cpu", heads=tmp_path / "bad.safetensors")
+        create_detector("tiny", device="cpu", heads_file=tmp_path / "bad.safetensors")
 
 
 def test_cli_list_and_verify_missing(tmp_path, capsys):
@@ -160,7 +157,7 @@ def test_fetch_then_load_the_edge_config_without_network(tmp_path, monkeypatch):
     assert [p.name for p in paths] == ["clip-ViT-B-16-openai.safetensors", "dinov2-vit-small-patch14.safetensors"]
     assert all(weights.checksum_path(p).is_file() for p in paths)
     assert weights.verify("edge", tmp_path) == paths
-    det = create_detector("edge", weights_dir=tmp_path, device="cpu", heads="random")
+    det = create_detector("edge", weights_dir=tmp_path, device="cpu", heads_file="random")
     assert det.mode == "full" and not det.random_weights and det.network.dino.grid == (32, 32)
     refs = det.fit_references([pil(textured_part(1, size=160))])
     (pred,) = det.predict([pil(textured_part(2, size=160))], refs)
@@ -170,12 +167,14 @@ def test_fetch_then_load_the_edge_config_without_network(tmp_path, monkeypatch):
 def test_larger_input_sizes_interpolate_position_embeddings_on_load(file_backed_tiny, tmp_path):
     """CLIP and DINOv2 at sizes other than the saved weights' (e.g. CLIP at 518 as APRIL-GAN does)."""
     config, weights, _ = file_backed_tiny
-    raw = json.loads(config.read_text())
-    raw["clip"]["image_size"] = 168  # 12x12 grid instead of 8x8
-    raw["dino"]["image_size"] = 280  # 20x20 grid instead of 16x16
-    bigger = tmp_path / "tinyfile-big.json"
-    bigger.write_text(json.dumps(raw))
-    det = create_detector(bigger, weights_dir=weights, device="cpu", heads="random")
+    det = create_detector(
+        config,
+        weights_dir=weights,
+        device="cpu",
+        heads_file="random",
+        clip={"image_size": 168},  # 12x12 grid instead of 8x8
+        dino={"image_size": 280},  # 20x20 grid instead of 16x16
+    )
     assert det.network.clip.grid == (12, 12) and det.network.dino.grid == (20, 20)
     refs = det.fit_references([pil(textured_part(1))])
     (pred,) = det.predict([pil(textured_part(2, size=150))], refs)

@@ -1,0 +1,1 @@
+"""Optional inference extras: AnomalyDINO's rotated references and background masking, and tiled mode."""

@@ -1,0 +1,75 @@
+"""Frame: one camera frame as the detector reads it: decoded pixels, the size the camera sent, bits of real data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from model.pixels import declared_or_measured_bits, highest_value, is_high_bit, rgb_pixels
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Decoded pixels and what the decode knew about them.
+
+    pixels: 8-bit data in any PIL mode, or high-bit grey ("I;16", "I", float "F"); possibly smaller than the camera
+        sent it (a large frame may be decoded at a reduced size).
+    camera_size: (W, H) as the camera sent it; anomaly maps come back at this size. Default: the pixels' size.
+    significant_bits: bits of real data in high-bit grey (PNG sBIT), when the file says so.
+    """
+
+    pixels: Image.Image
+    camera_size: tuple[int, int] | None = None
+    significant_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pixels, Image.Image):
+            raise TypeError(f"expected a PIL image, got {type(self.pixels).__name__}")
+        if self.camera_size is None:
+            object.__setattr__(self, "camera_size", tuple(self.pixels.size))
+
+    @classmethod
+    def of(cls, image: Frame | Image.Image) -> Frame:
+        """`image` as a Frame (a PIL image's camera size is its own size). Raises TypeError for anything else."""
+        return image if isinstance(image, Frame) else cls(image)
+
+    @property
+    def width(self) -> int:
+        """The camera's width in pixels."""
+        return int(self.camera_size[0])
+
+    @property
+    def height(self) -> int:
+        """The camera's height in pixels."""
+        return int(self.camera_size[1])
+
+    def bits(self, bit_depth: int | None) -> int | None:
+        """The bits its high-bit grey data is read at: its own sBIT, else the product's `bit_depth`."""
+        return self.significant_bits or bit_depth
+
+    def rgb(self, bit_depth: int | None = None) -> Image.Image:
+        """8-bit RGB pixels (the pixels' size), high-bit grey scaled by `bits(bit_depth)`; ValueError for grey data
+        with no true 8- or 16-bit reading (see model.pixels)."""
+        return rgb_pixels(self.pixels, self.bits(bit_depth))
+
+    def above_bit_depth(self, bit_depth: int | None) -> int | None:
+        """The highest value of high-bit grey pixels when it exceeds `2**bit_depth - 1`, the full scale they are read
+        at (they would be clipped white there), else None. Never for 8-bit data, frames with their own sBIT, or
+        bit_depth None."""
+        if bit_depth is None or not is_high_bit(self.pixels) or self.significant_bits:
+            return None
+        highest = highest_value(self.pixels)
+        return highest if highest > 2**bit_depth - 1 else None
+
+
+def frames_of(images: Sequence[Frame | Image.Image]) -> list[Frame]:
+    """Frames of PIL images or Frames (see Frame.of)."""
+    return [Frame.of(image) for image in images]
+
+
+def bit_depth_of(frames: Sequence[Frame]) -> int | None:
+    """A product's bit depth from its references: None for 8-bit data, else their sBIT, else the maximum value
+    rounded up to 10/12/14/16 bits."""
+    return declared_or_measured_bits([f.pixels for f in frames], [f.significant_bits for f in frames])

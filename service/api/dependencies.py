@@ -1,0 +1,60 @@
+"""What routes get injected: the app's services (the store only, or a ready model too) and a checked product id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from service.api.lifecycle import Lifecycle
+from service.engine.worker import ModelWorker
+from service.errors import Unavailable
+from service.imaging.formats import PRODUCT_ID
+from service.metrics import Metrics
+from service.products.store import ProductStore
+from service.products.workflows import Workflows
+from service.records.history import InspectionHistory
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything routes need, built once per app (in `app.state.services`)."""
+
+    settings: Settings
+    store: ProductStore
+    worker: ModelWorker
+    workflows: Workflows
+    metrics: Metrics
+    history: InspectionHistory
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+
+def get_services(request: Request) -> Services:
+    """The app's Services (a dependency; no readiness checks)."""
+    return request.app.state.services
+
+
+def get_store_services(services: Annotated[Services, Depends(get_services)]) -> Services:
+    """The services, once the product store is open and its folder readable (Unavailable with the reason before,
+    when it cannot open, or while its volume is lost): without it every product would look absent. Routes that
+    only read or change stored products take these: they answer while the model loads or is down."""
+    if not services.store.is_open:
+        raise Unavailable(services.store.open_error or "the product store is not open yet; try again shortly")
+    services.store.check_available()
+    return services
+
+
+def get_ready_services(services: Annotated[Services, Depends(get_services)]) -> Services:
+    """The services, once the model is loaded and warmed and the store folder is readable (Unavailable before, or
+    when either fails)."""
+    services.worker.check_ready()
+    services.store.check_available()
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+StoreServices = Annotated[Services, Depends(get_store_services)]
+ReadyServices = Annotated[Services, Depends(get_ready_services)]
+ProductId = Annotated[str, Path(pattern=PRODUCT_ID.pattern, description="1-64 letters, digits, '.', '_' or '-'")]

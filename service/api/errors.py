@@ -1,0 +1,179 @@
+"""Domain errors -> HTTP, in one place: each error kind's status (STATUS), the JSON body `{"detail": ...}`, the
+Retry-After and Connection headers, and the OpenAPI documentation of every error status a route declares."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import (
+    BadImage,
+    Conflict,
+    InvalidInput,
+    ModelTimeout,
+    NotFound,
+    Overloaded,
+    ServiceError,
+    StorageFailed,
+    TooLarge,
+    Unavailable,
+    UnsupportedImage,
+)
+from service.products.store import ProductMissing, StoreConflict, StoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+# every domain error's HTTP status (the first class in an error's MRO found here decides)
+STATUS: dict[type[Exception], int] = {
+    BadImage: 400,
+    NotFound: 404,
+    ProductMissing: 404,
+    Conflict: 409,
+    StoreConflict: 409,
+    TooLarge: 413,
+    UnsupportedImage: 415,
+    InvalidInput: 422,
+    Overloaded: 429,
+    Unavailable: 503,
+    StoreUnavailable: 503,
+    ModelTimeout: 504,
+    StorageFailed: 507,
+    StoreError: 507,
+}
+
+MEANINGS = {
+    400: "an image, or the request body, does not decode",
+    401: "missing API key (when DCPSFR_API_KEYS is set)",
+    403: "wrong API key",
+    404: "unknown product, inspection or file",
+    405: "method not allowed: the Allow header lists the methods of this path",
+    409: "the product changed (another upload or a delete) while this request ran",
+    413: "body, pixels or image count over the limit",
+    415: "not an accepted image (PNG, JPEG, BMP, TIFF)",
+    422: "bad field",
+    429: "queue full: retry after Retry-After seconds",
+    503: "model loading or unavailable, the products folder unavailable, or shutting down",
+    504: "the model did not answer within DCPSFR_WORKER_TIMEOUT_S",
+    507: "the data dir could not store the change; the previous state is still current",
+}
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer (the OpenAPI schema of each declared error status)."""
+
+    detail: str = Field(description="what was wrong, in one sentence")
+    errors: list[dict[str, Any]] | None = Field(None, description="422 only: each invalid field (loc, msg, type)")
+
+
+def status_of(err: Exception) -> int | None:
+    """The HTTP status of a domain error (None for anything else: a 500)."""
+    for kind in type(err).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return None
+
+
+def headers_of(err: Exception) -> dict[str, str]:
+    """Retry-After (whole seconds, rounded up) and Connection: close when the error asks for them."""
+    headers = {}
+    retry_after = getattr(err, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(math.ceil(retry_after))
+    if getattr(err, "close", False):
+        headers["Connection"] = "close"
+    return headers
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """A JSON error answer `{"detail": message, **extra}` with this status and headers."""
+    return JSONResponse({"detail": message, **extra}, status_code=status, headers=headers)
+
+
+def domain_error_response(err: Exception) -> JSONResponse:
+    """The answer to a domain error (one of STATUS's kinds)."""
+    status = status_of(err)
+    assert status is not None, f"{type(err).__name__} is not a domain error"
+    message = err.message if isinstance(err, ServiceError) else str(err)
+    return error_response(status, message, headers_of(err))
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route or router: each status with its meaning and the ErrorBody schema, always
+    as JSON (inline, so a route whose own answers are not JSON, such as /metrics, still documents JSON errors)."""
+    content = {"application/json": {"schema": ErrorBody.model_json_schema()}}
+    return {
+        status: {"description": MEANINGS.get(status) or HTTPStatus(status).phrase, "content": content}
+        for status in statuses
+    }
+
+
+def describe_validation_errors(errors: list[dict]) -> str:
+    """FastAPI's structured validation errors as one readable sentence."""
+    parts = []
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            parts.append("the request body is not valid JSON")
+            continue
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer domain errors by STATUS, validation errors and HTTP exceptions as JSON `detail` bodies, any other
+    exception as a logged 500; and keep uvicorn from logging that exception a second time."""
+
+    async def domain_error(_: Request, err: Exception) -> JSONResponse:
+        return domain_error_response(err)
+
+    for kind in STATUS:
+        app.add_exception_handler(kind, domain_error)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in err.errors()]
+        return error_response(422, describe_validation_errors(errors), errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        return error_response(err.status_code, str(err.detail), getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, err: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        mark_logged(err)
+        return error_response(500, f"internal error ({type(err).__name__}); see the service log")
+
+    server_log = logging.getLogger(SERVER_LOGGER)
+    if not any(isinstance(f, SkipLoggedErrors) for f in server_log.filters):
+        server_log.addFilter(SkipLoggedErrors())
+
+
+SERVER_LOGGER = "uvicorn.error"  # where uvicorn logs "Exception in ASGI application" with the traceback
+_LOGGED = "_logged_by_service"
+
+
+def mark_logged(err: BaseException) -> None:
+    """Mark an exception as logged by the app, so SkipLoggedErrors drops the server's record of it."""
+    with contextlib.suppress(AttributeError):  # a type without attributes: logged twice, nothing worse
+        setattr(err, _LOGGED, True)
+
+
+class SkipLoggedErrors(logging.Filter):
+    """Drops the server's record of an exception the app has logged already. Starlette re-raises every
+    exception after its 500 handler ran (so that servers can log it), and uvicorn would log the same traceback a
+    second time, without the method and path ours names."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop the record) for an exception `mark_logged` has marked, else True."""
+        err = record.exc_info[1] if record.exc_info else None
+        return not getattr(err, _LOGGED, False)

@@ -1,0 +1,85 @@
+"""POST /inspect: score, verdict, mask and heat map per image; `?format=png` answers one mask as bytes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api.dependencies import ReadyServices
+from service.api.errors import error_responses
+from service.api.routes.uploads import read_uploads
+from service.api.schemas import InspectedImage, InspectResponse
+from service.decisions.results import InspectionResult
+from service.errors import InvalidInput
+from service.imaging.formats import PRODUCT_ID
+from service.products.store import Product
+from service.products.workflows import check_count
+
+router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503))
+
+
+@router.post(
+    "/inspect",
+    summary="Inspect images of one product",
+    response_model=InspectResponse,
+    responses={
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the results (JSON), or with format=png the mask PNG with the verdict in X-* headers",
+        },
+        **error_responses(400, 404, 413, 415, 422, 429, 504),
+    },
+)
+async def inspect(
+    services: ReadyServices,
+    product_id: Annotated[str, Form(pattern=PRODUCT_ID.pattern, description="a product with uploaded references")],
+    images: Annotated[list[UploadFile], File(description="one or more images to inspect")],
+    format: Annotated[Literal["json", "png"], Query(description="png: the mask PNG as the body (one image)")] = "json",
+) -> Response:
+    """Scores each image against the product's references: verdict, score, thresholds, regions, mask and heat-map PNGs
+    (base64), or with format=png one image's mask PNG with the verdict in X-* headers. 404 unknown product, 413 too many
+    images or pixels, 415/400 unsupported or broken image, 422 a bad field, 429 queue full, 503 model not ready, 504
+    model timeout."""
+    workflows = services.workflows
+    product = await workflows.existing(product_id)  # another replica's, or not loaded yet: read from disk
+    check_count(images, services.settings.max_images_per_request, "DCPSFR_MAX_IMAGES_PER_REQUEST")
+    if format == "png" and len(images) != 1:
+        raise InvalidInput(f"format=png answers exactly one image; this request has {len(images)}")
+    uploads = await read_uploads(images)
+    with services.worker.admit() as ticket:  # 503/429 before decoding; counted as incoming while it decodes
+        inspected = await workflows.inspect(product, uploads, ticket, with_heatmap=format == "json")
+    if format == "png":
+        result = inspected.results[0]
+        return Response(result.mask_png, media_type="image/png", headers=png_headers(result, product))
+    body = await run_in_threadpool(inspect_body, product, inspected.results, [u.filename for u in uploads])
+    return Response(body, media_type="application/json")
+
+
+def inspect_body(product: Product, results: list[InspectionResult], filenames: list[str | None]) -> bytes:
+    """The JSON body (InspectResponse), built off the event loop: base64 of every PNG, then the JSON text."""
+    answer = InspectResponse(
+        product_id=product.product_id,
+        reference_version=product.version,
+        results=[InspectedImage.of(r, name) for r, name in zip(results, filenames, strict=True)],
+    )
+    return answer.model_dump_json().encode()
+
+
+def png_headers(result: InspectionResult, product: Product) -> dict[str, str]:
+    """The X-* headers that carry the verdict when POST /inspect answers the mask PNG (format=png)."""
+    return {
+        "X-Anomaly-Score": repr(result.score),
+        "X-Score-Scale": result.score_scale,
+        "X-Inspection-Id": result.inspection_id,
+        "X-Anomalous": "true" if result.anomalous else "false",
+        "X-Threshold": repr(result.threshold),
+        "X-Pixel-Threshold": repr(result.pixel_threshold),
+        "X-Product-Id": product.product_id,
+        "X-Reference-Version": str(product.version),
+        "X-Mode": result.mode,
+        "X-Region-Count": str(result.n_regions),
+        "X-Rule": result.rule or "",
+    }

@@ -1,0 +1,197 @@
+"""Products: upload references, list, show, delete, override the thresholds; the calibration set, operator feedback,
+its evaluation and the recent inspections. List, show, delete and the threshold override need no model: they
+answer while it loads or when it is unavailable. The work is in service.products.workflows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from service.api.dependencies import ProductId, ReadyServices, Services, StoreServices
+from service.api.errors import error_responses
+from service.api.routes.uploads import read_uploads, single_upload
+from service.api.schemas import (
+    Evaluation,
+    FeedbackAnswer,
+    InspectionList,
+    ProductList,
+    ProductUploaded,
+    ProductView,
+    RecentInspection,
+    product_mode,
+)
+from service.errors import InvalidInput
+from service.products.store import Product
+from service.products.workflows import unknown_product
+
+router = APIRouter(prefix="/products", tags=["products"], responses=error_responses(401, 403, 503))
+
+MAX_THRESHOLD = 1e30  # within float32, which the maps are compared in
+
+
+class ThresholdUpdate(BaseModel):
+    """Replaces both overrides: `threshold` is required; `pixel_threshold` left out (or null) goes back to its
+    calibrated value."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(
+        ge=-MAX_THRESHOLD, le=MAX_THRESHOLD, allow_inf_nan=False, description="image score above it -> anomalous"
+    )
+    pixel_threshold: float | None = Field(
+        None,
+        ge=-MAX_THRESHOLD,
+        le=MAX_THRESHOLD,
+        allow_inf_nan=False,
+        description="anomaly-map value above it -> in the mask; null = calibrated",
+    )
+
+
+def view(product: Product, services: Services) -> ProductView:
+    """The product as the routes answer it, with the loaded model's mode (null while it loads)."""
+    return ProductView.of(product, product_mode(services.worker.detector))
+
+
+@router.post(
+    "/{product_id}/references",
+    status_code=201,
+    summary="Fit, calibrate and store a product's references",
+    responses=error_responses(400, 409, 413, 415, 422, 429, 504, 507),
+)
+async def upload_references(
+    product_id: ProductId,
+    services: ReadyServices,
+    images: Annotated[list[UploadFile], File(description="1-16 images of good parts")],
+    calibration: Annotated[
+        list[UploadFile] | None, File(description="optional extra good frames: the calibration set, not references")
+    ] = None,
+    bit_depth: Annotated[
+        int | None,
+        Form(ge=8, le=16, description="bits of real data in 16-bit frames without sBIT; default: from the references"),
+    ] = None,
+) -> ProductUploaded:
+    """The product's stored calibration and labelled frames are kept and scored against the new references."""
+    uploaded = await services.workflows.upload_references(
+        product_id, await read_uploads(images), await read_uploads(calibration or [], "calibration"), bit_depth
+    )
+    return ProductUploaded(**view(uploaded.product, services).model_dump(), timings_ms=uploaded.timings_ms)
+
+
+@router.post(
+    "/{product_id}/calibration",
+    summary="Add good frames to the calibration set; thresholds recomputed",
+    responses=error_responses(400, 404, 409, 413, 415, 422, 429, 504, 507),
+)
+async def add_calibration_frames(
+    product_id: ProductId,
+    services: ReadyServices,
+    images: Annotated[list[UploadFile], File(description="good frames of this product, as the camera takes them")],
+) -> ProductView:
+    """References unchanged (no refit, no backbone pass for them): only the new frames are scored."""
+    product = await services.workflows.add_calibration_frames(product_id, await read_uploads(images))
+    return view(product, services)
+
+
+@router.post(
+    "/{product_id}/feedback",
+    summary="Label a frame good or defect (an inspection id or an image)",
+    responses=error_responses(400, 404, 409, 413, 415, 422, 429, 504, 507),
+)
+async def give_feedback(
+    product_id: ProductId,
+    services: ReadyServices,
+    label: Annotated[Literal["good", "defect"], Form(description="the operator's verdict")],
+    inspection_id: Annotated[str | None, Form(description="a recent inspection of this product")] = None,
+    images: Annotated[
+        list[UploadFile] | None, File(description="or the frame itself: one file, instead of inspection_id")
+    ] = None,
+    image: Annotated[UploadFile | None, File(include_in_schema=False)] = None,
+    add_to_references: Annotated[
+        bool, Form(description="good frames only: also add it to the references (a new version)")
+    ] = False,
+) -> FeedbackAnswer:
+    """A good frame joins the calibration set (thresholds recomputed); every labelled frame is kept (bounded)
+    for GET /products/{id}/evaluation. 422 unless exactly one of inspection_id and one file in images."""
+    if image is not None:
+        raise InvalidInput("send the frame in the multipart field 'images' (one file), as every route takes images")
+    frame = await single_upload(images) if images else None
+    product, evaluation = await services.workflows.give_feedback(
+        product_id, label, inspection_id, frame, add_to_references
+    )
+    return FeedbackAnswer(product=view(product, services), evaluation=Evaluation(**evaluation))
+
+
+@router.get(
+    "/{product_id}/evaluation",
+    summary="i-AUROC, F1, false alarms and misses on operator-labelled frames",
+    responses=error_responses(404, 422),
+)
+async def show_evaluation(product_id: ProductId, services: StoreServices) -> Evaluation:
+    """Computed from the feedback frames scored by the current reference version; frames scored by another version count
+    as stale. 404 unknown product."""
+    return Evaluation(**await services.workflows.evaluation(product_id))
+
+
+@router.get(
+    "/{product_id}/inspections",
+    summary="Recent inspections of a product, newest first (in memory)",
+    responses=error_responses(404, 422),
+)
+async def recent_inspections(
+    product_id: ProductId,
+    services: StoreServices,
+    limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 20,
+) -> InspectionList:
+    """From this replica's in-memory ring (lost on restart); 404 unknown product."""
+    await services.workflows.existing(product_id)
+    recent = services.history.recent(product_id, limit)
+    return InspectionList(product_id=product_id, inspections=[RecentInspection.of(i) for i in recent])
+
+
+@router.get("", summary="List products")
+async def list_products(services: StoreServices) -> ProductList:
+    """Every stored product with its version, thresholds and calibration, sorted by id; answers while the model
+    loads."""
+    products = await run_in_threadpool(services.store.all)
+    return ProductList(products=[view(p, services) for p in products])
+
+
+@router.get("/{product_id}", summary="Show one product", responses=error_responses(404, 422))
+async def show_product(product_id: ProductId, services: StoreServices) -> ProductView:
+    """The product's version, thresholds, calibration, rules and warnings; 404 unknown product."""
+    return view(await services.workflows.existing(product_id), services)
+
+
+@router.delete(
+    "/{product_id}",
+    status_code=204,
+    summary="Remove a product and its stored references",
+    responses={204: {"description": "deleted"}, **error_responses(404, 422, 507)},
+    response_class=Response,
+)
+async def delete_product(product_id: ProductId, services: StoreServices) -> Response:
+    """Deletes every version, the labelled frames and the recent inspections; 404 unknown product, 507 when the
+    data dir fails."""
+    if not await run_in_threadpool(services.store.delete, product_id):
+        raise unknown_product(product_id)
+    services.history.forget(product_id)
+    services.metrics.products.set(len(services.store))
+    return Response(status_code=204)
+
+
+@router.put(
+    "/{product_id}/threshold",
+    summary="Override the calibrated thresholds",
+    responses=error_responses(400, 404, 413, 422, 507),
+)
+async def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: StoreServices) -> ProductView:
+    """Sets the manual image threshold; a pixel_threshold left out (or null) goes back to its calibrated value. 404
+    unknown product, 422 a value out of range, 507 when the data dir fails."""
+    product = await run_in_threadpool(
+        services.store.set_thresholds, product_id, update.threshold, update.pixel_threshold
+    )
+    if product is None:
+        raise unknown_product(product_id)
+    return view(product, services)

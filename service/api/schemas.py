@@ -1,0 +1,272 @@
+"""Response models: one shape per resource, the OpenAPI schema and the body built by the same model."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from service.decisions.results import InspectionResult, mode_label
+from service.decisions.rules import AcceptanceRules
+from service.decisions.thresholds import Calibration
+from service.imaging.formats import PRODUCT_ID
+from service.products.store import Product
+from service.records.history import Inspection
+
+ProductIdText = Annotated[str, Field(pattern=PRODUCT_ID.pattern, description="1-64 letters, digits, '.', '_' or '-'")]
+
+
+def _unset(value: object) -> bool:
+    return value is None
+
+
+class Health(BaseModel):
+    """GET /healthz."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    """GET /readyz: only `ready` without a valid API key (when keys are configured)."""
+
+    ready: bool
+    status: Literal["ready", "loading", "draining", "unavailable"] | None = Field(None, exclude_if=_unset)
+    detail: str | None = Field(None, exclude_if=_unset, description="why it is not ready")
+    config: str | None = Field(None, exclude_if=_unset, description="the detector config")
+    mode: str | None = Field(None, exclude_if=_unset, description='"full" or "training-free" (random weights?)')
+    device: str | None = Field(None, exclude_if=_unset)
+    products: int | None = Field(None, exclude_if=_unset, description="products in memory")
+
+
+class ProductView(BaseModel):
+    """A product as every product route answers it: its version, thresholds and their source, calibration,
+    warnings, rules and config."""
+
+    product_id: ProductIdText
+    version: int = Field(description="the reference version; a new upload makes a new one")
+    generation: int = Field(description="counts every change of the product (version, thresholds, files)")
+    n_references: int
+    bank_size: int = Field(description="patch tokens in the memory bank")
+    threshold: float = Field(description="image threshold in force, on `score_scale`")
+    pixel_threshold: float = Field(description="anomaly-map value above which a pixel is in the mask")
+    threshold_source: Literal["calibrated", "manual"]
+    pixel_threshold_source: Literal["calibrated", "manual"]
+    calibration: Calibration
+    score_scale: Literal["logit", "distance"]
+    threshold_method: str = Field(description='"max-margin", "quantile" or "manual"')
+    n_calibration: int
+    n_pixel_calibration: int
+    provisional: bool = Field(description="the calibrated threshold rests on too few normal frames")
+    warnings: list[str]
+    mm_per_pixel: float | None
+    rules: AcceptanceRules | None
+    rules_version: int
+    config: str = Field(description="the detector config the references were fitted with")
+    created_at: str
+    mode: str | None = Field(description="the loaded model's mode; null while it loads or is unavailable")
+
+    @classmethod
+    def of(cls, product: Product, mode: str | None) -> ProductView:
+        """The view of a stored product; `mode` is the loaded detector's (None while it is not loaded)."""
+        calibration = product.calibration
+        manual = product.threshold_override is not None
+        return cls(
+            product_id=product.product_id,
+            version=product.version,
+            generation=product.generation,
+            n_references=product.refs.n_references,
+            bank_size=product.refs.bank_size,
+            threshold=product.threshold,
+            pixel_threshold=product.pixel_threshold,
+            threshold_source="manual" if manual else "calibrated",
+            pixel_threshold_source="calibrated" if product.pixel_threshold_override is None else "manual",
+            calibration=calibration,
+            score_scale=calibration.score_scale,
+            threshold_method="manual" if manual else calibration.threshold_method,
+            n_calibration=calibration.n_calibration,
+            n_pixel_calibration=calibration.n_pixel_calibration,
+            provisional=calibration.provisional and not manual,
+            warnings=product.warnings,
+            mm_per_pixel=None if product.rules is None else product.rules.mm_per_pixel,
+            rules=product.rules,
+            rules_version=product.rules_version,
+            config=product.refs.config_name,
+            created_at=product.created_at,
+            mode=mode,
+        )
+
+
+class ProductUploaded(ProductView):
+    """POST /products/{id}/references: the new version, and what storing it took."""
+
+    timings_ms: dict[str, float] = Field(description="decode, fit, calibrate, store")
+
+
+class ProductList(BaseModel):
+    """GET /products: every stored product, sorted by id."""
+
+    products: list[ProductView]
+
+
+class RulesView(BaseModel):
+    """A product's acceptance rules (null: the threshold rule decides) and how often they changed."""
+
+    product_id: ProductIdText
+    rules: AcceptanceRules | None
+    rules_version: int
+
+    @classmethod
+    def of(cls, product: Product) -> RulesView:
+        """The rules of a stored product."""
+        return cls(product_id=product.product_id, rules=product.rules, rules_version=product.rules_version)
+
+
+class EvaluationSample(BaseModel):
+    """One operator-labelled frame scored by the current references."""
+
+    score: float
+    label: Literal["good", "defect"]
+    inspection_id: str | None
+    time: str
+
+
+class Evaluation(BaseModel):
+    """GET /products/{id}/evaluation: the threshold on the operator-labelled frames."""
+
+    product_id: ProductIdText
+    threshold: float
+    score_scale: str
+    reference_version: int
+    n_good: int
+    n_defect: int
+    i_auroc: float | None = Field(description="null until both good and defect frames are labelled")
+    f1: float | None = Field(description="F1 at the threshold; null until a defect is labelled")
+    false_alarms: int
+    misses: int
+    n_stale: int = Field(description="labelled frames scored by another reference version (left out)")
+    samples: list[EvaluationSample]
+
+
+class FeedbackAnswer(BaseModel):
+    """POST /products/{id}/feedback: the product after the label, and the evaluation."""
+
+    product: ProductView
+    evaluation: Evaluation
+
+
+class RecentInspection(BaseModel):
+    """One entry of GET /products/{id}/inspections (this replica's memory)."""
+
+    inspection_id: str
+    time: str
+    score: float
+    score_scale: str
+    threshold: float
+    anomalous: bool
+    filename: str | None
+    width: int
+    height: int
+    thumbnail: str = Field(description="JPEG data URL, 160 px on the longer side")
+    label: Literal["good", "defect"] | None = Field(description="the operator's label, if any")
+    reference_version: int
+
+    @classmethod
+    def of(cls, inspection: Inspection) -> RecentInspection:
+        """The view of one ring entry (without the frame's bytes)."""
+        return cls(
+            inspection_id=inspection.inspection_id,
+            time=inspection.time,
+            score=inspection.score,
+            score_scale=inspection.score_scale,
+            threshold=inspection.threshold,
+            anomalous=inspection.anomalous,
+            filename=inspection.filename,
+            width=inspection.width,
+            height=inspection.height,
+            thumbnail=inspection.thumbnail,
+            label=inspection.label,
+            reference_version=inspection.version,
+        )
+
+
+class InspectionList(BaseModel):
+    """GET /products/{id}/inspections: recent inspections, newest first."""
+
+    product_id: ProductIdText
+    inspections: list[RecentInspection]
+
+
+class RegionView(BaseModel):
+    """One defect region: a connected component of the mask, measured on the anomaly map (pixel indices)."""
+
+    id: int = Field(description="1 for the region with the highest map value, then down")
+    bbox: tuple[int, int, int, int] = Field(description="x0, y0, x1, y1 (x1, y1 exclusive)")
+    centroid: tuple[float, float] = Field(description="x, y")
+    area_px: int
+    max_value: float
+    mean_value: float
+    in_reject_zone: bool
+    area_mm2: float | None = Field(None, exclude_if=_unset, description="with the product's mm_per_pixel")
+    length_mm: float | None = Field(None, exclude_if=_unset, description="the box's longer side")
+    width_mm: float | None = Field(None, exclude_if=_unset, description="the box's shorter side")
+
+
+class InspectedImage(BaseModel):
+    """One image's answer in POST /inspect."""
+
+    inspection_id: str = Field(description="unique id: GET /products/{id}/inspections, POST .../feedback")
+    filename: str | None = Field(description="the uploaded file's name")
+    score: float = Field(description="image anomaly score on `score_scale`; higher = more anomalous")
+    score_scale: Literal["logit", "distance"] = Field(description="logit (full mode) or distance (training-free)")
+    anomalous: bool = Field(description="the verdict")
+    threshold: float = Field(description="the product's image threshold, on the score's scale")
+    pixel_threshold: float = Field(description="anomaly-map value above which a pixel is in the mask")
+    width: int = Field(description="the image's width in pixels (the mask's and map's too)")
+    height: int = Field(description="the image's height in pixels")
+    mask_png: str = Field(description="base64 8-bit PNG: 255 where the map is above pixel_threshold, else 0")
+    anomaly_map_png: str = Field(description="base64 8-bit heat-map PNG (128 = pixel_threshold)")
+    mode: str = Field(description='"full" or "training-free", with " (random weights)" when they are random')
+    timings_ms: dict[str, float] = Field(description="decode, queue, predict, the model's stages, encode")
+    regions: list[RegionView] = Field(description="the regions with the highest map values, at most the limit")
+    n_regions: int = Field(description="all regions, listed or not")
+    regions_truncated: bool
+    rule: str | None = Field(description='the acceptance rule that rejected the part ("threshold" without rules)')
+    rules_fired: list[str]
+
+    @classmethod
+    def of(cls, result: InspectionResult, filename: str | None) -> InspectedImage:
+        """The answer for one result (PNGs in base64; an empty heat map when it was not encoded)."""
+        return cls(
+            inspection_id=result.inspection_id,
+            filename=filename,
+            score=result.score,
+            score_scale=result.score_scale,
+            anomalous=result.anomalous,
+            threshold=result.threshold,
+            pixel_threshold=result.pixel_threshold,
+            width=result.width,
+            height=result.height,
+            mask_png=base64.b64encode(result.mask_png).decode("ascii"),
+            anomaly_map_png=base64.b64encode(result.anomaly_map_png or b"").decode("ascii"),
+            mode=result.mode,
+            timings_ms=result.timings_ms,
+            regions=[RegionView(**region) for region in result.regions],
+            n_regions=result.n_regions,
+            regions_truncated=result.regions_truncated,
+            rule=result.rule,
+            rules_fired=list(result.rules_fired),
+        )
+
+
+class InspectResponse(BaseModel):
+    """POST /inspect: one result per uploaded image, in order."""
+
+    product_id: ProductIdText
+    reference_version: int = Field(description="the product version the images were compared with")
+    results: list[InspectedImage]
+
+
+def product_mode(detector: Any) -> str | None:
+    """The mode label of the loaded detector, None while it loads or when it cannot."""
+    return None if detector is None else mode_label(detector.mode, detector.random_weights)

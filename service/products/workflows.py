@@ -1,0 +1,396 @@
+"""What changes or reads a product beyond one store call: upload references (fit, calibrate, persist), add
+calibration frames, operator feedback, and inspecting frames. No HTTP: the routes parse requests, call these
+and shape the answers; errors are domain errors (service.errors) or the store's.
+
+Read-modify-write of a product's labelled frames runs under its frames lock (one writer per product in this
+process) and the store's compare-and-swap (one winner across replicas: a loser gets Conflict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+from model import Frame, Prediction
+from service.decisions.calibration import FittedProduct, extend_and_calibrate, fit_and_calibrate
+from service.decisions.evaluation import evaluate
+from service.decisions.results import InspectionResult, RegionLimits, inspection_result
+from service.decisions.thresholds import CalibrationPolicy, recalibrate
+from service.engine.pipeline import Decoded, Engine, Upload
+from service.engine.worker import Ticket
+from service.errors import Conflict, InvalidInput, NotFound, ServiceError, StorageFailed, TooLarge
+from service.imaging.decode import decode_image
+from service.metrics import Metrics
+from service.products.frames import (
+    FrameStore,
+    Label,
+    LabelledFrame,
+    bounded,
+    calibration_values,
+    new_frame,
+    relabelled,
+)
+from service.products.store import (
+    CALIBRATION_FILE,
+    Product,
+    ProductMissing,
+    ProductStore,
+    StoreConflict,
+)
+from service.records.history import Inspection, InspectionHistory, now_iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The settings that bound what one request may send."""
+
+    max_references: int  # DCPSFR_MAX_REFERENCES
+    max_images_per_request: int  # DCPSFR_MAX_IMAGES_PER_REQUEST
+    calibration_max_frames: int  # DCPSFR_CALIBRATION_MAX_FRAMES
+    feedback_max_frames: int  # DCPSFR_FEEDBACK_MAX_FRAMES
+    max_pixels: int  # DCPSFR_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """A product version just stored, and what storing it took (ms per stage)."""
+
+    product: Product
+    timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """The results of one inspect request, in the order of its images, against `product`."""
+
+    product: Product
+    results: list[InspectionResult]
+
+
+def check_count(uploads: Sequence[Any], limit: int, setting: str) -> None:
+    """Raise InvalidInput when there are no files, TooLarge when more than `limit` (named by its `setting`)."""
+    if not uploads:
+        raise InvalidInput("no images: send one or more files in the multipart field 'images'")
+    if len(uploads) > limit:
+        raise TooLarge(f"{len(uploads)} images in one request; at most {limit} ({setting})")
+
+
+def check_bit_depth(frames: Sequence[Frame], names: Sequence[str], bit_depth: int) -> None:
+    """Raise InvalidInput when a reference's data exceeds the bit depth given at upload: it would be clipped white,
+    and so would every frame like it (without the field, the references' maximum sets it)."""
+    for frame, name in zip(frames, names, strict=True):
+        highest = frame.above_bit_depth(bit_depth)
+        if highest is not None:
+            needed = next(bits for bits in range(bit_depth, 17) if highest < 2**bits)
+            raise InvalidInput(
+                f"{name}: values up to {highest} do not fit bit_depth={bit_depth} (0..{2**bit_depth - 1}); send "
+                f"bit_depth={needed} or more, or leave it out to take it from the references"
+            )
+
+
+def unknown_product(product_id: str) -> NotFound:
+    """The NotFound of a product id with no product, saying how to create one."""
+    return NotFound(
+        f"unknown product {product_id!r}: upload its references with POST /products/{product_id}/references"
+    )
+
+
+class Workflows:
+    """The product workflows over the store, labelled frames, engine, recent inspections and metrics."""
+
+    def __init__(
+        self,
+        store: ProductStore,
+        frames: FrameStore,
+        engine: Engine,
+        history: InspectionHistory,
+        metrics: Metrics,
+        policy: CalibrationPolicy,
+        limits: Limits,
+        regions: RegionLimits,
+    ) -> None:
+        self.store = store
+        self.frames = frames
+        self.engine = engine
+        self.history = history
+        self.metrics = metrics
+        self.policy = policy
+        self.limits = limits
+        self.regions = regions
+
+    # --- reads ----------------------------------------------------------------------------------------------
+
+    def product(self, product_id: str) -> Product:
+        """The product (read from disk when not in memory yet); NotFound when there is none."""
+        product = self.store.get(product_id)
+        if product is None:
+            raise unknown_product(product_id)
+        return product
+
+    async def existing(self, product_id: str) -> Product:
+        """`product`, off the event loop (a product not in memory is read from disk)."""
+        return await asyncio.to_thread(self.product, product_id)
+
+    async def evaluation(self, product_id: str) -> dict[str, Any]:
+        """The current threshold's i-AUROC, F1, false alarms and misses on the product's feedback frames."""
+        product = await self.existing(product_id)
+        frames = await asyncio.to_thread(self.frames.frames, product_id)
+        return evaluate(product_id, frames, product.threshold, product.version, product.calibration.score_scale)
+
+    # --- inspecting -----------------------------------------------------------------------------------------
+
+    async def inspect(
+        self, product: Product, uploads: Sequence[Upload], ticket: Ticket | None, with_heatmap: bool
+    ) -> Inspected:
+        """Decode, predict and judge each upload against `product` (admitted by `ticket`); each result is counted
+        and kept in the recent inspections."""
+        decoded = await self.engine.decode(uploads)
+        finish = partial(self._result, product, decoded.frames, with_heatmap)
+        predicted = await self.engine.predict(product.refs, decoded.frames, ticket, finish)
+        results = []
+        for result, upload, decode_ms in zip(predicted.results, uploads, decoded.decode_ms, strict=True):
+            timings = {"decode": decode_ms, "queue": predicted.queue_ms, "predict": predicted.predict_ms}
+            all_timings = {**timings, **result.timings_ms}
+            results.append(replace(result, timings_ms={k: round(v, 3) for k, v in all_timings.items()}))
+            self.metrics.count_inspection(result.anomalous, product.product_id, result.relative_score)
+            self.metrics.count_regions(result.n_regions, result.rules_fired)
+            self.history.record(recent_inspection(result, upload, product))
+        return Inspected(product, results)
+
+    def _result(
+        self, product: Product, frames: list[Frame], with_heatmap: bool, prediction: Prediction, index: int
+    ) -> InspectionResult:
+        return inspection_result(prediction, product, self.regions, with_heatmap, frames[index])
+
+    # --- references -----------------------------------------------------------------------------------------
+
+    async def upload_references(
+        self,
+        product_id: str,
+        images: Sequence[Upload],
+        calibration: Sequence[Upload] = (),
+        bit_depth: int | None = None,
+    ) -> Uploaded:
+        """Fit, calibrate and store a new version of the product's references. The product's stored calibration
+        and labelled frames are kept and scored against the new references; `calibration` uploads join them."""
+        limits = self.limits
+        check_count(images, limits.max_references, "DCPSFR_MAX_REFERENCES")
+        if calibration:
+            check_count(calibration, limits.calibration_max_frames, "DCPSFR_CALIBRATION_MAX_FRAMES")
+        decoded = await self.engine.decode(images)
+        if bit_depth is not None:
+            await asyncio.to_thread(check_bit_depth, decoded.frames, [u.name for u in images], bit_depth)
+        added_frames = (await self.engine.decode(calibration)) if calibration else Decoded([], [])
+        added = [new_frame("good", "calibration", now_iso(), u.filename) for u in calibration]
+        added_files = {frame.frame_id: u.data for frame, u in zip(added, calibration, strict=True)}
+        async with self.frames.lock(product_id):
+            expected = await asyncio.to_thread(self.store.token, product_id)  # checked again at commit
+            stored, stored_frames = await asyncio.to_thread(self._load_frames, product_id)
+            frames = bounded(stored + added, limits.calibration_max_frames, limits.feedback_max_frames)
+            new = {f.frame_id: frame for f, frame in zip(added, added_frames.frames, strict=True)}
+            by_id = {**stored_frames, **new}
+            call = partial(
+                fit_and_calibrate,
+                images=decoded.frames,
+                frames=[by_id[f.frame_id] for f in frames],
+                policy=self.policy,
+                good=[f.label == "good" for f in frames],
+                bit_depth=bit_depth,
+            )
+            fitted: FittedProduct = await self.engine.call(call, "fit")
+            start = time.perf_counter()
+            product = await self._commit(product_id, fitted, expected)
+            await self._save_scored(product, frames, fitted.frame_predictions, added_files)
+        self.metrics.products.set(len(self.store))
+        decode_ms = sum(decoded.decode_ms) + sum(added_frames.decode_ms)
+        store_ms = (time.perf_counter() - start) * 1000.0
+        return Uploaded(product, {"decode": decode_ms, **fitted.timings_ms, "store": store_ms})
+
+    async def add_calibration_frames(self, product_id: str, images: Sequence[Upload]) -> Product:
+        """Good frames join the calibration set and the thresholds are recomputed; references unchanged (no refit,
+        no backbone pass for them): only the new frames are scored."""
+        await self.existing(product_id)
+        check_count(images, self.limits.calibration_max_frames, "DCPSFR_CALIBRATION_MAX_FRAMES")
+        decoded = await self.engine.decode(images)
+        added = [new_frame("good", "calibration", now_iso(), u.filename) for u in images]
+        files = {frame.frame_id: u.data for frame, u in zip(added, images, strict=True)}
+        async with self.frames.lock(product_id):
+            product = await self.existing(product_id)
+            kept = await self._score_and_keep(product, added, decoded.frames, files)
+            return await self._recalibrated(product, kept)
+
+    # --- feedback -------------------------------------------------------------------------------------------
+
+    async def give_feedback(
+        self,
+        product_id: str,
+        label: Label,
+        inspection_id: str | None,
+        image: Upload | None,
+        add_to_references: bool,
+    ) -> tuple[Product, dict[str, Any]]:
+        """Label a frame (a recent inspection's, or an uploaded one) good or defect. A good frame joins the
+        calibration set (thresholds recomputed); a relabelled good one leaves it; every labelled frame is kept
+        (bounded) for the evaluation. `add_to_references` (good only) also makes it a reference: a new version.
+        Returns the product and the evaluation."""
+        product = await self.existing(product_id)
+        if (inspection_id is None) == (image is None):
+            raise InvalidInput("send either the form field 'inspection_id' or one file 'image', not both or neither")
+        if add_to_references and label != "good":
+            raise InvalidInput("only a frame labelled 'good' can join the references")
+        if add_to_references:
+            self._check_room_for_a_reference(product)
+        data, filename = self._feedback_frame(product_id, inspection_id, image)
+        decoded = await asyncio.to_thread(decode_image, data, "image", self.limits.max_pixels)
+        frame = new_frame(label, "feedback", now_iso(), filename, inspection_id)
+        async with self.frames.lock(product_id):
+            product = await self.existing(product_id)
+            if add_to_references:
+                self._check_room_for_a_reference(product)  # again: a request just before may have filled it
+                product, kept = await self._add_reference(product, frame, decoded, data)
+            else:
+                was_good = inspection_id is not None and await asyncio.to_thread(
+                    self._labelled_good, product_id, inspection_id
+                )
+                kept = await self._score_and_keep(product, [frame], [decoded], {frame.frame_id: data})
+                if label == "good" or was_good:  # a good frame joined or left the calibration set
+                    product = await self._recalibrated(product, kept)
+        if inspection_id is not None:
+            self.history.set_label(product_id, inspection_id, label)
+        evaluation = evaluate(product_id, kept, product.threshold, product.version, product.calibration.score_scale)
+        return product, evaluation
+
+    def _check_room_for_a_reference(self, product: Product) -> None:
+        limit = self.limits.max_references
+        if product.refs.n_references >= limit:
+            raise InvalidInput(f"{product.product_id!r} already has {limit} references (DCPSFR_MAX_REFERENCES)")
+
+    def _labelled_good(self, product_id: str, inspection_id: str) -> bool:
+        """Whether the inspection's current label is "good" (a relabel then takes it out of the calibration set)."""
+        return any(f.inspection_id == inspection_id and f.label == "good" for f in self.frames.frames(product_id))
+
+    def _feedback_frame(
+        self, product_id: str, inspection_id: str | None, image: Upload | None
+    ) -> tuple[bytes, str | None]:
+        """(bytes, filename) of the frame the feedback is about: the uploaded one, or a recent inspection's."""
+        if image is not None:
+            return image.data, image.filename
+        inspection = self.history.find(product_id, inspection_id)
+        if inspection is None:
+            raise NotFound(
+                f"inspection {inspection_id!r} is not among the last {self.history.size} inspections of "
+                f"{product_id!r} on this replica; send the frame as 'image'"
+            )
+        if inspection.frame is None:
+            raise InvalidInput(f"inspection {inspection_id!r} was too large to keep; send the frame as 'image'")
+        return inspection.frame, inspection.filename
+
+    async def _add_reference(
+        self, product: Product, frame: LabelledFrame, image: Frame, data: bytes
+    ) -> tuple[Product, list[LabelledFrame]]:
+        """A new version with `image` as one more reference; the labelled frames scored against it."""
+        limits = self.limits
+        stored, stored_frames = await asyncio.to_thread(self._load_frames, product.product_id)
+        frames = bounded(relabelled(stored, [frame]), limits.calibration_max_frames, limits.feedback_max_frames)
+        by_id = {**stored_frames, frame.frame_id: image}
+        call = partial(
+            extend_and_calibrate,
+            product_refs=product.refs,
+            calibration=product.calibration,
+            images=[image],
+            frames=[by_id[f.frame_id] for f in frames],
+            good=[f.label == "good" for f in frames],
+            policy=self.policy,
+        )
+        fitted: FittedProduct = await self.engine.call(call, "fit")
+        updated = await self._commit(product.product_id, fitted, product.uid)
+        self.metrics.products.set(len(self.store))
+        kept = await self._save_scored(updated, frames, fitted.frame_predictions, {frame.frame_id: data})
+        return updated, kept
+
+    # --- labelled frames and versions -----------------------------------------------------------------------
+
+    def _load_frames(self, product_id: str) -> tuple[list[LabelledFrame], dict[str, Frame]]:
+        """The stored labelled frames whose files decode, and their frames (a broken file is logged and dropped)."""
+        kept, decoded = [], {}
+        for frame in self.frames.frames(product_id):
+            try:
+                data = self.frames.image_bytes(product_id, frame)
+                decoded[frame.frame_id] = decode_image(data, frame.file_name, self.limits.max_pixels)
+                kept.append(frame)
+            except (OSError, ServiceError) as err:
+                log.warning("product %r: labelled frame %s dropped: %s", product_id, frame.frame_id, err)
+        return kept, decoded
+
+    async def _score_and_keep(
+        self, product: Product, frames: list[LabelledFrame], decoded: list[Frame], files: dict[str, bytes]
+    ) -> list[LabelledFrame]:
+        """Score new labelled frames against the product's current version and keep them with the stored ones
+        (bounded by the frame store); returns every kept frame. Call under `self.frames.lock(product_id)`."""
+        predicted = await self.engine.predict(product.refs, decoded)
+        scored = [_scored(f, p, product.version) for f, p in zip(frames, predicted.results, strict=True)]
+        try:
+            return await asyncio.to_thread(self.frames.add, product.product_id, scored, files)
+        except ProductMissing:  # deleted meanwhile
+            raise unknown_product(product.product_id) from None
+        except OSError as err:  # StoreError too: the lock stayed taken
+            raise StorageFailed(f"the labelled frames of {product.product_id!r} could not be stored: {err}") from err
+
+    async def _commit(self, product_id: str, fitted: FittedProduct, expected: str | None) -> Product:
+        """Store the new version unless the product moved since `expected` (its token) was read (Conflict)."""
+        try:
+            commit = partial(self.store.commit, expected=expected)
+            return await asyncio.to_thread(commit, product_id, fitted.refs, fitted.calibration)
+        except StoreConflict as err:
+            raise Conflict(str(err)) from err
+
+    async def _save_scored(
+        self, product: Product, frames: list[LabelledFrame], predictions: list[Prediction], files: dict[str, bytes]
+    ) -> list[LabelledFrame]:
+        """Frames with their scores against the product's (new) version, saved."""
+        scored = [_scored(f, p, product.version) for f, p in zip(frames, predictions, strict=True)]
+        try:
+            return await asyncio.to_thread(self.frames.save, product.product_id, scored, files)
+        except OSError as err:
+            raise StorageFailed(f"version {product.version} stored, but not its labelled frames: {err}") from err
+
+    async def _recalibrated(self, product: Product, frames: list[LabelledFrame]) -> Product:
+        """The product with thresholds recomputed from its calibration set (references unchanged)."""
+        new = recalibrate(product.calibration, calibration_values(frames, product.version), self.policy)
+        content = json.dumps({"uid": product.uid, "calibration": new.to_dict()}).encode()  # for this version only
+        write = partial(self.store.write_product_file, product.product_id, CALIBRATION_FILE, content)
+        updated = await asyncio.to_thread(write)
+        if updated is None or updated.uid != product.uid:
+            raise Conflict(f"the references of {product.product_id!r} changed during this request; send it again")
+        return updated
+
+
+def _scored(frame: LabelledFrame, prediction: Prediction, version: int) -> LabelledFrame:
+    return frame.scored(prediction.decision_score, prediction.map_max, version)
+
+
+def recent_inspection(result: InspectionResult, upload: Upload, product: Product) -> Inspection:
+    """The recent-inspections entry of one inspected frame, with the uploaded bytes for later feedback."""
+    return Inspection(
+        inspection_id=result.inspection_id,
+        product_id=product.product_id,
+        version=product.version,
+        time=now_iso(),
+        score=result.score,
+        score_scale=result.score_scale,
+        threshold=result.threshold,
+        anomalous=result.anomalous,
+        filename=upload.filename,
+        width=result.width,
+        height=result.height,
+        thumbnail=result.thumbnail or "",
+        frame=upload.data,
+    )

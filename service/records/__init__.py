@@ -1,0 +1,1 @@
+"""What was inspected: the recent inspections of each product (in memory today)."""

@@ -1,0 +1,234 @@
+"""ServiceProcesss: three `python -m service` processes on loopback sharing one data dir (tiny config, 0.2 s poll)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+from service.products.store import ProductStore
+from tests.helpers.apps import STORE_CALIBRATION, files
+from tests.helpers.images import image_bytes
+from tests.helpers.processes import ServiceProcess, start_service
+from tests.helpers.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+REFERENCES = [image_bytes(seed=s) for s in range(2)]
+FRAME = image_bytes(seed=7)
+N_STORED = 100
+CALIBRATION = STORE_CALIBRATION
+POLL_S = 0.2  # DCPSFR_STORE_POLL_S of the replicas in these tests
+SETTLE_TIMEOUT_S = 60  # generous bound for "within the poll interval" on a busy 2-core machine
+
+
+def seconds_until(condition, what: str) -> float:
+    """Seconds until `condition()` holds (see wait_for)."""
+    start = time.monotonic()
+    wait_for(condition, what, SETTLE_TIMEOUT_S)
+    return time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, tiny_detector):
+    """The shared data dir, holding 100 products before any replica starts (one fitted, copied)."""
+    data = tmp_path_factory.mktemp("shared") / "data"
+    store = ProductStore(data / "products")
+    images = [Image.open(io.BytesIO(payload)).convert("RGB") for payload in REFERENCES]
+    store.commit("p000", tiny_detector.fit_references(images), CALIBRATION)
+    for i in range(1, N_STORED):
+        shutil.copytree(store.root / "p000", store.root / f"p{i:03d}")
+    return data
+
+
+@pytest.fixture(scope="module")
+def trio(data_dir):
+    """ServiceProcesss A, B, C started side by side. The last two tests end C (SIGKILL) and B (SIGTERM)."""
+    env = {"DCPSFR_DATA_DIR": str(data_dir), "DCPSFR_STORE_POLL_S": str(POLL_S)}
+    replicas = [start_service(data_dir.parent, env, name=name) for name in "ABC"]
+    try:
+        for replica in replicas:
+            replica.wait_ready()
+        yield replicas
+    finally:
+        codes = {r.name: r.stop() for r in replicas}
+        assert codes["A"] == 0 and codes["B"] == 0, [r.log_tail() for r in replicas]
+        assert codes["C"] in (0, -signal.SIGKILL)
+
+
+def upload(replica: ServiceProcess, product_id: str, *payloads: bytes) -> httpx.Response:
+    return replica.client.post(f"/products/{product_id}/references", files=files(*payloads or REFERENCES))
+
+
+def inspect(replica: ServiceProcess, product_id: str) -> httpx.Response:
+    return replica.client.post("/inspect", data={"product_id": product_id}, files=files(FRAME))
+
+
+def shown(replica: ServiceProcess, product_id: str) -> tuple[int, int | None, str | None]:
+    """(status, version, created_at) of GET /products/{id}."""
+    answer = replica.client.get(f"/products/{product_id}")
+    return answer.status_code, answer.json().get("version"), answer.json().get("created_at")
+
+
+def test_upload_on_a_is_served_by_b_and_c_with_the_same_version(trio):
+    a, b, c = trio
+    answer = upload(a, "p")
+    assert answer.status_code == 201, answer.text
+    version = answer.json()["version"]
+    for other in (b, c):  # unknown locally: the store is checked before a 404
+        result = inspect(other, "p")
+        assert result.status_code == 200, result.text
+        assert result.json()["reference_version"] == version
+    scores = {r.name: inspect(r, "p").json()["results"][0]["score"] for r in trio}
+    assert scores["A"] == pytest.approx(scores["B"]) == pytest.approx(scores["C"])
+
+
+def test_replace_on_b_while_a_and_c_inspect_without_error(trio):
+    a, b, c = trio
+    old = upload(a, "r").json()["version"]
+    for replica in trio:
+        assert inspect(replica, "r").json()["reference_version"] == old
+    stop, seen = threading.Event(), {"A": [], "C": []}
+
+    def keep_inspecting(replica: ServiceProcess) -> None:
+        while not stop.is_set():
+            answer = inspect(replica, "r")
+            seen[replica.name].append((answer.status_code, answer.json().get("reference_version")))
+
+    threads = [threading.Thread(target=keep_inspecting, args=(r,)) for r in (a, c)]
+    for thread in threads:
+        thread.start()
+    try:
+        replaced = upload(b, "r", image_bytes(seed=3), image_bytes(seed=4))
+        assert replaced.status_code == 201, replaced.text
+        new = replaced.json()["version"]
+        took = [seconds_until(lambda r=r: shown(r, "r")[1] == new, f"{r.name} serves v{new}") for r in (a, c)]
+        print(f"\nnew version reached the other replicas in {max(took):.2f} s (poll {POLL_S} s)")
+        seconds_until(lambda: all(s[-1][1] == new for s in seen.values() if s), "inspections on the new version")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(120)
+    for name, answers in seen.items():
+        assert answers and all(status == 200 for status, _ in answers), (name, answers)
+        versions = [v for _, v in answers]
+        assert versions == sorted(versions) and set(versions) <= {old, new}, (name, versions)
+
+
+def test_threshold_change_on_a_reaches_b(trio):
+    a, b, _ = trio
+    assert upload(a, "t").status_code == 201
+    assert a.client.put("/products/t/threshold", json={"threshold": 12.5}).status_code == 200
+    seconds_until(lambda: b.client.get("/products/t").json()["threshold"] == 12.5, "B has the new threshold")
+    assert inspect(b, "t").json()["results"][0]["threshold"] == 12.5
+
+
+def test_delete_on_c_then_a_and_b_answer_404(trio):
+    a, b, c = trio
+    assert upload(a, "d").status_code == 201
+    for replica in trio:
+        assert inspect(replica, "d").status_code == 200  # every replica has it in memory
+    assert c.client.delete("/products/d").status_code == 204
+    for replica in (a, b):
+        seconds_until(lambda r=replica: inspect(r, "d").status_code == 404, f"{replica.name} answers 404")
+        assert replica.client.get("/products/d").status_code == 404
+        assert "d" not in [p["product_id"] for p in replica.client.get("/products").json()["products"]]
+
+
+def test_two_uploads_at_once_on_a_and_b_end_in_one_consistent_version(trio, data_dir):
+    a, b, _ = trio
+    barrier, answers = threading.Barrier(2), {}
+
+    def race(replica: ServiceProcess, seed: int) -> None:
+        barrier.wait()
+        answers[replica.name] = upload(replica, "q", image_bytes(seed=seed), image_bytes(seed=seed + 1))
+
+    threads = [threading.Thread(target=race, args=(r, s)) for r, s in ((a, 10), (b, 20))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    statuses = sorted(answer.status_code for answer in answers.values())
+    assert statuses in ([201, 201], [201, 409]), {k: v.text for k, v in answers.items()}
+    winners = [answer.json() for answer in answers.values() if answer.status_code == 201]
+    final = max(winners, key=lambda w: w["version"])
+    for answer in answers.values():
+        if answer.status_code == 409:
+            assert "changed while this upload" in answer.json()["detail"]
+    for replica in trio:
+        seconds_until(lambda r=replica: shown(r, "q") == (200, final["version"], final["created_at"]), replica.name)
+    folder = data_dir / "products" / "q"
+    assert sorted(p.name for p in folder.iterdir()) == ["current.json", f"v{final['version']}"]
+
+
+def test_replicas_started_on_100_stored_products_serve_them_all(trio):
+    for replica in trio:  # ready without loading them first (start-up figures: bench/bench_replicas.py)
+        assert shown(replica, "p099")[:2] == (200, 1)
+        assert inspect(replica, "p042").status_code == 200
+    listed = {p["product_id"] for p in trio[1].client.get("/products").json()["products"]}
+    assert {f"p{i:03d}" for i in range(N_STORED)} <= listed
+
+
+def test_sigkill_mid_upload_leaves_the_others_serving_and_the_store_loadable(trio, data_dir, tiny_detector):
+    a, b, victim = trio
+    assert upload(a, "k").status_code == 201
+    big = [image_bytes(480, 480, seed=s) for s in range(8)]
+    thread = threading.Thread(target=lambda: _ignore_transport_errors(lambda: upload(victim, "k", *big)))
+    thread.start()
+    time.sleep(0.5)  # inside the upload: receiving, decoding, fitting or writing
+    assert victim.stop(signal.SIGKILL) == -signal.SIGKILL
+    thread.join(120)
+    for replica in (a, b):
+        assert inspect(replica, "k").status_code == 200
+    replaced = upload(b, "k")  # no lock or debris left in the way
+    assert replaced.status_code == 201, replaced.text
+    store = ProductStore(data_dir / "products")  # what a restarted replica does
+    store.load_all(tiny_detector.load_references)
+    assert store.get("k").version == replaced.json()["version"]
+    assert len(store) >= N_STORED
+
+
+def test_sigterm_drains_the_request_in_flight_and_exits_0(trio):
+    assert upload(trio[0], "s").status_code == 201
+    replica = trio[1]
+    request = httpx.Request("POST", "http://x/inspect", data={"product_id": "s"}, files=files(FRAME))
+    body, gate, answers = request.read(), threading.Event(), []
+
+    def slow_body():
+        yield body[:64]
+        gate.wait(120)  # the request stays in flight until the test lets its body finish
+        yield body[64:]
+
+    headers = {"content-type": request.headers["content-type"]}
+    url = f"http://127.0.0.1:{replica.port}/inspect"
+    sender = threading.Thread(target=lambda: answers.append(httpx.post(url, content=slow_body(), headers=headers)))
+    sender.start()
+    try:
+        seconds_until(lambda: "dcpsfr_requests_in_flight 1.0" in replica.client.get("/metrics").text, "in flight")
+        replica.popen.send_signal(signal.SIGTERM)
+        seconds_until(lambda: replica.client.get("/readyz").status_code == 503, "/readyz turns 503")
+        assert replica.client.get("/readyz").json()["status"] == "draining"
+        assert replica.client.get("/healthz").status_code == 200
+        refused = inspect(replica, "s")
+        assert refused.status_code == 503 and "shutting down" in refused.json()["detail"]
+        assert replica.popen.poll() is None  # still waiting for the request in flight
+    finally:
+        gate.set()
+        sender.join(120)
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].json()["results"][0]["score"] is not None
+    assert replica.popen.wait(60) == 0, replica.log.read_text()
+    assert "no request in flight, shutting down" in replica.log.read_text()
+    assert inspect(trio[0], "s").status_code == 200  # the others carry on
+
+
+def _ignore_transport_errors(call) -> None:
+    with contextlib.suppress(httpx.TransportError):  # the replica was killed under it: that is the point
+        call()

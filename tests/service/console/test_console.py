@@ -1,0 +1,64 @@
+"""The console's files through the real app: served at `/` and `/ui/<name>`, public with API keys on (the page
+asks for the key itself), nothing else of the package reachable, and every file shipped as package data."""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+
+import pytest
+
+from service.api.routes.console import CONSOLE_DIR, MEDIA_TYPES
+from tests.helpers.processes import REPO
+
+
+def test_the_page_is_served_at_the_root(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="ui/app.js">' in page.text  # relative: works behind a path prefix
+    assert "default-src 'self'" in page.headers["content-security-policy"]  # nothing from a CDN can run
+    for name, media_type in [("app.js", "text/javascript"), ("style.css", "text/css")]:
+        asset = client.get(f"/ui/{name}")
+        assert asset.status_code == 200
+        assert asset.headers["content-type"].startswith(media_type)
+        assert asset.content == (CONSOLE_DIR / name).read_bytes()
+
+
+@pytest.mark.parametrize("path", ["/ui", "/ui/", "/ui/index.html"])
+def test_ui_paths_lead_to_the_page(client, path):
+    answer = client.get(path, follow_redirects=False)
+    assert answer.status_code == 308
+    assert client.get(path).url.path == "/"
+
+
+@pytest.mark.parametrize("name", ["__init__.py", "..%2Froutes%2Fconsole.py", ".hidden.js", "missing.js", "a/b.css"])
+def test_nothing_but_the_console_files_is_served(client, name):
+    answer = client.get(f"/ui/{name}")
+    assert answer.status_code == 404
+    assert "detail" in answer.json()
+
+
+def test_the_console_is_public_and_the_api_still_needs_the_key(make_client):
+    with make_client(api_keys="console-key") as client:
+        assert client.get("/").status_code == 200
+        assert client.get("/ui/app.js").status_code == 200
+        assert client.get("/ui/missing.js").status_code == 404
+        assert client.get("/products").status_code == 401
+        assert client.get("/openapi.json").status_code == 401
+        assert client.get("/uix").status_code == 401  # only /ui and /ui/... are open, not every /ui* path
+        assert client.get("/products", headers={"Authorization": "Bearer console-key"}).status_code == 200
+
+
+def test_console_routes_stay_out_of_the_api_schema(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert not [path for path in paths if path == "/" or path.startswith("/ui")]
+
+
+def test_every_console_file_is_package_data():
+    """A non-editable install (the Docker image) ships only package data: a file the patterns miss is lost."""
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["service"]
+    files = sorted(path.name for path in CONSOLE_DIR.iterdir() if path.suffix in MEDIA_TYPES)  # what /ui/ serves
+    assert {"index.html", "app.js", "style.css"} <= set(files)
+    for name in files:
+        assert any(fnmatch.fnmatch(f"console/{name}", pattern) for pattern in patterns), name

@@ -1,0 +1,56 @@
+"""The training and evaluation commands refuse unusable arguments in one line (exit 2), never with a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.training.evaluate import main as evaluate_main
+from model.training.reproduce import build_parser as reproduce_parser
+from model.training.train import main as train_main
+from model.training.train import parse_args as train_args
+
+DATA = ["--data", "mvtec:/nonexistent"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--epochs", "0"],  # used to train nothing and write a heads file anyway (exit 0)
+        ["--epochs", "-1"],
+        ["--batch-size", "0"],
+        ["--shots", "1", "0"],
+        ["--reference-pool", "0"],
+        ["--synthetic-per-image", "-2"],
+        ["--max-steps", "0"],
+    ],
+)
+def test_train_refuses_counts_below_one(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_args([*DATA, *argv])
+    assert exit_info.value.code == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--shots", "0"], ["--batch-size", "0"], ["--eval-size", "-5"]])
+def test_evaluate_refuses_counts_below_one(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main([*DATA, *argv])
+    assert exit_info.value.code == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [train_main, evaluate_main])
+def test_an_unknown_config_is_one_line_and_exit_2(command, tmp_path, capsys):
+    """`--config nope` used to end in a ConfigError traceback (exit 1)."""
+    code = command(["--config", "nope", "--data", f"mvtec:{tmp_path}", "--weights-dir", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown config 'nope'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--batch-size", "-1"], ["--shots", "0"], ["--eval-size", "0"]])
+def test_reproduce_refuses_counts_below_one(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce_parser().parse_args(["--dry-run", *argv])
+    assert exit_info.value.code == 2
+    assert "at least 1" in capsys.readouterr().err
