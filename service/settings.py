@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+PREFIX = "DCPSFR_"
 MAX_INT_SETTING = 2**53  # counts and sizes beyond this overflow C sizes (a deque's maxlen, ...): refused at start
 GROUPS = {
     "essential": "what every deployment sets or checks",
@@ -47,7 +48,7 @@ class Settings(BaseSettings):
     """Every field reads the environment variable `DCPSFR_<FIELD>` (case-insensitive)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="DCPSFR_", case_sensitive=False, extra="ignore", populate_by_name=True, protected_namespaces=()
+        env_prefix=PREFIX, case_sensitive=False, extra="ignore", populate_by_name=True, protected_namespaces=()
     )
 
     # --- essential ---------------------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ class Settings(BaseSettings):
 def variable_name(name: str) -> str:
     """The environment variable of a Settings field, e.g. DCPSFR_MODEL_CONFIG for model_config_name."""
     alias = Settings.model_fields[name].validation_alias
-    return alias if isinstance(alias, str) else f"DCPSFR_{name.upper()}"
+    return alias if isinstance(alias, str) else f"{PREFIX}{name.upper()}"
 
 
 def setting_variables() -> set[str]:
@@ -269,11 +270,12 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     otherwise: the setting keeps its default)."""
     known = setting_variables()
     warnings = []
-    for variable in sorted(v.upper() for v in environ if v.upper().startswith("DCPSFR_")):
+    for variable in sorted(v.upper() for v in environ if v.upper().startswith(PREFIX)):
         if variable in known or variable in OTHER_VARIABLES:
             continue
-        closest = difflib.get_close_matches(variable, sorted(known), n=1, cutoff=0.6)
-        hint = f"; did you mean {closest[0]}?" if closest else ""
+        suffixes = {name.removeprefix(PREFIX): name for name in known}  # the shared prefix would make all look alike
+        closest = difflib.get_close_matches(variable.removeprefix(PREFIX), sorted(suffixes), n=1, cutoff=0.6)
+        hint = f"; did you mean {suffixes[closest[0]]}?" if closest else ""
         if variable in RENAMED:
             hint += f" ({variable} was the camera client's; it reads {RENAMED[variable]} now)"
         warnings.append(f"{variable} is not a setting of the service and is ignored{hint}")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.bank import MemoryBank, greedy_coreset
+from model.bank import MemoryBank, greedy_coreset, max_cosine
 
 
 def test_search_equals_brute_force():
@@ -53,3 +53,14 @@ def test_save_and_load_roundtrip(tmp_path):
     bank.save(tmp_path / "bank.npy")
     loaded = MemoryBank.load(tmp_path / "bank.npy")
     np.testing.assert_array_equal(bank.tokens.numpy(), loaded.tokens.numpy())
+
+
+def test_one_max_cosine_for_a_shared_bank_and_for_each_querys_own():
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.randn(3, 20, 8, generator=generator)  # (B, Q, D)
+    own = F.normalize(torch.randn(3, 50, 8, generator=generator), dim=-1)  # (B, M, D): each query's own bank
+    best = max_cosine(queries, own, chunk=7)  # chunks smaller than Q: the result does not depend on them
+    brute = torch.stack([(F.normalize(q, dim=-1) @ k.T).amax(dim=1) for q, k in zip(queries, own, strict=True)])
+    torch.testing.assert_close(best, brute)
+    shared = MemoryBank(own[0])
+    torch.testing.assert_close(max_cosine(queries[0], shared.tokens), shared.max_similarity(queries[0]))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+import service.__main__ as entry
 from service.__main__ import parse_args, settings_help
-from service.settings import MAX_INT_SETTING, Settings
+from service.settings import GROUPS, MAX_INT_SETTING, Settings, settings_by_group, unknown_variables
 from tests.helpers.apps import inspect, upload
 from tests.helpers.images import image_bytes
 
@@ -80,3 +81,49 @@ def test_help_shows_each_default_once_and_never_as_none_or_empty():
     runtime_cache = next(line for line in text.splitlines() if "DCPSFR_RUNTIME_CACHE_DIR" in line)
     assert runtime_cache.count("default:") == 1
     assert "(default: edge)" in text
+
+
+def test_help_lists_the_essential_settings_first_then_the_tuning_groups():
+    lines = settings_help().splitlines()
+    groups = [line.strip().split(":")[0] for line in lines if line.startswith("  ") and not line.startswith("    ")]
+    assert groups[0] == "essential" and set(groups) == set(GROUPS)
+    essential = lines[
+        lines.index("  essential: " + GROUPS["essential"]) + 1 : lines.index("  runtime: " + GROUPS["runtime"])
+    ]
+    assert [line.split()[0] for line in essential] == [
+        "DCPSFR_MODEL_CONFIG",
+        "DCPSFR_DATA_DIR",
+        "DCPSFR_WEIGHTS_DIR",
+        "DCPSFR_DEVICE",
+        "DCPSFR_API_KEYS",
+        "DCPSFR_ALLOW_ANONYMOUS",
+    ]
+    assert sum(len(names) for names in settings_by_group().values()) == len(Settings.model_fields)  # none left out
+
+
+def test_an_unknown_variable_is_a_warning_naming_the_closest_setting():
+    environ = {
+        "DCPSFR_MODLE_CONFIG": "paper",  # a typo: the setting would silently keep its default
+        "DCPSFR_API_KEY": "k",  # the camera client's old name, one letter from the service's DCPSFR_API_KEYS
+        "DCPSFR_CLIENT_API_KEY": "k",  # the client's: not a typo
+        "DCPSFR_DATA_DIR": "/data",
+        "DCPSFR_QQQ": "x",
+        "HOME": "/root",
+    }
+    warnings = unknown_variables(environ)
+    assert warnings == [
+        "DCPSFR_API_KEY is not a setting of the service and is ignored; did you mean DCPSFR_API_KEYS? "
+        "(DCPSFR_API_KEY was the camera client's; it reads DCPSFR_CLIENT_API_KEY now)",
+        "DCPSFR_MODLE_CONFIG is not a setting of the service and is ignored; did you mean DCPSFR_MODEL_CONFIG?",
+        "DCPSFR_QQQ is not a setting of the service and is ignored",
+    ]
+
+
+def test_the_service_logs_unknown_variables_at_start(monkeypatch, caplog):
+    for name in ("DCPSFR_API_KEYS", "DCPSFR_ALLOW_ANONYMOUS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DCPSFR_MODEL_CONFIG", "tiny")
+    monkeypatch.setenv("DCPSFR_MAX_BATCH", "4")
+    with caplog.at_level("WARNING"), pytest.raises(SystemExit, match="refusing to serve"):
+        entry.main(["--host", "0.0.0.0", "--port", "0"])  # refused (no keys) right after the warnings
+    assert any("DCPSFR_MAX_BATCH is not a setting" in r.getMessage() for r in caplog.records)

@@ -713,3 +713,15 @@ def test_the_client_checks_product_ids_with_the_services_pattern():
 
     assert cli.PRODUCT_ID is store.PRODUCT_ID
     assert cli.product_id("bottle-2.v1_a") == "bottle-2.v1_a"
+
+
+@pytest.mark.parametrize("old", ["DCPSFR_API_KEY", "DCPSFR_URL"])
+def test_the_old_environment_names_are_a_usage_error_naming_the_new_ones(old, tmp_path, monkeypatch, capsys):
+    """One letter from the service's DCPSFR_API_KEYS was one letter too few: the client's names are its own now."""
+    monkeypatch.setenv(old, "x")
+    frame = tmp_path / "f.png"
+    frame.write_bytes(png())
+    assert cli.main(["inspect", "--product", "p", str(frame)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the client's environment variables were renamed") and old in err
+    assert {"DCPSFR_API_KEY": "DCPSFR_CLIENT_API_KEY", "DCPSFR_URL": "DCPSFR_CLIENT_URL"}[old] in err

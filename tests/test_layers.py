@@ -1,0 +1,62 @@
+"""Imports go one way: service -> model (only its public `model` package), training -> model, and nothing in the
+inference library or the service imports training; the camera client loads no torch (tests/service/client)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from tests.helpers.processes import REPO
+
+
+def imported_modules(folder: Path) -> dict[str, set[str]]:
+    """Every absolute module each .py file under `folder` imports (at any depth: functions' imports too)."""
+    found = {}
+    for path in sorted(folder.rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+        found[str(path.relative_to(REPO))] = names
+    return found
+
+
+def offenders(folder: Path, forbidden: tuple[str, ...]) -> list[str]:
+    """`file: module` for each import under `folder` of a module in (or under) one of `forbidden`."""
+    return [
+        f"{path}: {name}"
+        for path, names in imported_modules(folder).items()
+        for name in sorted(names)
+        if any(name == p or name.startswith(p + ".") for p in forbidden)
+    ]
+
+
+def test_the_library_never_imports_training_or_the_service():
+    library = offenders(REPO / "model", ("model.training", "service", "bench", "tests"))
+    assert [o for o in library if not o.startswith("model/training/")] == []
+
+
+def test_training_imports_the_library_never_the_service():
+    assert offenders(REPO / "model" / "training", ("service", "bench", "tests")) == []
+
+
+def test_the_service_imports_only_the_public_model_package():
+    """`from model import X` only: the service never reaches into a model submodule (training included)."""
+    assert [o for o in offenders(REPO / "service", ("model",)) if not o.endswith(": model")] == []
+
+
+def test_the_public_model_package_exports_nothing_of_training():
+    import model
+
+    assert [name for name, (module, _) in model._EXPORTS.items() if module.startswith("model.training")] == []
+
+
+def test_the_check_finds_a_forbidden_import(tmp_path, monkeypatch):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("def f():\n    from model.training.train import train\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert offenders(package, ("model.training",)) == ["pkg/a.py: model.training.train"]
