@@ -17,14 +17,14 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/python -m service --fetch-weights --host $(HOST) --port $(PORT)
 
-# lint, the docs site (warnings are errors), the suite on both cores (a test file's tests stay on one worker, so its
-# servers start once), then the soak-marked load runs alone: nothing else may compete for the CPU they measure
+# lint, the docs site (warnings are errors), the suite with the soak on both cores (a test file stays on one worker,
+# so its servers start once: tests/conftest.py), then the latency measurement alone, with nothing competing for the CPU
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --durations=15
-	$(VENV)/bin/python -m pytest -q -m soak --durations=5
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadgroup -m "not alone" --durations=15
+	$(VENV)/bin/python -m pytest -q -m alone --durations=3
 
 # the inner loop: the fast tests only (no server processes, no load runs)
 check: $(STAMP)

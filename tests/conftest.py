@@ -1,4 +1,8 @@
-"""Shared fixtures. Everything here uses the `tiny` config: random weights, tests only, never a download."""
+"""Shared fixtures. Everything here uses the `tiny` config: random weights, tests only, never a download.
+
+Under `pytest -n 2 --dist loadgroup` (make test) each test file runs on one worker, so its module fixtures (servers,
+replicas) start once; files in one SHARED_WORKER group also share that worker's session fixtures (the deployed
+service)."""
 
 from __future__ import annotations
 
@@ -7,10 +11,24 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.processes import REPO
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 BOTTLE = SHARED_DATA / "mvtec_ad" / "bottle_xs"
 HARD_CASES = SHARED_DATA / "hard-cases"
+
+
+SHARED_WORKER = {  # test file -> a group of files that share their worker's session fixtures
+    "tests/e2e/test_client.py": "deployment",
+    "tests/e2e/test_prometheus.py": "deployment",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every test the xdist group of its file (or of its SHARED_WORKER group)."""
+    for item in items:
+        path = Path(item.path).relative_to(REPO).as_posix()
+        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(path, path)))
 
 
 @pytest.fixture(autouse=True)

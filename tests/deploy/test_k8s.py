@@ -1,4 +1,4 @@
-"""deploy/k8s: both overlays render (tests/deploy/kustomize.py), every built-in resource validates against the
+"""deploy/k8s: both overlays render (tests/helpers/kustomize.py), every built-in resource validates against the
 Kubernetes OpenAPI schemas shipped offline in `kubernetes-validate` (strict: unknown fields fail), the CRD
 resources (ServiceMonitor, KEDA ScaledObject) are checked for structure (their CRD schemas are not available
 offline here), and the probes, ports, env names, secret keys and metric names match what the service

@@ -74,6 +74,7 @@ def probe_windows(client: httpx.Client, n_windows: int) -> list[float]:
 
 
 @pytest.mark.soak
+@pytest.mark.alone
 def test_health_routes_stay_fast_under_saturating_inspect_load(tmp_path):
     frame = tmp_path / "frame.png"
     frame.write_bytes(frame_png(800, 600))

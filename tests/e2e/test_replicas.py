@@ -169,7 +169,7 @@ def test_two_uploads_at_once_on_a_and_b_end_in_one_consistent_version(trio, data
 
 
 def test_replicas_started_on_100_stored_products_serve_them_all(trio):
-    for replica in trio:  # ready without loading them first (start-up figures: bench/bench_replicas.py)
+    for replica in trio:  # ready without loading them first (start-up figures: bench/replicas.py)
         assert shown(replica, "p099")[:2] == (200, 1)
         assert inspect(replica, "p042").status_code == 200
     listed = {p["product_id"] for p in trio[1].client.get("/products").json()["products"]}

@@ -1,5 +1,5 @@
 """Product store under races and shared by replicas: two ProductStore objects on one folder stand for two
-processes (the real multi-process case is tests/service/test_service_replicas_e2e.py)."""
+processes (the real multi-process case is tests/e2e/test_replicas.py)."""
 
 from __future__ import annotations
 
