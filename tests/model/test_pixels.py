@@ -51,7 +51,7 @@ def test_float_grey_is_read_within_0_1_or_0_255_and_refused_otherwise_never_clip
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # NaN made numpy warn in a cast, then scored like black
         for values, detail in (
-            ((0.0, 4095.0), "float pixels from 0 to 4095"),  # was clipped white above 255
+            ((0.0, 4095.0), "float pixels from 0 to 4095"),  # clipping would make it white above 255
             ((-0.25, 0.5), "float pixels from -0.25 to 0.5"),
             ((0.5, float("nan")), "NaN or infinity"),
             ((0.5, float("inf")), "NaN or infinity"),

@@ -28,7 +28,8 @@ def test_an_int_setting_past_the_maximum_is_a_settings_error_naming_it(name, mon
 
 
 def test_the_largest_accepted_history_size_still_inspects(make_client):
-    """DCPSFR_HISTORY_SIZE=1e20 used to start and then answer every /inspect with a 500 (deque OverflowError)."""
+    """The largest history size accepted still works: beyond 2**53 a deque's maxlen overflows (a 500 on every
+    /inspect), so larger values are refused at start-up."""
     with make_client(history_size=MAX_INT_SETTING) as client:
         assert upload(client, "widget", GOOD_FRAME).status_code == 201
         answer = inspect(client, "widget", GOOD_FRAME)
@@ -62,7 +63,7 @@ def test_an_unusable_data_dir_is_named_in_one_line_without_a_traceback(make_clie
 
 @pytest.mark.parametrize("port", ["99999", "-1", "65536"])
 def test_a_port_out_of_range_is_a_usage_error(port, capsys):
-    """`--port 99999` used to start, then die in bind() with a traceback and an abort (exit 134)."""
+    """`--port 99999` is a usage error (exit 2), not a traceback from bind()."""
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--port", port])
     assert exit_info.value.code == 2
@@ -75,7 +76,7 @@ def test_ports_in_range_are_accepted():
 
 
 def test_help_shows_each_default_once_and_never_as_none_or_empty():
-    """`--help` used to print "(default: WEIGHTS_DIR/runtime-cache) (default: None)" and "(default: )"."""
+    """`--help` names each default once, never as "(default: None)" or "(default: )"."""
     text = settings_help()
     assert "(default: None)" not in text and "(default: )" not in text
     runtime_cache = next(line for line in text.splitlines() if "DCPSFR_RUNTIME_CACHE_DIR" in line)

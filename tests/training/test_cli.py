@@ -15,7 +15,7 @@ DATA = ["--data", "mvtec:/nonexistent"]
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--epochs", "0"],  # used to train nothing and write a heads file anyway (exit 0)
+        ["--epochs", "0"],  # would train nothing and still write a heads file
         ["--epochs", "-1"],
         ["--batch-size", "0"],
         ["--shots", "1", "0"],
@@ -41,7 +41,7 @@ def test_evaluate_refuses_counts_below_one(argv, capsys):
 
 @pytest.mark.parametrize("command", [train_main, evaluate_main])
 def test_an_unknown_config_is_one_line_and_exit_2(command, tmp_path, capsys):
-    """`--config nope` used to end in a ConfigError traceback (exit 1)."""
+    """`--config nope` is one line and exit 2, not a ConfigError traceback."""
     code = command(["--config", "nope", "--data", f"mvtec:{tmp_path}", "--weights-dir", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err

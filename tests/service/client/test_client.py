@@ -499,7 +499,7 @@ def fake_client(monkeypatch, fake: FakeService) -> None:
 
 @pytest.mark.parametrize(("status", "code"), [(401, 2), (404, 2), (405, 2), (409, 2), (503, 1)])
 def test_exit_status_is_2_for_misconfiguration_and_1_for_a_failed_request(tmp_path, monkeypatch, capsys, status, code):
-    """As the epilog says. A 405 (a --url with a wrong path prefix) used to exit 1 like a failed request."""
+    """As the epilog says: a 405 (a --url with a wrong path prefix) is misconfiguration (2), not a failed request."""
     frame = tmp_path / "a.png"
     frame.write_bytes(png())
     fake_client(monkeypatch, FakeService([status] * 10))
@@ -559,7 +559,8 @@ def test_watch_once_exits_non_zero_when_a_frame_was_rejected(folders, monkeypatc
 
 @pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8000", "ftp://cam/x", "http://"])
 def test_a_url_that_is_not_http_is_a_usage_error_before_any_request(url, tmp_path, capsys):
-    """`--url notaurl` used to be retried as if the service were down (forever under `watch`), then exit 1."""
+    """`--url notaurl` is a usage error before any request: retried, it would look like a service that is down
+    (forever under `watch`)."""
     frame = tmp_path / "f.png"
     frame.write_bytes(b"not sent")
     with pytest.raises(SystemExit) as exit_info:

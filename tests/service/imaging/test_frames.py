@@ -77,7 +77,8 @@ def int32_tiff(values: np.ndarray) -> bytes:
 
 
 def test_32_bit_integer_frames_are_taken_as_16_bit_when_they_fit_and_refused_when_not(client):
-    """A 32-bit integer TIFF (mode I) used to be clipped at 65535, so frames with larger values came out white."""
+    """A 32-bit integer TIFF (mode I) is read as 16-bit data when it fits, and refused beyond: clipping at 65535
+    would turn frames with larger values white."""
     ramp = np.tile(np.linspace(0, 4095, 48), (40, 1))  # (40, 48) 12-bit data in 32-bit words
     decoded = decode_image(int32_tiff(ramp), "mono12.tif", LIMIT)
     assert decoded.pixels.mode == "I;16" and np.array_equal(np.asarray(decoded.pixels), ramp.astype(np.uint16))

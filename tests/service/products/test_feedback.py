@@ -159,8 +159,8 @@ def test_feedback_errors_are_clear(client):
 
 
 def test_a_relabelled_inspection_keeps_only_its_latest_label(make_client):
-    """An operator correcting a label: the latest replaces the earlier one (both used to count, and a frame
-    labelled good twice joined the calibration set twice)."""
+    """An operator correcting a label: the latest replaces the earlier one (both counting would let a frame
+    labelled good twice join the calibration set twice)."""
     with make_client(**SETTINGS) as client:
         upload(client, "p", GOOD[0], GOOD[1])
         before = client.get("/products/p").json()

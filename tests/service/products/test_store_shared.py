@@ -192,7 +192,7 @@ def test_api_delete_refused_by_the_disk_is_a_507_json_and_the_product_stays(clie
 
 def test_two_replicas_labelling_one_product_at_once_keep_both_labels(tmp_path, monkeypatch):
     """Replica A has read the labelled frames and not yet written them when replica B adds its label: B waits
-    for the product's lock and appends to what A wrote (it used to write first and A then wrote over it)."""
+    for the product's lock and appends to what A wrote, never over it."""
     (tmp_path / "products" / "widget").mkdir(parents=True)
     replica_a, replica_b = (FrameStore(ProductStore(tmp_path / "products"), 10, 10) for _ in range(2))
     label_a = new_frame("good", "feedback", "2026-11-29T17:00:00Z", "a.png")
@@ -223,7 +223,7 @@ def test_two_replicas_labelling_one_product_at_once_keep_both_labels(tmp_path, m
 
 
 def not_a_directory(root, monkeypatch):
-    """A lost mount, as the reviewer staged it: the folder moved away and a file in its place."""
+    """A lost mount: the folder moved away and a file in its place."""
     root.rename(root.with_name("products.bak"))
     root.touch()
 
