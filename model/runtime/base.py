@@ -11,7 +11,6 @@ from model.backbones import ClipFeatures, DinoFeatures
 from model.config import ConfigError
 from model.network import DCPSFR
 
-RuntimeName = Literal["torch", "openvino", "onnxruntime"]
 CompileMode = Literal["off", "compile", "cudagraphs"]
 RUNTIMES: tuple[str, ...] = ("torch", "openvino", "onnxruntime")
 COMPILE_MODES: tuple[str, ...] = ("off", "compile", "cudagraphs")

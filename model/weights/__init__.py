@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 MANIFEST_NAME = "manifest.json"
-ROLES = ("clip", "dino")
 
 
 class WeightsMissingError(FileNotFoundError):

@@ -105,10 +105,6 @@ class Engine:
         """`function(detector)` alone on the model worker (fit + calibrate); its time observed as `stage`."""
         return await self.worker.result(self.worker.submit_call(function, stage))
 
-    async def in_encode_pool(self, function: Callable[..., T], *args: Any) -> T:
-        """`function(*args)` in the encode pool."""
-        return await self._run(self.encode_pool, function, *args)
-
     def _open_all(self, uploads: Sequence[Upload]) -> list[OpenedImage]:
         opened = [open_image(u.data, u.name, self.max_pixels) for u in uploads]
         total = sum(o.image.width * o.image.height for o in opened)

@@ -371,7 +371,3 @@ class ModelWorker:
         while (job := self._next(0)) is not None:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(error)
-
-    def status_detail(self) -> str:
-        """The failure reason, else "the model is still loading" or "ready"."""
-        return self.error or ("the model is still loading" if self.state == "loading" else "ready")
