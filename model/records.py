@@ -13,6 +13,15 @@ Mode = Literal["full", "training-free"]
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels (x1, y1 exclusive)
 
 
+def summed_timings(parts: Sequence[PreparedBatch | GridScores]) -> dict[str, float]:
+    """Each stage's milliseconds summed over `parts`."""
+    timings: dict[str, float] = {}
+    for part in parts:
+        for stage, ms in part.timings_ms.items():
+            timings[stage] = timings.get(stage, 0.0) + ms
+    return timings
+
+
 @dataclass(frozen=True)
 class PreparedFrame:
     """One frame ready for the backbones: the output of `Detector.prepare`, on the CPU."""
@@ -38,11 +47,7 @@ class PreparedBatch:
     @classmethod
     def merged(cls, batches: Sequence[PreparedBatch]) -> PreparedBatch:
         """One batch of all the frames of `batches`, in order (their timings summed)."""
-        timings: dict[str, float] = {}
-        for batch in batches:
-            for stage, ms in batch.timings_ms.items():
-                timings[stage] = timings.get(stage, 0.0) + ms
-        return cls(tuple(f for batch in batches for f in batch.frames), timings)
+        return cls(tuple(f for batch in batches for f in batch.frames), summed_timings(batches))
 
     def sliced(self, start: int, stop: int) -> PreparedBatch:
         """The frames start..stop-1, with the whole batch's timings."""
@@ -64,12 +69,8 @@ class GridScores:
     @classmethod
     def merged(cls, parts: Sequence[GridScores]) -> GridScores:
         """One GridScores of all `parts`' frames, in order (their timings summed)."""
-        timings: dict[str, float] = {}
-        for part in parts:
-            for stage, ms in part.timings_ms.items():
-                timings[stage] = timings.get(stage, 0.0) + ms
         maps = tuple(m for part in parts for m in part.grid_maps)
-        return cls(maps, torch.cat([part.raw_scores for part in parts]), parts[0].mode, timings)
+        return cls(maps, torch.cat([part.raw_scores for part in parts]), parts[0].mode, summed_timings(parts))
 
     def sliced(self, start: int, stop: int) -> GridScores:
         """The frames start..stop-1, with the whole batch's timings."""
