@@ -9,6 +9,7 @@ Standard library only: the camera client and the product store use it as the mod
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -70,3 +71,12 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
+    """Hex sha256 of a file, read in `chunk`-byte blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

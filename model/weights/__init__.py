@@ -7,7 +7,6 @@ and the command that fetches it. Only `python -m model.weights fetch <config>` t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -22,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.config import ConfigError
-from model.files import atomic_path
+from model.files import atomic_path, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +56,6 @@ def manifest_entry(config_name: str, role: str, weights_dir: Path | None = None)
             f"add it to {MANIFEST_NAME} or use a config with published weights ({', '.join(configs)})"
         )
     return configs[config_name][role]
-
-
-def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
-    """Hex sha256 of a file, read in `chunk`-byte blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checksum_path(path: Path) -> Path:

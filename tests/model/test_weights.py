@@ -116,27 +116,21 @@ def test_cli_list_takes_weights_dir_after_the_subcommand(tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["verify", "fetch"])
 def test_cli_config_without_weight_files_says_so(tmp_path, capsys, command):
-    """`verify tiny` / `fetch tiny` printed nothing at all."""
+    """`verify tiny` / `fetch tiny` say that there is nothing to check, rather than nothing at all."""
     assert main([command, "tiny", "--weights-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out == "ok  config 'tiny' needs no weight files (random init, no backbone files)\n"
     assert not list(tmp_path.iterdir()), "nothing is written for a config without files"
 
 
-def test_cli_help_explains():
-    out = subprocess.run(
+def test_cli_help_explains_without_a_runpy_warning():
+    """`python -m model.weights` is the documented fetch command: its help says what it does, and it must not open
+    with runpy's "found in sys.modules" RuntimeWarning (were the package `model` to import `model.weights`)."""
+    done = subprocess.run(
         [sys.executable, "-m", "model.weights", "--help"], capture_output=True, text=True, cwd=REPO, check=True
-    ).stdout
-    assert "fetch" in out and "downloads" in out
-
-
-def test_cli_runs_without_a_runpy_warning():
-    """`python -m model.weights` is the documented fetch command: it must not open with runpy's
-    "found in sys.modules" RuntimeWarning (the package `model` imports `model.weights`)."""
-    err = subprocess.run(
-        [sys.executable, "-m", "model.weights", "--help"], capture_output=True, text=True, cwd=REPO, check=True
-    ).stderr
-    assert "RuntimeWarning" not in err, err
+    )
+    assert "fetch" in done.stdout and "downloads" in done.stdout
+    assert "RuntimeWarning" not in done.stderr, done.stderr
 
 
 def test_fetch_then_load_the_edge_config_without_network(tmp_path, monkeypatch):

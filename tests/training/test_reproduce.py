@@ -7,8 +7,9 @@ import json
 import pytest
 
 from model import create_detector
+from model.files import sha256_of
 from model.training.reproduce import STAGE_NAMES, main
-from model.weights import checksum_path, sha256_of
+from model.weights import checksum_path
 from tests.helpers.loopback import closed_port_url, loopback_server, mvtec_archive, sha256, visa_archive
 
 

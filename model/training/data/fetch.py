@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 import httpx
 from tqdm import tqdm
 
+from model.files import sha256_of
 from model.training.data.datasets import DatasetError, open_dataset
-from model.weights import sha256_of
 
 STAMP_NAME = ".fetched.json"
 EXTRACT_RATIO = 1.1  # extracted size / archive size: PNG and JPEG barely compress, so about the archive's size
