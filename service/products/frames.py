@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 from model import remove_path, write_atomic
-from service.products.store import ProductStore, write_json_atomic
+from service.products.files import write_json_atomic
+from service.products.store import ProductStore
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from service.engine.worker import Ticket
 from service.errors import Conflict, InvalidInput, NotFound, ServiceError, StorageFailed, TooLarge
 from service.imaging.decode import decode_image
 from service.metrics import Metrics
+from service.products.files import CALIBRATION_FILE, ProductMissing
 from service.products.frames import (
     FrameStore,
     Label,
@@ -36,13 +37,7 @@ from service.products.frames import (
     new_frame,
     relabelled,
 )
-from service.products.store import (
-    CALIBRATION_FILE,
-    Product,
-    ProductMissing,
-    ProductStore,
-    StoreConflict,
-)
+from service.products.store import Product, ProductStore, StoreConflict
 from service.records.history import Inspection, InspectionHistory, now_iso
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,9 @@ import time
 import pytest
 
 import service.products.store
+from service.products.files import LOCK, LOCK_STALE_S, StoreError
 from service.products.frames import FrameStore, new_frame
-from service.products.store import LOCK, LOCK_STALE_S, ProductStore, StoreConflict, StoreError, StoreUnavailable
+from service.products.store import ProductStore, StoreConflict, StoreUnavailable
 from tests.helpers.apps import STORE_CALIBRATION, upload
 from tests.helpers.images import image_bytes
 
