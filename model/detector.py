@@ -252,7 +252,7 @@ class Detector:
         with _timed(timings, "dino", self.device):
             dino = self._dino_of_frames(batch.frames)  # per frame (T, Nd, Dd) patch tokens, (T, Dd) class tokens
         with _timed(timings, "bank_search", self.device):
-            s_cos = [1.0 - refs.bank.max_similarity(p, self.device_cache).to(self.device) for p, _ in dino]  # (T, Nd)
+            s_cos = self._distances(refs, [patch for patch, _ in dino])  # per frame (T, Nd)
         if self.mode == "training-free":
             with _timed(timings, "heads", self.device):
                 grid_maps, raw = self._training_free_scores(batch.frames, dino, s_cos)
@@ -299,6 +299,13 @@ class Detector:
             ):
                 out[i] = (patch, cls)  # (T, Nd, Dd), (T, Dd)
         return [out[i] for i in range(len(frames))]
+
+    def _distances(self, refs: ReferenceSet, patch_tokens: list[torch.Tensor]) -> list[torch.Tensor]:
+        """1 - max cosine of every patch to the memory bank, in one search: per frame (T, Nd) from (T, Nd, Dd)."""
+        flat = torch.cat([tokens.flatten(0, 1) for tokens in patch_tokens])  # (sum T * Nd, Dd)
+        distances = 1.0 - refs.bank.max_similarity(flat, self.device_cache).to(self.device)  # (sum T * Nd,)
+        sizes = [tokens.shape[0] * tokens.shape[1] for tokens in patch_tokens]
+        return [d.view(t.shape[:2]) for d, t in zip(distances.split(sizes), patch_tokens, strict=True)]
 
     def _clip_of_frames(self, frames: Sequence[PreparedFrame]) -> ClipFeatures:
         cfg = self.config.clip
