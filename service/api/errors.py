@@ -12,8 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import get_route_path
 
 from service.errors import (
     BadImage,
@@ -56,7 +58,8 @@ MEANINGS = {
     403: "wrong API key",
     404: "unknown product, inspection or file",
     405: "method not allowed: the Allow header lists the methods of this path",
-    409: "the product changed (another upload or a delete) while this request ran",
+    409: "the product changed (another upload or a delete) while this request ran, or it has no room for it "
+    "(DCPSFR_MAX_REFERENCES references already)",
     413: "body, pixels or image count over the limit",
     415: "not an accepted image (PNG, JPEG, BMP, TIFF)",
     422: "bad field",
@@ -144,8 +147,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, describe_validation_errors(errors), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        return error_response(err.status_code, str(err.detail), getattr(err, "headers", None))
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(err, "headers", None) or {})
+        if err.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return error_response(err.status_code, str(err.detail), headers or None)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, err: Exception) -> JSONResponse:
@@ -156,6 +162,18 @@ def install_error_handlers(app: FastAPI) -> None:
     server_log = logging.getLogger(SERVER_LOGGER)
     if not any(isinstance(f, SkipLoggedErrors) for f in server_log.filters):
         server_log.addFilter(SkipLoggedErrors())
+
+
+def allowed_methods(request: Request) -> str:
+    """The `Allow` of a 405: the methods of every route whose path matches the request's (the router's own names
+    only the first such route's, so GET /products/{id} hid DELETE /products/{id})."""
+    path = get_route_path(request.scope)
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 SERVER_LOGGER = "uvicorn.error"  # where uvicorn logs "Exception in ASGI application" with the traceback
