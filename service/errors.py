@@ -36,7 +36,8 @@ class NotFound(ServiceError):
 
 
 class Conflict(ServiceError):
-    """The product changed (another upload or a delete) while this request ran."""
+    """The product's state stands in the way: it changed (another upload or a delete) while this request ran, or it
+    has no room for the change."""
 
 
 class Overloaded(ServiceError):

@@ -238,7 +238,9 @@ class Workflows:
         Returns the product and the evaluation."""
         product = await self.existing(product_id)
         if (inspection_id is None) == (image is None):
-            raise InvalidInput("send either the form field 'inspection_id' or one file 'image', not both or neither")
+            raise InvalidInput(
+                "send either the form field 'inspection_id' or one file in 'images', not both or neither"
+            )
         if add_to_references and label != "good":
             raise InvalidInput("only a frame labelled 'good' can join the references")
         if add_to_references:
@@ -266,7 +268,8 @@ class Workflows:
     def _check_room_for_a_reference(self, product: Product) -> None:
         limit = self.limits.max_references
         if product.refs.n_references >= limit:
-            raise InvalidInput(f"{product.product_id!r} already has {limit} references (DCPSFR_MAX_REFERENCES)")
+            # the product's state, not the request, stands in the way: a conflict (a well-formed request is never 422)
+            raise Conflict(f"{product.product_id!r} already has {limit} references (DCPSFR_MAX_REFERENCES)")
 
     def _labelled_good(self, product_id: str, inspection_id: str) -> bool:
         """Whether the inspection's current label is "good" (a relabel then takes it out of the calibration set)."""
@@ -282,10 +285,10 @@ class Workflows:
         if inspection is None:
             raise NotFound(
                 f"inspection {inspection_id!r} is not among the last {self.history.size} inspections of "
-                f"{product_id!r} on this replica; send the frame as 'image'"
+                f"{product_id!r} on this replica; send the frame in 'images'"
             )
         if inspection.frame is None:
-            raise InvalidInput(f"inspection {inspection_id!r} was too large to keep; send the frame as 'image'")
+            raise InvalidInput(f"inspection {inspection_id!r} was too large to keep; send the frame in 'images'")
         return inspection.frame, inspection.filename
 
     async def _add_reference(

@@ -210,7 +210,7 @@ def test_references_added_by_feedback_at_once_stop_at_the_maximum(make_client, m
         release.set()
         first.join(30)
         second.join(30)
-        assert sorted(answer.status_code for answer in answers) == [200, 422]
+        assert sorted(answer.status_code for answer in answers) == [200, 409]
         assert client.get("/products/p").json()["n_references"] == 2
 
 
