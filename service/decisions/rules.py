@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, ValidationInfo, field_validator
 
 from model import Region, RegionSet, find_regions
 
@@ -24,7 +24,17 @@ MAX_COORDINATE = 1e7  # polygon coordinates (pixels); PIL draws polygons wrong f
 MAX_MM_PER_PIXEL = 1e3  # 1 m a pixel; with 50 MP frames the mm² sizes stay far from float overflow
 MAX_COUNT = 2**31 - 1  # region counts and areas in pixels
 
-Coordinate = Annotated[FiniteFloat, Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+
+def _not_bool_or_text(value: object) -> object:
+    """Lax pydantic reads JSON `true` as 1 and "5" as 5 (and strict pydantic refuses 5.0, an integer in JSON)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+NUMBER_ONLY = BeforeValidator(_not_bool_or_text)  # put after an int's Field (else the schema loses them)
+# floats are strict (a JSON number: never true or "5"); arrays still make tuples
+Coordinate = Annotated[FiniteFloat, Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE, strict=True)]
 Point = tuple[Coordinate, Coordinate]
 Polygon = Annotated[list[Point], Field(min_length=3, max_length=1000, description="[[x, y], ...] in image pixels")]
 
@@ -38,37 +48,53 @@ def _unset(value: object) -> bool:
     return value is None  # unset limits are left out of the rules as stored and answered
 
 
+MM_LIMITS = ("max_area_mm2", "max_length_mm")  # limits in mm: they need the product's scale, mm_per_pixel
+# the same in the JSON schema (a mm limit given, not null, needs mm_per_pixel given, not null), so that rules the
+# schema calls valid are valid
+_SCALE_NEEDED = {
+    name: {
+        "anyOf": [
+            {"properties": {name: {"type": "null"}}},
+            {"properties": {"mm_per_pixel": {"type": "number"}}, "required": ["mm_per_pixel"]},
+        ]
+    }
+    for name in MM_LIMITS
+}
+
+
 class AcceptanceRules(BaseModel):
     """A product's rules (`PUT /products/{id}/rules`). Every field is optional; limits are exclusive maxima."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"dependentSchemas": _SCALE_NEEDED})
     mm_per_pixel: float | None = Field(
         None,
         exclude_if=_unset,
+        strict=True,
         gt=0,
         le=MAX_MM_PER_PIXEL,
         allow_inf_nan=False,
         description="the product's scale: adds mm sizes to every region",
     )
-    min_area_px: int | None = Field(
+    min_area_px: Annotated[int, Field(ge=1, le=MAX_COUNT), NUMBER_ONLY] | None = Field(
         None,
         exclude_if=_unset,
-        ge=1,
-        le=MAX_COUNT,
         description="regions smaller than this are specks and dropped (default DCPSFR_MIN_REGION_AREA_PX)",
     )
-    max_regions: int | None = Field(
-        None, exclude_if=_unset, ge=0, le=MAX_COUNT, description="reject when there are more regions than this"
+    max_regions: Annotated[int, Field(ge=0, le=MAX_COUNT), NUMBER_ONLY] | None = Field(
+        None,
+        exclude_if=_unset,
+        description="reject when there are more regions than this",
     )
     max_area_px: float | None = Field(
-        None, exclude_if=_unset, gt=0, allow_inf_nan=False, description="reject a region larger than this"
+        None, exclude_if=_unset, strict=True, gt=0, allow_inf_nan=False, description="reject a region larger than this"
     )
     max_area_mm2: float | None = Field(
-        None, exclude_if=_unset, gt=0, allow_inf_nan=False, description="the same in mm² (needs a scale)"
+        None, exclude_if=_unset, strict=True, gt=0, allow_inf_nan=False, description="the same in mm² (needs a scale)"
     )
     max_length_mm: float | None = Field(
         None,
         exclude_if=_unset,
+        strict=True,
         gt=0,
         allow_inf_nan=False,
         description="reject a region whose box's longer side exceeds this (mm)",
@@ -76,7 +102,7 @@ class AcceptanceRules(BaseModel):
     reject_in: list[Polygon] = Field(default_factory=list, max_length=64, description="any region touching one rejects")
     ignore_in: list[Polygon] = Field(default_factory=list, max_length=64, description="pixels inside never count")
 
-    @field_validator("max_area_mm2", "max_length_mm")
+    @field_validator(*MM_LIMITS)
     @classmethod
     def _needs_scale(cls, value: float | None, info: ValidationInfo) -> float | None:
         if value is not None and info.data.get("mm_per_pixel") is None:
