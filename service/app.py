@@ -17,6 +17,7 @@ from service.api.dependencies import Services
 from service.api.errors import install_error_handlers
 from service.api.lifecycle import DrainMiddleware
 from service.api.middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
+from service.api.openapi import install_openapi
 from service.api.routes import console, health, inspect, products, rules
 from service.decisions.results import RegionLimits, mode_label
 from service.decisions.thresholds import CalibrationPolicy
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, build: DetectorFactory | None =
     )
     metrics.in_flight.set_function(lambda: app.state.services.lifecycle.in_flight)
     install_error_handlers(app)
+    install_openapi(app, settings)
     for router in (health.router, products.router, rules.router, inspect.router, console.router):
         app.include_router(router)
     app.add_middleware(AdmissionMiddleware, check=worker.check_admission)  # innermost

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from pydantic import BeforeValidator
 
 from service.api.lifecycle import Lifecycle
 from service.engine.worker import ModelWorker
@@ -57,4 +58,15 @@ def get_ready_services(services: Annotated[Services, Depends(get_services)]) -> 
 ServicesDep = Annotated[Services, Depends(get_services)]
 StoreServices = Annotated[Services, Depends(get_store_services)]
 ReadyServices = Annotated[Services, Depends(get_ready_services)]
+
+
+def _true_or_false(value: object) -> object:
+    """A multipart boolean is the text `true` or `false` (any case), as the schema's `boolean` is sent; pydantic
+    alone would also read 1, 0, yes, off, ..."""
+    if isinstance(value, str) and value.lower() not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value
+
+
+FormBool = Annotated[bool, BeforeValidator(_true_or_false)]
 ProductId = Annotated[str, Path(pattern=PRODUCT_ID.pattern, description="1-64 letters, digits, '.', '_' or '-'")]

@@ -66,8 +66,11 @@ def readiness_of(services: ServicesDep) -> Readiness:
 @router.get(
     "/metrics",
     summary="Prometheus exposition",
-    response_class=PlainTextResponse,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **error_responses(401, 403)},
+    response_class=PlainTextResponse,  # text/plain, a string: the 200's schema
+    responses={
+        200: {"description": f"the Prometheus text format ({CONTENT_TYPE_LATEST})"},
+        **error_responses(401, 403),
+    },
 )
 async def metrics(services: ServicesDep) -> Response:
     """This replica's metrics in the Prometheus text format; needs an API key when keys are configured (401/403)."""

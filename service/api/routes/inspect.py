@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.dependencies import ReadyServices
 from service.api.errors import error_responses
+from service.api.openapi import max_files
 from service.api.routes.uploads import read_uploads
 from service.api.schemas import InspectedImage, InspectResponse
 from service.decisions.results import InspectionResult
@@ -36,8 +37,13 @@ router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503))
 async def inspect(
     services: ReadyServices,
     product_id: Annotated[str, Form(pattern=PRODUCT_ID.pattern, description="a product with uploaded references")],
-    images: Annotated[list[UploadFile], File(description="one or more images to inspect")],
-    format: Annotated[Literal["json", "png"], Query(description="png: the mask PNG as the body (one image)")] = "json",
+    images: Annotated[
+        list[UploadFile],
+        File(description="the images to inspect", json_schema_extra=max_files("max_images_per_request")),
+    ],
+    format: Annotated[
+        Literal["json", "png"], Query(description="png: the mask PNG as the body (send exactly one image)")
+    ] = "json",
 ) -> Response:
     """Scores each image against the product's references: verdict, score, thresholds, regions, mask and heat-map PNGs
     (base64), or with format=png one image's mask PNG with the verdict in X-* headers. 404 unknown product, 413 too many

@@ -10,8 +10,9 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.api.dependencies import ProductId, ReadyServices, Services, StoreServices
+from service.api.dependencies import FormBool, ProductId, ReadyServices, Services, StoreServices
 from service.api.errors import error_responses
+from service.api.openapi import max_files, refused
 from service.api.routes.uploads import read_uploads, single_upload
 from service.api.schemas import (
     Evaluation,
@@ -29,6 +30,18 @@ from service.products.workflows import unknown_product
 
 router = APIRouter(prefix="/products", tags=["products"], responses=error_responses(401, 403, 503))
 
+OLD_IMAGE_FIELD = "send the frame in the multipart field 'images' (one file), as every route takes images"
+# what give_feedback answers 422 to, in its body's schema (service.api.openapi moves it into the body model)
+FEEDBACK_RULES = {
+    "oneOf": [  # one frame: a recent inspection's, or a file (an empty value is no value in a multipart body)
+        {"required": ["inspection_id"], "properties": {"inspection_id": {"minLength": 1}, "images": {"maxItems": 0}}},
+        {"required": ["images"], "properties": {"images": {"minItems": 1}, "inspection_id": {"maxLength": 0}}},
+    ],
+    "anyOf": [  # only a good frame joins the references
+        {"properties": {"add_to_references": {"const": False}}},
+        {"properties": {"label": {"const": "good"}}},
+    ],
+}
 MAX_THRESHOLD = 1e30  # within float32, which the maps are compared in
 
 
@@ -38,10 +51,15 @@ class ThresholdUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     threshold: float = Field(
-        ge=-MAX_THRESHOLD, le=MAX_THRESHOLD, allow_inf_nan=False, description="image score above it -> anomalous"
+        ge=-MAX_THRESHOLD,
+        le=MAX_THRESHOLD,
+        allow_inf_nan=False,
+        strict=True,  # a number: JSON true or "0.5" is refused
+        description="image score above it -> anomalous",
     )
     pixel_threshold: float | None = Field(
         None,
+        strict=True,
         ge=-MAX_THRESHOLD,
         le=MAX_THRESHOLD,
         allow_inf_nan=False,
@@ -63,9 +81,15 @@ def view(product: Product, services: Services) -> ProductView:
 async def upload_references(
     product_id: ProductId,
     services: ReadyServices,
-    images: Annotated[list[UploadFile], File(description="1-16 images of good parts")],
+    images: Annotated[
+        list[UploadFile], File(description="images of good parts", json_schema_extra=max_files("max_references"))
+    ],
     calibration: Annotated[
-        list[UploadFile] | None, File(description="optional extra good frames: the calibration set, not references")
+        list[UploadFile] | None,
+        File(
+            description="optional extra good frames: the calibration set, not references",
+            json_schema_extra=max_files("calibration_max_frames"),
+        ),
     ] = None,
     bit_depth: Annotated[
         int | None,
@@ -87,7 +111,13 @@ async def upload_references(
 async def add_calibration_frames(
     product_id: ProductId,
     services: ReadyServices,
-    images: Annotated[list[UploadFile], File(description="good frames of this product, as the camera takes them")],
+    images: Annotated[
+        list[UploadFile],
+        File(
+            description="good frames of this product, as the camera takes them",
+            json_schema_extra=max_files("calibration_max_frames"),
+        ),
+    ],
 ) -> ProductView:
     """References unchanged (no refit, no backbone pass for them): only the new frames are scored."""
     product = await services.workflows.add_calibration_frames(product_id, await read_uploads(images))
@@ -98,6 +128,7 @@ async def add_calibration_frames(
     "/{product_id}/feedback",
     summary="Label a frame good or defect (an inspection id or an image)",
     responses=error_responses(400, 404, 409, 413, 415, 422, 429, 504, 507),
+    openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": FEEDBACK_RULES}}}},
 )
 async def give_feedback(
     product_id: ProductId,
@@ -105,17 +136,18 @@ async def give_feedback(
     label: Annotated[Literal["good", "defect"], Form(description="the operator's verdict")],
     inspection_id: Annotated[str | None, Form(description="a recent inspection of this product")] = None,
     images: Annotated[
-        list[UploadFile] | None, File(description="or the frame itself: one file, instead of inspection_id")
+        list[UploadFile] | None,
+        File(description="or the frame itself: one file, instead of inspection_id", json_schema_extra=max_files(1)),
     ] = None,
-    image: Annotated[UploadFile | None, File(include_in_schema=False)] = None,
+    image: Annotated[UploadFile | None, File(json_schema_extra=refused(OLD_IMAGE_FIELD))] = None,  # the old name
     add_to_references: Annotated[
-        bool, Form(description="good frames only: also add it to the references (a new version)")
+        FormBool, Form(description="good frames only: also add it to the references (a new version)")
     ] = False,
 ) -> FeedbackAnswer:
     """A good frame joins the calibration set (thresholds recomputed); every labelled frame is kept (bounded)
     for GET /products/{id}/evaluation. 422 unless exactly one of inspection_id and one file in images."""
     if image is not None:
-        raise InvalidInput("send the frame in the multipart field 'images' (one file), as every route takes images")
+        raise InvalidInput(OLD_IMAGE_FIELD)
     frame = await single_upload(images) if images else None
     product, evaluation = await services.workflows.give_feedback(
         product_id, label, inspection_id, frame, add_to_references
