@@ -12,7 +12,6 @@ const RECENT_LIMIT = 40;
 const MAX_RESULT_CARDS = 12; // the page keeps the newest results drawn; the service's history keeps more
 const MAX_SESSION_RESULTS = 200; // scores the threshold preview counts when the service keeps no history
 const MAX_REFERENCES = 16;
-const PRODUCT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 const apiBase = new URL(".", location.href); // the page is served at the service's root (or a proxy's prefix)
 const $ = (id) => document.getElementById(id);
@@ -22,6 +21,7 @@ const state = {
   keyPrompt: null, // the pending key dialog, shared by concurrent requests that got 401/403
   routes: new Set(), // "METHOD /path/{}" from /openapi.json
   routesLoaded: null, // the promise of loading them; null until asked, and again after a failure (e.g. no key)
+  productId: null, // the product-id pattern (a RegExp) from /openapi.json; null until loaded: the service checks
   shownProductId: null, // the product whose page is shown; null on the products list
   referenceFiles: [],
   product: null, // the product page's current summary
@@ -120,6 +120,23 @@ async function fetchRoutes() {
       state.routes.add(`${method.toUpperCase()} ${path.replace(/\{[^}]+\}/g, "{}")}`);
     }
   }
+  state.productId = productIdPattern(spec);
+}
+
+/** The pattern of the path parameter `product_id` in the schema (the service's one pattern), or null. */
+function productIdPattern(spec) {
+  for (const operations of Object.values(spec.paths || {})) {
+    for (const operation of Object.values(operations)) {
+      const parameter = (operation.parameters || []).find((p) => p.in === "path" && p.name === "product_id");
+      if (!parameter?.schema?.pattern) continue;
+      try {
+        return new RegExp(parameter.schema.pattern, "u"); // JSON Schema patterns are ECMA-262 (unicode)
+      } catch {
+        return null; // a pattern this browser cannot read: the service still checks every id
+      }
+    }
+  }
+  return null;
 }
 
 // ---- the API key ----------------------------------------------------------------------------------------
@@ -407,7 +424,7 @@ async function createProduct(event) {
   event.preventDefault();
   const id = $("new-product-id").value.trim();
   const files = state.referenceFiles;
-  if (!PRODUCT_ID.test(id)) {
+  if (!id || (state.productId && !state.productId.test(id))) {
     return formError("new-product-error", "Enter a product id: letters, digits, . _ - (up to 64).", "new-product-id");
   }
   if (files.length < 1 || files.length > MAX_REFERENCES) {
@@ -834,7 +851,7 @@ async function sendFeedback(entry, label, status) {
   form.append("label", label);
   const inspectionId = entry.result.inspection_id;
   if (inspectionId) form.append("inspection_id", inspectionId);
-  else if (entry.file) form.append("image", entry.file, entry.file.name);
+  else if (entry.file) form.append("images", entry.file, entry.file.name);
   else return;
   status.textContent = "Sending…";
   try {

@@ -172,6 +172,27 @@ def drop_file(page, selector: str, path: Path) -> None:
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
 
 
+class NotFound:
+    """Every 404 the page meets, as answers and as messages in the browser's console; and the answers for the
+    page's icon (headless chromium never asks for /favicon.ico, so an icon the page does not link goes unseen)."""
+
+    def __init__(self, page) -> None:
+        self.misses: list[str] = []
+        self.icons: list[int] = []
+        page.on("response", self.answered)
+        page.on("console", lambda message: self.misses.append(message.text) if "404" in message.text else None)
+
+    def answered(self, response) -> None:
+        if response.status == 404:
+            self.misses.append(f"404 {response.url}")
+        if response.url.endswith("/ui/favicon.svg"):
+            self.icons.append(response.status)
+
+    def check(self) -> None:
+        assert not self.misses, f"the page met 404s: {self.misses}"
+        assert self.icons and set(self.icons) == {200}, f"the page's icon: {self.icons}"  # (fetched per view)
+
+
 def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
     executable = chromium_or_skip()
     from playwright.sync_api import expect, sync_playwright
@@ -195,6 +216,7 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
             page.set_default_timeout(TIMEOUT_MS)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
+            not_found = NotFound(page)
             console = Console(page, shots)
 
             # the page itself is public; the API asks for the key, which the page asks for once
@@ -218,6 +240,11 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
 
             # new product, on the keyboard: id, the file chooser, create
             console.tab_to("#new-product-id")
+            page.keyboard.type("-bottle")  # not an id: the service's pattern, read from /openapi.json, says so at once
+            page.keyboard.press("Enter")
+            expect(page.locator("#new-product-error")).to_contain_text("Enter a product id")
+            assert page.evaluate("document.activeElement.id") == "new-product-id"
+            page.keyboard.press("Control+A")
             page.keyboard.type("bottle")
             console.choose_files("#new-product-files", good)
             expect(page.locator("#references-thumbs img")).to_have_count(len(good))
@@ -379,6 +406,7 @@ def test_console_main_flow_in_chromium(tmp_path, bottle_dir):
             console.check("deleted")
             assert client.get("/products/bottle").status_code == 404
             assert not errors, f"JavaScript errors: {errors}"
+            not_found.check()
             checks_can_fail(console)
         finally:
             browser.close()
@@ -401,6 +429,7 @@ def test_an_answer_for_a_product_left_is_dropped(tmp_path, bottle_dir):
         try:
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
+            not_found = NotFound(page)
             page.goto(str(client.base_url))
             expect(page.locator("#products-table tbody tr")).to_have_count(2)
             page.wait_for_load_state("networkidle")  # the list's own calls (history counts) are done
@@ -416,6 +445,7 @@ def test_an_answer_for_a_product_left_is_dropped(tmp_path, bottle_dir):
             with page.expect_response(lambda r: r.url.endswith("/inspect")) as inspected:
                 drop_file(page, "#frames-dropzone", good[0])  # a frame dropped now is inspected against beta
             assert inspected.value.json()["product_id"] == "beta"
+            not_found.check()
         finally:
             browser.close()
 
@@ -440,6 +470,7 @@ def test_the_console_works_while_the_model_cannot_load(tmp_path, bottle_dir):
         try:
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
+            not_found = NotFound(page)
             page.goto(str(client.base_url))
             expect(page.locator("#products-empty")).to_be_visible()
             expect(page.locator("#service-status")).to_have_text(f"Model not ready: {reason}")
@@ -450,6 +481,7 @@ def test_the_console_works_while_the_model_cannot_load(tmp_path, bottle_dir):
                 f"Could not create bottle: model not ready: {reason}"
             )
             Console(page, tmp_path).check("model-not-ready")
+            not_found.check()
         finally:
             browser.close()
 

@@ -25,6 +25,15 @@ def test_the_page_is_served_at_the_root(client):
         assert asset.content == (CONSOLE_DIR / name).read_bytes()
 
 
+def test_the_page_has_its_own_icon(client):
+    """Without a `<link rel="icon">` the browser asks for /favicon.ico: a 404 in its console on every load."""
+    assert '<link rel="icon" href="ui/favicon.svg" type="image/svg+xml">' in client.get("/").text
+    icon = client.get("/ui/favicon.svg")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.text.startswith("<svg")
+
+
 @pytest.mark.parametrize("path", ["/ui", "/ui/", "/ui/index.html"])
 def test_ui_paths_lead_to_the_page(client, path):
     answer = client.get(path, follow_redirects=False)
@@ -59,6 +68,6 @@ def test_every_console_file_is_package_data():
     """A non-editable install (the Docker image) ships only package data: a file the patterns miss is lost."""
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["service"]
     files = sorted(path.name for path in CONSOLE_DIR.iterdir() if path.suffix in MEDIA_TYPES)  # what /ui/ serves
-    assert {"index.html", "app.js", "style.css"} <= set(files)
+    assert {"index.html", "app.js", "style.css", "favicon.svg"} <= set(files)
     for name in files:
         assert any(fnmatch.fnmatch(f"console/{name}", pattern) for pattern in patterns), name
