@@ -1,6 +1,11 @@
 """Schema fuzzing (schemathesis): requests generated from the app's own OpenAPI schema, sent in-process (ASGI) to
 a real app on the `tiny` detector (random weights). No answer may be a 5xx, and every answer must match the schema:
-a status the route declares, its content type, and its body schema. Bounded and derandomized for CI."""
+a status the route declares, its content type, and its body schema. Bounded and derandomized for CI.
+
+The full run, every check and phase (requests the schema forbids included), is `schemathesis run --checks all`
+against a server: tests/e2e/test_openapi.py. What stays here is what that run does not do: image parts of random
+bytes (there they are real images), a stored product on every product route and a real frame for /inspect, and the
+answers without an API key."""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
 from hypothesis.strategies import SearchStrategy
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -100,16 +104,14 @@ def assert_conforms(schema: BaseSchema, mode: str, max_examples: int = MAX_EXAMP
             strategy = operation.as_strategy(generation_mode=GenerationMode(mode))
         try:
             fuzz(strategy, max_examples)
-        except Unsatisfiable:
-            assert mode == "negative", f"{operation.label}: no request could be generated"  # nothing to break
         except (Exception, BaseExceptionGroup) as err:
             failures.append(f"{operation.label}: {str(err)[:MAX_REPORT_CHARS]}")
     assert not failures, "\n\n".join(failures)
 
 
-@pytest.mark.parametrize("mode", ["positive", "negative", "stored-product"])
+@pytest.mark.parametrize("mode", ["positive", "stored-product"])
 def test_every_answer_is_declared_and_no_5xx(api_schema, mode: str):
-    """positive: requests the schema allows; negative: requests it forbids (each must be a 4xx, never a 5xx);
+    """positive: requests the schema allows, but with random bytes for the images (400/415, declared);
     stored-product: the id of a stored product (and a real frame for /inspect), so requests reach the store and
     the model."""
     assert_conforms(api_schema, mode)
