@@ -18,13 +18,14 @@ serve: $(STAMP)
 	$(VENV)/bin/python -m service --fetch-weights --host $(HOST) --port $(PORT)
 
 # lint, the docs site (warnings are errors), the suite with the soak on both cores (a test file stays on one worker,
-# so its servers start once: tests/conftest.py), then the latency measurement alone, with nothing competing for the CPU
+# so its servers start once; one torch thread per process, as two workers share two cores), then the latency
+# measurement alone, with nothing competing for the CPU
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadgroup -m "not alone" --durations=15
-	$(VENV)/bin/python -m pytest -q -m alone --durations=3
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not alone" --durations=15
+	$(VENV)/bin/python -m pytest -q -m alone --durations=3 tests/e2e/test_health_under_load.py
 
 # the inner loop: the fast tests only (no server processes, no load runs)
 check: $(STAMP)

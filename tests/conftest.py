@@ -1,8 +1,4 @@
-"""Shared fixtures. Everything here uses the `tiny` config: random weights, tests only, never a download.
-
-Under `pytest -n 2 --dist loadgroup` (make test) each test file runs on one worker, so its module fixtures (servers,
-replicas) start once; files in one SHARED_WORKER group also share that worker's session fixtures (the deployed
-service)."""
+"""Shared fixtures. Everything here uses the `tiny` config: random weights, tests only, never a download."""
 
 from __future__ import annotations
 
@@ -18,17 +14,16 @@ BOTTLE = SHARED_DATA / "mvtec_ad" / "bottle_xs"
 HARD_CASES = SHARED_DATA / "hard-cases"
 
 
-SHARED_WORKER = {  # test file -> a group of files that share their worker's session fixtures
-    "tests/e2e/test_client.py": "deployment",
-    "tests/e2e/test_prometheus.py": "deployment",
-}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Give every test the xdist group of its file (or of its SHARED_WORKER group)."""
-    for item in items:
-        path = Path(item.path).relative_to(REPO).as_posix()
-        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(path, path)))
+    """The longest runs first (the soak, then the other end-to-end files), so that `pytest -n 2 --dist loadfile`
+    (make test) hands them out while the short files fill the gaps; otherwise collection order."""
+
+    def weight(item: pytest.Item) -> int:
+        if item.get_closest_marker("soak"):
+            return 0
+        return 1 if item.get_closest_marker("e2e") else 2
+
+    items.sort(key=weight)  # stable: files and tests keep their order within each weight
 
 
 @pytest.fixture(autouse=True)

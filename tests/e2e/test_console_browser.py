@@ -105,6 +105,12 @@ class Console:
         self.shots = shots
         self.cdp = page.context.new_cdp_session(page)
         self.n_shots = 0
+        self.messages: list[str] = []  # the page's console, for the failure message
+        page.on("console", lambda message: self.messages.append(f"{message.type}: {message.text}"))
+        # Playwright turns the browser's file-chooser interception on when a page gets its first listener, without
+        # waiting for the browser: a Space pressed right after expect_file_chooser() could open an unintercepted
+        # chooser that never reports. A listener held for the whole page keeps the interception on.
+        page.on("filechooser", lambda chooser: None)
 
     def tab_to(self, selector: str, max_tabs: int = 150) -> None:
         """Press Tab until `selector` has the focus: proves it is reachable by keyboard alone."""
@@ -132,9 +138,15 @@ class Console:
 
     def choose_files(self, selector: str, paths: list[Path]) -> None:
         """Tab to a file input and open its chooser with the keyboard (Space), then pick `paths`."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         self.tab_to(selector)
-        with self.page.expect_file_chooser() as chooser:
-            self.page.keyboard.press("Space")
+        try:
+            with self.page.expect_file_chooser() as chooser:
+                self.page.keyboard.press("Space")
+        except PlaywrightTimeout:
+            focused = self.page.evaluate("document.activeElement && document.activeElement.id")
+            pytest.fail(f"Space on {selector} opened no file chooser (focus: {focused}): {self.messages[-20:]}")
         chooser.value.set_files([str(p) for p in paths])
 
     def canvas_pixels(self, selector: str, opacity: int, outline: bool) -> np.ndarray:
