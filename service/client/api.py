@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from service.client.names import upload_name
+
 log = logging.getLogger(__name__)
 
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
@@ -115,14 +117,13 @@ class InspectApi:
         self.close()
 
     def inspect(self, product_id: str, images: Sequence[Upload]) -> dict[str, Any]:
-        """POST /inspect: `{"product_id", "reference_version", "results": [one per image, in order]}`."""
-        files = [("images", (name, data, guess_type(name))) for name, data in images]
-        return self._post("/inspect", data={"product_id": product_id}, files=files).json()
+        """POST /inspect: `{"product_id", "reference_version", "results": [one per image, in order]}`. A file name
+        that is not plain text is sent as `names.upload_name` says."""
+        return self._post("/inspect", data={"product_id": product_id}, files=multipart(images)).json()
 
     def upload_references(self, product_id: str, images: Sequence[Upload]) -> dict[str, Any]:
         """POST /products/{id}/references: the new product summary."""
-        files = [("images", (name, data, guess_type(name))) for name, data in images]
-        return self._post(f"/products/{product_id}/references", data={}, files=files).json()
+        return self._post(f"/products/{product_id}/references", data={}, files=multipart(images)).json()
 
     def _post(self, path: str, data: dict[str, str], files: list) -> httpx.Response:
         return self._with_retries(f"POST {path}", lambda: self.http.post(path, data=data, files=files))
@@ -161,6 +162,11 @@ def classify(response: httpx.Response) -> ApiError:
     if status in FRAME_STATUS or status >= 500:
         return FrameError(message, status)
     return ConfigurationError(message, status)
+
+
+def multipart(images: Sequence[Upload]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The `images` fields of a multipart body, each under a name any HTTP stack can carry."""
+    return [("images", (upload_name(name), data, guess_type(name))) for name, data in images]
 
 
 def guess_type(name: str) -> str:

@@ -22,8 +22,16 @@ from model import positive_int, positive_seconds
 from service.client.api import ApiError, ConfigurationError, FrameError, InspectApi, RetryPolicy, Stopped
 from service.client.camera import CameraSpooler, CameraUnavailable
 from service.client.journal import Journal
-from service.client.outputs import OutputFolder, safe_stem, summary
-from service.client.watch import DEFAULT_SETTLE_S, INCOMPLETE_GRACE_S, TEMPORARY_SUFFIXES, FrameSender, watch_folder
+from service.client.names import display_name, safe_stem
+from service.client.outputs import OutputFolder, summary
+from service.client.watch import (
+    DEFAULT_SETTLE_S,
+    INCOMPLETE_GRACE_S,
+    TEMPORARY_SUFFIXES,
+    FrameSender,
+    is_frame_name,
+    watch_folder,
+)
 from service.imaging.formats import ACCEPTED_NAMES, ACCEPTED_SUFFIXES, PRODUCT_ID
 
 log = logging.getLogger("service.client")
@@ -39,16 +47,21 @@ EPILOG = """examples:
 
 environment: DCPSFR_CLIENT_URL and DCPSFR_CLIENT_API_KEY are the defaults of --url and --api-key (keeps the key
 out of `ps`; the service's own keys are DCPSFR_API_KEYS).
-exit status: 0 done; 1 a request or frame failed (`inspect`: any file; `watch --once`: any frame rejected);
-2 bad usage (arguments, a DIR, --out or --journal that cannot be used) or misconfiguration (key, product, camera)."""
+exit status: 0 done; 1 a request or frame failed (`inspect`: any file; `watch --once`: any frame rejected or
+unreadable); 2 bad usage (arguments, a DIR, --out or --journal that cannot be used, --out or --journal where
+`watch` would send them as frames) or misconfiguration (key, product, camera)."""
 WATCH_EPILOG = f"""which files are sent:
   only names ending in {" ".join(sorted(ACCEPTED_SUFFIXES))} ({ACCEPTED_NAMES}: what the service accepts);
   never temporary names: hidden (.name), ~name, or ending in {", ".join(TEMPORARY_SUFFIXES)}.
+  Only DIR itself is scanned, not its subfolders; --out must not be DIR (a subfolder is fine).
 when a file is sent:
-  once its writer is done: size and mtime unchanged for --settle seconds (default {DEFAULT_SETTLE_S:g}), and a
-  PNG, JPEG or BMP must also end as its format says (else it waits up to {INCOMPLETE_GRACE_S:g} s more).
-  A writer that may pause longer should write under a temporary name (frame.png.part) and rename it when done.
-a rejected file (400/413/415/422) gets OUT/<stem>.error.json, is recorded once and is not sent again."""
+  once its writer is done: size, mtime, ctime and inode unchanged for --settle seconds (default
+  {DEFAULT_SETTLE_S:g}), and a PNG, JPEG or BMP must also end as its format says (else it waits up to
+  {INCOMPLETE_GRACE_S:g} s more). A writer that may pause longer should write under a temporary name
+  (frame.png.part) and rename it when done. A file rewritten under the same name is sent again.
+a rejected file (400/413/415/422) gets OUT/<stem>.error.json, is recorded once and is not sent again;
+--delete-sent deletes only images whose result is saved, never a rejected one.
+a name that is not plain UTF-8 text is logged and sent under its safe stem; see docs/client.md."""
 
 
 def service_url(text: str) -> str:
@@ -136,9 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"send a file once it stayed unchanged this long (default: {DEFAULT_SETTLE_S:g})",
     )
     watch.add_argument(
-        "--once", action="store_true", help="send what is in DIR now, then exit (status 1 if any file was rejected)"
+        "--once",
+        action="store_true",
+        help="send what is in DIR now, then exit (status 1 if any file was rejected or could not be read)",
     )
-    watch.add_argument("--delete-sent", action="store_true", help="delete each image once its result is saved")
+    watch.add_argument(
+        "--delete-sent", action="store_true", help="delete each image once its result is saved (rejected ones stay)"
+    )
     watch.add_argument("--save-map", action="store_true", help="also write the heat map <stem>.map.png")
     watch.add_argument("--camera", metavar="SOURCE", help="capture into DIR from a camera: index (0) or URL (rtsp://)")
     watch.add_argument("--fps", type=float, default=2.0, help="camera frames per second at most (default: 2)")
@@ -187,6 +204,30 @@ def watched_folder(folder: Path, camera: str | None) -> Path:
         what = "is not a folder" if folder.exists() else "does not exist"
         raise UsageError(f"watch folder {folder} {what} (a typo? only --camera creates DIR)")
     return folder
+
+
+def same_folder(first: Path, second: Path) -> bool:
+    """Whether two paths name one folder (through links, or letter case on a case-insensitive disk)."""
+    try:
+        return first.resolve() == second.resolve() or (first.exists() and os.path.samefile(first, second))
+    except OSError:
+        return False
+
+
+def check_not_self_feeding(folder: Path, out: Path, journal: Path) -> None:
+    """Raises UsageError when `watch` would send its own files as frames: --out is DIR (its <stem>.mask.png files
+    are images), or --journal lies in DIR under an image name. A folder inside DIR is fine: DIR is scanned alone,
+    not its subfolders."""
+    if same_folder(out, folder):
+        raise UsageError(
+            f"--out {out} is the watched folder: its result images (<stem>.mask.png) would be sent as frames; "
+            "use another folder (a subfolder of DIR is fine)"
+        )
+    if same_folder(journal.parent, folder) and is_frame_name(journal.name):
+        raise UsageError(
+            f"--journal {journal} lies in the watched folder under an image name, so it would be sent as a frame; "
+            "use another name (such as journal.sqlite3) or folder"
+        )
 
 
 def open_journal(path: Path) -> Journal:
@@ -246,7 +287,7 @@ def inspect_group(api: InspectApi, product: str, group: Sequence[Path]) -> list[
         try:
             uploads.append((path, path.read_bytes()))
         except OSError as err:
-            outcomes[path] = Outcome(path, error=f"cannot read {path}: {err.strerror or err}")
+            outcomes[path] = Outcome(path, error=f"cannot read {display_name(str(path))}: {err.strerror or err}")
     try:
         if uploads:
             response = api.inspect(product, [(path.name, data) for path, data in uploads])
@@ -270,28 +311,32 @@ def run_inspect(api: InspectApi, args: argparse.Namespace) -> int:
     with tqdm(total=len(args.files), unit="img", disable=None, file=sys.stderr) as progress:
         for group in batches(args.files, args.batch):
             for outcome in inspect_group(api, args.product, group):
-                source = {"file": str(outcome.path), "key": outcome.path.name}
+                file = display_name(str(outcome.path))
+                source = {"file": file, "key": display_name(outcome.path.name)}
                 if outcome.result is not None:
                     if outputs:
                         outputs.write_result(stems[outcome.path], source, outcome.response or {}, outcome.result)
                     line = summary(outcome.result)
                 else:
                     failed += 1
-                    log.error("%s: %s", outcome.path, outcome.error)
+                    log.error("%s: %s", file, outcome.error)
                     if outputs:
                         outputs.write_error(stems[outcome.path], source, outcome.error or "", outcome.status)
                     line = {"error": outcome.error, "status": outcome.status}
-                print(json.dumps({"file": str(outcome.path), **line}), flush=True)
+                print(json.dumps({"file": file, **line}), flush=True)
             progress.update(len(group))
     return 1 if failed else 0
 
 
 def run_watch(api: InspectApi, args: argparse.Namespace, stop: threading.Event) -> int:
     """Watch the folder (with an optional camera feeding it) until stopped or, with --once, done; returns 1 when --once
-    saw a rejected frame or the camera failed, else 0."""
+    saw a rejected or unreadable frame or the camera failed, else 0. Raises UsageError for a DIR, --out or --journal
+    that cannot be used, before any request."""
     watched_folder(args.dir, args.camera)
+    journal_path = args.journal or args.out / JOURNAL_NAME
+    check_not_self_feeding(args.dir, args.out, journal_path)
     outputs = output_folder(args.out, args.save_map)
-    journal = open_journal(args.journal or args.out / JOURNAL_NAME)
+    journal = open_journal(journal_path)
     camera = CameraSpooler(args.camera, args.dir, stop, fps=args.fps) if args.camera else None
     if camera:
         camera.start()
@@ -312,7 +357,7 @@ def run_watch(api: InspectApi, args: argparse.Namespace, stop: threading.Event) 
             camera.join(timeout=5)
         journal.close()
     log.info("stopped: %s", ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing sent")
-    rejected = args.once and counts.get("rejected", 0) > 0
+    rejected = args.once and counts.get("rejected", 0) + counts.get("failed", 0) > 0
     return 1 if rejected or (camera and camera.error) else 0
 
 

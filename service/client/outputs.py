@@ -1,12 +1,12 @@
 """Result files in the output folder, each written atomically: `<stem>.mask.png` (and `<stem>.map.png`), then
 `<stem>.json` last, so a JSON file on disk means its images are complete. Rejected frames get `<stem>.error.json`.
+Stems come from `names.safe_stem`; the texts in the JSON files from `names.display_name`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,6 @@ from typing import Any
 from model import write_atomic
 
 BLOB_FIELDS = ("mask_png", "anomaly_map_png")
-
-
-def safe_stem(name: str) -> str:
-    """A file name's stem reduced to characters safe in any file system."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._")
-    return stem or "frame"
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:

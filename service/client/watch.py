@@ -1,16 +1,19 @@
 """`watch DIR`: post every image that appears in a folder exactly once, and keep its result.
 
-A frame is an image file identified by name, size and modification time. It is sent once the writer is done
-with it: its size and mtime stayed the same for `settle_s` seconds (and on two scans at least), and a PNG, JPEG
-or BMP file has its end marker or its declared size (else it waits up to `INCOMPLETE_GRACE_S` longer). Files
-named as temporary (`.name`, `~name`, `name.part`, `name.tmp`, ...) are never frames: a writer that writes
-under such a name and renames when done is never read early, whatever its pauses. Only suffixes the service
-accepts are picked up (`service.imaging.formats`).
+A frame is one state of an image file: its name, size, mtime, ctime and inode, and its content digest. A file
+rewritten under the same name is a new frame, even at the same size and mtime: the rewrite changes its ctime
+(or, renamed into place, its inode), and a file this run saw change is told by its content. A frame is sent
+once the writer is done with it: its stat stayed the same for `settle_s` seconds (and on two scans at least),
+and a PNG, JPEG or BMP file has its end marker or its declared size (else it waits up to `INCOMPLETE_GRACE_S`
+longer). Files named as temporary (`.name`, `~name`, `name.part`, `name.tmp`, ...) are never frames: a writer
+that writes under such a name and renames when done is never read early, whatever its pauses. Only suffixes the
+service accepts are picked up (`service.imaging.formats`).
 
 Its result files are written atomically, then the frame is recorded in the journal; a frame in the journal is
 never sent again. After a crash, a frame whose result files are complete but not yet journaled is journaled
 without sending it again; only a frame whose request was in flight when the client died is sent a second time
-(it has no result yet: nothing lost).
+(it has no result yet: nothing lost). A frame that cannot be read or written is logged and skipped; the others
+go on.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pathlib import Path
 
 from service.client.api import FrameError, InspectApi
 from service.client.journal import Journal
-from service.client.outputs import OutputFolder, safe_stem
+from service.client.names import display_name, safe_stem
+from service.client.outputs import OutputFolder
 from service.imaging.formats import BMP_START, JPEG_START, PNG_START, has_accepted_suffix
 
 log = logging.getLogger(__name__)
@@ -39,28 +43,63 @@ PNG_END, JPEG_END = b"IEND\xaeB`\x82", b"\xff\xd9"
 
 @dataclass(frozen=True)
 class Frame:
-    """One image file as found: path, size (bytes) and mtime (ns); a rewritten file is a new frame."""
+    """One image file as found: its path and stat (bytes, ns since the epoch); a rewritten file is a new frame."""
 
     path: Path
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
+    inode: int = 0
+    recheck: bool = False  # this run saw the file change: compare its content with the journal's, not only its stat
 
     @property
-    def key(self) -> str:
-        """The frame's identity in the journal: "name|size|mtime_ns"."""
-        return f"{self.path.name}|{self.size}|{self.mtime_ns}"
+    def name(self) -> str:
+        """The file name as it appears in logs, the journal and JSON files (`names.display_name`)."""
+        return display_name(self.path.name)
 
-    def source(self) -> dict[str, object]:
-        """The frame as recorded in its result files: file, key, size and mtime_ns."""
-        return {"file": str(self.path), "key": self.key, "size": self.size, "mtime_ns": self.mtime_ns}
+    @property
+    def name_key(self) -> str:
+        """The start of the key, `name|size|mtime_ns` (an older client's whole key)."""
+        return f"{self.name}|{self.size}|{self.mtime_ns}"
+
+    @property
+    def stat_key(self) -> str:
+        """The key without the content digest: `name|size|mtime_ns|ctime_ns|inode`."""
+        return f"{self.name_key}|{self.ctime_ns}|{self.inode}"
+
+    def key(self, digest: str) -> str:
+        """The frame's identity in the journal and its result files: the stat key and the content digest."""
+        return f"{self.stat_key}|{digest}"
+
+    def read(self) -> tuple[bytes, str]:
+        """The file's bytes and their digest (32 hex digits); raises OSError as reading does."""
+        data = self.path.read_bytes()
+        return data, hashlib.blake2b(data, digest_size=16).hexdigest()
+
+    def source(self, digest: str) -> dict[str, object]:
+        """The frame as recorded in its result files: file, key, size, mtime_ns, ctime_ns, inode and digest."""
+        return {
+            "file": display_name(str(self.path)),
+            "key": self.key(digest),
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "ctime_ns": self.ctime_ns,
+            "inode": self.inode,
+            "digest": digest,
+        }
 
     def unchanged(self) -> bool:
-        """Whether the file still has this frame's size and mtime (False once deleted)."""
+        """Whether the file still has this frame's size, mtime, ctime and inode (False once deleted)."""
         try:
-            stat = self.path.stat()
+            return signature(self.path.stat()) == (self.size, self.mtime_ns, self.ctime_ns, self.inode)
         except FileNotFoundError:
             return False
-        return (stat.st_size, stat.st_mtime_ns) == (self.size, self.mtime_ns)
+
+
+def signature(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one state of a file from the next without reading it: (size, mtime_ns, ctime_ns, inode). A
+    rewrite changes the ctime (even when the writer resets the mtime), a rename into place the inode."""
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
 
 
 def is_temporary(name: str) -> bool:
@@ -68,9 +107,14 @@ def is_temporary(name: str) -> bool:
     return name.startswith((".", "~")) or name.lower().endswith(TEMPORARY_SUFFIXES)
 
 
+def is_frame_name(name: str) -> bool:
+    """Whether a file of this name is a frame to the watcher: a suffix the service accepts, not temporary."""
+    return not is_temporary(name) and has_accepted_suffix(name)
+
+
 def is_candidate(entry: os.DirEntry) -> bool:
     """Files with a suffix the service accepts, except temporary ones."""
-    return not is_temporary(entry.name) and has_accepted_suffix(entry.name) and entry.is_file()
+    return is_frame_name(entry.name) and entry.is_file()
 
 
 def looks_complete(path: Path, size: int) -> bool:
@@ -101,15 +145,17 @@ def looks_complete(path: Path, size: int) -> bool:
 class Sighting:
     """One file as the scanner last saw it."""
 
-    signature: tuple[int, int]  # (size, mtime_ns)
+    signature: tuple[int, int, int, int]  # (size, mtime_ns, ctime_ns, inode)
     since: float  # clock time the file was first seen with this signature
     scan: int  # the scan that first saw it with this signature
+    recheck: bool = False  # seen before with another signature: its content may match an older frame's stat
     complete: bool | None = None  # looks_complete(), checked once the signature is stable
+    reported: bool = False  # returned as a settled frame already
 
 
 class FolderScanner:
-    """Finds frames whose writer is done: the same size and mtime for `settle_s` (and on two scans or more), and,
-    for PNG, JPEG and BMP, the file's end written (or `incomplete_grace_s` more without a change)."""
+    """Finds frames whose writer is done: the same size, mtime, ctime and inode for `settle_s` (and on two scans or
+    more), and, for PNG, JPEG and BMP, the file's end written (or `incomplete_grace_s` more without a change)."""
 
     def __init__(
         self,
@@ -127,26 +173,27 @@ class FolderScanner:
         self.scans = 0
 
     def settled_frames(self) -> list[Frame]:
-        """Scan the folder once and return the frames whose writer is done, oldest mtime first; counts the rest in
-        `unsettled`."""
+        """Scan the folder once and return the files that settled since the last scan, oldest mtime first: each state
+        of a file once (a file that changes comes back as a new frame). Counts the others in `unsettled`."""
         now, scan = self.clock(), self.scans
         current: dict[str, Sighting] = {}
         with os.scandir(self.folder) as entries:
             for entry in entries:
                 if is_candidate(entry):
-                    stat = entry.stat()
-                    signature = (stat.st_size, stat.st_mtime_ns)
+                    state = signature(entry.stat())
                     previous = self.seen.get(entry.name)
-                    same = previous is not None and previous.signature == signature
-                    current[entry.name] = previous if same else Sighting(signature, now, scan)
+                    if previous is not None and previous.signature == state:
+                        current[entry.name] = previous
+                    else:
+                        current[entry.name] = Sighting(state, now, scan, recheck=previous is not None)
         self.seen = current
         self.scans += 1
-        settled = [
-            Frame(self.folder / name, *sighting.signature)
-            for name, sighting in current.items()
-            if self.is_settled(name, sighting, now, scan)
-        ]
-        self.unsettled = len(current) - len(settled)
+        settled = []
+        for name, sighting in current.items():
+            if not sighting.reported and self.is_settled(name, sighting, now, scan):
+                sighting.reported = True
+                settled.append(Frame(self.folder / name, *sighting.signature, recheck=sighting.recheck))
+        self.unsettled = sum(not sighting.reported for sighting in current.values())
         return sorted(settled, key=lambda frame: (frame.mtime_ns, frame.path.name))
 
     def is_settled(self, name: str, sighting: Sighting, now: float, scan: int) -> bool:
@@ -158,10 +205,18 @@ class FolderScanner:
         if sighting.complete is None:
             sighting.complete = looks_complete(self.folder / name, sighting.signature[0])
             if not sighting.complete:
-                log.info("%s: unchanged but its end is not written yet; waiting", name)
+                log.info("%s: unchanged but its end is not written yet; waiting", display_name(name))
         if sighting.complete:
             return True
         return stable_s >= self.settle_s + self.incomplete_grace_s
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What became of a frame given to `FrameSender.send`."""
+
+    outcome: str  # "done", "rejected", "recovered" (finished before a crash) or "changed" (rewritten while read)
+    has_result: bool = False  # a result (not a rejection) is stored: only then may the image be deleted
 
 
 class FrameSender:
@@ -173,37 +228,90 @@ class FrameSender:
         self.outputs = outputs
         self.journal = journal
 
-    def output_stem(self, frame: Frame) -> str:
-        """The file's stem, unless another frame's outputs already use it (a reused file name)."""
+    def finished_status(self, frame: Frame) -> str | None:
+        """The journal's status of this frame ("done" or "rejected"), None for a new one. Reads the file only when
+        the journal holds another state of a file with this name, size and mtime, or this run saw it change."""
+        if not frame.recheck:
+            known = set(self.journal.statuses_under(frame.stat_key).values())
+            if len(known) == 1:
+                return known.pop()
+            legacy = self.journal.legacy_status(frame.name_key, frame.ctime_ns)
+            if legacy is not None:
+                return legacy
+        states = self.journal.statuses_under(frame.name_key)
+        if not states:
+            return None
+        _, digest = frame.read()
+        return next((status for key, status in states.items() if key.endswith(f"|{digest}")), None)
+
+    def output_stem(self, frame: Frame, key: str) -> str:
+        """The file's safe stem, unless another frame's outputs already use it (a reused file name, `a.png` and
+        `a.jpg`, or names that differ in case only on a case-insensitive disk)."""
         stem = safe_stem(frame.path.name)
         owner = self.journal.stem_owner(stem) or self.outputs.recorded_source(stem)
-        if owner is None or owner == frame.key:
+        if owner is None or owner == key:
             return stem
-        return f"{stem}-{hashlib.sha1(frame.key.encode()).hexdigest()[:10]}"
+        return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
-    def send(self, frame: Frame) -> str:
-        """Returns what happened: "done", "rejected", "recovered" (finished before a crash) or "changed"."""
-        stem = self.output_stem(frame)
-        if self.outputs.recorded_source(stem) == frame.key:  # outputs complete, journal entry lost in a crash
-            status = "rejected" if (self.outputs.folder / f"{stem}.error.json").exists() else "done"
-            self.journal.record(frame.key, str(frame.path), stem, status, "recovered after a restart")
-            return "recovered"
-        data = frame.path.read_bytes()
+    def send(self, frame: Frame) -> Sent:
+        """Send the frame and record its result or rejection; raises OSError when its file cannot be read or its
+        results cannot be written, ApiError when the service cannot be used at all."""
+        data, digest = frame.read()
         if not frame.unchanged():  # rewritten while we read it: it will come back as a new frame
-            return "changed"
+            return Sent("changed")
+        key, source = frame.key(digest), frame.source(digest)
+        stem = self.output_stem(frame, key)
+        if self.outputs.recorded_source(stem) == key:  # outputs complete, journal entry lost in a crash
+            status = "rejected" if (self.outputs.folder / f"{stem}.error.json").exists() else "done"
+            self.journal.record(key, source["file"], stem, status, "recovered after a restart")
+            return Sent("recovered", has_result=status == "done")
         try:
             response = self.api.inspect(self.product_id, [(frame.path.name, data)])
         except FrameError as err:
-            self.outputs.write_error(stem, frame.source(), str(err), err.status)
-            self.journal.record(frame.key, str(frame.path), stem, "rejected", str(err))
-            log.error("%s: rejected, not sent again: %s", frame.path.name, err)
-            return "rejected"
+            self.outputs.write_error(stem, source, str(err), err.status)
+            self.journal.record(key, source["file"], stem, "rejected", str(err))
+            log.error("%s: rejected, not sent again: %s", frame.name, err)
+            return Sent("rejected")
         result = response["results"][0]
-        self.outputs.write_result(stem, frame.source(), response, result)
-        self.journal.record(frame.key, str(frame.path), stem, "done")
+        self.outputs.write_result(stem, source, response, result)
+        self.journal.record(key, source["file"], stem, "done")
         verdict = "ANOMALOUS" if result.get("anomalous") else "good"
-        log.info("%s: %s (score %.4g, threshold %.4g)", frame.path.name, verdict, result["score"], result["threshold"])
-        return "done"
+        log.info("%s: %s (score %.4g, threshold %.4g)", frame.name, verdict, result["score"], result["threshold"])
+        return Sent("done", has_result=True)
+
+
+def delete_unchanged(frame: Frame) -> None:
+    """Delete the frame's image unless the file changed since it was read (a new frame under the same name)."""
+    if not frame.unchanged():
+        log.warning("%s: changed since it was sent; not deleted", frame.name)
+        return
+    try:
+        frame.path.unlink(missing_ok=True)
+    except OSError as err:
+        log.warning("%s: cannot delete it: %s", frame.name, err.strerror or err)
+
+
+def handle(sender: FrameSender, frame: Frame, delete_sent: bool) -> str | None:
+    """Send a frame unless it is finished; with `delete_sent`, delete its image once a result is stored (never a
+    rejected one). Returns the outcome ("done", "rejected", "recovered", "changed", "vanished" or "failed"), None
+    for a frame finished before. A frame whose file cannot be read or whose results cannot be written is logged
+    and left for the next change of its file or the next start ("failed"): the other frames go on."""
+    try:
+        status = sender.finished_status(frame)
+        if status is not None:
+            if delete_sent and status == "done":
+                delete_unchanged(frame)
+            return None
+        sent = sender.send(frame)
+    except FileNotFoundError:
+        log.warning("%s: deleted before it could be sent", frame.name)
+        return "vanished"
+    except (OSError, UnicodeError) as err:
+        log.error("%s: not sent (tried again when it changes or at the next start): %s", frame.name, err)
+        return "failed"
+    if delete_sent and sent.has_result:
+        delete_unchanged(frame)
+    return sent.outcome
 
 
 def watch_folder(
@@ -217,23 +325,19 @@ def watch_folder(
 ) -> dict[str, int]:
     """Send frames until `stop` is set (or, with `once`, until every file in `folder` is finished).
 
-    Returns how many frames ended how: "done", "rejected", "recovered", "changed", "vanished"."""
+    Returns how many frames ended how: "done", "rejected", "recovered", "changed", "vanished", "failed"."""
     scanner = FolderScanner(folder, settle_s=settle_s)
     counts: dict[str, int] = {}
     while not stop.is_set():
-        pending = [frame for frame in scanner.settled_frames() if not sender.journal.is_finished(frame.key)]
-        for frame in pending:
+        handled = 0
+        for frame in scanner.settled_frames():
             if stop.is_set():
                 break
-            try:
-                outcome = sender.send(frame)
-            except FileNotFoundError:
-                outcome = "vanished"
-                log.warning("%s: deleted before it could be sent", frame.path.name)
-            counts[outcome] = counts.get(outcome, 0) + 1
-            if delete_sent and outcome in ("done", "rejected", "recovered"):
-                frame.path.unlink(missing_ok=True)
-        if once and not pending and scanner.scans >= 2 and scanner.unsettled == 0:
+            outcome = handle(sender, frame, delete_sent)
+            if outcome is not None:
+                counts[outcome] = counts.get(outcome, 0) + 1
+                handled += 1
+        if once and not handled and scanner.scans >= 2 and scanner.unsettled == 0:
             break
         stop.wait(poll_s)
     return counts

@@ -4,14 +4,17 @@ and its OpenCV capture against a real video file."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -24,8 +27,9 @@ from service.client import cli
 from service.client.api import ConfigurationError, FrameError, InspectApi, RetriesExhausted, RetryPolicy, Stopped
 from service.client.camera import OPENCV_MISSING, CameraSpooler, CameraUnavailable
 from service.client.journal import Journal
+from service.client.names import display_name, safe_stem, upload_name
 from service.client.outputs import OutputFolder
-from service.client.watch import FolderScanner, FrameSender, looks_complete, watch_folder
+from service.client.watch import FolderScanner, Frame, FrameSender, looks_complete, signature, watch_folder
 from service.imaging.formats import ACCEPTED_FORMATS, ACCEPTED_SUFFIXES
 from tests.helpers.camera import start_pausing_writer
 
@@ -78,9 +82,13 @@ class FakeService:
         self.requests: list[httpx.Request] = []
         self.sent_files: list[str] = []
         self.sent_sizes: list[int] = []
+        self.sent_data: list[bytes] = []
+        self.while_in_flight: Callable[[], None] | None = None  # runs during each request, as a camera would
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        if self.while_in_flight:
+            self.while_in_flight()
         step = self.script.pop(0) if self.script else 200
         if isinstance(step, BaseException):
             raise step
@@ -92,6 +100,7 @@ class FakeService:
                 return httpx.Response(status, json={"detail": f"images ({name}): does not decode"})
         self.sent_files += [name for name, _ in uploads]
         self.sent_sizes += [len(data) for _, data in uploads]
+        self.sent_data += [data for _, data in uploads]
         results = [
             {
                 "filename": name,
@@ -176,6 +185,19 @@ def test_api_key_is_sent_as_bearer_and_files_as_multipart():
     body = request.read()
     assert b'name="product_id"' in body and b"Content-Type: image/jpeg" in body
     assert fake.sent_files == ["a.png", "b.jpg"]
+
+
+def test_file_names_that_are_not_plain_text_are_sent_under_safe_names():
+    """httpx cannot encode b'caf\\xe9.png' (a UnicodeEncodeError for every upload of it); a control character
+    would reach the service's logs and records as it is."""
+    fake = FakeService()
+    images = [(os.fsdecode(b"caf\xe9.png"), png()), ("line\nbreak.JPG", png()), ("瓶.png", png())]
+    api = api_for(fake)
+    api.inspect("p1", images)
+    api.upload_references("p1", images)
+    expected = [f"caf-{name_digest(images[0][0])}.png", f"line_break-{name_digest(images[1][0])}.jpg", "瓶.png"]
+    assert fake.sent_files == expected * 2
+    assert b"Content-Type: image/jpeg" in fake.requests[0].read()
 
 
 # --- watch: once per frame, across restarts ----------------------------------------------------------------
@@ -313,6 +335,269 @@ def test_delete_sent_removes_only_finished_images(folders):
     fake = FakeService([httpx.ConnectError("down")])
     run_watch(fake, frames, out, delete_sent=True)
     assert list(frames.iterdir()) == [] and len(result_files(out)) == 2
+
+
+@pytest.mark.parametrize("status", [415, 422])
+def test_delete_sent_keeps_a_rejected_image(folders, status):
+    """A rejected image was deleted with the others: its only copy, lost. Only images with a stored result go."""
+    frames, out = folders
+    add_frames(frames, 2)
+    fake = FakeService([status])
+    assert run_watch(fake, frames, out, delete_sent=True) == {"rejected": 1, "done": 1}
+    assert [path.name for path in frames.iterdir()] == ["frame000.png"]
+    assert (out / "frame000.error.json").exists() and result_files(out) == ["frame000.error.json", "frame001.json"]
+    assert run_watch(fake, frames, out, delete_sent=True) == {} and len(fake.requests) == 2
+    assert [path.name for path in frames.iterdir()] == ["frame000.png"], "kept, and not sent again"
+
+
+def test_delete_sent_keeps_an_image_rejected_just_before_a_crash(folders, monkeypatch):
+    """Recovered after a restart (its error file written, its journal entry not), it is still a rejected frame."""
+    frames, out = folders
+    add_frames(frames, 1)
+    fake = FakeService([422])
+    monkeypatch.setattr(Journal, "record", failing_once(Journal.record, KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        run_watch(fake, frames, out, delete_sent=True)
+    assert run_watch(fake, frames, out, delete_sent=True) == {"recovered": 1}
+    assert [path.name for path in frames.iterdir()] == ["frame000.png"] and len(fake.requests) == 1
+
+
+def test_delete_sent_keeps_an_image_rewritten_while_its_request_was_in_flight(folders):
+    """The file under the name is a new frame by the time the answer comes: it is sent next, then deleted."""
+    frames, out = folders
+    [path] = add_frames(frames, 1)
+    first = path.read_bytes()
+    fake = FakeService()
+    fake.while_in_flight = lambda: (path.write_bytes(png(width=12)), setattr(fake, "while_in_flight", None))
+    assert run_watch(fake, frames, out, delete_sent=True) == {"done": 2}
+    assert fake.sent_data == [first, png(width=12)] and list(frames.iterdir()) == []
+
+
+def test_delete_sent_deletes_a_frame_finished_by_an_earlier_run(folders):
+    """Finished without --delete-sent (or stopped between its journal entry and the deletion): deleted when seen."""
+    frames, out = folders
+    add_frames(frames, 2)
+    fake = FakeService()
+    assert run_watch(fake, frames, out) == {"done": 2}
+    assert run_watch(fake, frames, out, delete_sent=True) == {}
+    assert list(frames.iterdir()) == [] and len(fake.requests) == 2
+
+
+# --- watch: a file rewritten under the same name is a new frame ----------------------------------------------
+
+
+def bmp(shade: int) -> bytes:
+    """An uncompressed image: every shade gives a file of the same size."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), (shade, 0, 0)).save(buffer, format="BMP")
+    return buffer.getvalue()
+
+
+def rewrite(path: Path, data: bytes, mtime_ns: int, renamed: bool) -> None:
+    """A camera writing a new frame under a fixed name with the mtime the old one had (a timestamp-preserving copy,
+    or a clock that did not tick): in place, or as a temporary file renamed over it."""
+    target = path.with_name(path.name + ".part") if renamed else path
+    target.write_bytes(data)
+    os.utime(target, ns=(mtime_ns, mtime_ns))
+    if renamed:
+        os.replace(target, path)
+
+
+@pytest.mark.parametrize("renamed", [False, True], ids=["in-place", "renamed-into-place"])
+def test_a_file_rewritten_at_the_same_size_and_mtime_is_sent_again(folders, renamed):
+    """Frames 2 and 3 had the first one's name, size and mtime: they were taken for it, never sent, never logged."""
+    frames, out = folders
+    path = frames / "frame.bmp"
+    rewrite(path, bmp(1), 10**18, renamed=False)
+    fake = FakeService()
+    assert run_watch(fake, frames, out) == {"done": 1}
+    for shade in (2, 3):
+        rewrite(path, bmp(shade), 10**18, renamed)
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (len(bmp(1)), 10**18)
+        assert run_watch(fake, frames, out) == {"done": 1}, f"frame {shade} was not sent"
+    assert fake.sent_data == [bmp(1), bmp(2), bmp(3)]
+    records = [json.loads((out / name).read_text()) for name in result_files(out)]
+    assert sorted(record["source"]["size"] for record in records) == [len(bmp(1))] * 3
+    assert len({record["source"]["digest"] for record in records}) == 3
+
+
+def test_a_file_seen_changing_is_told_by_its_content_when_its_stat_comes_back_the_same(folders):
+    """A coarse clock can give a rewrite the very size, mtime, ctime and inode of the frame before: once the scanner
+    saw the file change, its content decides."""
+    frames, out = folders
+    [path] = add_frames(frames, 1)
+    fake = FakeService()
+    run_watch(fake, frames, out)
+    journal = Journal(out / "journal.sqlite3")
+    sender = FrameSender(api_for(fake), "p1", OutputFolder(out), journal)
+    try:
+        stat_before = signature(path.stat())
+        assert sender.finished_status(Frame(path, *stat_before, recheck=True)) == "done"
+        assert sender.finished_status(Frame(path, *stat_before)) == "done"
+        with path.open("r+b") as handle:  # new content, stat put back as it was
+            handle.seek(-20, os.SEEK_END)
+            handle.write(b"\0" * 8)
+        os.utime(path, ns=(stat_before[1], stat_before[1]))
+        assert sender.finished_status(Frame(path, *stat_before, recheck=True)) is None
+    finally:
+        journal.close()
+
+
+@pytest.mark.parametrize("change", ["chmod", "same bytes renamed into place"])
+def test_a_file_whose_stat_changes_but_not_its_content_is_not_sent_again(folders, change):
+    """A chmod changes the ctime, a copy renamed into place (or a share mounted again) the inode: same frame."""
+    frames, out = folders
+    [path] = add_frames(frames, 1)
+    fake = FakeService()
+    run_watch(fake, frames, out)
+    stat = path.stat()
+    if change == "chmod":
+        os.chmod(path, 0o600)
+    else:
+        rewrite(path, path.read_bytes(), stat.st_mtime_ns, renamed=True)
+    assert signature(path.stat()) != signature(stat)
+    assert run_watch(fake, frames, out) == {} and len(fake.requests) == 1
+
+
+def test_a_journal_of_an_older_client_counts_for_files_unchanged_since(folders):
+    """Its keys are name|size|mtime: a file not changed since its entry is finished; one rewritten since is new."""
+    frames, out = folders
+    add_frames(frames, 2)
+    journal = Journal(out / "journal.sqlite3")
+    for path, finished in (
+        (frames / "frame000.png", datetime.now(UTC)),
+        (frames / "frame001.png", datetime(2001, 1, 1, tzinfo=UTC)),
+    ):
+        key = f"{path.name}|{path.stat().st_size}|{path.stat().st_mtime_ns}"
+        journal.db.execute(
+            "INSERT INTO frames VALUES (?, ?, ?, 'done', NULL, ?)", (key, str(path), path.stem, finished.isoformat())
+        )
+    journal.close()
+    fake = FakeService()
+    assert run_watch(fake, frames, out) == {"done": 1}
+    assert fake.sent_files == ["frame001.png"]
+
+
+# --- names the client cannot use as they are -----------------------------------------------------------------
+
+
+def odd_file(folder: Path, raw_name: bytes, data: bytes) -> Path:
+    """A file whose name is these bytes (not necessarily UTF-8), as a camera or an SMB share may create it."""
+    with open(os.path.join(os.fsencode(folder), raw_name), "wb") as handle:
+        handle.write(data)
+    return folder / os.fsdecode(raw_name)
+
+
+@pytest.mark.parametrize(
+    "raw_name",
+    [b"caf\xe9.png", b"line\nbreak.png", b"\x1b[31mred.png", b"x" * 246 + b".png"],
+    ids=["latin-1", "newline", "terminal-escape", "246-bytes"],
+)
+def test_a_name_the_client_cannot_use_as_it_is_is_sent_under_a_safe_name(folders, caplog, raw_name):
+    """b'caf\\xe9.png' crashed `watch` (UnicodeEncodeError, exit 1) on every start, so no frame after it was ever
+    inspected; a name too long for its output files crashed it the same way."""
+    frames, out = folders
+    add_frames(frames, 2)
+    odd = odd_file(frames, raw_name, png(shade=9))
+    fake = FakeService()
+    caplog.set_level(logging.INFO, logger="service.client")
+    assert run_watch(fake, frames, out) == {"done": 3}
+    upload, stem = upload_name(odd.name), safe_stem(odd.name)
+    assert sorted(fake.sent_files) == sorted(["frame000.png", "frame001.png", upload])
+    assert upload.isprintable() and upload.encode("utf-8") and "\\" not in upload
+    assert stem.isascii() and len(stem) <= 111 and (out / f"{stem}.mask.png").exists()
+    record = json.loads((out / f"{stem}.json").read_text())
+    assert record["source"]["file"] == display_name(str(odd)) and record["source"]["file"].isprintable()
+    assert record["source"]["key"].startswith(display_name(odd.name) + "|")
+    assert any(display_name(odd.name) in message for message in caplog.messages)
+    assert all(message.isprintable() for message in caplog.messages)
+    assert run_watch(fake, frames, out) == {}, "a restart sent it again (or crashed on it)"
+    assert odd.exists()
+
+
+def test_a_latin1_name_keeps_its_bytes_in_the_json_and_its_identity_in_the_stem(folders):
+    frames, out = folders
+    odd = odd_file(frames, b"caf\xe9.png", png())
+    fake = FakeService()
+    assert run_watch(fake, frames, out) == {"done": 1}
+    digest = hashlib.sha256(b"caf\xe9.png").hexdigest()[:10]
+    assert fake.sent_files == [f"caf-{digest}.png"] and result_files(out) == [f"caf-{digest}.json"]
+    assert json.loads((out / f"caf-{digest}.json").read_text())["source"]["file"] == str(frames / "caf\\xe9.png")
+    assert odd.name == "caf\udce9.png"
+
+
+def test_a_frame_that_cannot_be_read_is_logged_and_the_others_go_on(folders, monkeypatch, caplog):
+    frames, out = folders
+    add_frames(frames, 3)
+    original = Frame.read
+
+    def read(frame: Frame) -> tuple[bytes, str]:
+        if frame.path.name == "frame001.png":
+            raise PermissionError(13, "Permission denied", str(frame.path))
+        return original(frame)
+
+    monkeypatch.setattr(Frame, "read", read)
+    assert run_watch(FakeService(), frames, out) == {"done": 2, "failed": 1}
+    assert result_files(out) == ["frame000.json", "frame002.json"]
+    assert any("frame001.png: not sent" in message and "Permission denied" in message for message in caplog.messages)
+    monkeypatch.setattr(Frame, "read", original)
+    assert run_watch(FakeService(), frames, out) == {"done": 1}, "tried again at the next start"
+
+
+def test_inspect_sends_files_with_odd_names_under_safe_names(tmp_path: Path, monkeypatch, capsys):
+    files = [odd_file(tmp_path, b"caf\xe9.png", png()), odd_file(tmp_path, b"tab\there.png", png(shade=1))]
+    fake = FakeService()
+    fake_client(monkeypatch, fake)
+    out = tmp_path / "out"
+    assert cli.main(["--url", "http://service", "inspect", "--product", "p1", "--out", str(out), *map(str, files)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["file"] for line in lines] == [str(tmp_path / "caf\\xe9.png"), str(tmp_path / "tab\\there.png")]
+    assert fake.sent_files == [upload_name(path.name) for path in files]
+    assert sorted(p.name for p in out.glob("*.json")) == sorted(f"{safe_stem(path.name)}.json" for path in files)
+
+
+# --- output stems: one per frame, never shared ---------------------------------------------------------------
+
+
+def name_digest(name: str) -> str:
+    return hashlib.sha256(os.fsencode(name)).hexdigest()[:10]
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [
+        ("frame.png", "frame"),
+        ("Cam-1_2024.06.01.tif", "Cam-1_2024.06.01"),
+        ("瓶.png", f"frame-{name_digest('瓶.png')}"),
+        ("café.png", f"caf-{name_digest('café.png')}"),
+        ("a b.png", f"a_b-{name_digest('a b.png')}"),
+        ("_a.png", f"a-{name_digest('_a.png')}"),
+        ("CON.png", f"CON-{name_digest('CON.png')}"),
+        ("x" * 120 + ".png", "x" * 100 + "-" + name_digest("x" * 120 + ".png")),
+    ],
+)
+def test_a_safe_stem_keeps_plain_names_and_marks_any_change_with_the_names_hash(name, stem):
+    assert safe_stem(name) == stem
+
+
+def test_names_that_lost_characters_to_the_same_stem_get_different_stems():
+    """瓶.png became frame.json, the very stem of frame.png."""
+    names = ["瓶.png", "碗.png", "frame.png", "_frame.png", "frame_.png", "café.png", "cafe.png", "caf.png"]
+    names.append(os.fsdecode(b"caf\xe9.png"))
+    assert len({safe_stem(name) for name in names}) == len(names)
+
+
+@pytest.mark.parametrize("odd", ["瓶.png", "frame_.png"])
+def test_a_frame_whose_name_lost_characters_does_not_take_a_plain_names_outputs(folders, odd):
+    """`瓶.png` (sent first) got frame.json, and the real frame.png then got frame-3.json."""
+    frames, out = folders
+    for i, name in enumerate((odd, "frame.png")):
+        (frames / name).write_bytes(png(shade=i))
+        os.utime(frames / name, ns=(10**18 + i, 10**18 + i))
+    assert run_watch(FakeService(), frames, out) == {"done": 2}
+    assert result_files(out) == sorted(["frame.json", f"{safe_stem(odd)}.json"])
+    for name in (odd, "frame.png"):
+        assert json.loads((out / f"{safe_stem(name)}.json").read_text())["source"]["file"] == str(frames / name)
 
 
 # --- camera --------------------------------------------------------------------------------------------------
@@ -726,3 +1011,48 @@ def test_the_old_environment_names_are_a_usage_error_naming_the_new_ones(old, tm
     err = capsys.readouterr().err
     assert err.startswith("error: the client's environment variables were renamed") and old in err
     assert {"DCPSFR_API_KEY": "DCPSFR_CLIENT_API_KEY", "DCPSFR_URL": "DCPSFR_CLIENT_URL"}[old] in err
+
+
+@pytest.mark.parametrize("spelled", ["as DIR", "DIR/.", "a link to DIR"])
+def test_an_out_folder_that_is_the_watched_folder_is_a_usage_error(folders, tmp_path, monkeypatch, capsys, spelled):
+    """Its <stem>.mask.png files would be picked up as frames, and their masks too, without end."""
+    frames, _ = folders
+    add_frames(frames, 1)
+    out = {"as DIR": frames, "DIR/.": frames / "."}.get(spelled, tmp_path / "link")
+    if spelled == "a link to DIR":
+        out.symlink_to(frames, target_is_directory=True)
+    fake = FakeService()
+    fake_client(monkeypatch, fake)
+    assert cli.main(watch_argv(frames, out)) == 2
+    assert usage_error_line(capsys) == (
+        f"error: --out {out} is the watched folder: its result images (<stem>.mask.png) would be sent as frames; "
+        "use another folder (a subfolder of DIR is fine)"
+    )
+    assert fake.requests == [] and sorted(path.name for path in frames.iterdir()) == ["frame000.png"]
+
+
+@pytest.mark.parametrize("name", ["journal.png", "log.TIF"])
+def test_a_journal_under_an_image_name_in_the_watched_folder_is_a_usage_error(folders, monkeypatch, capsys, name):
+    """The journal would be sent as a frame (and, with --delete-sent, deleted once rejected: every record lost)."""
+    frames, out = folders
+    fake = FakeService()
+    fake_client(monkeypatch, fake)
+    journal = frames / name
+    assert cli.main([*watch_argv(frames, out), "--journal", str(journal)]) == 2
+    assert usage_error_line(capsys) == (
+        f"error: --journal {journal} lies in the watched folder under an image name, so it would be sent as a frame; "
+        "use another name (such as journal.sqlite3) or folder"
+    )
+    assert fake.requests == [] and not journal.exists() and not out.exists()
+
+
+def test_outputs_in_a_subfolder_and_a_journal_in_the_watched_folder_are_fine(folders, monkeypatch):
+    """DIR is scanned alone, not its subfolders, and a journal named *.sqlite3 is never a frame."""
+    frames, _ = folders
+    add_frames(frames, 2)
+    fake = FakeService()
+    fake_client(monkeypatch, fake)
+    argv = [*watch_argv(frames, frames / "results"), "--journal", str(frames / "journal.sqlite3"), "--poll", "0.01"]
+    assert cli.main([*argv, "--settle", "0"]) == 0
+    assert fake.sent_files == ["frame000.png", "frame001.png"]
+    assert result_files(frames / "results") == ["frame000.json", "frame001.json"]
