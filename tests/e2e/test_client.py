@@ -199,3 +199,51 @@ def test_inspect_with_one_bad_file_inspects_the_others(
     assert [line.get("status") for line in lines] == [None, 415, None, None]
     assert all(isinstance(lines[i]["score"], float) for i in (0, 2, 3))
     assert "b.png" in lines[1]["error"]
+
+
+def test_watch_sends_every_frame_whatever_its_name_and_deletes_only_those_with_a_result(
+    deploy_service: DeployedService, product: str, bottle_dir: Path, tmp_path: Path
+):
+    """A name that is not UTF-8, one that loses characters to its stem (and the plain name it used to collide
+    with), and a file that is not an image, under `--delete-sent`: each image gets its own result and is deleted;
+    the rejected file stays. Then one fixed name rewritten at the same size and mtime: each rewrite is sent."""
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    frames.mkdir()
+    sources = sorted((bottle_dir / "test").glob("*/*.png"))[:3]
+    with open(os.path.join(os.fsencode(frames), b"caf\xe9.png"), "wb") as handle:
+        handle.write(sources[0].read_bytes())
+    (frames / "瓶.png").write_bytes(sources[1].read_bytes())
+    (frames / "frame.png").write_bytes(sources[2].read_bytes())
+    (frames / "notes.png").write_text("not an image")
+
+    def watch_once(folder: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
+        args = ["watch", str(folder), "--product", product, "--out", str(results), "--once", "--poll", "0.1"]
+        return client(*args, "--settle", "0.2", *extra, env=client_env(deploy_service))
+
+    first = watch_once(frames, out, "--delete-sent")
+    assert first.returncode == 1, first.stderr
+    assert [path.name for path in frames.iterdir()] == ["notes.png"], first.stderr
+    records = {path.name: json.loads(path.read_text()) for path in out.glob("[!.]*.json")}
+    assert sorted(Path(record["source"]["file"]).name for record in records.values()) == sorted(
+        ["caf\\xe9.png", "瓶.png", "frame.png", "notes.png"]
+    )
+    assert records["frame.json"]["source"]["file"] == str(frames / "frame.png")
+    assert records["notes.error.json"]["status"] == 415
+    assert all("score" in record["result"] for name, record in records.items() if not name.endswith(".error.json"))
+
+    fixed = tmp_path / "fixed" / "frame.bmp"
+    fixed.parent.mkdir()
+    with Image.open(sources[0]) as image:
+        rgb = image.convert("RGB")
+    digests = set()
+    for shade in (0, 40, 80):
+        buffer = io.BytesIO()
+        Image.blend(rgb, Image.new("RGB", rgb.size, (shade, shade, shade)), 0.5).save(buffer, format="BMP")
+        fixed.write_bytes(buffer.getvalue())  # one size for every shade: an uncompressed BMP
+        os.utime(fixed, ns=(10**18, 10**18))
+        done = watch_once(fixed.parent, tmp_path / "fixed-out")
+        assert done.returncode == 0, done.stderr
+        digests |= {
+            json.loads(path.read_text())["source"]["digest"] for path in (tmp_path / "fixed-out").glob("*.json")
+        }
+    assert len(digests) == 3, "a rewrite at the same size and mtime was not sent"
