@@ -32,6 +32,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # pixels as the backbones read them
     "OutsideSixteenBits": ("model.pixels", "OutsideSixteenBits"),
     "is_high_bit": ("model.pixels", "is_high_bit"),
+    "pixels_size": ("model.pixels", "pixels_size"),
+    "Pixels": ("model.pixels", "Pixels"),
     "sixteen_bit_grey": ("model.pixels", "sixteen_bit_grey"),
     "to_rgb_array": ("model.pixels", "to_rgb_array"),
     "rotated": ("model.extras.anomalydino", "rotated"),

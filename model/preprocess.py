@@ -76,18 +76,12 @@ def tiles_of(image: Image.Image, tiles: int, overlap: float) -> tuple[list[Image
 
 
 def frame_notices(frame: Frame, spec: PrepareSpec) -> list[Notice]:
-    """Warnings about a frame: data above the product's bit depth (clipped white), or another aspect than the
-    references' (resized to theirs, its map stretched back)."""
+    """Warnings about a frame: another bit depth than the product's references' (Frame.bit_depth_warning), or
+    another aspect than the references' (resized to theirs, its map stretched back)."""
     notices = []
-    highest = frame.above_bit_depth(spec.bit_depth)
-    if highest is not None:
-        notices.append(
-            Notice(
-                "bit-depth",
-                f"a frame has values up to {highest}, above its product's bit depth of {spec.bit_depth} bits "
-                f"(0..{2**spec.bit_depth - 1}): they are clipped white; refit the references with a larger bit_depth",
-            )
-        )
+    bit_depth = frame.bit_depth_warning(spec.bit_depth)
+    if bit_depth is not None:
+        notices.append(Notice("bit-depth", bit_depth))
     own = frame_geometry(frame.width, frame.height, spec)
     if spec.tiles <= 1 and own.grid != spec.product.grid:
         notices.append(

@@ -23,6 +23,7 @@ from service.decisions.results import RegionLimits, mode_label
 from service.decisions.thresholds import CalibrationPolicy
 from service.engine.pipeline import Engine
 from service.engine.worker import ModelWorker
+from service.imaging.decode import configure_decoding
 from service.metrics import Metrics
 from service.products.frames import FrameStore
 from service.products.store import ProductStore, StoreUnavailable
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, build: DetectorFactory | None =
         timeout_s=settings.worker_timeout_s,
     )
     metrics.watch(queue_depth=worker.queue.qsize, gpu_memory=partial(gpu_memory_allocated, worker))
+    configure_decoding(settings.max_upload_bytes)
     engine = Engine(worker, settings.max_pixels, settings.max_request_pixels, settings.decode_concurrency, metrics)
     history = InspectionHistory(settings.history_size)
     workflows = Workflows(

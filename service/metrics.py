@@ -100,6 +100,13 @@ class Metrics:
             ["rule"],
             registry=self.registry,
         )
+        self.bit_depth_mismatches = Counter(
+            "dcpsfr_bit_depth_mismatches",
+            "Inspected frames whose bit depth differs from their product's references'"
+            + (", by product" if per_product else ""),
+            product_label,
+            registry=self.registry,
+        )
         for stage in STAGES:
             self.stage_duration.labels(stage)
         for rule in ALL_RULE_NAMES:
@@ -107,6 +114,13 @@ class Metrics:
         if not per_product:
             for verdict in VERDICTS:
                 self.inspections.labels(verdict)
+
+    def count_bit_depth_mismatch(self, product_id: str) -> None:
+        """Count one inspected frame whose bit depth differs from its product's references' (a result warning)."""
+        if self.per_product:
+            self.bit_depth_mismatches.labels(self.product_label(product_id)).inc()
+        else:
+            self.bit_depth_mismatches.inc()
 
     def count_inspection(self, anomalous: bool, product_id: str, relative_score: float | None = None) -> None:
         """Count one inspected image by verdict (and product when per-product), observe its finite relative score and

@@ -119,6 +119,26 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+NOT_A_FILE = "Expected UploadFile"  # FastAPI's message for a text part where a file is expected
+
+
+def explained(error: dict[str, Any]) -> dict[str, Any]:
+    """A validation error with a message a sender can act on: a part without a file name arrives as a text field,
+    and FastAPI says only "Expected UploadFile, received: <class 'str'>"."""
+    if NOT_A_FILE not in str(error.get("msg", "")):
+        return error
+    loc = [p for p in error.get("loc", ()) if p != "body"]
+    field = str(loc[0]) if loc else "images"
+    return {
+        **error,
+        "msg": (
+            "this part has no file name, so it arrived as a text field, not a file: give its Content-Disposition a "
+            f'filename (form-data; name="{field}"; filename="frame.png") or a Content-Type such as image/png; '
+            f'curl -F {field}=@frame.png and requests\' files=[("{field}", open("frame.png", "rb"))] both do'
+        ),
+    }
+
+
 def describe_validation_errors(errors: list[dict]) -> str:
     """FastAPI's structured validation errors as one readable sentence."""
     parts = []
@@ -143,7 +163,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
-        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in err.errors()]
+        errors = [explained({k: v for k, v in e.items() if k in ("loc", "msg", "type")}) for e in err.errors()]
         return error_response(422, describe_validation_errors(errors), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)

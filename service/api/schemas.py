@@ -233,6 +233,10 @@ class InspectedImage(BaseModel):
     regions_truncated: bool
     rule: str | None = Field(description='the acceptance rule that rejected the part ("threshold" without rules)')
     rules_fired: list[str]
+    warnings: list[str] = Field(
+        description="how the frame differs from its product's references and how it was read (e.g. another bit "
+        "depth); empty when it does not"
+    )
 
     @classmethod
     def of(cls, result: InspectionResult, filename: str | None) -> InspectedImage:
@@ -256,6 +260,7 @@ class InspectedImage(BaseModel):
             regions_truncated=result.regions_truncated,
             rule=result.rule,
             rules_fired=list(result.rules_fired),
+            warnings=list(result.warnings),
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,7 @@ class InspectionResult:
     relative_score: float  # 0 = median normal calibration value, 1 = threshold (metrics)
     timings_ms: dict[str, float] = field(default_factory=dict)
     thumbnail: str | None = None  # JPEG data URL for the recent inspections
+    warnings: list[str] = field(default_factory=list)  # how the frame differs from its product's references
 
     @property
     def regions_truncated(self) -> bool:
@@ -71,9 +73,11 @@ def inspection_result(
     limits: RegionLimits,
     with_heatmap: bool,
     frame: Frame | None = None,
+    warnings: Sequence[str] = (),
 ) -> InspectionResult:
     """The verdict, regions and PNGs of one prediction against `product`'s thresholds and rules; with `frame`, a
-    thumbnail too. `timings_ms` holds the model's stages and "encode" (this function)."""
+    thumbnail too. `timings_ms` holds the model's stages and "encode" (this function); `warnings` are the
+    result's."""
     start = time.perf_counter()
     threshold, pixel_threshold = product.threshold, product.pixel_threshold
     score = prediction.decision_score  # on the scale of the threshold (the logit in full mode)
@@ -105,4 +109,5 @@ def inspection_result(
         relative_score=product.calibration.relative(score, threshold),
         timings_ms={**prediction.timings_ms, "encode": encode_ms},
         thumbnail=thumbnail,
+        warnings=list(warnings),
     )

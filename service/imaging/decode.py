@@ -9,15 +9,17 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import re
 import struct
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from model import Frame, OutsideSixteenBits, is_high_bit, sixteen_bit_grey, to_rgb_array
+from model import Frame, OutsideSixteenBits, Pixels, is_high_bit, pixels_size, sixteen_bit_grey, to_rgb_array
 from service.errors import BadImage, ServiceError, TooLarge, UnsupportedImage
 from service.imaging.formats import ACCEPTED_FORMATS, SIGNATURES, TIFF_STARTS
 
@@ -25,6 +27,23 @@ EXIF_ORIENTATION = 0x0112
 DECODE_SHORT_SIDE = 2048  # frames are decoded/reduced to at least this shorter side (4.5x the 448 backbone)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIFF_BITS, TIFF_SAMPLES, TIFF_SAMPLE_FORMAT = 258, 277, 339  # tags: BitsPerSample, SamplesPerPixel, SampleFormat
+PNG_COLOUR_TYPE_AT = 25  # the IHDR's colour type byte: signature 8, chunk length and type 8, width, height, depth 9
+SBIT_COLOUR_BYTES = {0: 1, 2: 3, 3: 3, 4: 1, 6: 3}  # PNG colour type -> sBIT's leading bytes that describe colour
+SINGLE_IMAGE_PAGES = ("MPO",)  # formats whose first page is the image: an MPO's others are its MPF thumbnails/views
+# 16-bit colour that Pillow reads as 8-bit RGB(A), keeping each sample's high byte (12-bit data became 0..15)
+WIDE_COLOUR = re.compile(r"(RGBA?);16([BLN])")
+WIDE_GREY_ALPHA = "LA;16B"  # 16-bit grey + alpha (PNG), read by Pillow as 8-bit RGBA
+SWAPPED_ORDER = {"B": "L", "L": "B", "N": "B" if sys.byteorder == "little" else "L"}
+PNG_TEXT_CHUNK, PNG_TEXT_MEMORY = PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY  # Pillow's own
+
+
+def configure_decoding(max_upload_bytes: int) -> None:
+    """Let PNG metadata be as large as an upload may be (`DCPSFR_MAX_UPLOAD_BYTES`): Pillow refuses an ICC profile,
+    XMP packet or text chunk over 1 MiB decompressed, and workstation exports write 2 MB ones that OpenCV reads.
+    Metadata only: the pixel limits, read from the header before any pixel is decoded, still guard against
+    decompression bombs, and a chunk still cannot decompress beyond the upload limit. Called once, by create_app."""
+    PngImagePlugin.MAX_TEXT_CHUNK = max(PNG_TEXT_CHUNK, max_upload_bytes)
+    PngImagePlugin.MAX_TEXT_MEMORY = max(PNG_TEXT_MEMORY, max_upload_bytes)
 
 
 class SampleFormat(NamedTuple):
@@ -50,17 +69,21 @@ class OpenedImage(NamedTuple):
 
     image: Image.Image
     significant_bits: int | None  # from a PNG's sBIT chunk (Pillow does not read it)
+    data: bytes = b""  # the file (16-bit colour is decoded from it a second time)
 
 
 def decode_image(data: bytes, name: str, max_pixels: int) -> Frame:
     """One uploaded file -> a Frame as the camera meant it, or a ServiceError that says what is wrong.
 
-    - 8-bit data of any mode -> RGB (an alpha channel that is zero everywhere is ignored); high-bit grey data
-      stays 16-bit ("I;16") so the model scales it by its real bit depth (PNG sBIT, else the product's).
+    - 8-bit data of any mode -> RGB (an alpha channel that is zero everywhere is ignored); high-bit data stays
+      16-bit so the model scales it by its real bit depth (PNG sBIT, else the product's): grey as "I;16", colour
+      (16-bit RGB/RGBA PNG or TIFF, which Pillow reads as 8-bit) as an (H, W, 3) uint16 array.
     - EXIF orientation is applied: width, height and the map follow the image as displayed.
     - Frames with a shorter side over 2 x DECODE_SHORT_SIDE are decoded reduced (JPEG DCT scaling via `draft`,
       else an integer box `reduce`); the Frame keeps the camera size, and the map comes back at it.
-    - A multi-page file (TIFF) is refused (415) from its header: only its first page would be seen, silently.
+    - A multi-page file (TIFF, an animated PNG) is refused (415) from its header: only its first page would be seen,
+      silently. An MPO (a camera JPEG with an MPF index) is its primary image, as every JPEG reader shows it: its
+      other pages are thumbnails or other views of it.
     - Grey data that has no true 8- or 16-bit reading is refused (415): integer pixels outside 0..65535, float
       pixels outside 0..1 and 0..255 or NaN/inf, and TIFF sample formats Pillow does not read (float RGB, 64-bit).
 
@@ -87,11 +110,11 @@ def open_image(data: bytes, name: str, max_pixels: int) -> OpenedImage:
             f"{name}: {width} x {height} = {width * height} pixels, more than the limit of {max_pixels} "
             "(DCPSFR_MAX_PIXELS)"
         )
-    if pages > 1:
+    if pages > 1 and image.format not in SINGLE_IMAGE_PAGES:
         raise UnsupportedImage(
             f"{name}: a {pages}-page {image.format}; send each page as its own image (one frame per file)"
         )
-    return OpenedImage(image, png_significant_bits(data))
+    return OpenedImage(image, png_significant_bits(data), data)
 
 
 def decode_opened(opened: OpenedImage, name: str) -> Frame:
@@ -108,16 +131,22 @@ def _pixels(opened: OpenedImage, name: str) -> Frame:
     image = opened.image
     camera_size = image.size
     samples = _sample_format(image)  # from the file's tags: a transposed copy has none
-    if image.format == "JPEG" and min(camera_size) >= 2 * DECODE_SHORT_SIDE:
+    wide = _wide_rawmode(image)
+    if image.format in ("JPEG", "MPO") and min(camera_size) >= 2 * DECODE_SHORT_SIDE:
         scale = DECODE_SHORT_SIDE / min(camera_size)
         image.draft("RGB", (math.ceil(camera_size[0] * scale), math.ceil(camera_size[1] * scale)))
     image.load()
+    low = _low_bytes(opened.data, wide) if wide else None
     orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
+        low = ImageOps.exif_transpose(low) if low is not None else None
         if orientation in (5, 6, 7, 8):  # a quarter turn swaps width and height
             camera_size = camera_size[::-1]
-    if image.mode == "RGB":
+    decoded: Pixels
+    if low is not None:
+        decoded = _sixteen_bit_pixels(image, low, wide == WIDE_GREY_ALPHA)
+    elif image.mode == "RGB":
         decoded = image
     elif is_high_bit(image):
         described = str(samples) if samples else f"integer (mode {image.mode})"
@@ -126,28 +155,97 @@ def _pixels(opened: OpenedImage, name: str) -> Frame:
         decoded = Image.fromarray(_float_grey(image, name))
     else:
         decoded = Image.fromarray(to_rgb_array(image))  # (H, W, 3) uint8; checked here, not in a batch
-    decoded.info = {}  # no stale EXIF/ICC
+    if isinstance(decoded, Image.Image):
+        decoded.info = {}  # no stale EXIF/ICC
     bits = opened.significant_bits if is_high_bit(decoded) else None
     return Frame(reduced(decoded), camera_size=tuple(camera_size), significant_bits=bits or None)
 
 
-def reduced(image: Image.Image, short_side: int = DECODE_SHORT_SIDE) -> Image.Image:
+def reduced(image: Pixels, short_side: int = DECODE_SHORT_SIDE) -> Pixels:
     """A large image box-reduced by an integer factor, its shorter side kept >= `short_side`."""
-    factor = min(image.size) // short_side
+    factor = min(pixels_size(image)) // short_side
     if factor < 2:
         return image
+    if isinstance(image, np.ndarray):  # 16-bit colour: (H, W, 3) uint16
+        height, width = image.shape[0] // factor, image.shape[1] // factor
+        blocks = image[: height * factor, : width * factor].reshape(height, factor, width, factor, 3)
+        return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint16)  # (h, w, 3)
     return image.resize((image.width // factor, image.height // factor), Image.Resampling.BOX)
 
 
+def _wide_rawmode(image: Image.Image) -> str | None:
+    """The raw mode of 16-bit colour (or grey + alpha) that Pillow would read as 8-bit, before any pixel is read;
+    None for everything else."""
+    rawmodes = {_rawmode_of(tile[3]) for tile in image.tile}
+    if image.mode not in ("RGB", "RGBA") or len(rawmodes) != 1:
+        return None
+    rawmode = rawmodes.pop()
+    return rawmode if rawmode == WIDE_GREY_ALPHA or WIDE_COLOUR.fullmatch(rawmode or "") else None
+
+
+def _rawmode_of(args: object) -> str | None:
+    """A tile's raw mode: its arguments, or their first item (TIFF: raw mode, then the codec's own)."""
+    first = args[0] if isinstance(args, tuple) and args else args
+    return first if isinstance(first, str) else None
+
+
+def _low_bytes(data: bytes, rawmode: str) -> Image.Image:
+    """The file decoded again by Pillow with each 16-bit sample's bytes read the other way round, so that its 8-bit
+    reading keeps the low bytes (the first reading kept the high ones); 16-bit grey + alpha is read byte for byte
+    as RGBA (grey high, grey low, alpha high, alpha low)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the first reading passed our own limit
+        image = Image.open(io.BytesIO(data))
+    if rawmode == WIDE_GREY_ALPHA:
+        swapped = "RGBA"
+    else:
+        match = WIDE_COLOUR.fullmatch(rawmode)
+        swapped = f"{match.group(1)};16{SWAPPED_ORDER[match.group(2)]}"
+    image.tile = [_with_rawmode(tile, swapped) for tile in image.tile]
+    image.load()
+    return image
+
+
+def _with_rawmode(tile: tuple, rawmode: str) -> tuple:
+    """A tile (Pillow's `_Tile`, or a plain tuple before Pillow 11) with another raw mode."""
+    args = tile[3]
+    args = (rawmode, *args[1:]) if isinstance(args, tuple) else rawmode
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
+
+
+def _sixteen_bit_pixels(high: Image.Image, low: Image.Image, grey_alpha: bool) -> Pixels:
+    """16-bit data from the high and low bytes of its two 8-bit readings: colour as an (H, W, 3) uint16 array,
+    grey as "I;16"; an alpha channel is treated as in 8-bit data (ignored when zero everywhere, else composited
+    over black)."""
+    if grey_alpha:
+        raw = np.asarray(low).astype(np.uint16)  # (H, W, 4): grey high, grey low, alpha high, alpha low
+        values = np.stack([raw[..., 0] << 8 | raw[..., 1], raw[..., 2] << 8 | raw[..., 3]], axis=-1)  # (H, W, 2)
+    else:
+        values = np.asarray(high).astype(np.uint16) << 8 | np.asarray(low)  # (H, W, 3 or 4)
+    colour = _over_black(values) if values.shape[2] in (2, 4) else values
+    return Image.fromarray(np.ascontiguousarray(colour[..., 0])) if grey_alpha else colour
+
+
+def _over_black(values: np.ndarray) -> np.ndarray:
+    """16-bit colour and alpha (its last channel) -> the colour, composited over black unless alpha is all zero."""
+    colour, alpha = values[..., :-1], values[..., -1:]
+    if not alpha.any():  # an empty alpha channel is an export artefact, not a defect map
+        return colour
+    return ((colour.astype(np.uint32) * alpha + 32767) // 65535).astype(np.uint16)
+
+
 def png_significant_bits(data: bytes) -> int | None:
-    """Bits of real data per sample from a PNG's `sBIT` chunk (greyscale: its first byte), or None."""
+    """Bits of real data per sample from a PNG's `sBIT` chunk (the largest of its colour channels: grey, or red,
+    green and blue; alpha aside), or None."""
     if not data.startswith(PNG_SIGNATURE):
         return None
+    colour_bytes = SBIT_COLOUR_BYTES.get(data[PNG_COLOUR_TYPE_AT], 1) if len(data) > PNG_COLOUR_TYPE_AT else 1
     pos = 8
     while pos + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        if kind == b"sBIT" and length >= 1 and pos + 9 <= len(data):
-            return int(data[pos + 8])
+        count = min(length, colour_bytes)
+        if kind == b"sBIT" and count >= 1 and pos + 8 + count <= len(data):
+            return max(data[pos + 8 : pos + 8 + count])
         if kind in (b"IDAT", b"IEND"):
             return None  # sBIT must come before the pixel data
         pos += 12 + length

@@ -39,6 +39,36 @@ class StoreError(OSError):
     """The store could not be written; the previous state is untouched (HTTP 507)."""
 
 
+def storage_failure(action: str, root: Path, err: BaseException) -> StoreError:
+    """The StoreError of a failed `action` ("store product 'p'") in the data dir `root`: names the folder and the
+    library's error
+    (OSError, safetensors' SafetensorError, numpy's or Pillow's errors: a full or read-only disk raises any of them)."""
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return StoreError(
+        f"could not {action} in the data dir {root} ({type(err).__name__}: {reason}); "
+        "check the free space and permissions of the volume behind DCPSFR_DATA_DIR"
+    )
+
+
+def named_exactly(folder: Path) -> bool:
+    """Whether `folder`'s parent lists an entry named exactly `folder.name` (case included). On a case-insensitive
+    volume (SMB, NAS, macOS) `bottle/` opens `Bottle/`; the listing tells them apart there as on ext4."""
+    try:
+        return folder.name in os.listdir(folder.parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def case_twin(root: Path, product_id: str) -> str | None:
+    """The product folder in `root` whose name differs from `product_id` only by case (str.casefold), or None."""
+    key = product_id.casefold()
+    try:
+        names = os.listdir(root)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return next((n for n in sorted(names) if n != product_id and n.casefold() == key and pointer_stat(root / n)), None)
+
+
 def read_rules(folder: Path) -> dict[str, Any]:
     """The product's rules file as Product fields: {"rules": AcceptanceRules | None, "rules_version": int}."""
     try:

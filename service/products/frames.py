@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import uuid
+from contextlib import suppress
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -146,12 +147,21 @@ class FrameStore:
         kept = bounded(frames, self.max_calibration, self.max_feedback)
         if not kept and not folder.is_dir():
             return []  # a product without labelled frames has no frames folder
+        created = not folder.is_dir()
         folder.mkdir(exist_ok=True)
         listed = {f.file_name for f in kept}
-        for frame in kept:
-            if frame.frame_id in new_files:
+        new = [f for f in kept if f.frame_id in new_files]
+        try:
+            for frame in new:
                 write_atomic(folder / frame.file_name, new_files[frame.frame_id])
-        write_json_atomic(folder / INDEX, {"frames": [asdict(f) for f in kept]})
+            write_json_atomic(folder / INDEX, {"frames": [asdict(f) for f in kept]})
+        except BaseException:  # a full disk: the index still lists the old frames, whose files are untouched
+            for frame in new:
+                remove_path(folder / frame.file_name)
+            if created:
+                with suppress(OSError):
+                    folder.rmdir()
+            raise
         for entry in folder.iterdir():
             if entry.name.endswith(".img") and entry.name not in listed:
                 remove_path(entry)

@@ -63,7 +63,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,8 +80,10 @@ from service.products.files import (
     ProductMissing,
     Stat,
     StoreError,
+    case_twin,
     checked_file_name,
     fsync_tree,
+    named_exactly,
     pointer_stat,
     pointer_uid,
     product_lock,
@@ -89,6 +91,7 @@ from service.products.files import (
     read_recalibration,
     read_rules,
     remove_versions,
+    storage_failure,
     version_dirs,
     write_json_atomic,
 )
@@ -191,7 +194,10 @@ class ProductStore:
 
     def token(self, product_id: str) -> str | None:
         """The current version's uid on disk, None if the product does not exist: pass it to commit(expected=)."""
-        pointer = read_pointer(self._folder(product_id))
+        try:
+            pointer = read_pointer(self._existing_folder(product_id))
+        except ProductMissing:
+            return None
         return None if pointer is None else pointer_uid(pointer)
 
     def product_file(self, product_id: str, name: str) -> Path:
@@ -221,27 +227,32 @@ class ProductStore:
     def commit(self, product_id: str, refs: ReferenceSet, calibration: Calibration, expected: Any = ANY) -> Product:
         """Write a new version and make it current. `expected` (from `token`): StoreConflict if it moved.
 
-        Raises StoreConflict, StoreError (nothing written), ValueError (invalid id)."""
+        Raises StoreConflict (it moved, or a new id differs from an existing one only by case), StoreError (nothing
+        written, nothing left behind: whatever the disk or a library raised while writing), ValueError (invalid id).
+        """
         folder = self._folder(product_id)
         uid = uuid.uuid4().hex
         created_at = datetime.now(UTC).isoformat()
         tmp = self.root / f"{TMP_PREFIX}{product_id}-{uid}"
+        claimed: Path | None = None
+        first = False
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            refs.save(tmp)
-            meta = {"product_id": product_id, "uid": uid, "created_at": created_at}
-            (tmp / PRODUCT_META).write_text(json.dumps({**meta, "calibration": calibration.to_dict()}, indent=2))
-            fsync_tree(tmp)
+            self._write_version(tmp, product_id, uid, created_at, refs, calibration)
             with self._lock, product_lock(folder, create=expected is ANY or expected is None):
-                pointer = read_pointer(folder)
+                pointer = read_pointer(folder) if named_exactly(folder) else None
+                first = pointer is None
+                if first:
+                    self.check_new_id(product_id)
                 check_expected(product_id, pointer, expected)
                 remove_versions(folder, lambda v: pointer is None or v > pointer["version"])  # crashed claims
                 version = max([*version_dirs(folder), 0 if pointer is None else pointer["version"]]) + 1
-                os.rename(tmp, folder / f"v{version}")
+                claimed = folder / f"v{version}"
+                os.rename(tmp, claimed)
                 fsync_dir(folder)
                 generation = 1 if pointer is None else pointer.get("generation", 0) + 1
                 new_pointer = {"version": version, "uid": uid, "generation": generation}
                 write_json_atomic(folder / POINTER, {**new_pointer, "threshold": None, "pixel_threshold": None})
+                claimed = None  # current now
                 product = Product(
                     product_id,
                     version,
@@ -254,17 +265,57 @@ class ProductStore:
                 )
                 self._install(product_id, product, pointer_stat(folder))
         except (StoreConflict, ProductMissing) as err:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self._discard(tmp, claimed, folder if first else None)
             self._resync(product_id)  # learn now what the winner did
             if isinstance(err, StoreConflict):
                 raise
             raise StoreConflict(f"product {product_id!r} was deleted while this upload was being processed") from None
+        except StoreError:
+            self._discard(tmp, claimed, folder if first else None)
+            raise
         except OSError as err:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise StoreError(f"could not store product {product_id!r}: {err}") from err
+            self._discard(tmp, claimed, folder if first else None)
+            raise storage_failure(f"store product {product_id!r}", self.root, err) from err
         remove_versions(folder, lambda v: v < version)
         self._notify(product_id, product)
         return product
+
+    def check_new_id(self, product_id: str) -> None:
+        """Raise StoreConflict when a stored product's id differs from `product_id` only by case (str.casefold): on a
+        case-insensitive volume (SMB, NAS) both would be one folder, the new one overwriting the old; on ext4 two
+        products an operator cannot tell apart. Refused on every volume alike."""
+        twin = case_twin(self.root, product_id)
+        if twin is not None:
+            raise StoreConflict(
+                f"product {twin!r} exists, and ids that differ only by case are one product on some volumes: "
+                f"use {twin!r}, or another id for a new product"
+            )
+
+    def _write_version(
+        self, tmp: Path, product_id: str, uid: str, created_at: str, refs: ReferenceSet, calibration: Calibration
+    ) -> None:
+        """The new version's files in `tmp`, fsynced (no lock: the slow part). Any error while writing (the disk's
+        OSError, safetensors' SafetensorError, numpy's, ...) is a StoreError naming the data dir, `tmp` removed."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            refs.save(tmp)
+            meta = {"product_id": product_id, "uid": uid, "created_at": created_at}
+            (tmp / PRODUCT_META).write_text(json.dumps({**meta, "calibration": calibration.to_dict()}, indent=2))
+            fsync_tree(tmp)
+        except Exception as err:  # every library raises its own kind for a full or read-only disk
+            remove_path(tmp)
+            log.warning("product %r: writing its new version failed", product_id, exc_info=True)
+            raise storage_failure(f"store product {product_id!r}", self.root, err) from err
+
+    def _discard(self, tmp: Path, claimed: Path | None, first_folder: Path | None) -> None:
+        """Remove what a failed commit wrote: its temp folder, a version folder it claimed but never made current,
+        and the folder of a first upload that got no pointer (only when empty: another writer may be in it)."""
+        remove_path(tmp)
+        if claimed is not None:
+            remove_path(claimed)
+        if first_folder is not None and pointer_stat(first_folder) is None:
+            with suppress(OSError):
+                first_folder.rmdir()
 
     def set_thresholds(self, product_id: str, threshold: float | None, pixel_threshold: float | None) -> Product | None:
         """Override the thresholds (None keeps the calibrated value); None if the product does not exist."""
@@ -299,7 +350,7 @@ class ProductStore:
         """Hold the product's writer lock (every replica's) for a read-modify-write of a per-product file.
 
         Raises ProductMissing when the product folder is gone, StoreError when the lock stays taken."""
-        with product_lock(self._folder(product_id), create=False):
+        with product_lock(self._existing_folder(product_id), create=False):
             yield
 
     def delete(self, product_id: str) -> bool:
@@ -310,7 +361,7 @@ class ProductStore:
         trash = self.root / f"{TRASH_PREFIX}{product_id}-{uuid.uuid4().hex}"
         with self._lock:
             try:
-                with product_lock(folder, create=False) as lock:
+                with product_lock(self._existing_folder(product_id), create=False) as lock:
                     os.rename(folder, trash)
                     lock.moved = True
                     fsync_dir(self.root)
@@ -318,7 +369,7 @@ class ProductStore:
             except ProductMissing:
                 on_disk = False
             except OSError as err:
-                raise StoreError(f"could not delete product {product_id!r}: {err}") from err
+                raise storage_failure(f"delete product {product_id!r}", self.root, err) from err
             existed = self._forget(product_id)
         shutil.rmtree(trash, ignore_errors=True)
         if existed:
@@ -423,6 +474,8 @@ class ProductStore:
     def _load(self, product_id: str) -> Product | None:
         """Read the pointer and (if its uid is new) the version; install unless the pointer moved meanwhile."""
         folder = self._folder(product_id)
+        if not named_exactly(folder):
+            return None  # on a case-insensitive volume, another product's folder
         if product_id in self._unloadable and self._stats.get(product_id) == pointer_stat(folder):
             return None  # logged once; tried again when its pointer changes
         for _ in range(5):
@@ -474,7 +527,7 @@ class ProductStore:
     ) -> Product | None:
         folder = self._folder(product_id)
         try:
-            with self._lock, product_lock(folder, create=False):
+            with self._lock, product_lock(self._existing_folder(product_id), create=False):
                 pointer = read_pointer(folder)
                 if pointer is None:
                     return None
@@ -486,8 +539,10 @@ class ProductStore:
                 self._install(product_id, product, pointer_stat(folder))
         except ProductMissing:
             return None
+        except StoreError:
+            raise
         except OSError as err:
-            raise StoreError(f"could not store {what}: {err}") from err
+            raise storage_failure(f"store {what}", self.root, err) from err
         self._notify(product_id, product)
         return product
 
@@ -556,6 +611,14 @@ class ProductStore:
             raise ValueError(f"invalid product id {product_id!r}")
         folder = self.root / product_id
         assert folder.resolve().parent == self.root.resolve(), "product folders stay inside the data dir"
+        return folder
+
+    def _existing_folder(self, product_id: str) -> Path:
+        """The product's folder when the store lists it under exactly this id; ProductMissing otherwise (on a
+        case-insensitive volume `bottle` would open `Bottle`'s folder: every volume answers alike)."""
+        folder = self._folder(product_id)
+        if not named_exactly(folder):
+            raise ProductMissing(f"no product folder {folder}")
         return folder
 
 

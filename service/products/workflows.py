@@ -27,7 +27,7 @@ from service.engine.worker import Ticket
 from service.errors import Conflict, InvalidInput, NotFound, ServiceError, StorageFailed, TooLarge
 from service.imaging.decode import decode_image
 from service.metrics import Metrics
-from service.products.files import CALIBRATION_FILE, ProductMissing
+from service.products.files import CALIBRATION_FILE, ProductMissing, storage_failure
 from service.products.frames import (
     FrameStore,
     Label,
@@ -163,7 +163,12 @@ class Workflows:
     def _result(
         self, product: Product, frames: list[Frame], with_heatmap: bool, prediction: Prediction, index: int
     ) -> InspectionResult:
-        return inspection_result(prediction, product, self.regions, with_heatmap, frames[index])
+        frame = frames[index]
+        bit_depth = frame.bit_depth_warning(product.refs.bit_depth)
+        if bit_depth is not None:
+            self.metrics.count_bit_depth_mismatch(product.product_id)
+        warnings = [bit_depth] if bit_depth is not None else []
+        return inspection_result(prediction, product, self.regions, with_heatmap, frame, warnings)
 
     # --- references -----------------------------------------------------------------------------------------
 
@@ -180,6 +185,7 @@ class Workflows:
         check_count(images, limits.max_references, "DCPSFR_MAX_REFERENCES")
         if calibration:
             check_count(calibration, limits.calibration_max_frames, "DCPSFR_CALIBRATION_MAX_FRAMES")
+        await asyncio.to_thread(self._check_new_id, product_id)  # before the fit; checked again at commit
         decoded = await self.engine.decode(images)
         if bit_depth is not None:
             await asyncio.to_thread(check_bit_depth, decoded.frames, [u.name for u in images], bit_depth)
@@ -265,6 +271,14 @@ class Workflows:
         evaluation = evaluate(product_id, kept, product.threshold, product.version, product.calibration.score_scale)
         return product, evaluation
 
+    def _check_new_id(self, product_id: str) -> None:
+        """Conflict when `product_id` is new and a stored product's id differs from it only by case."""
+        if self.store.token(product_id) is None:
+            try:
+                self.store.check_new_id(product_id)
+            except StoreConflict as err:
+                raise Conflict(str(err)) from None
+
     def _check_room_for_a_reference(self, product: Product) -> None:
         limit = self.limits.max_references
         if product.refs.n_references >= limit:
@@ -340,7 +354,8 @@ class Workflows:
         except ProductMissing:  # deleted meanwhile
             raise unknown_product(product.product_id) from None
         except OSError as err:  # StoreError too: the lock stayed taken
-            raise StorageFailed(f"the labelled frames of {product.product_id!r} could not be stored: {err}") from err
+            what = f"store the labelled frames of {product.product_id!r}"
+            raise StorageFailed(str(storage_failure(what, self.store.root, err))) from err
 
     async def _commit(self, product_id: str, fitted: FittedProduct, expected: str | None) -> Product:
         """Store the new version unless the product moved since `expected` (its token) was read (Conflict)."""
@@ -358,7 +373,8 @@ class Workflows:
         try:
             return await asyncio.to_thread(self.frames.save, product.product_id, scored, files)
         except OSError as err:
-            raise StorageFailed(f"version {product.version} stored, but not its labelled frames: {err}") from err
+            what = f"store the labelled frames of {product.product_id!r} (version {product.version} is stored)"
+            raise StorageFailed(str(storage_failure(what, self.store.root, err))) from err
 
     async def _recalibrated(self, product: Product, frames: list[LabelledFrame]) -> Product:
         """The product with thresholds recomputed from its calibration set (references unchanged)."""

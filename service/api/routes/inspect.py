@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.dependencies import ReadyServices
 from service.api.errors import error_responses
 from service.api.openapi import max_files
-from service.api.routes.uploads import read_uploads
+from service.api.routes.uploads import UploadRoute, read_uploads
 from service.api.schemas import InspectedImage, InspectResponse
 from service.decisions.results import InspectionResult
 from service.errors import InvalidInput
@@ -19,7 +19,7 @@ from service.imaging.formats import PRODUCT_ID
 from service.products.store import Product
 from service.products.workflows import check_count
 
-router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503))
+router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503), route_class=UploadRoute)
 
 
 @router.post(

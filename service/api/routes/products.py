@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.dependencies import FormBool, ProductId, ReadyServices, Services, StoreServices
 from service.api.errors import error_responses
 from service.api.openapi import max_files, refused
-from service.api.routes.uploads import read_uploads, single_upload
+from service.api.routes.uploads import UploadRoute, read_uploads, single_upload
 from service.api.schemas import (
     Evaluation,
     FeedbackAnswer,
@@ -28,7 +28,9 @@ from service.errors import InvalidInput
 from service.products.store import Product
 from service.products.workflows import unknown_product
 
-router = APIRouter(prefix="/products", tags=["products"], responses=error_responses(401, 403, 503))
+router = APIRouter(
+    prefix="/products", tags=["products"], responses=error_responses(401, 403, 503), route_class=UploadRoute
+)
 
 OLD_IMAGE_FIELD = "send the frame in the multipart field 'images' (one file), as every route takes images"
 # what give_feedback answers 422 to, in its body's schema (service.api.openapi moves it into the body model)

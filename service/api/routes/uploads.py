@@ -1,11 +1,124 @@
-"""Multipart files -> the engine's Uploads (bytes and names): the one place routes read uploaded files."""
+"""Multipart files -> the engine's Uploads (bytes and names): the one place routes read uploaded files, and how
+their parts are told from text fields (`UploadRoute`)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import unquote
+
 from fastapi import UploadFile
+from fastapi.routing import APIRoute
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import Response
 
 from service.engine.pipeline import Upload
 from service.errors import InvalidInput
+
+# one `; key=value` parameter of a Content-Disposition (a value quoted, or up to the next `;`)
+PARAMETER = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+EXTENDED_PART = re.compile(r"filename\*(\d+)(\*?)")  # RFC 2231 continuations: filename*0*=..., filename*1=...
+FILE_TYPES = ("image/", "application/octet-stream")  # a part of one of these types is a file, even without a name
+TEXT_PART_LIMIT = (
+    "A part without a file name (nor an image Content-Type) is a text field, and text fields are limited: send "
+    'images as files (Content-Disposition: form-data; name="images"; filename="frame.png"; curl -F images=@frame.png)'
+)
+
+
+def extended_filename(disposition: str) -> str | None:
+    """The file name an RFC 5987/2231 `filename*` parameter of a Content-Disposition gives (`UTF-8''na%C3%AFve.png`,
+    continuations `filename*0*`, `filename*1*`, ... joined), or None when it has none."""
+    params = {key.lower(): _unquoted(value.strip()) for key, value in PARAMETER.findall(disposition)}
+    if "filename*" in params:
+        pieces = [(params["filename*"], True)]
+    else:
+        numbered = sorted(
+            (int(m.group(1)), value, bool(m.group(2)))
+            for key, value in params.items()
+            if (m := EXTENDED_PART.fullmatch(key))
+        )
+        pieces = [(value, encoded) for _, value, encoded in numbered]
+    if not pieces:
+        return None
+    charset, name = "utf-8", []
+    for index, (value, encoded) in enumerate(pieces):
+        if encoded and index == 0 and value.count("'") >= 2:
+            charset, _, value = value.split("'", 2)  # charset'language'percent-encoded
+        name.append(unquote(value, encoding=charset or "utf-8", errors="replace") if encoded else value)
+    return "".join(name)
+
+
+def _unquoted(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return value
+
+
+def _has_plain_filename(disposition: str) -> bool:
+    return any(key.lower() == "filename" for key, _ in PARAMETER.findall(disposition))
+
+
+class FilePartsParser(MultiPartParser):
+    """Starlette's multipart parser, which takes a part for a file only when its Content-Disposition has a plain
+    `filename`; this one also when it has only `filename*` (RFC 5987/2231, as some senders write a non-ASCII name),
+    and when it has no name but an image or octet-stream Content-Type (RFC 7578 makes the name optional)."""
+
+    def on_headers_finished(self) -> None:
+        """Give such a part the plain `filename` Starlette looks for, then let Starlette go on."""
+        part = self._current_part
+        disposition = part.content_disposition.decode("latin-1") if part.content_disposition else ""
+        if disposition and not _has_plain_filename(disposition):
+            name = extended_filename(disposition)
+            if name is None and self._has_file_type():
+                name = ""
+            if name is not None:
+                escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+                part.content_disposition += f'; filename="{escaped}"'.encode(self._charset, errors="replace")
+        super().on_headers_finished()
+
+    def _has_file_type(self) -> bool:
+        types = [
+            v.decode("latin-1").strip().lower() for k, v in self._current_part.item_headers if k == b"content-type"
+        ]
+        return any(t.startswith(FILE_TYPES) for t in types)
+
+
+class UploadRequest(Request):
+    """A request whose multipart body is parsed by FilePartsParser."""
+
+    async def _get_form(
+        self, *, max_files: int | float = 1000, max_fields: int | float = 1000, max_part_size: int = 1024 * 1024
+    ) -> FormData:
+        content_type = self.headers.get("Content-Type", "")
+        if self._form is None and content_type.lower().startswith("multipart/form-data"):
+            parser = FilePartsParser(
+                self.headers, self.stream(), max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
+            )
+            try:
+                self._form = await parser.parse()
+            except MultiPartException as err:  # as Starlette answers it, saying why a file may have been a field
+                detail = err.message
+                if detail.startswith("Part exceeded"):
+                    detail += f" {TEXT_PART_LIMIT}"
+                raise HTTPException(status_code=400, detail=detail) from None
+        return await super()._get_form(max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
+
+
+class UploadRoute(APIRoute):
+    """The route class of routes that take files: their requests are UploadRequests."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler, given an UploadRequest."""
+        handler = super().get_route_handler()
+
+        async def with_file_parts(request: Request) -> Response:
+            return await handler(UploadRequest(request.scope, request.receive))
+
+        return with_file_parts
 
 
 async def read_uploads(files: list[UploadFile], field: str = "images") -> list[Upload]:
@@ -13,7 +126,7 @@ async def read_uploads(files: list[UploadFile], field: str = "images") -> list[U
     uploads = []
     for i, file in enumerate(files):
         name = f"{field}[{i}] ({file.filename})" if file.filename else f"{field}[{i}]"
-        uploads.append(Upload(name, await file.read(), file.filename))
+        uploads.append(Upload(name, await file.read(), file.filename or None))
     return uploads
 
 

@@ -1,0 +1,64 @@
+"""Image parts as senders write them, in raw multipart bodies: a name only in `filename*` (RFC 5987/2231), no name
+but an image Content-Type; and a part that is really a text field gets a message saying what is missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.apps import upload
+from tests.helpers.images import image_bytes
+
+BOUNDARY = "frame-boundary"
+HEADERS = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def body(*parts: tuple[list[str], bytes]) -> bytes:
+    """A multipart/form-data body of (header lines, content) parts."""
+    out = b""
+    for headers, content in parts:
+        head = f"--{BOUNDARY}\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n"
+        out += head.encode() + content + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+def product_field(product_id: str) -> tuple[list[str], bytes]:
+    return ['Content-Disposition: form-data; name="product_id"'], product_id.encode()
+
+
+def image_part(disposition: str, content_type: str | None = "image/png") -> tuple[list[str], bytes]:
+    headers = [f'Content-Disposition: form-data; name="images"{disposition}']
+    return headers + ([f"Content-Type: {content_type}"] if content_type else []), image_bytes()
+
+
+@pytest.mark.parametrize(
+    ("disposition", "filename"),
+    [
+        ("; filename*=UTF-8''frame.png", "frame.png"),
+        ("; filename*=utf-8'de'Pr%C3%BCfteil%20links.png", "Prüfteil links.png"),  # urllib3 1.x for a non-ASCII name
+        ("; filename*0*=UTF-8''Pr%C3%BCf; filename*1=teil.png", "Prüfteil.png"),  # RFC 2231 continuations
+        ("", None),  # no name at all, but an image Content-Type: a file (RFC 7578 makes the name optional)
+    ],
+)
+def test_image_parts_without_a_plain_filename_are_images(client, disposition, filename):
+    assert upload(client, "part", image_bytes()).status_code == 201
+    answer = client.post("/inspect", content=body(product_field("part"), image_part(disposition)), headers=HEADERS)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["results"][0]["filename"] == filename
+
+
+def test_a_reference_part_with_only_filename_star_is_a_reference(client):
+    parts = [image_part("; filename*=UTF-8''ref%C3%A9rence.png", None) for _ in range(2)]
+    answer = client.post("/products/naming/references", content=body(*parts), headers=HEADERS)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["n_references"] == 2
+
+
+@pytest.mark.parametrize("path", ["/inspect", "/products/part/references"])
+def test_a_part_without_a_file_name_or_type_is_told_what_is_missing(client, path):
+    assert upload(client, "part", image_bytes()).status_code == 201
+    answer = client.post(path, content=body(product_field("part"), image_part("", None)), headers=HEADERS)
+    assert answer.status_code == 422
+    detail = answer.json()["detail"]
+    assert "Expected UploadFile" not in detail
+    assert "has no file name, so it arrived as a text field" in detail
+    assert 'filename="frame.png"' in detail and "curl -F images=@frame.png" in detail
