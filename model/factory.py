@@ -142,12 +142,15 @@ def fit_pos_embed(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dic
     return {**state, "pos_embed": resampled}
 
 
+def load_dino_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """A timm DINOv2 checkpoint (state dict) into `model`, its position embeddings fitted (see fit_pos_embed)."""
+    model.load_state_dict(fit_pos_embed(state, model), strict=True)
+
+
 def load_backbones(network: DCPSFR, cfg: DetectorConfig, weights: Path) -> None:
     """Verified local files only; position embeddings resampled when the configured size differs. Raises
     WeightsMissingError naming the file and the fetch command."""
-    dino_state = read_state_dict(verified_weight_file(cfg.name, "dino", weights))
-    model = network.dino.model
-    model.load_state_dict(fit_pos_embed(dino_state, model), strict=True)
+    load_dino_state(network.dino.model, read_state_dict(verified_weight_file(cfg.name, "dino", weights)))
     if network.clip is not None:
         clip_state = read_state_dict(verified_weight_file(cfg.name, "clip", weights))
         resize_pos_embed(clip_state, network.clip.model)
