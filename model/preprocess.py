@@ -1,8 +1,12 @@
 """Frames -> backbone batches: `prepare` (both towers, one call) on the CPU, `to_backbone_input` on the device.
 
 `prepare` turns each frame into uint8 pixels at its DINOv2 geometry (see model.geometry), tiles in tiled mode,
-and the CLIP letterbox in full mode. Floats exist only at backbone size and only on the device: resizing runs on
-uint8 PIL images, and a quarter of the float bytes crosses the bus.
+and the CLIP letterbox in full mode. Training-free mode embeds every frame at its own aspect (AnomalyDINO: the
+memory bank has no positions); full mode brings a frame of another aspect to the product's grid (ACL attends
+position by position). Each prepared frame carries its notices (model.notices), e.g. an aspect change.
+
+Floats exist only at backbone size and only on the device: resizing runs on uint8 PIL images, and a quarter of
+the float bytes crosses the bus.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class PrepareSpec:
     bit_depth: int | None  # the product's bit depth for high-bit grey frames without sBIT
     short_side: int  # DINOv2's configured input size (the shorter side)
     patch: int  # DINOv2's patch size
+    common_grid: bool = False  # full mode: every frame on the product's grid; else each at its own aspect
+    reference_grids: frozenset[tuple[int, int]] = frozenset()  # the references' grids; a frame on none is noticed
     clip_content: tuple[int, int] | None = None  # full mode: (h, w) of a frame letterboxed into CLIP's square
     tiles: int = 1  # tiled mode: tiles per side (1 = off)
     tile_overlap: float = 0.0
@@ -39,34 +45,38 @@ def frame_geometry(width: int, height: int, spec: PrepareSpec) -> Geometry:
     return aspect_geometry(height, width, spec.short_side, spec.patch)
 
 
-def prepare(frames: Sequence[Frame], spec: PrepareSpec) -> tuple[list[PreparedFrame], list[Notice]]:
-    """Each frame at its backbone geometry (or tiled), 8-bit, on the CPU; plus notices about the frames.
+def prepare(frames: Sequence[Frame], spec: PrepareSpec) -> list[PreparedFrame]:
+    """Each frame at its backbone geometry (or tiled), 8-bit, on the CPU, with its notices.
 
     Raises ValueError for grey data with no true 8- or 16-bit reading (see model.pixels).
     """
-    prepared, notices = [], []
+    prepared = []
     for frame in frames:
         rgb = frame.rgb(spec.bit_depth)
-        notices += frame_notices(frame, spec)
-        prepared.append(_tiled(frame, rgb, spec) if spec.tiles > 1 else _whole(frame, rgb, spec))
-    return prepared, notices
+        notices = tuple(frame_notices(frame, spec))
+        prepared.append(_tiled(frame, rgb, spec, notices) if spec.tiles > 1 else _whole(frame, rgb, spec, notices))
+    return prepared
 
 
-def _whole(frame: Frame, rgb: Image.Image, spec: PrepareSpec) -> PreparedFrame:
-    geometry = matching_geometry(frame_geometry(frame.width, frame.height, spec), spec.product)
+def _whole(frame: Frame, rgb: Image.Image, spec: PrepareSpec, notices: tuple[Notice, ...]) -> PreparedFrame:
+    geometry = frame_geometry(frame.width, frame.height, spec)
+    if spec.common_grid:
+        geometry = matching_geometry(geometry, spec.product)
     clip = None
     if spec.clip_content is not None:
         clip = torch.from_numpy(resized_pixels(rgb, spec.clip_content))  # (h, w, 3)
     dino = torch.from_numpy(geometry_pixels(rgb, geometry))[None]  # (1, Hd, Wd, 3)
-    return PreparedFrame(dino, geometry.grid, frame.camera_size, rgb.size, clip=clip)
+    return PreparedFrame(dino, geometry.grid, frame.camera_size, rgb.size, clip=clip, notices=notices)
 
 
-def _tiled(frame: Frame, rgb: Image.Image, spec: PrepareSpec) -> PreparedFrame:
+def _tiled(frame: Frame, rgb: Image.Image, spec: PrepareSpec, notices: tuple[Notice, ...]) -> PreparedFrame:
     images, boxes = tiles_of(rgb, spec.tiles, spec.tile_overlap)
     first = frame_geometry(images[0].width, images[0].height, spec)
-    geometries = [matching_geometry(frame_geometry(t.width, t.height, spec), first) for t in images]
+    geometries = [matching_geometry(frame_geometry(t.width, t.height, spec), first) for t in images]  # +-1 px tiles
     dino = torch.from_numpy(np.stack([geometry_pixels(t, g) for t, g in zip(images, geometries, strict=True)]))
-    return PreparedFrame(dino, first.grid, frame.camera_size, rgb.size, tiles=tuple(boxes))  # (T, H, W, 3)
+    return PreparedFrame(
+        dino, first.grid, frame.camera_size, rgb.size, tiles=tuple(boxes), notices=notices
+    )  # (T, H, W, 3)
 
 
 def tiles_of(image: Image.Image, tiles: int, overlap: float) -> tuple[list[Image.Image], list[Box]]:
@@ -77,7 +87,7 @@ def tiles_of(image: Image.Image, tiles: int, overlap: float) -> tuple[list[Image
 
 def frame_notices(frame: Frame, spec: PrepareSpec) -> list[Notice]:
     """Warnings about a frame: data above the product's bit depth (clipped white), or another aspect than the
-    references' (resized to theirs, its map stretched back)."""
+    references' (see aspect_notice)."""
     notices = []
     highest = frame.above_bit_depth(spec.bit_depth)
     if highest is not None:
@@ -88,17 +98,35 @@ def frame_notices(frame: Frame, spec: PrepareSpec) -> list[Notice]:
                 f"(0..{2**spec.bit_depth - 1}): they are clipped white; refit the references with a larger bit_depth",
             )
         )
+    aspect = aspect_notice(frame, spec)
+    return notices + ([aspect] if aspect is not None else [])
+
+
+def aspect_notice(frame: Frame, spec: PrepareSpec) -> Notice | None:
+    """A notice when the frame's own DINOv2 grid is none of its references' grids: its aspect differs from theirs
+    by about a patch row or column or more (one patch is 1/32 of the shorter side at 448 px).
+
+    Full mode stretches such a frame to the product's grid; training-free mode inspects it at its own aspect, but a
+    changed camera ROI or binning is still worth the line's attention.
+    """
     own = frame_geometry(frame.width, frame.height, spec)
-    if spec.tiles <= 1 and own.grid != spec.product.grid:
-        notices.append(
-            Notice(
-                "aspect",
-                f"a {frame.width} x {frame.height} frame has another aspect than its product's references (grid "
-                f"{'x'.join(map(str, spec.product.grid))}): it is resized to the references' "
-                f"{'x'.join(map(str, spec.product.resized[::-1]))} input, and its map stretched back over the frame",
-            )
+    if own.grid in spec.reference_grids:
+        return None
+    grids = ", ".join("x".join(map(str, g)) for g in sorted(spec.reference_grids))
+    size = f"a {frame.width} x {frame.height} frame (grid {'x'.join(map(str, own.grid))})"
+    if spec.common_grid:
+        resized = "x".join(map(str, spec.product.resized[::-1]))
+        return Notice(
+            "aspect",
+            f"{size} has another aspect than its product's references (grid {grids}): it is resized to the "
+            f"references' {resized} input and its map stretched back over the frame; check the camera's region "
+            "of interest and binning, or refit the references at this aspect",
         )
-    return notices
+    return Notice(
+        "aspect",
+        f"{size} has another aspect than its product's references (grids {grids}): it is inspected at its own "
+        "aspect, but check the camera's region of interest and binning, or add references at this aspect",
+    )
 
 
 def geometry_pixels(image: Image.Image, geometry: Geometry) -> np.ndarray:

@@ -9,6 +9,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from model.notices import Notice
+
 Mode = Literal["full", "training-free"]
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels (x1, y1 exclusive)
 
@@ -32,6 +34,7 @@ class PreparedFrame:
     pixel_size: tuple[int, int]  # (W, H) of the decoded pixels: tile boxes are in these coordinates
     clip: torch.Tensor | None = None  # (h, w, 3) uint8: the frame letterboxed for CLIP (full mode)
     tiles: tuple[Box, ...] | None = None  # tiled mode: each input's box in the pixels
+    notices: tuple[Notice, ...] = ()  # warnings about this frame (another aspect, data above the bit depth)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Prediction:
     random_weights: bool = False  # True only for the tiny config or random_init timing runs
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, for the whole batch
     logit: float | None = None  # "full" mode: the image logit y (score = sigmoid(logit)); None otherwise
+    warnings: tuple[str, ...] = ()  # about the frame: another aspect than the references', data above the bit depth
 
     @property
     def decision_score(self) -> float:
