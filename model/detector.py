@@ -266,7 +266,7 @@ class Detector:
             short_side=self.config.dino.image_size,
             patch=self.patch_size,
             common_grid=full,
-            reference_grids=frozenset({product.grid} if full else refs.grids),
+            reference_sizes=tuple(refs.image_sizes),
             clip_content=clip_content(product, self.config.clip.image_size) if full else None,
             tiles=inference.tiles if self.tiled else 1,
             tile_overlap=inference.tile_overlap,
@@ -309,7 +309,7 @@ class Detector:
         values = (torch.sigmoid(scores.raw_scores) if full else scores.raw_scores).tolist()
         timings = {**batch.timings_ms, **scores.timings_ms, "postprocess": _ms_since(start)}
         return [
-            Prediction(s, m, self.mode, self.random_weights, timings, logit=y, warnings=_messages(f))
+            Prediction(s, m, self.mode, self.random_weights, timings, logit=y, notices=f.notices)
             for s, m, y, f in zip(values, maps, logits, batch.frames, strict=True)
         ]
 
@@ -404,10 +404,6 @@ class Detector:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-
-def _messages(frame: PreparedFrame) -> tuple[str, ...]:
-    return tuple(notice.message for notice in frame.notices)
 
 
 def _ms_since(start: float) -> float:

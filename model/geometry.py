@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_ASPECT_RATIO = 8  # a longer side beyond 8x the shorter is squeezed to 8x: bounds the patch grid (and attention)
+ASPECT_TOLERANCE = 0.01  # two frames whose W/H differ by at most 1 % have the same aspect (a few pixels of crop)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ def matching_geometry(own: Geometry, product: Geometry) -> Geometry:
     (needed by ACL) and the map, stretched back over the frame, is in the frame's geometry again.
     """
     return own if own.grid == product.grid else product
+
+
+def same_aspect(size: tuple[int, int], other: tuple[int, int], tolerance: float = ASPECT_TOLERANCE) -> bool:
+    """Whether two (W, H) sizes have the same aspect W/H within `tolerance` (relative, either way)."""
+    ratio = (size[0] * other[1]) / (size[1] * other[0])
+    return max(ratio, 1 / ratio) <= 1 + tolerance
 
 
 def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int]:

@@ -20,7 +20,14 @@ from PIL import Image
 
 from model.extras.tiling import tile_boxes
 from model.frame import Frame
-from model.geometry import Geometry, aspect_geometry, letterbox_geometry, matching_geometry
+from model.geometry import (
+    ASPECT_TOLERANCE,
+    Geometry,
+    aspect_geometry,
+    letterbox_geometry,
+    matching_geometry,
+    same_aspect,
+)
 from model.notices import Notice
 from model.records import Box, PreparedFrame
 
@@ -34,7 +41,7 @@ class PrepareSpec:
     short_side: int  # DINOv2's configured input size (the shorter side)
     patch: int  # DINOv2's patch size
     common_grid: bool = False  # full mode: every frame on the product's grid; else each at its own aspect
-    reference_grids: frozenset[tuple[int, int]] = frozenset()  # the references' grids; a frame on none is noticed
+    reference_sizes: tuple[tuple[int, int], ...] = ()  # the references' (W, H): a frame of none of their aspects
     clip_content: tuple[int, int] | None = None  # full mode: (h, w) of a frame letterboxed into CLIP's square
     tiles: int = 1  # tiled mode: tiles per side (1 = off)
     tile_overlap: float = 0.0
@@ -103,30 +110,37 @@ def frame_notices(frame: Frame, spec: PrepareSpec) -> list[Notice]:
 
 
 def aspect_notice(frame: Frame, spec: PrepareSpec) -> Notice | None:
-    """A notice when the frame's own DINOv2 grid is none of its references' grids: its aspect differs from theirs
-    by about a patch row or column or more (one patch is 1/32 of the shorter side at 448 px).
+    """A notice about a frame of another aspect than its product's references.
 
-    Full mode stretches such a frame to the product's grid; training-free mode inspects it at its own aspect, but a
-    changed camera ROI or binning is still worth the line's attention.
+    Full mode: whenever the frame's own grid is not the product's, as it is then stretched to it. Training-free
+    mode inspects every frame at its own aspect, but a frame whose W/H is more than ASPECT_TOLERANCE from every
+    reference's is still noticed: a changed camera ROI or binning is worth the line's attention.
     """
-    own = frame_geometry(frame.width, frame.height, spec)
-    if own.grid in spec.reference_grids:
-        return None
-    grids = ", ".join("x".join(map(str, g)) for g in sorted(spec.reference_grids))
-    size = f"a {frame.width} x {frame.height} frame (grid {'x'.join(map(str, own.grid))})"
+    size = f"a {frame.width} x {frame.height} frame"
     if spec.common_grid:
-        resized = "x".join(map(str, spec.product.resized[::-1]))
+        own = frame_geometry(frame.width, frame.height, spec)
+        if own.grid == spec.product.grid:
+            return None
         return Notice(
             "aspect",
-            f"{size} has another aspect than its product's references (grid {grids}): it is resized to the "
-            f"references' {resized} input and its map stretched back over the frame; check the camera's region "
-            "of interest and binning, or refit the references at this aspect",
+            f"{size} has another aspect than its product's references (grid {_joined(own.grid)}, theirs "
+            f"{_joined(spec.product.grid)}): it is resized to the references' {_joined(spec.product.resized[::-1])} "
+            "input and its map stretched back over the frame; check the camera's region of interest and binning, "
+            "or refit the references at this aspect",
         )
+    if any(same_aspect(frame.camera_size, ref) for ref in spec.reference_sizes):
+        return None
+    aspects = ", ".join(sorted({f"{w / h:.3f}" for w, h in spec.reference_sizes}))
     return Notice(
         "aspect",
-        f"{size} has another aspect than its product's references (grids {grids}): it is inspected at its own "
-        "aspect, but check the camera's region of interest and binning, or add references at this aspect",
+        f"{size} (aspect {frame.width / frame.height:.3f}) has another aspect than its product's references "
+        f"({aspects}, more than {ASPECT_TOLERANCE:.0%} apart): it is inspected at its own aspect, but check the "
+        "camera's region of interest and binning, or add references at this aspect",
     )
+
+
+def _joined(pair: tuple[int, int]) -> str:
+    return "x".join(map(str, pair))
 
 
 def geometry_pixels(image: Image.Image, geometry: Geometry) -> np.ndarray:

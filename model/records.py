@@ -90,13 +90,18 @@ class Prediction:
     random_weights: bool = False  # True only for the tiny config or random_init timing runs
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, for the whole batch
     logit: float | None = None  # "full" mode: the image logit y (score = sigmoid(logit)); None otherwise
-    warnings: tuple[str, ...] = ()  # about the frame: another aspect than the references', data above the bit depth
+    notices: tuple[Notice, ...] = ()  # about the frame: another aspect than the references', data above the bit depth
 
     @property
     def decision_score(self) -> float:
         """The value compared with an image threshold: the logit in full mode (unbounded, so a threshold above
         every normal logit is reachable; sigmoid(y) saturates), else the distance score."""
         return float(self.logit if self.logit is not None else self.score)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The notices' messages: what the line should know about this frame (empty when nothing)."""
+        return tuple(notice.message for notice in self.notices)
 
     @property
     def map_max(self) -> float:

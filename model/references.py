@@ -77,6 +77,12 @@ class ReferenceSet:
         grids = self.meta.get("grids")
         return [tuple(g) for g in grids] if grids is not None else [self.geometry.grid] * self.n_references
 
+    @property
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """Each reference's camera (W, H) (from its grid when not recorded: the aspect, not the size)."""
+        sizes = self.meta.get("image_sizes")
+        return [tuple(s) for s in sizes] if sizes else [(w, h) for h, w in self.grids]
+
     def reference_tokens(self) -> list[torch.Tensor]:
         """Each reference's patch tokens (h_k * w_k, Dd), in order."""
         return list(self.patch_tokens.split([h * w for h, w in self.grids]))

@@ -16,6 +16,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from model import NOTICE_KINDS
 from service.decisions.rules import ALL_RULE_NAMES
 
 REGION_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
@@ -100,6 +101,15 @@ class Metrics:
             ["rule"],
             registry=self.registry,
         )
+        self.frame_warnings = Counter(
+            "dcpsfr_frame_warnings",
+            "Inspected images with a warning, by kind (aspect = another aspect than the product's references, "
+            "bit-depth = data above the product's bit depth)",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind in NOTICE_KINDS:
+            self.frame_warnings.labels(kind)
         for stage in STAGES:
             self.stage_duration.labels(stage)
         for rule in ALL_RULE_NAMES:
@@ -132,6 +142,11 @@ class Metrics:
         self.regions.observe(n_regions)
         for rule in rules_fired:
             self.rule_hits.labels(rule).inc()
+
+    def count_warnings(self, kinds: tuple[str, ...]) -> None:
+        """Count one image's warnings by kind (model.NOTICE_KINDS)."""
+        for kind in kinds:
+            self.frame_warnings.labels(kind).inc()
 
     def watch(self, queue_depth: Callable[[], float], gpu_memory: Callable[[], float]) -> None:
         """Gauges read at scrape time."""

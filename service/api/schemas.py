@@ -233,6 +233,10 @@ class InspectedImage(BaseModel):
     regions_truncated: bool
     rule: str | None = Field(description='the acceptance rule that rejected the part ("threshold" without rules)')
     rules_fired: list[str]
+    warnings: list[str] = Field(
+        description="what the line should know about this frame, e.g. another aspect than the product's references "
+        "(a camera ROI or binning change); empty when nothing"
+    )
 
     @classmethod
     def of(cls, result: InspectionResult, filename: str | None) -> InspectedImage:
@@ -256,6 +260,7 @@ class InspectedImage(BaseModel):
             regions_truncated=result.regions_truncated,
             rule=result.rule,
             rules_fired=list(result.rules_fired),
+            warnings=list(result.warnings),
         )
 
 

@@ -58,6 +58,8 @@ class InspectionResult:
     relative_score: float  # 0 = median normal calibration value, 1 = threshold (metrics)
     timings_ms: dict[str, float] = field(default_factory=dict)
     thumbnail: str | None = None  # JPEG data URL for the recent inspections
+    warnings: list[str] = field(default_factory=list)  # what the line should know about the frame; [] when nothing
+    warning_kinds: tuple[str, ...] = ()  # each warning's kind (model.NOTICE_KINDS), in order: for the metrics
 
     @property
     def regions_truncated(self) -> bool:
@@ -105,4 +107,6 @@ def inspection_result(
         relative_score=product.calibration.relative(score, threshold),
         timings_ms={**prediction.timings_ms, "encode": encode_ms},
         thumbnail=thumbnail,
+        warnings=list(prediction.warnings),
+        warning_kinds=tuple(notice.kind for notice in prediction.notices),
     )

@@ -157,6 +157,7 @@ class Workflows:
             results.append(replace(result, timings_ms={k: round(v, 3) for k, v in all_timings.items()}))
             self.metrics.count_inspection(result.anomalous, product.product_id, result.relative_score)
             self.metrics.count_regions(result.n_regions, result.rules_fired)
+            self.metrics.count_warnings(result.warning_kinds)
             self.history.record(recent_inspection(result, upload, product))
         return Inspected(product, results)
 

@@ -63,6 +63,7 @@ def test_full_mode_brings_every_frame_and_reference_to_the_product_grid(full_det
     for prediction in predictions[1:]:
         (warning,) = prediction.warnings
         assert "another aspect" in warning and "resized to the references' 224x224 input" in warning
+        assert "theirs 16x16" in warning
 
 
 def own_tokens(detector, image: Image.Image) -> torch.Tensor:
@@ -91,15 +92,17 @@ def test_training_free_mixed_aspects_score_as_anomalydino_by_hand(tiny_detector,
 def test_a_frame_of_an_aspect_no_reference_has_carries_a_warning(tiny_detector, bottles, caplog):
     refs = tiny_detector.fit_references([bottles[0], crops(bottles[1])["2:1"]])
     frames = crops(bottles[5])
-    nearly_square = bottles[6].crop((0, 0, 900, 890))  # 1 % off: the same 16 x 16 grid, no camera change
+    nearly_square = bottles[6].crop((0, 0, 900, 894))  # 0.7 % off: a few pixels of crop, no camera change
+    off_square = bottles[6].crop((0, 0, 900, 880))  # 2.3 % off (the same 16 x 16 grid): a changed ROI
     with caplog.at_level("WARNING"):
         predictions = tiny_detector.predict([frames["1:1"], frames["2:1"], nearly_square, frames["4:3"]], refs)
-        (again,) = tiny_detector.predict([frames["3:4"]], refs)
+        again, off = tiny_detector.predict([frames["3:4"], off_square], refs)
     assert [p.warnings for p in predictions[:3]] == [(), (), ()]
-    for prediction in (predictions[3], again):  # on every such frame, not only the first
+    for prediction in (predictions[3], again, off):  # on every such frame, not only the first
         (warning,) = prediction.warnings
         assert "another aspect" in warning and "inspected at its own aspect" in warning
-    assert "grids 16x16, 16x32" in predictions[3].warnings[0] and "675 x 900" in again.warnings[0]
+    assert "(1.000, 2.000, more than 1% apart)" in predictions[3].warnings[0]
+    assert "675 x 900 frame (aspect 0.750)" in again.warnings[0]
     assert sum("another aspect" in r.getMessage() for r in caplog.records) == 1  # logged once per product
 
 
