@@ -47,9 +47,10 @@ def square_geometry(size: int, patch: int) -> Geometry:
 def matching_geometry(own: Geometry, product: Geometry) -> Geometry:
     """The frame's own geometry when it gives the product's grid; else the product's (a plain resize).
 
-    A frame of the references' aspect (any size) keeps its own resize and crop, exactly as AnomalyDINO; one of
-    another aspect is resized to the product's resized size, so its grid matches the memory bank's positions
-    (needed by ACL) and the map, stretched back over the frame, is in the frame's geometry again.
+    Full mode only (training-free mode keeps every frame's own geometry): a frame of the references' aspect (any
+    size) keeps its own resize and crop; one of another aspect is resized to the product's resized size, so its
+    grid matches the references' positions (needed by ACL) and the map, stretched back over the frame, is in the
+    frame's geometry again.
     """
     return own if own.grid == product.grid else product
 
