@@ -26,6 +26,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Prediction": ("model.records", "Prediction"),
     "PreparedBatch": ("model.records", "PreparedBatch"),
     "GridScores": ("model.records", "GridScores"),
+    "NOTICE_KINDS": ("model.notices", "KINDS"),
     "ReferenceSet": ("model.references", "ReferenceSet"),
     "ReferenceMismatchError": ("model.references", "ReferenceMismatchError"),
     "feature_fingerprint": ("model.references", "feature_fingerprint"),

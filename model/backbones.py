@@ -11,6 +11,7 @@ from open_clip.model import CLIP
 from torch import nn
 
 from model.config import ClipConfig, DinoConfig
+from model.pos_embed import use_hub_resampling
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -113,20 +114,25 @@ class ClipBackbone(nn.Module):
 
 
 class DinoBackbone(nn.Module):
-    """Frozen DINOv2 ViT from timm; takes any input size that is a multiple of the patch (dynamic_img_size)."""
+    """Frozen DINOv2 ViT from timm; takes any input size that is a multiple of the patch (dynamic_img_size).
+
+    The position embeddings stay on the checkpoint's native grid (timm's default size for the model, 518 px for
+    DINOv2, unless `timm_overrides` sets `img_size`) and are resampled once per input to its grid, as the torch-hub
+    DINOv2 does (model.pos_embed).
+    """
 
     def __init__(self, cfg: DinoConfig) -> None:
         super().__init__()
         self.model = timm.create_model(
             cfg.timm_model,
             pretrained=False,
-            img_size=cfg.image_size,
             num_classes=0,
-            dynamic_img_size=True,  # any H x W multiple of the patch: position embeddings resampled per input
+            dynamic_img_size=True,  # any H x W multiple of the patch
             **cfg.timm_overrides,
         )
-        self.grid = tuple(self.model.patch_embed.grid_size)  # at image_size x image_size
+        use_hub_resampling(self.model)
         self.patch_size = int(self.model.patch_embed.patch_size[0])
+        self.grid = (cfg.image_size // self.patch_size, cfg.image_size // self.patch_size)  # a square frame's grid
         freeze(self)
 
     @property

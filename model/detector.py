@@ -97,7 +97,8 @@ class Detector:
         """Embed K normal images of one product and build its memory bank.
 
         The product's backbone geometry is the first reference's (shorter side to the configured size, aspect
-        kept); references and frames of another aspect are brought to it (see model.geometry.matching_geometry).
+        kept). Training-free mode embeds every reference at its own aspect, as AnomalyDINO; full mode brings a
+        reference of another aspect to the product's grid (see model.geometry.matching_geometry).
         bit_depth: the product's bit depth for high-bit grey data without sBIT; None = the references' maximum
         rounded up to 10/12/14/16 bits (`bit_depth_of`). Stored with the references, applied to every frame.
         geometry: the product's geometry when adding references to an existing product (default: the first's).
@@ -109,13 +110,8 @@ class Detector:
         bit_depth = bit_depth if bit_depth is not None else bit_depth_of(frames)
         rgb = [frame.rgb(bit_depth) for frame in frames]
         product = geometry or self.own_geometry(*frames[0].camera_size)
-        patches, classes = [], []
-        for start in range(0, len(rgb), FIT_CHUNK):
-            chunk = range(start, min(start + FIT_CHUNK, len(rgb)))
-            matched = [matching_geometry(self.own_geometry(*frames[i].camera_size), product) for i in chunk]
-            dino = self._dino_tokens([rgb[i] for i in chunk], matched)
-            patches.append(dino.patch_tokens.float().cpu())  # (k, Nd, Dd)
-            classes.append(dino.cls_token.float().cpu())  # (k, Dd)
+        geometries = [self.input_geometry(*frame.camera_size, product) for frame in frames]
+        embedded = self._embedded(rgb, geometries)  # per reference (Nd_k, Dd), (Dd,)
         bank_tokens = None
         if self.config.inference.reference_rotations:
             bank_tokens = self._rotated_bank_tokens(rgb, product)  # (K * 8 * Nd, Dd)
@@ -126,34 +122,60 @@ class Detector:
             "image_sizes": [list(frame.camera_size) for frame in frames],
             "grid": list(product.grid),
             "geometry": {"resized": list(product.resized), "input": list(product.input)},
+            "grids": [list(g.grid) for g in geometries],
             "bit_depth": bit_depth,
             "precision": precision_of(self.device),
             "versions": {"torch": torch.__version__, "timm": timm.__version__, "open_clip": open_clip.__version__},
         }
-        return self._reference_set(torch.cat(patches), torch.cat(classes), meta, bank_tokens)  # (K, Nd, Dd), (K, Dd)
+        patch_tokens = torch.cat([patch for patch, _ in embedded])  # (N, Dd)
+        return self._reference_set(patch_tokens, torch.stack([cls for _, cls in embedded]), meta, bank_tokens)
 
     def own_geometry(self, width: int, height: int) -> Geometry:
         """AnomalyDINO's geometry for a W x H frame on its own (see model.geometry.aspect_geometry)."""
         return aspect_geometry(height, width, self.config.dino.image_size, self.patch_size)
+
+    def input_geometry(self, width: int, height: int, product: Geometry) -> Geometry:
+        """How a W x H frame of a product reaches DINOv2: at its own aspect in training-free mode (the memory bank
+        has no positions), matched to the product's grid in full mode (ACL attends position by position)."""
+        own = self.own_geometry(width, height)
+        return matching_geometry(own, product) if self.mode == "full" else own
+
+    def _embedded(
+        self, images: Sequence[Image.Image], geometries: Sequence[Geometry]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each image's DINOv2 (patch tokens (Nd_k, Dd), class token (Dd,)) on the CPU, float32, at its geometry;
+        images of one input size pass the backbone together, FIT_CHUNK at a time."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, geometry in enumerate(geometries):
+            groups.setdefault(geometry.input, []).append(i)
+        out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for members in groups.values():
+            for start in range(0, len(members), FIT_CHUNK):
+                chunk = members[start : start + FIT_CHUNK]
+                dino = self._dino_tokens([images[i] for i in chunk], [geometries[i] for i in chunk])
+                for i, patch, cls in zip(
+                    chunk, dino.patch_tokens.float().cpu(), dino.cls_token.float().cpu(), strict=True
+                ):
+                    out[i] = (patch, cls)  # (Nd_k, Dd), (Dd,)
+        return [out[i] for i in range(len(images))]
 
     def _rotated_bank_tokens(self, images: list[Image.Image], product: Geometry) -> torch.Tensor:
         """Patch tokens of AnomalyDINO's 8 rotations of every reference, for the memory bank only."""
         tokens = []
         for image in images:
             views = rotated_views(image)
-            matched = [matching_geometry(self.own_geometry(*view.size), product) for view in views]
-            tokens.append(self._dino_tokens(views, matched).patch_tokens.float().cpu().flatten(0, 1))  # (8 * Nd, Dd)
-        return torch.cat(tokens)
+            geometries = [self.input_geometry(*view.size, product) for view in views]
+            tokens += [patch for patch, _ in self._embedded(views, geometries)]  # 8 x (Nd, Dd)
+        return torch.cat(tokens)  # (K * 8 * Nd, Dd)
 
     def _tiled_bank_tokens(self, images: list[Image.Image]) -> torch.Tensor:
-        """Patch tokens of every tile of every reference, the tiles matched to the first reference's first tile."""
+        """Patch tokens of every tile of every reference, each reference's tiles matched to its first tile."""
         inference = self.config.inference
-        first_tiles, _ = tiles_of(images[0], inference.tiles, inference.tile_overlap)
-        first = self.own_geometry(*first_tiles[0].size)
         tokens = []
         for image in images:
             tiles, _ = tiles_of(image, inference.tiles, inference.tile_overlap)
-            matched = [matching_geometry(self.own_geometry(*tile.size), first) for tile in tiles]
+            first = self.own_geometry(*tiles[0].size)
+            matched = [matching_geometry(self.own_geometry(*tile.size), first) for tile in tiles]  # +-1 px tiles
             tokens.append(self._dino_tokens(tiles, matched).patch_tokens.float().cpu().flatten(0, 1))  # (T * Nd, Dd)
         return torch.cat(tokens)
 
@@ -161,18 +183,21 @@ class Detector:
         """The references at `indices` with their own bank, without a backbone pass (leave-one-out calibration)."""
         refs.check_compatible(self.config.name, self.fingerprint)
         keep = [int(i) for i in indices]
-        sizes = refs.meta.get("image_sizes")
-        meta = {**refs.meta, "image_sizes": [sizes[i] for i in keep]} if sizes else dict(refs.meta)
-        return self._reference_set(refs.patch_tokens[keep], refs.cls_tokens[keep], meta)
+        sizes, grids, tokens = refs.meta.get("image_sizes"), refs.grids, refs.reference_tokens()
+        meta = {**refs.meta, "grids": [list(grids[i]) for i in keep]}
+        if sizes:
+            meta["image_sizes"] = [sizes[i] for i in keep]
+        return self._reference_set(torch.cat([tokens[i] for i in keep]), refs.cls_tokens[keep], meta)
 
     def extend_references(self, refs: ReferenceSet, images: Sequence[ImageLike]) -> ReferenceSet:
         """`refs` plus `images` as further references: only the new images pass the backbone."""
         refs.check_compatible(self.config.name, self.fingerprint)
         added = self.fit_references(images, bit_depth=refs.bit_depth, geometry=refs.geometry)  # the product's
         sizes = refs.meta.get("image_sizes", []) + added.meta["image_sizes"]
-        patch_tokens = torch.cat([refs.patch_tokens, added.patch_tokens])  # (K + k, Nd, Dd)
+        grids = [list(g) for g in refs.grids + added.grids]
+        patch_tokens = torch.cat([refs.patch_tokens, added.patch_tokens])  # (N + n, Dd)
         cls_tokens = torch.cat([refs.cls_tokens, added.cls_tokens])  # (K + k, Dd)
-        return self._reference_set(patch_tokens, cls_tokens, {**added.meta, "image_sizes": sizes})
+        return self._reference_set(patch_tokens, cls_tokens, {**added.meta, "image_sizes": sizes, "grids": grids})
 
     def load_references(self, folder: str | Path) -> ReferenceSet:
         """A ReferenceSet saved by `ReferenceSet.save`, checked against this detector.
@@ -187,7 +212,7 @@ class Detector:
         self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, meta: dict, bank_tokens: torch.Tensor | None = None
     ) -> ReferenceSet:
         inference = self.config.inference
-        tokens = bank_tokens if bank_tokens is not None else patch_tokens.flatten(0, 1)  # (M, Dd)
+        tokens = bank_tokens if bank_tokens is not None else patch_tokens  # (M, Dd)
         bank = MemoryBank.build(tokens, inference.bank_budget, inference.bank_reduction)
         return ReferenceSet(self.config.name, self.fingerprint, patch_tokens, cls_tokens, bank, meta)
 
@@ -196,14 +221,14 @@ class Detector:
         """Training-free leave-one-out from the cached tokens: each reference's patch tokens against the bank of
         the other K-1 (no backbone pass at all). Needs K >= 2. Maps at each reference's own size when known."""
         assert refs.n_references >= 2, "leave-one-out needs two or more references"
-        grid = refs.geometry.grid
-        sizes = refs.meta.get("image_sizes") or [list(refs.geometry.input)[::-1]] * refs.n_references
+        grids, tokens = refs.grids, refs.reference_tokens()
+        sizes = refs.meta.get("image_sizes") or [[w * self.patch_size, h * self.patch_size] for h, w in grids]
         predictions = []
         for held_out in range(refs.n_references):
             others = self.subset_references(refs, [i for i in range(refs.n_references) if i != held_out])
-            tokens = refs.patch_tokens[held_out : held_out + 1].to(self.device)  # (1, Nd, Dd)
-            s_cos = 1.0 - others.bank.max_similarity(tokens).to(self.device)  # (1, Nd)
-            anomaly_map = frame_map(s_cos.view(*grid), tuple(sizes[held_out]), self.config.inference)  # (H, W)
+            own = tokens[held_out][None].to(self.device)  # (1, Nd, Dd)
+            s_cos = 1.0 - others.bank.max_similarity(own).to(self.device)  # (1, Nd)
+            anomaly_map = frame_map(s_cos.view(*grids[held_out]), tuple(sizes[held_out]), self.config.inference)
             score = float(top_fraction_mean(s_cos, self.config.inference.top_fraction)[0])
             predictions.append(Prediction(score, anomaly_map, "training-free", self.random_weights))
         return predictions
@@ -218,26 +243,30 @@ class Detector:
         return self.maps(batch, self.forward(batch, refs))
 
     def prepare(self, images: Sequence[ImageLike], refs: ReferenceSet) -> PreparedBatch:
-        """Stage 1 (CPU, any thread): each frame's pixels at the product's backbone geometry, 8-bit, tiled in tiled
-        mode, letterboxed for CLIP in full mode. Warns once per product about frames above its bit depth or of
-        another aspect. Raises ValueError for no images or grey data with no true 8- or 16-bit reading."""
+        """Stage 1 (CPU, any thread): each frame's pixels at its backbone geometry (training-free: its own aspect;
+        full: the product's grid), 8-bit, tiled in tiled mode, letterboxed for CLIP in full mode. Frames above the
+        product's bit depth or of another aspect than its references carry a notice (each prediction's `warnings`),
+        also logged once per product. Raises ValueError for no images or grey data with no true 8- or 16-bit
+        reading."""
         refs.check_compatible(self.config.name, self.fingerprint)
         if len(images) == 0:
             raise ValueError("no images given")
         frames = frames_of(images)
         start = time.perf_counter()
-        prepared, notices = prepare(frames, self._prepare_spec(refs.geometry, refs.bit_depth))
-        self._notices.warn(refs.cache_key, notices)
+        prepared = prepare(frames, self._prepare_spec(refs))
+        self._notices.warn(refs.cache_key, [notice for frame in prepared for notice in frame.notices])
         return PreparedBatch(tuple(prepared), {"preprocess": _ms_since(start)})
 
-    def _prepare_spec(self, product: Geometry, bit_depth: int | None) -> PrepareSpec:
+    def _prepare_spec(self, refs: ReferenceSet) -> PrepareSpec:
         inference = self.config.inference
-        full = self.mode == "full"
+        full, product = self.mode == "full", refs.geometry
         return PrepareSpec(
             product=product,
-            bit_depth=bit_depth,
+            bit_depth=refs.bit_depth,
             short_side=self.config.dino.image_size,
             patch=self.patch_size,
+            common_grid=full,
+            reference_sizes=tuple(refs.image_sizes),
             clip_content=clip_content(product, self.config.clip.image_size) if full else None,
             tiles=inference.tiles if self.tiled else 1,
             tile_overlap=inference.tile_overlap,
@@ -280,8 +309,8 @@ class Detector:
         values = (torch.sigmoid(scores.raw_scores) if full else scores.raw_scores).tolist()
         timings = {**batch.timings_ms, **scores.timings_ms, "postprocess": _ms_since(start)}
         return [
-            Prediction(s, m, self.mode, self.random_weights, timings, logit=y)
-            for s, m, y in zip(values, maps, logits, strict=True)
+            Prediction(s, m, self.mode, self.random_weights, timings, logit=y, notices=f.notices)
+            for s, m, y, f in zip(values, maps, logits, batch.frames, strict=True)
         ]
 
     def _dino_of_frames(self, frames: Sequence[PreparedFrame]) -> list[tuple[torch.Tensor, torch.Tensor]]:

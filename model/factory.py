@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 from open_clip.model import resize_pos_embed
-from timm.layers import resample_abs_pos_embed
 
 from model.config import ConfigError, DetectorConfig, config_from_dict, load_config, merged
 from model.detector import Detector
 from model.device_cache import DeviceCache
 from model.network import DCPSFR
+from model.pos_embed import adopt_native_pos_embed
 from model.runtime import create_runtime
 from model.weights import (
     DEFAULT_WEIGHTS_DIR,
@@ -127,27 +127,17 @@ def _load_heads(network: DCPSFR, cfg: DetectorConfig, path: Path) -> dict:
     return info
 
 
-def fit_pos_embed(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A timm ViT state dict with its position embeddings resampled to `model`'s grid when they differ.
-
-    Variants with registers (`*_reg4_dinov2`) embed no class/register positions (`no_embed_class`), so only
-    patch positions are resampled there; plain DINOv2 carries one class position in front.
-    """
-    if state["pos_embed"].shape == model.pos_embed.shape:
-        return state
-    embedded_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
-    resampled = resample_abs_pos_embed(
-        state["pos_embed"], new_size=list(model.patch_embed.grid_size), num_prefix_tokens=embedded_prefix
-    )
-    return {**state, "pos_embed": resampled}
+def load_dino_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """A timm DINOv2 checkpoint (state dict) into `model`, position embeddings on the checkpoint's own grid: each
+    input resamples them once from there, as the torch-hub model does (see model.pos_embed)."""
+    adopt_native_pos_embed(model, state["pos_embed"])
+    model.load_state_dict(state, strict=True)
 
 
 def load_backbones(network: DCPSFR, cfg: DetectorConfig, weights: Path) -> None:
-    """Verified local files only; position embeddings resampled when the configured size differs. Raises
+    """Verified local files only; CLIP's position embeddings resampled when the configured size differs. Raises
     WeightsMissingError naming the file and the fetch command."""
-    dino_state = read_state_dict(verified_weight_file(cfg.name, "dino", weights))
-    model = network.dino.model
-    model.load_state_dict(fit_pos_embed(dino_state, model), strict=True)
+    load_dino_state(network.dino.model, read_state_dict(verified_weight_file(cfg.name, "dino", weights)))
     if network.clip is not None:
         clip_state = read_state_dict(verified_weight_file(cfg.name, "clip", weights))
         resize_pos_embed(clip_state, network.clip.model)

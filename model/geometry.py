@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_ASPECT_RATIO = 8  # a longer side beyond 8x the shorter is squeezed to 8x: bounds the patch grid (and attention)
+ASPECT_TOLERANCE = 0.01  # two frames whose W/H differ by at most 1 % have the same aspect (a few pixels of crop)
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,18 @@ def square_geometry(size: int, patch: int) -> Geometry:
 def matching_geometry(own: Geometry, product: Geometry) -> Geometry:
     """The frame's own geometry when it gives the product's grid; else the product's (a plain resize).
 
-    A frame of the references' aspect (any size) keeps its own resize and crop, exactly as AnomalyDINO; one of
-    another aspect is resized to the product's resized size, so its grid matches the memory bank's positions
-    (needed by ACL) and the map, stretched back over the frame, is in the frame's geometry again.
+    Full mode only (training-free mode keeps every frame's own geometry): a frame of the references' aspect (any
+    size) keeps its own resize and crop; one of another aspect is resized to the product's resized size, so its
+    grid matches the references' positions (needed by ACL) and the map, stretched back over the frame, is in the
+    frame's geometry again.
     """
     return own if own.grid == product.grid else product
+
+
+def same_aspect(size: tuple[int, int], other: tuple[int, int], tolerance: float = ASPECT_TOLERANCE) -> bool:
+    """Whether two (W, H) sizes have the same aspect W/H within `tolerance` (relative, either way)."""
+    ratio = (size[0] * other[1]) / (size[1] * other[0])
+    return max(ratio, 1 / ratio) <= 1 + tolerance
 
 
 def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int]:

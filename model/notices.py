@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger("model")
 
+KINDS = ("aspect", "bit-depth")  # every notice kind: a frame of another aspect, data above the bit depth
 REMEMBERED = 4096  # (reference set, kind) pairs remembered at most; an older one may be logged again
 
 

@@ -1,8 +1,12 @@
 """Frames -> backbone batches: `prepare` (both towers, one call) on the CPU, `to_backbone_input` on the device.
 
 `prepare` turns each frame into uint8 pixels at its DINOv2 geometry (see model.geometry), tiles in tiled mode,
-and the CLIP letterbox in full mode. Floats exist only at backbone size and only on the device: resizing runs on
-uint8 PIL images, and a quarter of the float bytes crosses the bus.
+and the CLIP letterbox in full mode. Training-free mode embeds every frame at its own aspect (AnomalyDINO: the
+memory bank has no positions); full mode brings a frame of another aspect to the product's grid (ACL attends
+position by position). Each prepared frame carries its notices (model.notices), e.g. an aspect change.
+
+Floats exist only at backbone size and only on the device: resizing runs on uint8 PIL images, and a quarter of
+the float bytes crosses the bus.
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ from PIL import Image
 
 from model.extras.tiling import tile_boxes
 from model.frame import Frame
-from model.geometry import Geometry, aspect_geometry, letterbox_geometry, matching_geometry
+from model.geometry import (
+    ASPECT_TOLERANCE,
+    Geometry,
+    aspect_geometry,
+    letterbox_geometry,
+    matching_geometry,
+    same_aspect,
+)
 from model.notices import Notice
 from model.records import Box, PreparedFrame
 
@@ -29,6 +40,8 @@ class PrepareSpec:
     bit_depth: int | None  # the product's bit depth for high-bit grey frames without sBIT
     short_side: int  # DINOv2's configured input size (the shorter side)
     patch: int  # DINOv2's patch size
+    common_grid: bool = False  # full mode: every frame on the product's grid; else each at its own aspect
+    reference_sizes: tuple[tuple[int, int], ...] = ()  # the references' (W, H): a frame of none of their aspects
     clip_content: tuple[int, int] | None = None  # full mode: (h, w) of a frame letterboxed into CLIP's square
     tiles: int = 1  # tiled mode: tiles per side (1 = off)
     tile_overlap: float = 0.0
@@ -39,34 +52,38 @@ def frame_geometry(width: int, height: int, spec: PrepareSpec) -> Geometry:
     return aspect_geometry(height, width, spec.short_side, spec.patch)
 
 
-def prepare(frames: Sequence[Frame], spec: PrepareSpec) -> tuple[list[PreparedFrame], list[Notice]]:
-    """Each frame at its backbone geometry (or tiled), 8-bit, on the CPU; plus notices about the frames.
+def prepare(frames: Sequence[Frame], spec: PrepareSpec) -> list[PreparedFrame]:
+    """Each frame at its backbone geometry (or tiled), 8-bit, on the CPU, with its notices.
 
     Raises ValueError for grey data with no true 8- or 16-bit reading (see model.pixels).
     """
-    prepared, notices = [], []
+    prepared = []
     for frame in frames:
         rgb = frame.rgb(spec.bit_depth)
-        notices += frame_notices(frame, spec)
-        prepared.append(_tiled(frame, rgb, spec) if spec.tiles > 1 else _whole(frame, rgb, spec))
-    return prepared, notices
+        notices = tuple(frame_notices(frame, spec))
+        prepared.append(_tiled(frame, rgb, spec, notices) if spec.tiles > 1 else _whole(frame, rgb, spec, notices))
+    return prepared
 
 
-def _whole(frame: Frame, rgb: Image.Image, spec: PrepareSpec) -> PreparedFrame:
-    geometry = matching_geometry(frame_geometry(frame.width, frame.height, spec), spec.product)
+def _whole(frame: Frame, rgb: Image.Image, spec: PrepareSpec, notices: tuple[Notice, ...]) -> PreparedFrame:
+    geometry = frame_geometry(frame.width, frame.height, spec)
+    if spec.common_grid:
+        geometry = matching_geometry(geometry, spec.product)
     clip = None
     if spec.clip_content is not None:
         clip = torch.from_numpy(resized_pixels(rgb, spec.clip_content))  # (h, w, 3)
     dino = torch.from_numpy(geometry_pixels(rgb, geometry))[None]  # (1, Hd, Wd, 3)
-    return PreparedFrame(dino, geometry.grid, frame.camera_size, rgb.size, clip=clip)
+    return PreparedFrame(dino, geometry.grid, frame.camera_size, rgb.size, clip=clip, notices=notices)
 
 
-def _tiled(frame: Frame, rgb: Image.Image, spec: PrepareSpec) -> PreparedFrame:
+def _tiled(frame: Frame, rgb: Image.Image, spec: PrepareSpec, notices: tuple[Notice, ...]) -> PreparedFrame:
     images, boxes = tiles_of(rgb, spec.tiles, spec.tile_overlap)
     first = frame_geometry(images[0].width, images[0].height, spec)
-    geometries = [matching_geometry(frame_geometry(t.width, t.height, spec), first) for t in images]
+    geometries = [matching_geometry(frame_geometry(t.width, t.height, spec), first) for t in images]  # +-1 px tiles
     dino = torch.from_numpy(np.stack([geometry_pixels(t, g) for t, g in zip(images, geometries, strict=True)]))
-    return PreparedFrame(dino, first.grid, frame.camera_size, rgb.size, tiles=tuple(boxes))  # (T, H, W, 3)
+    return PreparedFrame(
+        dino, first.grid, frame.camera_size, rgb.size, tiles=tuple(boxes), notices=notices
+    )  # (T, H, W, 3)
 
 
 def tiles_of(image: Image.Image, tiles: int, overlap: float) -> tuple[list[Image.Image], list[Box]]:
@@ -77,22 +94,47 @@ def tiles_of(image: Image.Image, tiles: int, overlap: float) -> tuple[list[Image
 
 def frame_notices(frame: Frame, spec: PrepareSpec) -> list[Notice]:
     """Warnings about a frame: another bit depth than the product's references' (Frame.bit_depth_warning), or
-    another aspect than the references' (resized to theirs, its map stretched back)."""
+    another aspect than the references' (see aspect_notice)."""
     notices = []
     bit_depth = frame.bit_depth_warning(spec.bit_depth)
     if bit_depth is not None:
         notices.append(Notice("bit-depth", bit_depth))
-    own = frame_geometry(frame.width, frame.height, spec)
-    if spec.tiles <= 1 and own.grid != spec.product.grid:
-        notices.append(
-            Notice(
-                "aspect",
-                f"a {frame.width} x {frame.height} frame has another aspect than its product's references (grid "
-                f"{'x'.join(map(str, spec.product.grid))}): it is resized to the references' "
-                f"{'x'.join(map(str, spec.product.resized[::-1]))} input, and its map stretched back over the frame",
-            )
+    aspect = aspect_notice(frame, spec)
+    return notices + ([aspect] if aspect is not None else [])
+
+
+def aspect_notice(frame: Frame, spec: PrepareSpec) -> Notice | None:
+    """A notice about a frame of another aspect than its product's references.
+
+    Full mode: whenever the frame's own grid is not the product's, as it is then stretched to it. Training-free
+    mode inspects every frame at its own aspect, but a frame whose W/H is more than ASPECT_TOLERANCE from every
+    reference's is still noticed: a changed camera ROI or binning is worth the line's attention.
+    """
+    size = f"a {frame.width} x {frame.height} frame"
+    if spec.common_grid:
+        own = frame_geometry(frame.width, frame.height, spec)
+        if own.grid == spec.product.grid:
+            return None
+        return Notice(
+            "aspect",
+            f"{size} has another aspect than its product's references (grid {_joined(own.grid)}, theirs "
+            f"{_joined(spec.product.grid)}): it is resized to the references' {_joined(spec.product.resized[::-1])} "
+            "input and its map stretched back over the frame; check the camera's region of interest and binning, "
+            "or refit the references at this aspect",
         )
-    return notices
+    if any(same_aspect(frame.camera_size, ref) for ref in spec.reference_sizes):
+        return None
+    aspects = ", ".join(sorted({f"{w / h:.3f}" for w, h in spec.reference_sizes}))
+    return Notice(
+        "aspect",
+        f"{size} (aspect {frame.width / frame.height:.3f}) has another aspect than its product's references "
+        f"({aspects}, more than {ASPECT_TOLERANCE:.0%} apart): it is inspected at its own aspect, but check the "
+        "camera's region of interest and binning, or add references at this aspect",
+    )
+
+
+def _joined(pair: tuple[int, int]) -> str:
+    return "x".join(map(str, pair))
 
 
 def geometry_pixels(image: Image.Image, geometry: Geometry) -> np.ndarray:

@@ -9,6 +9,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from model.notices import Notice
+
 Mode = Literal["full", "training-free"]
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels (x1, y1 exclusive)
 
@@ -32,6 +34,7 @@ class PreparedFrame:
     pixel_size: tuple[int, int]  # (W, H) of the decoded pixels: tile boxes are in these coordinates
     clip: torch.Tensor | None = None  # (h, w, 3) uint8: the frame letterboxed for CLIP (full mode)
     tiles: tuple[Box, ...] | None = None  # tiled mode: each input's box in the pixels
+    notices: tuple[Notice, ...] = ()  # warnings about this frame (another aspect, data above the bit depth)
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,18 @@ class Prediction:
     random_weights: bool = False  # True only for the tiny config or random_init timing runs
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, for the whole batch
     logit: float | None = None  # "full" mode: the image logit y (score = sigmoid(logit)); None otherwise
+    notices: tuple[Notice, ...] = ()  # about the frame: another aspect than the references', data above the bit depth
 
     @property
     def decision_score(self) -> float:
         """The value compared with an image threshold: the logit in full mode (unbounded, so a threshold above
         every normal logit is reachable; sigmoid(y) saturates), else the distance score."""
         return float(self.logit if self.logit is not None else self.score)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The notices' messages: what the line should know about this frame (empty when nothing)."""
+        return tuple(notice.message for notice in self.notices)
 
     @property
     def map_max(self) -> float:

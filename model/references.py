@@ -17,11 +17,11 @@ from model.config import DetectorConfig
 from model.device_cache import DeviceCache
 from model.geometry import Geometry
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: patch tokens of all references in one (N, Dd) tensor, each on its own grid
 TENSORS_FILE = "features.safetensors"
 BANK_FILE = "bank.npy"
 META_FILE = "meta.json"
-PREPROCESS_VERSION = "aspect-v1"  # AnomalyDINO geometry, bit depth, EXIF; older references are refitted
+PREPROCESS_VERSION = "hub-pos-v2"  # AnomalyDINO geometry, hub position embeddings; older references are refitted
 _KEYS = itertools.count()  # cache keys: unique per object, never reused (unlike id())
 
 
@@ -51,11 +51,15 @@ class ReferenceMismatchError(ValueError):
 
 @dataclass
 class ReferenceSet:
-    """Product-agnostic features of K normal references, plus the memory bank built from them."""
+    """Product-agnostic features of K normal references, plus the memory bank built from them.
+
+    Reference k's patch tokens lie on its grid `grids[k]` (meta "grids"): in training-free mode each reference's
+    own aspect, in full mode the product's grid for all. Without "grids" in meta, every reference is on the product's.
+    """
 
     config_name: str
     fingerprint: str  # what the features depend on: backbones, sizes, widths
-    patch_tokens: torch.Tensor  # (K, Nd, Dd) DINOv2 patch tokens, CPU float32
+    patch_tokens: torch.Tensor  # (N, Dd) DINOv2 patch tokens of reference 0, then 1, ... (N = sum of h_k * w_k)
     cls_tokens: torch.Tensor  # (K, Dd) DINOv2 class tokens
     bank: MemoryBank
     meta: dict[str, Any] = field(default_factory=dict)
@@ -68,27 +72,50 @@ class ReferenceSet:
         return Geometry(resized=tuple(resized), input=tuple(crop), grid=tuple(self.meta["grid"]))
 
     @property
+    def grids(self) -> list[tuple[int, int]]:
+        """Each reference's (h, w) patch grid, in order."""
+        grids = self.meta.get("grids")
+        return [tuple(g) for g in grids] if grids is not None else [self.geometry.grid] * self.n_references
+
+    @property
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """Each reference's camera (W, H) (from its grid when not recorded: the aspect, not the size)."""
+        sizes = self.meta.get("image_sizes")
+        return [tuple(s) for s in sizes] if sizes else [(w, h) for h, w in self.grids]
+
+    def reference_tokens(self) -> list[torch.Tensor]:
+        """Each reference's patch tokens (h_k * w_k, Dd), in order."""
+        return list(self.patch_tokens.split([h * w for h, w in self.grids]))
+
+    def stacked_tokens(self) -> torch.Tensor:
+        """(K, Nd, Dd) patch tokens; raises ValueError unless every reference is on one grid (as in full mode)."""
+        if len(set(self.grids)) > 1:
+            raise ValueError(f"references on several grids {sorted(set(self.grids))} cannot be stacked")
+        return self.patch_tokens.view(self.n_references, -1, self.patch_tokens.shape[-1])  # (K, Nd, Dd)
+
+    @property
     def bit_depth(self) -> int | None:
         """The product's bit depth for high-bit grey frames without sBIT (None: its references were 8-bit)."""
         return self.meta.get("bit_depth")
 
     def tokens_on(self, device: torch.device, cache: DeviceCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(patch_tokens, cls_tokens) on `device`: the host tensors on CPU; on an accelerator a copy, kept in
-        `cache` (an LRU bounded by bytes, shared by every product) rather than copied on every predict."""
+        """(stacked patch tokens (K, Nd, Dd), cls_tokens (K, Dd)) on `device` (full mode: one grid): the host tensors
+        on CPU; on an accelerator a copy, kept in `cache` (an LRU bounded by bytes, shared by every product) rather
+        than copied on every predict. Raises ValueError for references on several grids."""
         if device.type == "cpu":
-            return self.patch_tokens, self.cls_tokens
+            return self.stacked_tokens(), self.cls_tokens
         if cache is None:
-            return self.patch_tokens.to(device), self.cls_tokens.to(device)
+            return self.stacked_tokens().to(device), self.cls_tokens.to(device)
         patch, cls = cache.get(
             ("reference-tokens", self.cache_key, device),
-            lambda: (self.patch_tokens.to(device), self.cls_tokens.to(device)),
+            lambda: (self.stacked_tokens().to(device), self.cls_tokens.to(device)),
         )
         return patch, cls
 
     @property
     def n_references(self) -> int:
         """K, the number of reference images."""
-        return self.patch_tokens.shape[0]
+        return self.cls_tokens.shape[0]
 
     @property
     def bank_size(self) -> int:

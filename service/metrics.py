@@ -16,6 +16,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from model import NOTICE_KINDS
 from service.decisions.rules import ALL_RULE_NAMES
 
 REGION_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
@@ -100,13 +101,15 @@ class Metrics:
             ["rule"],
             registry=self.registry,
         )
-        self.bit_depth_mismatches = Counter(
-            "dcpsfr_bit_depth_mismatches",
-            "Inspected frames whose bit depth differs from their product's references'"
-            + (", by product" if per_product else ""),
-            product_label,
+        self.frame_warnings = Counter(
+            "dcpsfr_frame_warnings",
+            "Inspected images with a warning, by kind (aspect = another aspect than the product's references, "
+            "bit-depth = another bit depth than the product's references')",
+            ["kind"],
             registry=self.registry,
         )
+        for kind in NOTICE_KINDS:
+            self.frame_warnings.labels(kind)
         for stage in STAGES:
             self.stage_duration.labels(stage)
         for rule in ALL_RULE_NAMES:
@@ -114,13 +117,6 @@ class Metrics:
         if not per_product:
             for verdict in VERDICTS:
                 self.inspections.labels(verdict)
-
-    def count_bit_depth_mismatch(self, product_id: str) -> None:
-        """Count one inspected frame whose bit depth differs from its product's references' (a result warning)."""
-        if self.per_product:
-            self.bit_depth_mismatches.labels(self.product_label(product_id)).inc()
-        else:
-            self.bit_depth_mismatches.inc()
 
     def count_inspection(self, anomalous: bool, product_id: str, relative_score: float | None = None) -> None:
         """Count one inspected image by verdict (and product when per-product), observe its finite relative score and
@@ -146,6 +142,11 @@ class Metrics:
         self.regions.observe(n_regions)
         for rule in rules_fired:
             self.rule_hits.labels(rule).inc()
+
+    def count_warnings(self, kinds: tuple[str, ...]) -> None:
+        """Count one image's warnings by kind (model.NOTICE_KINDS)."""
+        for kind in kinds:
+            self.frame_warnings.labels(kind).inc()
 
     def watch(self, queue_depth: Callable[[], float], gpu_memory: Callable[[], float]) -> None:
         """Gauges read at scrape time."""

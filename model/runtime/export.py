@@ -17,7 +17,7 @@ from model.network import DCPSFR
 log = logging.getLogger(__name__)
 
 OPSET = 17
-EXPORT_VERSION = 1  # bump when the exported graph changes for the same weights (invalidates the cache)
+EXPORT_VERSION = 2  # bump when the exported graph changes for the same weights (invalidates the cache)
 
 
 class DinoGraph(nn.Module):

@@ -234,8 +234,8 @@ class InspectedImage(BaseModel):
     rule: str | None = Field(description='the acceptance rule that rejected the part ("threshold" without rules)')
     rules_fired: list[str]
     warnings: list[str] = Field(
-        description="how the frame differs from its product's references and how it was read (e.g. another bit "
-        "depth); empty when it does not"
+        description="what the line should know about this frame, e.g. another aspect or bit depth than the "
+        "product's references (a camera ROI, binning or pixel format change); empty when nothing"
     )
 
     @classmethod

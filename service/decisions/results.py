@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +58,8 @@ class InspectionResult:
     relative_score: float  # 0 = median normal calibration value, 1 = threshold (metrics)
     timings_ms: dict[str, float] = field(default_factory=dict)
     thumbnail: str | None = None  # JPEG data URL for the recent inspections
-    warnings: list[str] = field(default_factory=list)  # how the frame differs from its product's references
+    warnings: list[str] = field(default_factory=list)  # what the line should know about the frame; [] when nothing
+    warning_kinds: tuple[str, ...] = ()  # each warning's kind (model.NOTICE_KINDS), in order: for the metrics
 
     @property
     def regions_truncated(self) -> bool:
@@ -73,11 +73,10 @@ def inspection_result(
     limits: RegionLimits,
     with_heatmap: bool,
     frame: Frame | None = None,
-    warnings: Sequence[str] = (),
 ) -> InspectionResult:
     """The verdict, regions and PNGs of one prediction against `product`'s thresholds and rules; with `frame`, a
     thumbnail too. `timings_ms` holds the model's stages and "encode" (this function); `warnings` are the
-    result's."""
+    prediction's notices (another bit depth or aspect than the references')."""
     start = time.perf_counter()
     threshold, pixel_threshold = product.threshold, product.pixel_threshold
     score = prediction.decision_score  # on the scale of the threshold (the logit in full mode)
@@ -109,5 +108,6 @@ def inspection_result(
         relative_score=product.calibration.relative(score, threshold),
         timings_ms={**prediction.timings_ms, "encode": encode_ms},
         thumbnail=thumbnail,
-        warnings=list(warnings),
+        warnings=list(prediction.warnings),
+        warning_kinds=tuple(notice.kind for notice in prediction.notices),
     )

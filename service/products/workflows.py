@@ -157,18 +157,14 @@ class Workflows:
             results.append(replace(result, timings_ms={k: round(v, 3) for k, v in all_timings.items()}))
             self.metrics.count_inspection(result.anomalous, product.product_id, result.relative_score)
             self.metrics.count_regions(result.n_regions, result.rules_fired)
+            self.metrics.count_warnings(result.warning_kinds)
             self.history.record(recent_inspection(result, upload, product))
         return Inspected(product, results)
 
     def _result(
         self, product: Product, frames: list[Frame], with_heatmap: bool, prediction: Prediction, index: int
     ) -> InspectionResult:
-        frame = frames[index]
-        bit_depth = frame.bit_depth_warning(product.refs.bit_depth)
-        if bit_depth is not None:
-            self.metrics.count_bit_depth_mismatch(product.product_id)
-        warnings = [bit_depth] if bit_depth is not None else []
-        return inspection_result(prediction, product, self.regions, with_heatmap, frame, warnings)
+        return inspection_result(prediction, product, self.regions, with_heatmap, frames[index])
 
     # --- references -----------------------------------------------------------------------------------------
 

@@ -30,7 +30,8 @@ def test_tiny_detector_is_training_free_with_random_weights(tiny_detector):
 def test_fit_references_summary(tiny_detector, refs):
     hd, wd = tiny_detector.network.dino_grid
     assert refs.n_references == 2
-    assert refs.patch_tokens.shape == (2, hd * wd, tiny_detector.network.dino.width)
+    assert refs.patch_tokens.shape == (2 * hd * wd, tiny_detector.network.dino.width)  # reference after reference
+    assert refs.grids == [(hd, wd), (hd, wd)]
     assert refs.cls_tokens.shape == (2, tiny_detector.network.dino.width)
     assert refs.bank_size == 2 * hd * wd
     assert refs.config_name == "tiny"

@@ -59,9 +59,10 @@ def test_negative_budget_is_refused():
         DeviceCache(-1)
 
 
-def references(n: int = 2, tokens: int = 16, width: int = 8) -> ReferenceSet:
-    patches = torch.randn(n, tokens, width)
-    return ReferenceSet("tiny", "fp", patches, patches.mean(1), MemoryBank(patches.reshape(-1, width)))
+def references(n: int = 2, side: int = 4, width: int = 8) -> ReferenceSet:
+    patches = torch.randn(n * side * side, width)  # (N, Dd): n references on a side x side grid each
+    meta = {"grids": [[side, side]] * n}
+    return ReferenceSet("tiny", "fp", patches, patches.view(n, -1, width).mean(1), MemoryBank(patches), meta)
 
 
 def test_reference_tokens_and_banks_go_through_the_cache_on_an_accelerator():
@@ -82,5 +83,5 @@ def test_reference_tokens_and_banks_go_through_the_cache_on_an_accelerator():
 def test_on_the_cpu_nothing_is_copied_or_cached():
     refs, cache = references(), DeviceCache(budget_bytes=1024**2)
     patch, _ = refs.tokens_on(torch.device("cpu"), cache)
-    assert patch is refs.patch_tokens and len(cache) == 0
+    assert patch.data_ptr() == refs.patch_tokens.data_ptr() and len(cache) == 0  # a view: no copy
     assert refs.bank._on(torch.device("cpu"), cache) is refs.bank.tokens

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from model.geometry import Geometry, aspect_geometry
+from model.geometry import Geometry, aspect_geometry, same_aspect
 
 
 def test_geometry_keeps_the_aspect_like_anomalydino():
@@ -26,3 +26,10 @@ def test_an_extreme_aspect_is_capped_so_the_patch_grid_stays_bounded(tiny_detect
     short = tiny_detector.config.dino.image_size // tiny_detector.patch_size
     assert tuple(refs.geometry.grid) == (8 * short, short)
     assert tiny_detector.predict([strip], refs)[0].anomaly_map.shape == (2000, 2)
+
+
+def test_same_aspect_allows_a_few_pixels_of_crop_either_way():
+    assert same_aspect((900, 900), (900, 894)) and same_aspect((900, 894), (900, 900))  # 0.7 %
+    assert same_aspect((1920, 1080), (960, 540))  # the same aspect at another size (binning 2 x 2)
+    assert not same_aspect((900, 900), (900, 880)) and not same_aspect((900, 880), (900, 900))  # 2.3 %
+    assert not same_aspect((2448, 2048), (2448, 1024))  # binning 1 x 2

@@ -83,3 +83,13 @@ def test_relative_scores_without_product_labels(client):
     found = samples(client)
     assert value(found, "dcpsfr_inspection_relative_score_count") == 2
     assert not any("product" in s.labels for s in found["dcpsfr_inspection_relative_score_count"])
+
+
+def test_frames_of_another_aspect_are_counted_as_warnings(client):
+    upload(client, "widget", GOOD)  # 48 x 40
+    found = samples(client)
+    assert value(found, "dcpsfr_frame_warnings_total", kind="aspect") == 0  # labelled from the start
+    assert value(found, "dcpsfr_frame_warnings_total", kind="bit-depth") == 0
+    inspect(client, "widget", GOOD, image_bytes(80, 40, seed=3), image_bytes(40, 48, seed=4))
+    inspect(client, "widget", image_bytes(96, 80, seed=5))  # the references' aspect at twice the size
+    assert value(samples(client), "dcpsfr_frame_warnings_total", kind="aspect") == 2

@@ -50,6 +50,18 @@ def test_upload_then_inspect(client):
         assert heat.dtype == np.uint8
 
 
+def test_each_result_warns_about_a_frame_of_another_aspect(client):
+    """A camera ROI or binning change must not go unseen: the frame is inspected, and its own result says so."""
+    upload(client, "widget", GOOD, OTHER_GOOD)  # 48 x 40
+    frames = (image_bytes(96, 80, seed=3), image_bytes(80, 40, seed=4), GOOD, image_bytes(40, 48, seed=5))
+    results = inspect(client, "widget", *frames).json()["results"]
+    assert [r["warnings"] for r in results[::2]] == [[], []]  # the references' aspect, at any size
+    for result, size in zip(results[1::2], ("80 x 40", "40 x 48"), strict=True):
+        (warning,) = result["warnings"]
+        assert f"a {size} frame" in warning and "another aspect than its product's references" in warning
+        assert decode_png(result["mask_png"]).shape == tuple(int(n) for n in size.split(" x ")[::-1])
+
+
 def test_single_reference_is_calibrated_with_augmented_views(client):
     summary = upload(client, "one", GOOD).json()
     assert summary["n_references"] == 1

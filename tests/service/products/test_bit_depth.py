@@ -1,5 +1,5 @@
 """A frame whose bit depth differs from its product's references is read by a documented rule and answered with a
-warning in its result (and counted in dcpsfr_bit_depth_mismatches_total), never silently crushed."""
+warning in its result (and counted in dcpsfr_frame_warnings_total{kind="bit-depth"}), never silently crushed."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ def png(values: np.ndarray) -> bytes:
 
 def mismatches(client) -> float:
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith("dcpsfr_bit_depth_mismatches_total "):
+        if line.startswith('dcpsfr_frame_warnings_total{kind="bit-depth"} '):
             return float(line.split()[1])
-    raise AssertionError("dcpsfr_bit_depth_mismatches_total is not exported")
+    raise AssertionError('dcpsfr_frame_warnings_total{kind="bit-depth"} is not exported')
 
 
 def test_16_bit_frames_of_a_product_fitted_on_8_bit_references_are_read_at_their_own_depth(client, hard_cases):
