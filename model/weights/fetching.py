@@ -22,7 +22,7 @@ from model.weights import (
     source_label,
     write_checksum,
 )
-from model.weights.hub import Deadline, HubFile, HubOptions, download
+from model.weights.hub import Deadline, FetchError, HubFile, HubOptions, download
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,15 @@ def fetch(
             progress = replace(progress, bytes_done=base + done)
             report(progress)
 
-        write_checksum(path, download(hub_file(entry), path, options, deadline, on_bytes))
+        try:
+            write_checksum(path, download(hub_file(entry), path, options, deadline, on_bytes))
+        except FetchError:
+            raise
+        except OSError as err:  # the folder, not the network: one line too
+            raise FetchError(
+                f"{hub_file(entry).label}: cannot write {path} ({err.strerror or err}): check the folder's "
+                "permissions and free disk space"
+            ) from err
     report(replace(progress, files_done=len(missing), file=""))
     return [paths[role] for role in roles]
 

@@ -144,6 +144,7 @@ def download(
     """Download `file` to `dest` (see the module docstring); returns its verified sha256. `on_bytes(done, total)`
     reports progress (total None while unknown). Raises FetchError."""
     endpoint = options.resolved_endpoint()
+    _check_endpoint(file, endpoint)
     credentials = Credentials.find(options.token)
     timeout = httpx.Timeout(options.read_timeout_s, connect=options.connect_timeout_s)
     hub_answered = False
@@ -167,6 +168,19 @@ def download(
                     raise _deadline_error(file, dest, deadline) from None
                 log.info("%s: %s; retrying in %.0f s (try %d)", file.label, failure, wait, tries + 1)
                 time.sleep(wait)
+
+
+def _check_endpoint(file: HubFile, endpoint: str) -> None:
+    """An http(s) URL with a host, or one line saying it is not."""
+    try:
+        parts = urlsplit(endpoint)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        usable = False
+    if not usable:
+        raise FetchError(
+            f"{file.label}: {endpoint!r} is not a hub URL (http:// or https://): check --url or HF_ENDPOINT"
+        )
 
 
 def _try_once(

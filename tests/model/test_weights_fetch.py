@@ -211,13 +211,14 @@ def test_a_401_says_what_to_do_with_the_token(hub, published, tmp_path, capsys, 
     assert main(["fetch", "tinyfile", "--weights-dir", str(tmp_path), "--url", hub.url]) == 0
 
 
-def test_an_unreachable_hub_is_one_line_at_once(published, tmp_path, capsys):
+@pytest.mark.parametrize(("url", "expected"), [(None, "cannot reach"), ("hf-mirror.com", "is not a hub URL")])
+def test_an_unreachable_hub_or_a_bad_url_is_one_line_at_once(published, tmp_path, capsys, url, expected):
     with fake_hub() as gone:
         publish(gone, tmp_path, published)
-        url = gone.url
+        url = url or gone.url  # a port nothing listens on once the block ends
     assert main(["fetch", "tinyfile", "--weights-dir", str(tmp_path), "--url", url]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cannot reach" in err and "HF_ENDPOINT" in err and "Traceback" not in err, err
+    assert err.count("\n") == 1 and expected in err and "HF_ENDPOINT" in err and "Traceback" not in err, err
 
 
 def test_the_cli_prints_no_library_chatter_and_no_traceback(hub, published, tmp_path):
