@@ -2,7 +2,8 @@
 
 The Hugging Face hub's resolve URL (`<endpoint>/<repo>/resolve/<revision>/<file>`) is asked first without following
 its redirect: that answer carries the LFS object's sha256 (`X-Linked-Etag`), size and commit. The bytes then come
-from where it points (a CDN), with ranged GETs into `<file>.<sha256 prefix>.part`, hashed as they arrive:
+from where it points (a CDN), with ranged GETs into `<file>.<sha256 prefix>.part`, and are hashed before the file
+is renamed into place:
 
 - a reset, a timeout, a 5xx or a short body is retried (`retries` times, backoff doubling from `backoff_s`), each
   try resuming at the bytes already on disk (`Range`); a killed run resumes the same way on the next fetch;
@@ -117,6 +118,11 @@ class Deadline:
         return self.end - time.monotonic()
 
 
+@dataclass
+class _Contact:
+    answered: bool = False  # the hub answered once in this download: connection failures are worth retrying
+
+
 class _Retry(Exception):
     """A failure worth another try (reset, timeout, 5xx, short body); the message says what happened."""
 
@@ -147,17 +153,17 @@ def download(
     _check_endpoint(file, endpoint)
     credentials = Credentials.find(options.token)
     timeout = httpx.Timeout(options.read_timeout_s, connect=options.connect_timeout_s)
-    hub_answered = False
+    contact = _Contact()
     tries = 0
     with httpx.Client(timeout=timeout, headers={"Accept-Encoding": "identity"}) as client:
         while True:
             try:
-                return _try_once(client, file, dest, endpoint, credentials, deadline, options, on_bytes)
+                return _try_once(client, file, dest, endpoint, credentials, deadline, options, on_bytes, contact)
             except _Retry as failure:
-                hub_answered = hub_answered or not isinstance(failure.__cause__, httpx.ConnectError)
+                contact.answered = contact.answered or not isinstance(failure.__cause__, httpx.ConnectError)
                 tries += 1
                 wait = options.backoff_s * 2 ** (tries - 1)
-                if not hub_answered:
+                if not contact.answered:
                     raise FetchError(f"{file.label}: cannot reach {endpoint} ({failure}): {OFFLINE_ADVICE}") from None
                 if tries > options.retries:
                     raise FetchError(
@@ -192,9 +198,11 @@ def _try_once(
     deadline: Deadline,
     options: HubOptions,
     on_bytes: Callable[[int, int | None], None] | None,
+    contact: _Contact,
 ) -> str:
     _check_deadline(file, dest, deadline)
     resolved = _resolve(client, file, endpoint, credentials, deadline, options)
+    contact.answered = True
     expected = _expected_sum(file, resolved, endpoint)
     part = part_path(dest, expected)
     _remove_stale_parts(dest, part)

@@ -40,6 +40,7 @@ class FakeHub:
         self.requests: list[tuple[str, str, str]] = []  # (method, path, Range header)
         self.unstall = threading.Event()
         self.url = ""
+        self.cdn_url = ""  # where the redirects point ("" : this server)
 
     def add(self, repo: str, filename: str, data: bytes) -> str:
         """Publish `data` as `repo/filename`; returns its sha256."""
@@ -98,7 +99,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self._status(
                 302,
                 {
-                    "Location": f"{hub.url}/cdn/{digest}?signed=1",
+                    "Location": f"{hub.cdn_url or hub.url}/cdn/{digest}?signed=1",
                     "X-Linked-Etag": f'"{advertised}"',
                     "X-Linked-Size": str(len(data)),
                     "X-Repo-Commit": COMMIT,

@@ -132,6 +132,16 @@ def test_server_errors_are_retried_with_backoff_then_given_up(hub, published, tm
     assert "HTTP 503" in str(err.value) and "3 tries" in str(err.value)
 
 
+def test_a_cdn_that_refuses_connections_is_retried_once_the_hub_answered(hub, published, tmp_path):
+    publish(hub, tmp_path, published)
+    with fake_hub() as gone:
+        hub.cdn_url = gone.url  # closed once the block ends
+    with pytest.raises(FetchError) as err:
+        fetch("tinyfile", tmp_path, options=options(hub, retries=1))
+    assert "connection failed" in str(err.value) and "2 tries" in str(err.value), str(err.value)
+    assert sum(method == "HEAD" for method, _, _ in hub.requests) == 2
+
+
 def test_a_stalled_hub_hits_the_deadline_and_the_next_fetch_resumes(hub, published, tmp_path):
     publish(hub, tmp_path, published)
     hub.faults.stall_after = 3000
