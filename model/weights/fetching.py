@@ -9,6 +9,8 @@ Files already present and matching their sha256 are kept; a corrupt one is downl
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,9 +18,11 @@ from typing import Any
 
 from model.files import is_temporary, sha256_of
 from model.weights import (
+    checksum_path,
     expected_sum,
     heads_path,
     manifest_entries,
+    readable_file_mode,
     source_label,
     write_checksum,
 )
@@ -121,10 +125,22 @@ def _present(entry: dict[str, Any], path: Path) -> bool:
     expected = expected_sum(entry, path)
     if expected is not None and sha256_of(path) == expected:
         log.info("%s: present and verified", path)
+        _make_readable(path)
         return True
     log.warning("%s: %s: downloading it again", path, "corrupt" if expected else "no sha256 to verify it against")
     path.unlink()
     return False
+
+
+def _make_readable(path: Path) -> None:
+    """Files an older fetch wrote private (0600) get the umask's mode, so the service's user reads them too."""
+    mode = readable_file_mode()
+    for file in (path, checksum_path(path)):
+        if file.is_file() and stat.S_IMODE(file.stat().st_mode) & mode != mode:
+            try:
+                os.chmod(file, stat.S_IMODE(file.stat().st_mode) | mode)
+            except PermissionError:
+                log.warning("%s: not readable by other users, and not ours to change (chmod a+r)", file)
 
 
 def _remove_debris(path: Path) -> None:

@@ -287,6 +287,18 @@ def test_fetched_files_load_as_another_user(hub, published, shared_dir):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
+def test_a_fetch_makes_private_files_of_an_older_fetch_readable(hub, published, shared_dir):
+    publish(hub, shared_dir, published)
+    (path,) = fetch("tinyfile", shared_dir, options=options(hub))
+    path.chmod(0o600)  # as the older fetch wrote them
+    hub.requests.clear()
+    fetch("tinyfile", shared_dir, options=options(hub))
+    assert hub.requests == [] and stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044
+    done = as_nobody(f"print(len(read_state_dict('{path}')))")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
 def test_trained_heads_are_readable_by_another_user_too(shared_dir):
     heads = create_detector("tiny", device="cpu", heads_file="random").network.heads
     path = heads_path(shared_dir, "tiny")
