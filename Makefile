@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 .PHONY: install serve test check docs lint bench reproduce
 install: $(STAMP)
 
-# fetches the configured backbone weights first when they are missing (one warning line when offline)
+# listens at once; missing backbone weights (what the mode needs) download in the background, /readyz shows progress
 serve: $(STAMP)
 	$(VENV)/bin/python -m service --fetch-weights --host $(HOST) --port $(PORT)
 

@@ -55,8 +55,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "tcp_port": ("model.argtypes", "tcp_port"),
     # weight files
     "WeightsMissingError": ("model.weights", "WeightsMissingError"),
-    "fetch_weights": ("model.weights", "fetch"),
-    "verify_weights": ("model.weights", "verify"),
+    "FetchError": ("model.weights.hub", "FetchError"),
+    "FetchProgress": ("model.weights.fetching", "FetchProgress"),
+    "HubOptions": ("model.weights.hub", "HubOptions"),
+    "fetch_weights": ("model.weights.fetching", "fetch"),
     "weights_fetch_command": ("model.weights", "fetch_command"),
 }
 

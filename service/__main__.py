@@ -6,9 +6,7 @@ import argparse
 import ipaddress
 import logging
 import os
-import socket
 import sys
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -53,8 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--fetch-weights",
         action="store_true",
-        help="before serving, fetch the configured backbone weights if they are missing (needs internet; "
-        "without it: one warning line, then the service runs and answers 503 on model routes). `make serve` sets it",
+        help="fetch the configured config's missing backbone weights (what its mode needs; needs internet) in the "
+        "background before the model loads: the service listens at once and /readyz shows the download's progress; "
+        "a failure is one line, then model routes answer 503 with it. `make serve` sets it",
     )
     return parser.parse_args(argv)
 
@@ -99,53 +98,9 @@ def check_exposure(host: str, settings: Settings) -> None:
     )
 
 
-def hub_reachable(timeout_s: float = 5.0) -> bool:
-    """Can we open a TCP connection to the model hub (HF_ENDPOINT, as the hub libraries use)? Quick, so an
-    offline machine does not wait for the libraries' own retries."""
-    hub = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = hub.port or (443 if hub.scheme == "https" else 80)
-    try:
-        with socket.create_connection((hub.hostname or "", port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def fetch_missing_weights(settings: Settings) -> None:
-    """The configured config's backbone files, fetched when missing (progress bars while downloading). Any
-    failure is one warning line: the service then starts without the model, as it would without this."""
-    from model import WeightsMissingError, fetch_weights, verify_weights, weights_fetch_command  # torch: not for --help
-
-    config, weights_dir = settings.model_config_name, settings.weights_dir
-    if settings.random_init:
-        return
-    try:
-        verify_weights(config, weights_dir)  # nothing to do for configs without files (tiny) or not in the manifest
-        return
-    except (WeightsMissingError, OSError, ValueError):
-        pass  # missing or corrupt: fetch
-    command = weights_fetch_command(config, weights_dir)
-    if not hub_reachable():
-        print(
-            f"warning: the {config} weights are missing and the model hub is unreachable (no internet?): serving "
-            f"without the model (503 on model routes) until `{command}` has run",
-            file=sys.stderr,
-        )
-        return
-    try:
-        fetch_weights(config, weights_dir)
-    except (Exception, SystemExit) as err:  # a download can fail in many ways; the service runs regardless
-        reason = (str(err).strip().splitlines() or [""])[0][:200]
-        print(
-            f"warning: fetching the {config} weights failed ({type(err).__name__}: {reason}): serving without "
-            f"the model (503 on model routes) until `{command}` has run",
-            file=sys.stderr,
-        )
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Parse the arguments, load and check the settings, optionally
-    fetch missing weights, then serve until shut down."""
+    """Parse the arguments, load and check the settings, then serve until shut down (fetching missing weights in
+    the background first with --fetch-weights)."""
     args = parse_args(argv)
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
@@ -155,12 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     # the event loop (health probes, admission) shares the GIL with decoding, encoding and model threads: a
     # shorter switch interval than the default 5 ms hands it the GIL sooner when it wakes up
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    if args.fetch_weights:
-        fetch_missing_weights(settings)
     from service.api.lifecycle import serve  # the app's stack (torch, the model) loads only to serve, not for --help
     from service.app import create_app
+    from service.engine.download import WeightsDownload
 
-    serve(create_app(settings), args.host, args.port, settings.shutdown_grace_s, settings.log_level)
+    download = WeightsDownload() if args.fetch_weights else None
+    serve(create_app(settings, download=download), args.host, args.port, settings.shutdown_grace_s, settings.log_level)
 
 
 if __name__ == "__main__":

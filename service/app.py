@@ -21,6 +21,7 @@ from service.api.openapi import install_openapi
 from service.api.routes import console, health, inspect, products, rules
 from service.decisions.results import RegionLimits, mode_label
 from service.decisions.thresholds import CalibrationPolicy
+from service.engine.download import WeightsDownload
 from service.engine.pipeline import Engine
 from service.engine.worker import ModelWorker
 from service.imaging.decode import configure_decoding
@@ -42,16 +43,22 @@ RANDOM_INIT_WARNING = (
 DetectorFactory = Callable[[Settings], Detector]
 
 
-def create_app(settings: Settings | None = None, build: DetectorFactory | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, build: DetectorFactory | None = None, download: WeightsDownload | None = None
+) -> FastAPI:
     """Build the FastAPI app: store, store sync, model worker, engine, workflows, routers and middleware; the store
     opens and the model loads at start-up (lifespan), not here. `build` makes the detector (default:
-    `build_detector`, the one the settings describe)."""
+    `build_detector`, the one the settings describe); with `download`, the worker first fetches the missing weight
+    files (`--fetch-weights`), and /readyz reports its progress."""
     settings = settings or Settings()
+    build = build or build_detector
+    if download is not None:
+        build = partial(download.fetched_then_built, build)
     metrics = Metrics(per_product=settings.metrics_per_product, max_products=settings.metrics_max_products)
     store = ProductStore(settings.products_dir)
     sync = StoreSync(store, settings.store_poll_s)
     worker = ModelWorker(
-        build_detector=partial(build or build_detector, settings),
+        build_detector=partial(build, settings),
         setup=partial(publish_model, store, sync, metrics, settings),
         metrics=metrics,
         max_batch_size=settings.max_batch_size,
@@ -101,7 +108,13 @@ def create_app(settings: Settings | None = None, build: DetectorFactory | None =
         lifespan=lifespan,
     )
     app.state.services = Services(
-        settings=settings, store=store, worker=worker, workflows=workflows, metrics=metrics, history=history
+        settings=settings,
+        store=store,
+        worker=worker,
+        workflows=workflows,
+        metrics=metrics,
+        history=history,
+        download=download,
     )
     metrics.in_flight.set_function(lambda: app.state.services.lifecycle.in_flight)
     install_error_handlers(app)

@@ -53,7 +53,7 @@ from model.weights import (
     load_manifest,
     write_checksum,
 )
-from model.weights import fetch as fetch_weights
+from model.weights.fetching import fetch as fetch_weights
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def run_weights(plan: Plan) -> dict:
     """Fetch the config's backbone weights; raises StageError with one line when the download fails (WeightsMissingError
     passes through)."""
     try:
-        files = fetch_weights(plan.config, plan.weights_dir)
+        files = fetch_weights(plan.config, plan.weights_dir, with_clip=True)  # training needs CLIP
     except WeightsMissingError:
         raise
     except Exception as error:  # hub libraries raise many types (requests, huggingface_hub, urllib); one line each

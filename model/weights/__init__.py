@@ -1,16 +1,16 @@
-"""Local weight files: manifest, sha256 verification, loading, heads files, and the explicit `fetch` command.
+"""Local weight files: manifest, sha256 verification, loading and heads files.
 
-Nothing here downloads at load time: a missing or corrupt file raises WeightsMissingError naming the file
-and the command that fetches it. Only `python -m model.weights fetch <config>` touches a model hub.
+Nothing here downloads: a missing or corrupt file raises WeightsMissingError naming the file and the command that
+fetches it. Only the fetch (`model.weights.fetching`, `python -m model.weights fetch <config>`) touches a model hub.
+A backbone file is verified against the sha256 the manifest pins for it, else against the `<file>.sha256` the fetch
+wrote beside it after checking the downloaded bytes.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
-from datetime import UTC, datetime
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
 from model.config import ConfigError
 from model.files import atomic_path, sha256_of
@@ -58,9 +57,40 @@ def manifest_entry(config_name: str, role: str, weights_dir: Path | None = None)
     return configs[config_name][role]
 
 
+def manifest_entries(config_name: str, weights_dir: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's weight files of `config_name` by role ({} for tiny); raises ConfigError for a config the
+    manifest does not know."""
+    configs = load_manifest(weights_dir)["configs"]
+    if config_name not in configs:
+        raise ConfigError(f"unknown config {config_name!r}: the weights manifest knows {', '.join(configs)}")
+    return configs[config_name]
+
+
+def source_label(source: dict[str, str]) -> str:
+    """A manifest source in one short phrase, e.g. "open_clip ViT-B-16-quickgelu (openai)"."""
+    label = f"{source['library']} {source['model']}"
+    return f"{label} ({source['pretrained']})" if source.get("pretrained") else label
+
+
 def checksum_path(path: Path) -> Path:
     """The `<file>.sha256` path beside `path`."""
     return path.with_name(path.name + ".sha256")
+
+
+def expected_sum(entry: dict[str, Any], path: Path) -> str | None:
+    """The sha256 a weight file must have: the manifest's pin, else its `.sha256` file's; None when neither is there."""
+    if entry.get("sha256"):
+        return str(entry["sha256"]).lower()
+    sums = checksum_path(path)
+    return sums.read_text().split()[0].lower() if sums.is_file() else None
+
+
+def readable_file_mode() -> int:
+    """The mode a new file gets from the umask (0644 under the usual 022): weight files are read by the service's
+    user, whoever wrote them."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def verified_weight_file(config_name: str, role: str, weights_dir: Path) -> Path:
@@ -70,15 +100,20 @@ def verified_weight_file(config_name: str, role: str, weights_dir: Path) -> Path
     fetch = fetch_command(config_name, weights_dir)
     if not path.is_file():
         raise WeightsMissingError(f"weight file {path} is missing ({role} of config {config_name!r}): run `{fetch}`")
-    sums = checksum_path(path)
-    if not sums.is_file():
-        raise WeightsMissingError(f"checksum {sums} is missing for {path}: run `{fetch}` again")
-    expected = sums.read_text().split()[0]
-    actual = sha256_of(path)
+    expected = expected_sum(entry, path)
+    if expected is None:
+        raise WeightsMissingError(f"checksum {checksum_path(path)} is missing for {path}: run `{fetch}` again")
+    try:
+        actual = sha256_of(path)
+    except PermissionError as err:
+        raise WeightsMissingError(
+            f"weight file {path} is not readable by this user (uid {os.getuid()}): make it readable (chmod a+r) "
+            f"or run `{fetch}` as this user"
+        ) from err
     if actual != expected:
         raise WeightsMissingError(
             f"weight file {path} is corrupt (sha256 {actual[:12]}…, expected {expected[:12]}…): "
-            f"delete it and run `{fetch}`"
+            f"run `{fetch}` (it replaces the file)"
         )
     return path
 
@@ -89,16 +124,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def write_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> str:
-    """Save tensors as safetensors with a <file>.sha256 beside it; returns the sum. Written atomically."""
+    """Save tensors as safetensors with a <file>.sha256 beside it; returns the sum. Written atomically, readable by
+    others as the umask allows (safetensors itself writes 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu().clone() for k, v in state.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, readable_file_mode())
     return write_checksum(path)
 
 
-def write_checksum(path: Path) -> str:
-    """Write `<file>.sha256` beside `path` (sha256sum format); returns the sum."""
-    digest = sha256_of(path)
+def write_checksum(path: Path, digest: str | None = None) -> str:
+    """Write `<file>.sha256` beside `path` (sha256sum format; `digest` when already known, else computed); returns
+    the sum."""
+    digest = digest or sha256_of(path)
     checksum_path(path).write_text(f"{digest}  {path.name}\n")
     return digest
 
@@ -136,109 +174,3 @@ def heads_file_config(path: Path) -> str:
     """The config name stored in a heads file's safetensors metadata ("" when there is none)."""
     with safe_open(path, "pt") as handle:
         return (handle.metadata() or {}).get("config", "")
-
-
-# --- the explicit fetch (needs internet) ---------------------------------------------------------------------
-
-
-def source_label(source: dict[str, str]) -> str:
-    """A manifest source in one short phrase, e.g. "open_clip ViT-B-16-quickgelu (openai)"."""
-    label = f"{source['library']} {source['model']}"
-    return f"{label} ({source['pretrained']})" if source.get("pretrained") else label
-
-
-def download_state_dict(source: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Download a backbone from its hub (the only place in the project that does)."""
-    if source["library"] == "open_clip":
-        import open_clip
-
-        model = open_clip.create_model(source["model"], pretrained=source["pretrained"])
-        return model.state_dict()
-    if source["library"] == "timm":
-        import timm
-
-        model = timm.create_model(source["model"], pretrained=True, num_classes=0)
-        return model.state_dict()
-    raise ValueError(f"unknown weight source library {source['library']!r}")
-
-
-def manifest_entries(config_name: str, weights_dir: Path) -> dict[str, dict[str, Any]]:
-    """The manifest's weight files of `config_name` by role ({} for tiny); raises ConfigError for a config the
-    manifest does not know."""
-    configs = load_manifest(weights_dir)["configs"]
-    if config_name not in configs:
-        raise ConfigError(f"unknown config {config_name!r}: the weights manifest knows {', '.join(configs)}")
-    return configs[config_name]
-
-
-def fetch(config_name: str, weights_dir: Path, force: bool = False) -> list[Path]:
-    """Download every backbone file of `config_name` into `weights_dir`, verified by sha256 afterwards; raises
-    ConfigError for an unknown config."""
-    entries = manifest_entries(config_name, weights_dir)
-    written = []
-    for role, entry in tqdm(entries.items(), desc=f"{config_name} weights", unit="file", disable=not entries):
-        path = weights_dir / entry["file"]
-        if path.is_file() and checksum_path(path).is_file() and not force:
-            verified_weight_file(config_name, role, weights_dir)
-            log.info("%s: present and verified", path)
-            written.append(path)
-            continue
-        log.info("%s: downloading %s (~%s MB) ...", path, source_label(entry["source"]), entry.get("size_mb", "?"))
-        state = download_state_dict(entry["source"])
-        metadata = {"source": json.dumps(entry["source"]), "fetched": datetime.now(UTC).isoformat()}
-        digest = write_state_dict(state, path, metadata)
-        log.info("%s: written, sha256 %s", path, digest)
-        written.append(path)
-    return written
-
-
-def verify(config_name: str, weights_dir: Path) -> list[Path]:
-    """Check every weight file of `config_name` against its sha256; raises WeightsMissingError on the first missing or
-    corrupt one, ConfigError for an unknown config."""
-    entries = manifest_entries(config_name, weights_dir)
-    return [verified_weight_file(config_name, role, weights_dir) for role in entries]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run `python -m model.weights fetch|verify|list`; returns 0, or 2 when a weight file is missing or corrupt or
-    the config is unknown."""
-    parser = argparse.ArgumentParser(
-        prog="python -m model.weights",
-        description="Manage backbone weight files. `fetch` is the only command that downloads (needs internet); "
-        "the detector and the service only ever load verified local files.",
-    )
-    parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR, help="default: %(default)s")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_fetch = sub.add_parser("fetch", help="download a config's backbone weights and write their sha256 sums")
-    p_fetch.add_argument("config", help="paper or edge (tiny needs no files)")
-    p_fetch.add_argument("--force", action="store_true", help="download again even when present")
-    p_verify = sub.add_parser("verify", help="check a config's files against their sha256 sums")
-    p_verify.add_argument("config")
-    p_list = sub.add_parser("list", help="show the manifest and which files are present")
-    # the subcommands accept --weights-dir too, after their arguments
-    for p in (p_fetch, p_verify, p_list):
-        p.add_argument("--weights-dir", type=Path, default=argparse.SUPPRESS, help="default: weights/")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.command in ("fetch", "verify"):
-            if args.command == "fetch":
-                paths = fetch(args.config, args.weights_dir, args.force)
-            else:
-                paths = verify(args.config, args.weights_dir)
-            for path in paths:
-                print(f"ok  {path}")
-            if not paths:  # silence would read as "nothing was checked"
-                print(f"ok  config {args.config!r} needs no weight files (random init, no backbone files)")
-        else:
-            for name, entries in load_manifest(args.weights_dir)["configs"].items():
-                for role, entry in entries.items():
-                    present = (args.weights_dir / entry["file"]).is_file()
-                    print(
-                        f"{name:6} {role:5} {'present' if present else 'missing':8} {entry['file']}"
-                        f"  ({source_label(entry['source'])}, {entry['license']}, ~{entry['size_mb']} MB)"
-                    )
-    except (WeightsMissingError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0

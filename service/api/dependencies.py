@@ -9,6 +9,7 @@ from fastapi import Depends, Path, Request
 from pydantic import BeforeValidator
 
 from service.api.lifecycle import Lifecycle
+from service.engine.download import WeightsDownload
 from service.engine.worker import ModelWorker
 from service.errors import Unavailable
 from service.imaging.formats import PRODUCT_ID
@@ -30,6 +31,7 @@ class Services:
     metrics: Metrics
     history: InspectionHistory
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    download: WeightsDownload | None = None  # the start-up fetch of the weights (`--fetch-weights`), when asked
 
 
 def get_services(request: Request) -> Services:

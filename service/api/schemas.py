@@ -27,6 +27,16 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class DownloadProgress(BaseModel):
+    """The start-up fetch of the weights (`--fetch-weights`) while it runs: the files and bytes it downloads."""
+
+    files_done: int = Field(description="files downloaded and verified")
+    files_total: int = Field(description="files to download (present ones do not count)")
+    bytes_done: int
+    bytes_total: int = Field(description="approximate until the hub tells each file's size")
+    file: str = Field(description="the file downloading now (empty once done)")
+
+
 class Readiness(BaseModel):
     """GET /readyz: only `ready` without a valid API key (when keys are configured)."""
 
@@ -37,6 +47,9 @@ class Readiness(BaseModel):
     mode: str | None = Field(None, exclude_if=_unset, description='"full" or "training-free" (random weights?)')
     device: str | None = Field(None, exclude_if=_unset)
     products: int | None = Field(None, exclude_if=_unset, description="products in memory")
+    download: DownloadProgress | None = Field(
+        None, exclude_if=_unset, description="while loading: the start-up fetch of the weights, when one runs"
+    )
 
 
 class ProductView(BaseModel):

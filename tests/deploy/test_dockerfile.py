@@ -152,8 +152,13 @@ def test_weights_stage_runs_the_fetch_command_as_written(stages, tmp_path: Path)
     assert stage_args(weights)["MODEL_CONFIG"] in available_configs()
     assert all(Path(c.value[1]).is_relative_to("/app/weights") for c in weights.all("COPY"))
     (tmp_path / "manifest.json").write_bytes((REPO / "weights" / "manifest.json").read_bytes())
+    private_heads = tmp_path / "heads" / "tiny.safetensors"  # as a 0600 heads file from the build context
+    private_heads.parent.mkdir()
+    private_heads.write_bytes(b"x")
+    private_heads.chmod(0o600)
     script = substitute(weights.last("RUN").value[0], args).replace("/app/weights", shlex.quote(str(tmp_path)))
     script = re.sub(r"\bpython\b", shlex.quote(sys.executable), script)
     done = subprocess.run(["sh", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert private_heads.stat().st_mode & 0o004, "the service's non-root user reads what the build put there"
     assert "python -m model.weights fetch" in weights.last("RUN").value[0]

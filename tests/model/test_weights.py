@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,9 @@ import torch
 
 from model import WeightsMissingError, create_detector
 from model.config import load_config
-from model.weights import load_manifest, main, save_heads, write_state_dict
+from model.weights import load_manifest, save_heads, write_state_dict
+from model.weights.cli import main
+from tests.helpers.fakehub import fake_hub
 from tests.helpers.images import pil, textured_part
 from tests.helpers.processes import REPO
 
@@ -25,14 +28,17 @@ def test_missing_weights_name_the_file_and_the_fetch_command(tmp_path):
     assert f"python -m model.weights fetch edge --weights-dir {tmp_path}" in message
 
 
-def test_manifest_names_every_real_config_with_source_licence_and_size():
+def test_manifest_names_every_real_config_with_hub_file_source_licence_and_size():
     configs = load_manifest()["configs"]
     for name in ("paper", "edge"):
         for role in ("clip", "dino"):
             entry = configs[name][role]
             assert entry["file"].endswith(".safetensors")
+            assert entry["hub"]["repo"].startswith("timm/") and entry["hub"]["filename"].endswith(".safetensors")
+            assert entry["sha256"] is None or re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
             assert entry["source"]["library"] in ("open_clip", "timm")
             assert entry["license"] and entry["size_mb"] > 0
+        assert re.fullmatch(r"[0-9a-f]{40}", configs[name]["dino"]["hub"]["revision"]), "DINOv2 pinned to a commit"
 
 
 @pytest.fixture
@@ -133,26 +139,24 @@ def test_cli_help_explains_without_a_runpy_warning():
     assert "RuntimeWarning" not in done.stderr, done.stderr
 
 
-def test_fetch_then_load_the_edge_config_without_network(tmp_path, monkeypatch):
-    """The fetch -> sha256 -> verified load path of a real config, with the hub download replaced by the same
-    architectures at random init (what open_clip/timm would hand back, minus the trained values)."""
-    import open_clip
+def test_fetch_then_load_the_edge_config_from_an_imitated_hub(tmp_path):
+    """The real manifest's edge entries, fetched from a local imitation of the hub that publishes timm's DINOv2
+    ViT-S/14 at random init (the published file's format, minus the trained values), then loaded training-free."""
     import timm
+    from safetensors.torch import save
 
-    from model import weights
+    from model.weights.fetching import fetch
+    from model.weights.hub import HubOptions
 
-    def offline_download(source):
-        if source["library"] == "open_clip":
-            return open_clip.create_model(source["model"], pretrained=None).state_dict()
-        return timm.create_model(source["model"].split(".")[0], pretrained=False, num_classes=0).state_dict()
-
-    monkeypatch.setattr(weights, "download_state_dict", offline_download)
-    paths = weights.fetch("edge", tmp_path)
-    assert [p.name for p in paths] == ["clip-ViT-B-16-openai.safetensors", "dinov2-vit-small-patch14.safetensors"]
-    assert all(weights.checksum_path(p).is_file() for p in paths)
-    assert weights.verify("edge", tmp_path) == paths
-    det = create_detector("edge", weights_dir=tmp_path, device="cpu", heads_file="random")
-    assert det.mode == "full" and not det.random_weights and det.network.dino.grid == (32, 32)
+    entry = load_manifest()["configs"]["edge"]["dino"]
+    state = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0).state_dict()
+    with fake_hub() as hub:
+        hub.add(entry["hub"]["repo"], entry["hub"]["filename"], save({k: v.contiguous() for k, v in state.items()}))
+        (tmp_path / "manifest.json").write_text(json.dumps({"configs": {"edge": load_manifest()["configs"]["edge"]}}))
+        paths = fetch("edge", tmp_path, options=HubOptions(endpoint=hub.url))
+    assert [p.name for p in paths] == ["dinov2-vit-small-patch14.safetensors"]
+    det = create_detector("edge", weights_dir=tmp_path, device="cpu", dino={"image_size": 224})
+    assert det.mode == "training-free" and not det.random_weights and det.network.dino.grid == (16, 16)
     refs = det.fit_references([pil(textured_part(1, size=160))])
     (pred,) = det.predict([pil(textured_part(2, size=160))], refs)
     assert pred.anomaly_map.shape == (160, 160) and np.isfinite(pred.score)

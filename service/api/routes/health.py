@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from service.api.dependencies import ServicesDep
 from service.api.errors import error_responses
 from service.api.middleware import is_authorized
-from service.api.schemas import Health, Readiness, product_mode
+from service.api.schemas import DownloadProgress, Health, Readiness, product_mode
 
 router = APIRouter(tags=["health"])
 
@@ -51,7 +51,7 @@ def readiness_of(services: ServicesDep) -> Readiness:
     if store_broken is not None:
         return Readiness(ready=False, status="unavailable", detail=store_broken)
     if worker.state != "ready":
-        return Readiness(ready=False, status="loading", detail="the model is still loading")
+        return loading(services)
     detector = worker.detector
     return Readiness(
         ready=True,
@@ -61,6 +61,22 @@ def readiness_of(services: ServicesDep) -> Readiness:
         device=str(detector.device),
         products=len(services.store),
     )
+
+
+def loading(services: ServicesDep) -> Readiness:
+    """Readiness while the model loads: the start-up download's progress first, when one runs."""
+    download = services.download
+    progress = download.progress if download is not None else None
+    if progress is None:
+        return Readiness(ready=False, status="loading", detail="the model is still loading")
+    numbers = DownloadProgress(
+        files_done=progress.files_done,
+        files_total=progress.files_total,
+        bytes_done=progress.bytes_done,
+        bytes_total=progress.bytes_total,
+        file=progress.file,
+    )
+    return Readiness(ready=False, status="loading", detail=progress.describe(), download=numbers)
 
 
 @router.get(
