@@ -39,7 +39,7 @@ def is_high_bit(image: Pixels) -> bool:
 def high_bit_rgb(array: np.ndarray) -> np.ndarray:
     """`array` when it is high-bit colour, (H, W, 3) uint16; TypeError for any other array."""
     if array.dtype != np.uint16 or array.ndim != 3 or array.shape[2] != 3:
-        raise TypeError(f"expected an (H, W, 3) uint16 array of 16-bit colour, got {array.dtype} {array.shape}")
+        raise TypeError(f"expected a PIL image or (H, W, 3) uint16 16-bit colour, got {array.dtype} {array.shape}")
     return array
 
 
