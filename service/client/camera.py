@@ -1,7 +1,8 @@
 """Optional OpenCV capture (`watch DIR --camera 0` or an RTSP URL): frames are written as PNG files into the
 watched folder, so they get the same once-only, durable handling as files from any other source.
 
-Needs the `camera` extra: `pip install 'dcpsfr-inspect[camera]'` (opencv-python-headless).
+Needs OpenCV (opencv-python-headless), a dependency of the package; the `camera` extra is kept, empty, for old
+install commands.
 """
 
 from __future__ import annotations

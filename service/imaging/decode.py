@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import re
 import struct
-import sys
 import warnings
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -22,18 +20,18 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from model import Frame, OutsideSixteenBits, Pixels, is_high_bit, pixels_size, sixteen_bit_grey, to_rgb_array
 from service.errors import BadImage, ServiceError, TooLarge, UnsupportedImage
 from service.imaging.formats import ACCEPTED_FORMATS, SIGNATURES, TIFF_STARTS
+from service.imaging.sixteen_bit import sixteen_bit_colour
 
 EXIF_ORIENTATION = 0x0112
 DECODE_SHORT_SIDE = 2048  # frames are decoded/reduced to at least this shorter side (4.5x the 448 backbone)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIFF_BITS, TIFF_SAMPLES, TIFF_SAMPLE_FORMAT = 258, 277, 339  # tags: BitsPerSample, SamplesPerPixel, SampleFormat
-PNG_COLOUR_TYPE_AT = 25  # the IHDR's colour type byte: signature 8, chunk length and type 8, width, height, depth 9
+TIFF_PHOTOMETRIC, TIFF_PLANAR, TIFF_EXTRA_SAMPLES = 262, 284, 338  # PhotometricInterpretation, PlanarConfiguration
+TIFF_RGB, TIFF_PREMULTIPLIED = 2, 1  # PhotometricInterpretation RGB; ExtraSamples' associated (premultiplied) alpha
+PNG_DEPTH_AT, PNG_COLOUR_TYPE_AT = 24, 25  # the IHDR's bytes: signature 8, chunk length and type 8, width, height
+PNG_GREY_ALPHA = 4  # PNG colour type
 SBIT_COLOUR_BYTES = {0: 1, 2: 3, 3: 3, 4: 1, 6: 3}  # PNG colour type -> sBIT's leading bytes that describe colour
 SINGLE_IMAGE_PAGES = ("MPO",)  # formats whose first page is the image: an MPO's others are its MPF thumbnails/views
-# 16-bit colour that Pillow reads as 8-bit RGB(A), keeping each sample's high byte (12-bit data became 0..15)
-WIDE_COLOUR = re.compile(r"(RGBA?);16([BLN])")
-WIDE_GREY_ALPHA = "LA;16B"  # 16-bit grey + alpha (PNG), read by Pillow as 8-bit RGBA
-SWAPPED_ORDER = {"B": "L", "L": "B", "N": "B" if sys.byteorder == "little" else "L"}
 PNG_TEXT_CHUNK, PNG_TEXT_MEMORY = PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY  # Pillow's own
 
 
@@ -69,7 +67,7 @@ class OpenedImage(NamedTuple):
 
     image: Image.Image
     significant_bits: int | None  # from a PNG's sBIT chunk (Pillow does not read it)
-    data: bytes = b""  # the file (16-bit colour is decoded from it a second time)
+    data: bytes = b""  # the file (OpenCV reads 16-bit colour from it)
 
 
 def decode_image(data: bytes, name: str, max_pixels: int) -> Frame:
@@ -77,7 +75,8 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Frame:
 
     - 8-bit data of any mode -> RGB (an alpha channel that is zero everywhere is ignored); high-bit data stays
       16-bit so the model scales it by its real bit depth (PNG sBIT, else the product's): grey as "I;16", colour
-      (16-bit RGB/RGBA PNG or TIFF, which Pillow reads as 8-bit) as an (H, W, 3) uint16 array.
+      (16-bit RGB/RGBA PNG or TIFF, which Pillow reads as 8-bit: OpenCV reads its samples) as an (H, W, 3) uint16
+      array.
     - EXIF orientation is applied: width, height and the map follow the image as displayed.
     - Frames with a shorter side over 2 x DECODE_SHORT_SIDE are decoded reduced (JPEG DCT scaling via `draft`,
       else an integer box `reduce`); the Frame keeps the camera size, and the map comes back at it.
@@ -87,9 +86,10 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Frame:
     - Grey data that has no true 8- or 16-bit reading is refused (415): integer pixels outside 0..65535, float
       pixels outside 0..1 and 0..255 or NaN/inf, and TIFF sample formats Pillow does not read (float RGB, 64-bit).
 
-    Whatever Pillow raises while reading the header or the pixels (OSError, SyntaxError, ValueError, struct.error,
-    EOFError, ...) becomes a 400: the pixels are decoded in full here (`load()`), never lazily later, and
-    `ImageFile.LOAD_TRUNCATED_IMAGES` stays False so a cut file is an error, not a grey-padded frame.
+    Whatever Pillow (or OpenCV, for 16-bit colour) raises while reading the header or the pixels (OSError,
+    SyntaxError, ValueError, struct.error, EOFError, ...) becomes a 400: the pixels are decoded in full here
+    (`load()`), never lazily later, and `ImageFile.LOAD_TRUNCATED_IMAGES` stays False so a cut file is an error,
+    not a grey-padded frame.
     """
     return decode_opened(open_image(data, name, max_pixels), name)
 
@@ -124,41 +124,44 @@ def decode_opened(opened: OpenedImage, name: str) -> Frame:
 
 
 def _pixels(opened: OpenedImage, name: str) -> Frame:
-    """Full decode (reduced where large), EXIF orientation, then RGB or 16-bit grey.
+    """Full decode (reduced where large), EXIF orientation, then RGB, 16-bit grey or 16-bit colour.
 
-    Memory: one full-size decoded copy at most (RGB frames are reduced before anything else copies them).
+    Memory: one full-size decoded copy at most (RGB frames are reduced before anything else copies them); 16-bit
+    colour also has Pillow's 8-bit reading beside OpenCV's.
     """
     image = opened.image
     camera_size = image.size
     samples = _sample_format(image)  # from the file's tags: a transposed copy has none
-    wide = _wide_rawmode(image)
+    wide = _sixteen_bit_channels(image, opened.data, samples)
     if image.format in ("JPEG", "MPO") and min(camera_size) >= 2 * DECODE_SHORT_SIDE:
         scale = DECODE_SHORT_SIDE / min(camera_size)
         image.draft("RGB", (math.ceil(camera_size[0] * scale), math.ceil(camera_size[1] * scale)))
-    image.load()
-    low = _low_bytes(opened.data, wide) if wide else None
+    image.load()  # also for 16-bit colour: Pillow checks the whole file and reads a PNG's eXIf after its pixels
     orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    if orientation != 1:
-        image = ImageOps.exif_transpose(image)
-        low = ImageOps.exif_transpose(low) if low is not None else None
-        if orientation in (5, 6, 7, 8):  # a quarter turn swaps width and height
-            camera_size = camera_size[::-1]
+    if orientation in (5, 6, 7, 8):  # a quarter turn swaps width and height
+        camera_size = camera_size[::-1]
     decoded: Pixels
-    if low is not None:
-        decoded = _sixteen_bit_pixels(image, low, wide == WIDE_GREY_ALPHA)
-    elif image.mode == "RGB":
-        decoded = image
-    elif is_high_bit(image):
-        described = str(samples) if samples else f"integer (mode {image.mode})"
-        decoded = Image.fromarray(_sixteen_bit_grey(_grey_values(image, samples), name, described))
-    elif image.mode == "F":
-        decoded = Image.fromarray(_float_grey(image, name))
+    if wide:
+        decoded = sixteen_bit_colour(opened.data, image.format, wide, camera_size, orientation)
     else:
-        decoded = Image.fromarray(to_rgb_array(image))  # (H, W, 3) uint8; checked here, not in a batch
+        image = ImageOps.exif_transpose(image) if orientation != 1 else image
+        decoded = _pillow_pixels(image, samples, name)
     if isinstance(decoded, Image.Image):
         decoded.info = {}  # no stale EXIF/ICC
     bits = opened.significant_bits if is_high_bit(decoded) else None
     return Frame(reduced(decoded), camera_size=tuple(camera_size), significant_bits=bits or None)
+
+
+def _pillow_pixels(image: Image.Image, samples: SampleFormat | None, name: str) -> Pixels:
+    """A decoded Pillow image (but 16-bit colour) -> RGB, or high-bit grey as "I;16"."""
+    if image.mode == "RGB":
+        return image
+    if is_high_bit(image):
+        described = str(samples) if samples else f"integer (mode {image.mode})"
+        return Image.fromarray(_sixteen_bit_grey(_grey_values(image, samples), name, described))
+    if image.mode == "F":
+        return Image.fromarray(_float_grey(image, name))
+    return Image.fromarray(to_rgb_array(image))  # (H, W, 3) uint8; checked here, not in a batch
 
 
 def reduced(image: Pixels, short_side: int = DECODE_SHORT_SIDE) -> Pixels:
@@ -173,65 +176,20 @@ def reduced(image: Pixels, short_side: int = DECODE_SHORT_SIDE) -> Pixels:
     return image.resize((image.width // factor, image.height // factor), Image.Resampling.BOX)
 
 
-def _wide_rawmode(image: Image.Image) -> str | None:
-    """The raw mode of 16-bit colour (or grey + alpha) that Pillow would read as 8-bit, before any pixel is read;
-    None for everything else."""
-    rawmodes = {_rawmode_of(tile[3]) for tile in image.tile}
-    if image.mode not in ("RGB", "RGBA") or len(rawmodes) != 1:
+def _sixteen_bit_channels(image: Image.Image, data: bytes, samples: SampleFormat | None) -> str | None:
+    """The channels ("RGB", "RGBA" or "LA": grey + alpha) of 16-bit colour that Pillow would read as 8-bit RGB(A),
+    from the header before any pixel is read; None for everything else (Pillow reads it as it is)."""
+    if image.mode not in ("RGB", "RGBA"):
         return None
-    rawmode = rawmodes.pop()
-    return rawmode if rawmode == WIDE_GREY_ALPHA or WIDE_COLOUR.fullmatch(rawmode or "") else None
-
-
-def _rawmode_of(args: object) -> str | None:
-    """A tile's raw mode: its arguments, or their first item (TIFF: raw mode, then the codec's own)."""
-    first = args[0] if isinstance(args, tuple) and args else args
-    return first if isinstance(first, str) else None
-
-
-def _low_bytes(data: bytes, rawmode: str) -> Image.Image:
-    """The file decoded again by Pillow with each 16-bit sample's bytes read the other way round, so that its 8-bit
-    reading keeps the low bytes (the first reading kept the high ones); 16-bit grey + alpha is read byte for byte
-    as RGBA (grey high, grey low, alpha high, alpha low)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the first reading passed our own limit
-        image = Image.open(io.BytesIO(data))
-    if rawmode == WIDE_GREY_ALPHA:
-        swapped = "RGBA"
-    else:
-        match = WIDE_COLOUR.fullmatch(rawmode)
-        swapped = f"{match.group(1)};16{SWAPPED_ORDER[match.group(2)]}"
-    image.tile = [_with_rawmode(tile, swapped) for tile in image.tile]
-    image.load()
-    return image
-
-
-def _with_rawmode(tile: tuple, rawmode: str) -> tuple:
-    """A tile (Pillow's `_Tile`, or a plain tuple before Pillow 11) with another raw mode."""
-    args = tile[3]
-    args = (rawmode, *args[1:]) if isinstance(args, tuple) else rawmode
-    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
-
-
-def _sixteen_bit_pixels(high: Image.Image, low: Image.Image, grey_alpha: bool) -> Pixels:
-    """16-bit data from the high and low bytes of its two 8-bit readings: colour as an (H, W, 3) uint16 array,
-    grey as "I;16"; an alpha channel is treated as in 8-bit data (ignored when zero everywhere, else composited
-    over black)."""
-    if grey_alpha:
-        raw = np.asarray(low).astype(np.uint16)  # (H, W, 4): grey high, grey low, alpha high, alpha low
-        values = np.stack([raw[..., 0] << 8 | raw[..., 1], raw[..., 2] << 8 | raw[..., 3]], axis=-1)  # (H, W, 2)
-    else:
-        values = np.asarray(high).astype(np.uint16) << 8 | np.asarray(low)  # (H, W, 3 or 4)
-    colour = _over_black(values) if values.shape[2] in (2, 4) else values
-    return Image.fromarray(np.ascontiguousarray(colour[..., 0])) if grey_alpha else colour
-
-
-def _over_black(values: np.ndarray) -> np.ndarray:
-    """16-bit colour and alpha (its last channel) -> the colour, composited over black unless alpha is all zero."""
-    colour, alpha = values[..., :-1], values[..., -1:]
-    if not alpha.any():  # an empty alpha channel is an export artefact, not a defect map
-        return colour
-    return ((colour.astype(np.uint32) * alpha + 32767) // 65535).astype(np.uint16)
+    if image.format == "PNG" and data[PNG_DEPTH_AT] == 16:
+        return "LA" if data[PNG_COLOUR_TYPE_AT] == PNG_GREY_ALPHA else image.mode
+    if image.format != "TIFF" or samples is None or (samples.bits, samples.kind) != (16, 1):
+        return None
+    tags = image.tag_v2
+    extra = tags.get(TIFF_EXTRA_SAMPLES, ())
+    premultiplied = TIFF_PREMULTIPLIED in (extra if isinstance(extra, tuple) else (extra,))
+    interleaved = tags.get(TIFF_PLANAR, 1) == 1  # OpenCV reads planes (PlanarConfiguration 2) as interleaved
+    return image.mode if tags.get(TIFF_PHOTOMETRIC) == TIFF_RGB and interleaved and not premultiplied else None
 
 
 def png_significant_bits(data: bytes) -> int | None:
