@@ -27,6 +27,7 @@ DECODE_SHORT_SIDE = 2048  # frames are decoded/reduced to at least this shorter 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIFF_BITS, TIFF_SAMPLES, TIFF_SAMPLE_FORMAT = 258, 277, 339  # tags: BitsPerSample, SamplesPerPixel, SampleFormat
 TIFF_PHOTOMETRIC, TIFF_PLANAR, TIFF_EXTRA_SAMPLES = 262, 284, 338  # PhotometricInterpretation, PlanarConfiguration
+TIFF_ADVICE = "save it with interleaved samples and unassociated alpha, or as a 16-bit PNG"
 TIFF_RGB, TIFF_PREMULTIPLIED = 2, 1  # PhotometricInterpretation RGB; ExtraSamples' associated (premultiplied) alpha
 PNG_DEPTH_AT, PNG_COLOUR_TYPE_AT = 24, 25  # the IHDR's bytes: signature 8, chunk length and type 8, width, height
 PNG_GREY_ALPHA = 4  # PNG colour type
@@ -132,7 +133,7 @@ def _pixels(opened: OpenedImage, name: str) -> Frame:
     image = opened.image
     camera_size = image.size
     samples = _sample_format(image)  # from the file's tags: a transposed copy has none
-    wide = _sixteen_bit_channels(image, opened.data, samples)
+    wide = _sixteen_bit_channels(image, opened.data, samples, name)
     if image.format in ("JPEG", "MPO") and min(camera_size) >= 2 * DECODE_SHORT_SIDE:
         scale = DECODE_SHORT_SIDE / min(camera_size)
         image.draft("RGB", (math.ceil(camera_size[0] * scale), math.ceil(camera_size[1] * scale)))
@@ -176,9 +177,10 @@ def reduced(image: Pixels, short_side: int = DECODE_SHORT_SIDE) -> Pixels:
     return image.resize((image.width // factor, image.height // factor), Image.Resampling.BOX)
 
 
-def _sixteen_bit_channels(image: Image.Image, data: bytes, samples: SampleFormat | None) -> str | None:
+def _sixteen_bit_channels(image: Image.Image, data: bytes, samples: SampleFormat | None, name: str) -> str | None:
     """The channels ("RGB", "RGBA" or "LA": grey + alpha) of 16-bit colour that Pillow would read as 8-bit RGB(A),
-    from the header before any pixel is read; None for everything else (Pillow reads it as it is)."""
+    from the header before any pixel is read; None for everything else (Pillow reads it as it is). Raises
+    UnsupportedImage for 16-bit colour TIFF layouts neither library reads exactly (they would lose bits)."""
     if image.mode not in ("RGB", "RGBA"):
         return None
     if image.format == "PNG" and data[PNG_DEPTH_AT] == 16:
@@ -186,10 +188,14 @@ def _sixteen_bit_channels(image: Image.Image, data: bytes, samples: SampleFormat
     if image.format != "TIFF" or samples is None or (samples.bits, samples.kind) != (16, 1):
         return None
     tags = image.tag_v2
+    if tags.get(TIFF_PHOTOMETRIC) != TIFF_RGB:
+        return None
     extra = tags.get(TIFF_EXTRA_SAMPLES, ())
-    premultiplied = TIFF_PREMULTIPLIED in (extra if isinstance(extra, tuple) else (extra,))
-    interleaved = tags.get(TIFF_PLANAR, 1) == 1  # OpenCV reads planes (PlanarConfiguration 2) as interleaved
-    return image.mode if tags.get(TIFF_PHOTOMETRIC) == TIFF_RGB and interleaved and not premultiplied else None
+    if TIFF_PREMULTIPLIED in (extra if isinstance(extra, tuple) else (extra,)):
+        raise UnsupportedImage(f"{name}: a 16-bit colour TIFF with premultiplied alpha; {TIFF_ADVICE}")
+    if tags.get(TIFF_PLANAR, 1) != 1:  # Pillow keeps 8 of its 16 bits, OpenCV reads the planes as interleaved
+        raise UnsupportedImage(f"{name}: a 16-bit colour TIFF with separate colour planes; {TIFF_ADVICE}")
+    return image.mode
 
 
 def png_significant_bits(data: bytes) -> int | None:

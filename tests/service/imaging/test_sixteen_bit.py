@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import BadImage
+from service.errors import BadImage, UnsupportedImage
 from service.imaging.decode import decode_image
 from service.imaging.sixteen_bit import sixteen_bit_colour
 from tests.helpers.images import sample_tiff
@@ -141,6 +141,21 @@ def test_a_cut_16_bit_colour_file_is_a_bad_image(writer):
     data = writer(asymmetric(height=40, width=48))
     with pytest.raises(BadImage, match="does not decode"):
         decode_image(data[: len(data) * 3 // 4], "cut", LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("tiff", "layout"),
+    [
+        (lambda values: retagged(sample_tiff(values), {284: 2}), "separate colour planes"),
+        (lambda values: retagged(sample_tiff(np.dstack([values, values[..., :1]])), {262: 2, 338: 1}), "premultiplied"),
+    ],
+    ids=["planar", "premultiplied"],
+)
+def test_16_bit_colour_tiff_layouts_that_would_lose_bits_are_refused(tiff, layout):
+    """Neither Pillow (8 of 16 bits) nor OpenCV (planes read as interleaved, alpha applied twice) reads these
+    exactly: refused naming the layout, never decoded into other values."""
+    with pytest.raises(UnsupportedImage, match=layout):
+        decode_image(tiff(asymmetric()), "planes.tif", LIMIT)
 
 
 def test_16_bit_colour_that_opencv_does_not_read_is_a_bad_image(monkeypatch):
