@@ -259,13 +259,19 @@ def shared_dir():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def as_nobody(code: str) -> subprocess.CompletedProcess:
+def as_nobody(code: str, detector: bool = False) -> subprocess.CompletedProcess:
     """Run `code` in python as the user `nobody`. The interpreter lives under /root (private to root), so the
-    process starts as root, imports and builds a tiny detector (every module it needs is then loaded), and drops to
-    nobody before `code` runs: every weight file `code` reads, it reads as nobody."""
+    process starts as root, imports what `code` needs (with `detector`, builds a tiny one so that every module a
+    load needs is loaded), and drops to nobody before `code` runs: every weight file `code` reads, it reads as
+    nobody."""
+    warm = (
+        "from model import create_detector; from model.config import load_config; "
+        "create_detector('tiny', device='cpu', heads_file='random'); "
+        if detector
+        else ""
+    )
     prelude = (
-        "import os; from model import create_detector; from model.config import load_config; "
-        "from model.weights import read_state_dict; create_detector('tiny', device='cpu', heads_file='random'); "
+        f"import os; from model.weights import read_state_dict; {warm}"
         "os.setgroups([]); os.setgid(65534); os.setuid(65534); "
     )
     return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, cwd=REPO)
@@ -281,7 +287,7 @@ def test_fetched_files_load_as_another_user(hub, published, shared_dir):
         f"d = create_detector(load_config('tiny', name='tinyfile', random_weights=False), weights_dir='{shared_dir}', "
         "device='cpu'); print(os.getuid(), d.mode)"
     )
-    done = as_nobody(load)
+    done = as_nobody(load, detector=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("65534 training-free")
 
