@@ -40,6 +40,16 @@ class Conflict(ServiceError):
     has no room for the change."""
 
 
+class NeedsConfirmation(Conflict):
+    """A valid request whose change is large enough to ask first: sent again with the form field `field` set to
+    true, it is applied. `details` say what would change (e.g. the threshold and the proposed one)."""
+
+    def __init__(self, message: str, field: str = "force", details: dict[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.details = dict(details or {})
+
+
 class Overloaded(ServiceError):
     """The model queue is full; retry after `retry_after_s`."""
 
