@@ -36,8 +36,8 @@ class NotFound(ServiceError):
 
 
 class Conflict(ServiceError):
-    """The product's state stands in the way: it changed (another upload or a delete) while this request ran, or it
-    has no room for the change."""
+    """The product's state stands in the way: it changed (another upload or a delete) while this request ran, it
+    has no room for the change, or the change would leave it a threshold that rejects nothing on its scale."""
 
 
 class NeedsConfirmation(Conflict):

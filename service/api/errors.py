@@ -60,8 +60,8 @@ MEANINGS = {
     404: "unknown product, inspection or file",
     405: "method not allowed: the Allow header lists the methods of this path",
     409: "the product changed (another upload or a delete) while this request ran, or it has no room for it "
-    "(DCPSFR_MAX_REFERENCES references already), or the change asks for confirmation (`confirmation`: send it "
-    "again with that field set to true)",
+    "(DCPSFR_MAX_REFERENCES references already), or the change would leave a threshold that rejects nothing on "
+    "the product's scale, or it asks for confirmation (`confirmation`: send it again with that field set to true)",
     413: "body, pixels or image count over the limit",
     415: "not an accepted image (PNG, JPEG, BMP, TIFF)",
     422: "bad field",

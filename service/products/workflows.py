@@ -3,8 +3,9 @@ calibration frames, operator feedback, and inspecting frames. No HTTP: the route
 and shape the answers; errors are domain errors (service.errors) or the store's.
 
 Thresholds stay reachable (docs/thresholds.md): good frames (calibration, feedback) whose recalibrated thresholds
-would reject nothing are refused before anything is stored, and a frame that moves the threshold in force by
-more than CONFIRM_FACTOR asks for confirmation (force=true); a hand-set threshold above the scale is refused.
+would reject nothing are refused (Conflict) before anything is stored, and frames that move the threshold in force
+by more than CONFIRM_FACTOR ask for confirmation (NeedsConfirmation: force=true); a hand-set threshold at or above
+the scale's end is refused (Conflict).
 
 Read-modify-write of a product's labelled frames runs under its frames lock (one writer per product in this
 process) and the store's compare-and-swap (one winner across replicas: a loser gets Conflict).
@@ -112,13 +113,14 @@ def check_bit_depth(frames: Sequence[Frame], names: Sequence[str], bit_depth: in
 
 
 def check_recalibrated(product: Product, calibration: Calibration, force: bool) -> None:
-    """Raise InvalidInput when good frames would recalibrate `product` to thresholds that reject nothing (never
-    applied, not even with `force`), and NeedsConfirmation when its calibrated image threshold, in force, would
-    move by more than CONFIRM_FACTOR and `force` is false."""
+    """Raise Conflict when good frames would recalibrate `product` to thresholds that reject nothing (never applied,
+    not even with `force`), and NeedsConfirmation when its calibrated image threshold, in force, would move by more
+    than CONFIRM_FACTOR and `force` is false. Both are 409s: the request is well-formed, the product's scale and
+    references stand in the way."""
     problem = unreachable_calibration(calibration)
     if problem is not None:
         highest = max(normal_values(calibration)[0])
-        raise InvalidInput(
+        raise Conflict(
             f"refused, nothing changed: these good frames would make the calibrated {problem}. They score up to "
             f"{highest:.4g} against the references of {product.product_id!r}: if good parts look like this, add "
             "them to the references (POST /products/<id>/references, or feedback with add_to_references=true)"
@@ -136,10 +138,10 @@ def check_recalibrated(product: Product, calibration: Calibration, force: bool) 
 
 
 def check_new_reference(product_id: str, calibration: Calibration) -> None:
-    """Raise InvalidInput when a frame added to the references would leave thresholds that reject nothing."""
+    """Raise Conflict when a frame added to the references would leave thresholds that reject nothing."""
     problem = unreachable_calibration(calibration)
     if problem is not None:
-        raise InvalidInput(
+        raise Conflict(
             f"refused, nothing changed: with this frame among the references of {product_id!r} the calibrated {problem}"
         )
 
@@ -196,16 +198,17 @@ class Workflows:
     # --- thresholds by hand ---------------------------------------------------------------------------------
 
     async def set_thresholds(self, product_id: str, threshold: float, pixel_threshold: float | None) -> Product:
-        """Override the image threshold (and the pixel threshold; None: the calibrated one). Raises InvalidInput
-        for a value at or above its scale's maximum (it would reject nothing), NotFound for an unknown product. A
-        threshold below every normal score is applied: the product summary warns that it rejects every part."""
+        """Override the image threshold (and the pixel threshold; None: the calibrated one). Raises Conflict for a
+        value at or above the maximum of the product's scale (it would reject nothing; a logit product has none),
+        NotFound for an unknown product. A threshold below every normal score is applied: the product summary warns
+        that it rejects every part."""
         product = await self.existing(product_id)
         scale = product.calibration.score_scale
         problem = above_the_scale(threshold, scale)
         if pixel_threshold is not None:
             problem = problem or above_the_scale(pixel_threshold, scale, "pixel threshold")
         if problem is not None:
-            raise InvalidInput(f"{problem}; choose a lower value (the summary lists the product's normal scores)")
+            raise Conflict(f"{problem}; choose a lower value (the summary lists the product's normal scores)")
         updated = await asyncio.to_thread(self.store.set_thresholds, product_id, threshold, pixel_threshold)
         if updated is None:
             raise unknown_product(product_id)
@@ -282,7 +285,7 @@ class Workflows:
 
     async def add_calibration_frames(self, product_id: str, images: Sequence[Upload], force: bool = False) -> Product:
         """Good frames join the calibration set and the thresholds are recomputed; references unchanged (no refit,
-        no backbone pass for them): only the new frames are scored. Raises InvalidInput (thresholds that would
+        no backbone pass for them): only the new frames are scored. Raises Conflict (thresholds that would
         reject nothing) or NeedsConfirmation (a large change, unless `force`) before anything is stored."""
         await self.existing(product_id)
         check_count(images, self.limits.calibration_max_frames, "DCPSFR_CALIBRATION_MAX_FRAMES")
@@ -311,7 +314,7 @@ class Workflows:
         calibration set (thresholds recomputed); a relabelled good one leaves it; every labelled frame is kept
         (bounded) for the evaluation. `add_to_references` (good only) also makes it a reference: a new version.
         Returns the product and the evaluation. A label that would leave thresholds that reject nothing is
-        refused (InvalidInput), one that would move the threshold in force by more than CONFIRM_FACTOR asks first
+        refused (Conflict), one that would move the threshold in force by more than CONFIRM_FACTOR asks first
         (NeedsConfirmation) unless `force`; nothing is stored then."""
         product = await self.existing(product_id)
         if (inspection_id is None) == (image is None):

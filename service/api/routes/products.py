@@ -121,8 +121,8 @@ async def add_calibration_frames(
     ],
     force: Annotated[FormBool, Form(description=FORCE_DESCRIPTION)] = False,
 ) -> ProductView:
-    """References unchanged (no refit, no backbone pass for them): only the new frames are scored. 422 when the new
-    thresholds would reject nothing (at or above the scale's maximum), 409 with `confirmation` when the threshold in
+    """References unchanged (no refit, no backbone pass for them): only the new frames are scored. 409 when the new
+    thresholds would reject nothing (at or above the scale's maximum), or, with `confirmation`, when the threshold in
     force would move by more than x1.5 (either way) and force is not true; nothing is stored then."""
     product = await services.workflows.add_calibration_frames(product_id, await read_uploads(images), force)
     return view(product, services)
@@ -150,8 +150,8 @@ async def give_feedback(
     force: Annotated[FormBool, Form(description=FORCE_DESCRIPTION)] = False,
 ) -> FeedbackAnswer:
     """A good frame joins the calibration set (thresholds recomputed); every labelled frame is kept (bounded)
-    for GET /products/{id}/evaluation. 422 unless exactly one of inspection_id and one file in images, or when the
-    new thresholds would reject nothing; 409 with `confirmation` when the label would move the threshold in force
+    for GET /products/{id}/evaluation. 422 unless exactly one of inspection_id and one file in images; 409 when the
+    new thresholds would reject nothing, or, with `confirmation`, when the label would move the threshold in force
     by more than x1.5 (either way) and force is not true; nothing is stored then."""
     if image is not None:
         raise InvalidInput(OLD_IMAGE_FIELD)
@@ -223,11 +223,12 @@ async def delete_product(product_id: ProductId, services: StoreServices) -> Resp
 @router.put(
     "/{product_id}/threshold",
     summary="Override the calibrated thresholds",
-    responses=error_responses(400, 404, 413, 422, 507),
+    responses=error_responses(400, 404, 409, 413, 422, 507),
 )
 async def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: StoreServices) -> ProductView:
     """Sets the manual image threshold; a pixel_threshold left out (or null) goes back to its calibrated value. 404
-    unknown product, 422 a value out of range or at or above the scale's maximum (distance: 2, where nothing can be
-    rejected), 507 when the data dir fails. A threshold below every normal score is applied, with a warning."""
+    unknown product, 409 a value at or above the maximum of the product's scale (distance: 2, where nothing can be
+    rejected), 422 a value out of range, 507 when the data dir fails. A threshold below every normal score is
+    applied, with a warning."""
     product = await services.workflows.set_thresholds(product_id, update.threshold, update.pixel_threshold)
     return view(product, services)

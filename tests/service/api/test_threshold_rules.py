@@ -1,7 +1,8 @@
 """Thresholds stay reachable on their scale (docs/thresholds.md, "Reachable thresholds"), through the real app and
 the FakeDetector: good frames that would put a calibrated threshold at or above the distance scale's end (2) are
-refused, a frame moving the threshold in force more than x1.5 either way asks first (409, force=true), a hand-set
-threshold at or above the end is refused and one below every normal score is applied with a warning.
+refused (409, even with force=true), a frame moving the threshold in force more than x1.5 either way asks first
+(409 with `confirmation`; force=true applies it), a hand-set threshold at or above the end is refused (409) and one
+below every normal score is applied with a warning.
 
 The products here have one bright reference; uniform grey frames score anywhere on the distance scale with the
 FakeDetector (level 110 about 1.76, level 100 about 1.93, level 120 about 0.7), standing for "good" frames that
@@ -88,8 +89,9 @@ def test_frames_that_would_put_the_threshold_past_the_scale_are_refused_even_for
         client.post("/products/p/calibration", files=files(near_the_end), data={"force": "true"}),
         good_label(client, "p", near_the_end, force="true"),
     ):
-        assert answer.status_code == 422, answer.text
+        assert answer.status_code == 409, answer.text
         assert "at or above 2, the highest distance value: nothing can be rejected" in answer.json()["detail"]
+        assert "confirmation" not in answer.json(), "no force can apply it"
     after = client.get("/products/p").json()
     assert after["threshold"] == before["threshold"] and after["n_calibration"] == 0
     assert client.get("/products/p/evaluation").json()["n_good"] == 0
@@ -100,7 +102,7 @@ def test_a_second_far_label_is_refused_where_three_std_of_two_values_would_leave
     first = good_label(client, "p", level(110), force="true").json()["product"]
     assert first["threshold"] < SCALE_END
     second = good_label(client, "p", level(120, seed=1), force="true")  # real = [1.76, 0.7]: 3 std = 1.6
-    assert second.status_code == 422, second.text
+    assert second.status_code == 409 and "confirmation" not in second.json(), second.text
     assert client.get("/products/p").json()["threshold"] == first["threshold"]
 
 
@@ -126,7 +128,7 @@ def test_with_a_hand_set_threshold_in_force_labels_need_no_confirmation(client):
     assert answer.status_code == 200, answer.text
     product = answer.json()["product"]
     assert product["threshold"] == 0.5 and product["calibration"]["threshold"] > 1.5  # calibrated, not in force
-    assert good_label(client, "p", level(100)).status_code == 422  # the scale still holds
+    assert good_label(client, "p", level(100)).status_code == 409  # the scale still holds
 
 
 @pytest.mark.parametrize(
@@ -140,7 +142,7 @@ def test_with_a_hand_set_threshold_in_force_labels_need_no_confirmation(client):
 def test_a_hand_set_threshold_at_or_above_the_scale_is_refused(client, body, says):
     before = upload(client, "p", REFERENCE).json()
     answer = client.put("/products/p/threshold", json=body)
-    assert answer.status_code == 422, answer.text
+    assert answer.status_code == 409, answer.text
     assert says in answer.json()["detail"]
     after = client.get("/products/p").json()
     assert after["threshold"] == before["threshold"] and after["threshold_source"] == "calibrated"
