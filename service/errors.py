@@ -36,8 +36,18 @@ class NotFound(ServiceError):
 
 
 class Conflict(ServiceError):
-    """The product's state stands in the way: it changed (another upload or a delete) while this request ran, or it
-    has no room for the change."""
+    """The product's state stands in the way: it changed (another upload or a delete) while this request ran, it
+    has no room for the change, or the change would leave it a threshold that rejects nothing on its scale."""
+
+
+class NeedsConfirmation(Conflict):
+    """A valid request whose change is large enough to ask first: sent again with the form field `field` set to
+    true, it is applied. `details` say what would change (e.g. the threshold and the proposed one)."""
+
+    def __init__(self, message: str, field: str = "force", details: dict[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.details = dict(details or {})
 
 
 class Overloaded(ServiceError):

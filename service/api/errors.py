@@ -22,6 +22,7 @@ from service.errors import (
     Conflict,
     InvalidInput,
     ModelTimeout,
+    NeedsConfirmation,
     NotFound,
     Overloaded,
     ServiceError,
@@ -59,7 +60,8 @@ MEANINGS = {
     404: "unknown product, inspection or file",
     405: "method not allowed: the Allow header lists the methods of this path",
     409: "the product changed (another upload or a delete) while this request ran, or it has no room for it "
-    "(DCPSFR_MAX_REFERENCES references already)",
+    "(DCPSFR_MAX_REFERENCES references already), or the change would leave a threshold that rejects nothing on "
+    "the product's scale, or it asks for confirmation (`confirmation`: send it again with that field set to true)",
     413: "body, pixels or image count over the limit",
     415: "not an accepted image (PNG, JPEG, BMP, TIFF)",
     422: "bad field",
@@ -70,11 +72,24 @@ MEANINGS = {
 }
 
 
+class Confirmation(BaseModel):
+    """What a 409 that asks for confirmation would change, and how to confirm it."""
+
+    field: str = Field(description="send the same request again with this form field set to true to apply it")
+    threshold: float | None = Field(None, description="the image threshold in force now")
+    proposed_threshold: float | None = Field(None, description="the image threshold the change would set")
+    factor: float | None = Field(
+        None,
+        description="the proposed threshold over the one in force (logits: heights above the median normal logit)",
+    )
+
+
 class ErrorBody(BaseModel):
     """The body of every error answer (the OpenAPI schema of each declared error status)."""
 
     detail: str = Field(description="what was wrong, in one sentence")
     errors: list[dict[str, Any]] | None = Field(None, description="422 only: each invalid field (loc, msg, type)")
+    confirmation: Confirmation | None = Field(None, description="409 only: a change that needs confirming")
 
 
 def status_of(err: Exception) -> int | None:
@@ -106,6 +121,9 @@ def domain_error_response(err: Exception) -> JSONResponse:
     status = status_of(err)
     assert status is not None, f"{type(err).__name__} is not a domain error"
     message = err.message if isinstance(err, ServiceError) else str(err)
+    if isinstance(err, NeedsConfirmation):
+        confirmation = Confirmation(field=err.field, **err.details).model_dump(exclude_none=True)
+        return error_response(status, message, headers_of(err), confirmation=confirmation)
     return error_response(status, message, headers_of(err))
 
 

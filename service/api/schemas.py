@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from service.decisions.results import InspectionResult, mode_label
 from service.decisions.rules import AcceptanceRules
-from service.decisions.thresholds import Calibration
+from service.decisions.thresholds import SCORE_RANGE, Calibration, unusable_warnings
 from service.imaging.formats import PRODUCT_ID
 from service.products.store import Product
 from service.records.history import Inspection
@@ -71,6 +71,14 @@ class ProductView(BaseModel):
     n_calibration: int
     n_pixel_calibration: int
     provisional: bool = Field(description="the calibrated threshold rests on too few normal frames")
+    threshold_usable: bool = Field(
+        description="false when a threshold in force rejects nothing (at or above the scale's maximum) or every "
+        "good part (below every normal score); the warnings say which"
+    )
+    score_max: float | None = Field(description="the highest value on `score_scale` (distance: 2); null: unbounded")
+    bit_depth: int | None = Field(
+        description="bits of real data in high-bit grey frames (their sBIT first): null for 8-bit products"
+    )
     warnings: list[str]
     mm_per_pixel: float | None
     rules: AcceptanceRules | None
@@ -84,6 +92,8 @@ class ProductView(BaseModel):
         """The view of a stored product; `mode` is the loaded detector's (None while it is not loaded)."""
         calibration = product.calibration
         manual = product.threshold_override is not None
+        unusable = unusable_warnings(product.threshold, product.pixel_threshold, calibration)
+        highest = SCORE_RANGE[calibration.score_scale][1]
         return cls(
             product_id=product.product_id,
             version=product.version,
@@ -100,7 +110,10 @@ class ProductView(BaseModel):
             n_calibration=calibration.n_calibration,
             n_pixel_calibration=calibration.n_pixel_calibration,
             provisional=calibration.provisional and not manual,
-            warnings=product.warnings,
+            threshold_usable=not unusable,
+            score_max=highest if highest < float("inf") else None,
+            bit_depth=product.refs.bit_depth,
+            warnings=[*unusable, *product.warnings],
             mm_per_pixel=None if product.rules is None else product.rules.mm_per_pixel,
             rules=product.rules,
             rules_version=product.rules_version,

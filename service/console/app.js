@@ -38,9 +38,15 @@ const state = {
 // ---- HTTP --------------------------------------------------------------------------------------------------
 
 class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, body = null) {
     super(message);
     this.status = status;
+    this.body = body; // the JSON error body, when there is one (e.g. a 409's `confirmation`)
+  }
+
+  /** The service asks to confirm the change: the same request again with this form field set to true applies it. */
+  get confirmField() {
+    return this.status === 409 ? this.body?.confirmation?.field ?? null : null;
   }
 }
 
@@ -62,22 +68,24 @@ async function api(path, { method = "GET", json, form } = {}) {
       await askForKey(why);
       continue;
     }
-    if (!response.ok) throw new ApiError(response.status, await errorDetail(response));
+    if (!response.ok) throw await apiError(response);
     return response.status === 204 ? null : response.json();
   }
   throw new ApiError(401, "no accepted API key");
 }
 
-async function errorDetail(response) {
+async function apiError(response) {
+  let body;
   try {
-    const body = await response.json();
-    const detail = body.detail;
-    if (typeof detail === "string") return detail;
-    if (Array.isArray(detail)) return detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
-    return JSON.stringify(body);
+    body = await response.json();
   } catch {
-    return `${response.status} ${response.statusText}`;
+    return new ApiError(response.status, `${response.status} ${response.statusText}`);
   }
+  const detail = body?.detail;
+  let message = JSON.stringify(body);
+  if (typeof detail === "string") message = detail;
+  else if (Array.isArray(detail)) message = detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
+  return new ApiError(response.status, message, body);
 }
 
 function productPath(id, suffix = "") {
@@ -212,7 +220,8 @@ function fillFacts(dl, facts) {
 }
 
 function fillWarnings(ul, warnings) {
-  ul.replaceChildren(...(warnings || []).map((w) => el("li", { text: `Warning: ${w}` })));
+  const item = (w) => el("li", { class: w.startsWith("unusable") ? "unusable" : null, text: `Warning: ${w}` });
+  ul.replaceChildren(...(warnings || []).map(item));
   ul.hidden = !ul.children.length;
 }
 
@@ -224,6 +233,31 @@ function showNotice(message, kind = "error") {
     el("button", { type: "button", class: "secondary small", text: "Dismiss", onclick: () => (notice.hidden = true) }),
   );
   notice.hidden = false;
+}
+
+/** A 409 that asks first: says what would change in `status`, with "Apply anyway" (calls `confirm`, which sends the
+ * request again with the field the service named) and "Cancel". Returns false for any other error. */
+function offerConfirmation(status, error, confirm) {
+  if (!(error instanceof ApiError) || !error.confirmField) return false;
+  const change = error.body.confirmation;
+  const what = Number.isFinite(change.proposed_threshold)
+    ? `This would move the threshold from ${fmt(change.threshold)} to ${fmt(change.proposed_threshold)}, more than the service changes without asking.`
+    : error.message;
+  const apply = el("button", { type: "button", class: "secondary small", "data-confirm": "apply", text: "Apply anyway", onclick: () => confirm() });
+  const cancel = el("button", {
+    type: "button",
+    class: "secondary small",
+    text: "Cancel",
+    onclick: () => (status.textContent = "Not applied: nothing changed."),
+  });
+  status.replaceChildren(el("span", { class: "confirm-text", text: `${what} ` }), apply, " ", cancel);
+  apply.focus(); // the operator just asked for the change: the answer to the question is the next key press
+  return true;
+}
+
+/** The product's warnings that say a threshold in force rejects nothing or every good part. */
+function unusableWarnings(product) {
+  return (product?.warnings || []).filter((w) => w.startsWith("unusable"));
 }
 
 function reportError(error) {
@@ -347,6 +381,9 @@ function thresholdCell(product) {
   if (product.provisional === true) {
     badges.push(el("span", { class: "badge warn", text: "provisional", title: "few normal frames behind it" }));
   }
+  if (product.threshold_usable === false) {
+    badges.push(el("span", { class: "badge danger", text: "unusable", title: unusableWarnings(product).join(" ") }));
+  }
   const scale = product.score_scale ? el("span", { class: "muted", text: ` ${product.score_scale}` }) : null;
   return el("td", {}, fmt(product.threshold), scale, ...badges);
 }
@@ -461,7 +498,7 @@ function calibrationFacts(product) {
     ["References (K)", String(product.n_references)],
     ["Memory bank", product.bank_size !== undefined ? `${product.bank_size} patch tokens` : undefined],
     ["Mode", product.mode],
-    ["Threshold", `${fmt(product.threshold)}${product.score_scale ? ` (${product.score_scale} scale)` : ""}${product.threshold_source === "manual" ? ", set by hand" : ""}`],
+    ["Threshold", thresholdFact(product)],
     ["Pixel threshold", fmt(product.pixel_threshold)],
     ["Calibration", product.threshold_method || calibration.method],
     ["Normal frames behind it", product.n_calibration !== undefined ? String(product.n_calibration) : normal.length ? String(normal.length) : undefined],
@@ -471,6 +508,13 @@ function calibrationFacts(product) {
     ["Created", product.created_at ? new Date(product.created_at).toLocaleString() : undefined],
     ["Took", product.timings_ms ? `${fmt(Object.values(product.timings_ms).reduce((a, b) => a + b, 0))} ms` : undefined],
   ];
+}
+
+function thresholdFact(product) {
+  const scale = product.score_scale ? ` (${product.score_scale} scale${Number.isFinite(product.score_max) ? ` up to ${fmt(product.score_max)}` : ""})` : "";
+  const text = `${fmt(product.threshold)}${scale}${product.threshold_source === "manual" ? ", set by hand" : ""}`;
+  if (product.threshold_usable !== false) return text;
+  return el("span", {}, text, el("span", { class: "badge danger", text: "unusable", title: unusableWarnings(product).join(" ") }));
 }
 
 function showCalibration(product) {
@@ -575,28 +619,77 @@ async function inspectFiles(files) {
     status.textContent = "The product is still loading: add the frames again once its summary shows.";
     return;
   }
-  let done = 0;
+  const count = { done: 0, failed: 0 };
   status.textContent = `Inspecting ${files.length} frame${files.length === 1 ? "" : "s"}…`;
   try {
     for (let start = 0; start < files.length; start += INSPECT_CHUNK) {
       const chunk = files.slice(start, start + INSPECT_CHUNK);
-      const form = new FormData();
-      form.append("product_id", product.product_id);
-      for (const file of chunk) form.append("images", file, file.name);
-      const answer = await api("inspect", { method: "POST", form });
+      const outcomes = await inspectChunk(product, chunk);
       if (!showing(product.product_id)) return; // the rest of the frames were for a page the operator has left
-      answer.results.forEach((result, i) => addResult(chunk[i], result));
-      done += chunk.length;
+      outcomes.forEach((outcome, i) => (outcome.result ? addResult(chunk[i], outcome.result) : addFailure(chunk[i], outcome.error)));
+      count.done += outcomes.filter((o) => o.result).length;
+      count.failed += outcomes.filter((o) => o.error).length;
     }
-    const last = state.sessionResults[0]?.result;
-    status.textContent = `Inspected ${done} frame${done === 1 ? "" : "s"}; the last one: ${verdictText(last?.anomalous)}.`;
+    status.textContent = inspectedText(count, files.length);
   } catch (error) {
     if (!showing(product.product_id)) return;
-    status.textContent = `Inspected ${done} of ${files.length}; then: ${modelErrorText(error)}`;
+    status.textContent = `Inspected ${count.done} of ${files.length}; then: ${modelErrorText(error)}`;
     reportError(error);
   }
   if (features.history) pollProduct().catch(() => {});
   fitThresholdSlider(false);
+}
+
+// the request's own fault, which may be one frame's (undecodable, unsupported, too large): each frame is sent again
+// alone, so that one bad frame never costs the others their results
+const PER_FRAME_STATUSES = new Set([400, 413, 415, 422]);
+
+/** One POST /inspect for `chunk`: [{result} | {error}] per frame, in order. A 400/413/415/422 for the chunk sends each
+ * frame on its own; any other failure (queue full, model not ready, product gone) stops the run. */
+async function inspectChunk(product, chunk) {
+  try {
+    const answer = await inspectRequest(product, chunk);
+    return answer.results.map((result) => ({ result }));
+  } catch (error) {
+    if (!(error instanceof ApiError) || !PER_FRAME_STATUSES.has(error.status)) throw error;
+    if (chunk.length === 1) return [{ error }];
+  }
+  const outcomes = [];
+  for (const file of chunk) {
+    try {
+      outcomes.push({ result: (await inspectRequest(product, [file])).results[0] });
+    } catch (error) {
+      if (!(error instanceof ApiError) || !PER_FRAME_STATUSES.has(error.status)) throw error;
+      outcomes.push({ error });
+    }
+  }
+  return outcomes;
+}
+
+function inspectRequest(product, files) {
+  const form = new FormData();
+  form.append("product_id", product.product_id);
+  for (const file of files) form.append("images", file, file.name);
+  return api("inspect", { method: "POST", form });
+}
+
+function inspectedText({ done, failed }, total) {
+  const frames = (n) => `${n} frame${n === 1 ? "" : "s"}`;
+  if (!failed) return `Inspected ${frames(done)}; the last one: ${verdictText(state.sessionResults[0]?.result?.anomalous)}.`;
+  return `Inspected ${done} of ${frames(total)}; ${failed} could not be inspected (see ${failed === 1 ? "its card" : "their cards"}).`;
+}
+
+/** A frame the service refused: its own card, with the service's reason. */
+function addFailure(file, error) {
+  const list = $("inspect-results");
+  list.prepend(
+    el(
+      "li",
+      { class: "result-card failed" },
+      el("div", { class: "result-info" }, el("p", { class: "failed-name", text: file.name }), el("p", { class: "error", text: `Not inspected: ${error.message} (HTTP ${error.status})` })),
+    ),
+  );
+  while (list.children.length > MAX_RESULT_CARDS) list.lastElementChild.remove();
 }
 
 function addResult(file, result) {
@@ -765,34 +858,137 @@ async function drawResult(canvas, card, file, result) {
   const height = Math.max(1, Math.round(result.height * scale));
   canvas.width = width;
   canvas.height = height;
-  const frameUrl = URL.createObjectURL(file);
   const [frame, mapImage, maskImage] = await Promise.all([
-    loadImage(frameUrl).catch(() => null), // TIFF and some BMPs do not decode in browsers: maps only
+    frameView(file, result, state.product),
     result.anomaly_map_png ? loadImage(`data:image/png;base64,${result.anomaly_map_png}`) : null,
     loadImage(`data:image/png;base64,${result.mask_png}`),
   ]);
-  URL.revokeObjectURL(frameUrl);
   const heat = new OffscreenCanvas(width, height);
   if (mapImage) heat.getContext("2d").putImageData(heatLayer(mapImage, width, height), 0, 0);
   const outline = outlineLayer(maskImage, width, height);
   const maskText = outline.fraction > 0 ? `Mask: ${percent(outline.fraction)} of the frame` : "Mask: empty (no pixel above the pixel threshold)";
-  card.querySelector(".mask-text").textContent = frame ? maskText : `${maskText}. The browser cannot show this frame's format.`;
+  card.querySelector(".mask-text").textContent = frame.note ? `${maskText}. ${frame.note}` : maskText;
   canvas.dataset.drawn = "true";
+  canvas.dataset.source = frame.source;
   const paint = () => {
     const context = canvas.getContext("2d");
     context.globalAlpha = 1;
-    if (frame) context.drawImage(frame, 0, 0, width, height);
-    else {
-      context.fillStyle = "#444444";
-      context.fillRect(0, 0, width, height);
+    context.fillStyle = frame.image ? "#000000" : "#444444"; // transparent parts: black, as the model reads them
+    context.fillRect(0, 0, width, height);
+    if (frame.image) context.drawImage(frame.image, 0, 0, width, height);
+    // a good part keeps its real colours unless the operator asks for its heat map too
+    if (result.anomalous || $("overlay-good").checked) {
+      context.globalAlpha = Number($("overlay-opacity").value) / 100;
+      context.drawImage(heat, 0, 0);
+      context.globalAlpha = 1;
     }
-    context.globalAlpha = Number($("overlay-opacity").value) / 100;
-    context.drawImage(heat, 0, 0);
-    context.globalAlpha = 1;
     if ($("overlay-outline").checked) context.drawImage(outline.canvas, 0, 0);
   };
   canvas.repaint = paint;
   paint();
+}
+
+/** The frame as the model saw it, `{image, source, note}`: a high-bit grey PNG decoded here at the bits the service
+ * reads it at; any other file by the browser when it gives the size the service reported (so EXIF orientation was
+ * applied the same way); else the service's own thumbnail of the inspection (TIFF, or a size that differs); else
+ * no image, with a note. */
+async function frameView(file, result, product) {
+  const fits = (w, h) => w === result.width && h === result.height;
+  const grey = await decodeHighBitGreyPng(await file.arrayBuffer(), product?.bit_depth).catch(() => null);
+  if (grey && fits(grey.width, grey.height)) return { image: await createImageBitmap(grey), source: "high-bit" };
+  if (!grey) {
+    const url = URL.createObjectURL(file);
+    const image = await loadImage(url).catch(() => null);
+    URL.revokeObjectURL(url);
+    if (image && fits(image.naturalWidth, image.naturalHeight)) return { image, source: "browser" };
+  }
+  const thumbnail = await serviceThumbnail(product, result.inspection_id);
+  if (thumbnail) {
+    return { image: thumbnail, source: "thumbnail", note: "The browser cannot show this frame as the model saw it: this is the service's thumbnail." };
+  }
+  return { image: null, source: "none", note: "The browser cannot show this frame's format." };
+}
+
+/** The service's JPEG thumbnail of an inspection (from its recent inspections), loaded; null without one. */
+async function serviceThumbnail(product, inspectionId) {
+  if (!product || !inspectionId || !features.history) return null;
+  let found = state.recent.find((i) => i.inspection_id === inspectionId);
+  if (!found) {
+    try {
+      const { inspections } = await api(productPath(product.product_id, `/inspections?limit=${RECENT_LIMIT}`));
+      found = inspections.find((i) => i.inspection_id === inspectionId);
+    } catch {
+      return null;
+    }
+  }
+  return found?.thumbnail ? loadImage(found.thumbnail).catch(() => null) : null;
+}
+
+const PNG_SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
+
+/** A 16-bit greyscale PNG (colour type 0, not interlaced) as the service reads it: each value × 255 / (2^bits − 1),
+ * rounded, where bits is the file's sBIT, else the product's bit depth, else 16 (browsers show it at the full 16-bit
+ * scale: darker than the model saw it when fewer bits hold data). ImageData, or null for any other file. */
+async function decodeHighBitGreyPng(buffer, productBits) {
+  const bytes = new Uint8Array(buffer);
+  if (bytes.length < 8 || PNG_SIGNATURE.some((b, i) => bytes[i] !== b)) return null;
+  const view = new DataView(buffer);
+  let width = 0;
+  let height = 0;
+  let significant = 0;
+  const data = [];
+  for (let at = 8; at + 8 <= bytes.length; ) {
+    const length = view.getUint32(at);
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    const body = bytes.subarray(at + 8, at + 8 + length);
+    if (type === "IHDR") {
+      if (body[8] !== 16 || body[9] !== 0 || body[12] !== 0) return null; // bit depth, colour type, interlace
+      width = view.getUint32(at + 8);
+      height = view.getUint32(at + 12);
+    } else if (type === "sBIT") significant = body[0];
+    else if (type === "IDAT") data.push(body);
+    else if (type === "IEND") break;
+    at += 12 + length;
+  }
+  if (!width || !height || !data.length) return null;
+  const inflated = new Blob(data).stream().pipeThrough(new DecompressionStream("deflate")); // zlib
+  const raw = new Uint8Array(await new Response(inflated).arrayBuffer());
+  const samples = unfiltered(raw, height, 2 * width, 2);
+  const scale = 255 / (2 ** (significant || productBits || 16) - 1);
+  const image = new ImageData(width, height);
+  for (let i = 0; i < width * height; i += 1) {
+    const grey = Math.min(255, Math.floor(((samples[2 * i] << 8) | samples[2 * i + 1]) * scale + 0.5));
+    image.data.set([grey, grey, grey, 255], 4 * i);
+  }
+  return image;
+}
+
+/** PNG scanlines (a filter byte, then `stride` bytes each) with their filters undone; `bpp` bytes per pixel. */
+function unfiltered(raw, height, stride, bpp) {
+  if (raw.length < height * (stride + 1)) throw new Error("truncated PNG data");
+  const out = new Uint8Array(height * stride);
+  for (let y = 0; y < height; y += 1) {
+    const filter = raw[y * (stride + 1)];
+    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    const row = out.subarray(y * stride, (y + 1) * stride);
+    const above = y > 0 ? out.subarray((y - 1) * stride, y * stride) : new Uint8Array(stride);
+    for (let x = 0; x < stride; x += 1) {
+      const a = x >= bpp ? row[x - bpp] : 0;
+      const b = above[x];
+      const c = x >= bpp ? above[x - bpp] : 0;
+      let predicted = 0;
+      if (filter === 1) predicted = a;
+      else if (filter === 2) predicted = b;
+      else if (filter === 3) predicted = (a + b) >> 1;
+      else if (filter === 4) {
+        const p = a + b - c;
+        const [pa, pb, pc] = [Math.abs(p - a), Math.abs(p - b), Math.abs(p - c)];
+        predicted = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      }
+      row[x] = line[x] + predicted; // a Uint8Array wraps modulo 256, as PNG filters do
+    }
+  }
+  return out;
 }
 
 function repaintResults() {
@@ -801,12 +997,13 @@ function repaintResults() {
 }
 
 /** POST /products/{id}/calibration: more normal frames behind the thresholds (shown when the route exists). */
-async function addCalibrationFrames(files) {
+async function addCalibrationFrames(files, force = false) {
   const product = state.product;
   if (!product || !files.length) return;
   const status = $("calibration-status");
   const form = new FormData();
   for (const file of files) form.append("images", file, file.name);
+  if (force) form.append("force", "true");
   status.textContent = `Adding ${files.length} frame${files.length === 1 ? "" : "s"}…`;
   try {
     const updated = await api(productPath(product.product_id, "/calibration"), { method: "POST", form });
@@ -815,7 +1012,10 @@ async function addCalibrationFrames(files) {
     const behind = updated.n_calibration !== undefined ? `, ${updated.n_calibration} normal frames behind it` : "";
     status.textContent = `Added ${files.length} good frame${files.length === 1 ? "" : "s"}. Threshold ${fmt(updated.threshold)}${behind}.`;
   } catch (error) {
-    if (showing(product.product_id)) status.textContent = `Not added: ${modelErrorText(error)}`;
+    if (!showing(product.product_id)) return;
+    if (!offerConfirmation(status, error, () => addCalibrationFrames(files, true))) {
+      status.textContent = `Not added: ${modelErrorText(error)}`;
+    }
   } finally {
     $("calibration-files").value = "";
   }
@@ -831,11 +1031,11 @@ function feedbackControls(entry) {
   const buttons = [button("good", "This part is good"), button("defect", "Confirmed defect")];
   // one label at a time (a double click sends one). aria-disabled rather than disabled: a disabled button would
   // drop the keyboard focus while the label is on its way
-  const send = async (label) => {
+  const send = async (label, force = false) => {
     if (buttons[0].getAttribute("aria-disabled") === "true") return;
     for (const b of buttons) b.setAttribute("aria-disabled", "true");
     try {
-      await sendFeedback(entry, label, status);
+      await sendFeedback(entry, label, status, force, () => send(label, true));
     } finally {
       for (const b of buttons) b.removeAttribute("aria-disabled");
     }
@@ -844,11 +1044,13 @@ function feedbackControls(entry) {
   return el("div", { class: "feedback", role: "group", "aria-label": `Label ${name}` }, ...buttons, status);
 }
 
-async function sendFeedback(entry, label, status) {
+/** POST the label; a 409 that asks first offers `confirm` (the same label with force=true). */
+async function sendFeedback(entry, label, status, force, confirm) {
   const product = state.product;
   if (!product) return;
   const form = new FormData();
   form.append("label", label);
+  if (force) form.append("force", "true");
   const inspectionId = entry.result.inspection_id;
   if (inspectionId) form.append("inspection_id", inspectionId);
   else if (entry.file) form.append("images", entry.file, entry.file.name);
@@ -867,7 +1069,7 @@ async function sendFeedback(entry, label, status) {
     status.textContent = `Labelled ${label === "good" ? "good" : "defect"}.${threshold !== undefined ? ` Threshold now ${fmt(threshold)}.` : ""}`;
     if (features.history) pollProduct().catch(() => {});
   } catch (error) {
-    status.textContent = `Not labelled: ${modelErrorText(error)}`;
+    if (!offerConfirmation(status, error, confirm)) status.textContent = `Not labelled: ${modelErrorText(error)}`;
   }
 }
 
@@ -969,7 +1171,10 @@ function fitThresholdSlider(reset) {
     .filter((v) => typeof v === "number" && Number.isFinite(v));
   const nonNegative = product.score_scale !== "logit" && values.every((v) => v >= 0); // distances are >= 0
   const pad = Math.max((Math.max(...values) - Math.min(...values)) * 0.1, Math.abs(product.threshold) * 0.5, 1e-3);
-  const high = Math.max(...values) + pad;
+  let high = Math.max(...values) + pad;
+  // a threshold at the scale's end rejects nothing (the service refuses one): the slider stops there, unless the
+  // threshold in force is already past it (a product stored before the service checked)
+  if (Number.isFinite(product.score_max) && product.threshold < product.score_max) high = Math.min(high, product.score_max);
   let low = Math.min(...values) - pad;
   if (nonNegative) low = Math.max(0, low);
   const step = (high - low) / 1000;
@@ -1017,6 +1222,11 @@ function updateThresholdPreview() {
   const { recent, labelled, normal } = previewFrames();
   const same = proposed === current;
   const parts = [same ? `At the current threshold ${fmt(current)}:` : `At ${fmt(proposed)} instead of ${fmt(current)}:`];
+  if (Number.isFinite(product.score_max) && proposed >= product.score_max) {
+    parts.push(`no part can be rejected: ${fmt(product.score_max)} is the highest ${product.score_scale} score (the service refuses such a threshold).`);
+  } else if (normal.length && proposed < Math.min(...normal)) {
+    parts.push("every good part is rejected: it is below every normal score.");
+  }
   if (!recent.length) {
     parts.push("no recent frames yet: inspect some to preview the effect of another threshold.");
   } else if (same) {
@@ -1107,6 +1317,7 @@ function wire() {
   makeDropZone($("calibration-frames"), addCalibrationFrames);
   $("overlay-opacity").addEventListener("input", repaintResults);
   $("overlay-outline").addEventListener("change", repaintResults);
+  $("overlay-good").addEventListener("change", repaintResults);
   $("threshold-slider").addEventListener("input", (event) => {
     state.proposedThreshold = Number(event.target.value);
     $("threshold-number").value = String(Number(state.proposedThreshold.toPrecision(6)));

@@ -19,12 +19,21 @@ Rules (the same for `threshold` on scores and `pixel_threshold` on anomaly-map m
   half the re-shot spread of this backbone on this product, nor below an absolute minimum.
 - "max-margin" while n < ceil(1 / target_false_alarm_rate):
   threshold = max(u) + max(3 * std(s), 0.1 * |max(u)| (distance scale only), floor), where s = real when it
-  has two values or more, else u: the views count in the maximum and the floor, but their spread (brightness
-  views score low) would only inflate the margin.
+  has two values or more, else the views: the views count in the maximum and the floor, but their spread
+  (brightness views score low) would only inflate the margin. A lone real value stays out of s: it is often
+  the maximum already, and counted in the spread too its distance from the views came back about once more
+  as margin (one good frame at 1.75 over views near 0.4 put the threshold at 3.5, above the distance scale).
 - "quantile" once n >= ceil(1 / target_false_alarm_rate):
   threshold = max(Q(real, 1 - target_false_alarm_rate), median(real) + floor), Q the empirical quantile
   (an observed value): about that fraction of good frames is flagged.
 - provisional while n < min_frames (or the values are only augmented views).
+
+Reachable thresholds (`SCORE_RANGE`): distances lie in [0, 2] (1 - cosine), logits are unbounded. A threshold at or
+above the scale's maximum rejects nothing; one below every normal value rejects every good part. Either is
+"unusable" (`unusable_warnings`); the service refuses or flags such changes (docs/thresholds.md). A change of the
+calibrated threshold by more than CONFIRM_FACTOR (x1.5 or /1.5 on distances; of its height above the median normal
+value on logits, which have no zero) is a "large change" (`large_change`), which the service applies only when
+asked to.
 """
 
 from __future__ import annotations
@@ -44,9 +53,13 @@ MARGIN_SIGMAS = 3.0
 MARGIN_FRACTION = 0.1
 FLOOR_FRACTION = 0.5
 ABSOLUTE_FLOOR: dict[str, float] = {"distance": 0.01, "logit": 0.5}
-MAX_MARGIN_RULE = "max(u) + max(3 * std(real if n >= 2 else u), 0.1 * |max(u)| (distance scale only), floor)"
+MAX_MARGIN_RULE = "max(u) + max(3 * std(real if n >= 2 else views), 0.1 * |max(u)| (distance scale only), floor)"
 QUANTILE_RULE = "max(Q(real, 1 - target_false_alarm_rate), median(real) + floor)"
 FLOOR_RULE = "floor = max(0.5 * (max(views) - min(u)), 0.01 (distance) | 0.5 (logit))"
+# the scores each scale can produce (closed): 1 - cosine in [0, 2]; the logit is unbounded
+SCORE_RANGE: dict[str, tuple[float, float]] = {"distance": (0.0, 2.0), "logit": (-math.inf, math.inf)}
+UNUSABLE_WARNING = "unusable threshold"  # starts the warnings of a threshold that rejects nothing or everything
+CONFIRM_FACTOR = 1.5  # good frames moving the threshold more than this (either way) need force=true
 
 
 @dataclass(frozen=True)
@@ -140,7 +153,7 @@ def apply_rule(real: Sequence[float], views: Sequence[float], scale: str, policy
         return RuleResult(max(quantile, float(np.median(real_arr)) + floor), "quantile", floor, median)
     highest = float(u.max())
     relative = MARGIN_FRACTION * abs(highest) if scale == "distance" else 0.0
-    spread_of = real_arr if real_arr.size >= 2 else u
+    spread_of = real_arr if real_arr.size >= 2 else views_arr if views_arr.size else u
     margin = max(MARGIN_SIGMAS * float(spread_of.std()), relative, floor)
     return RuleResult(highest + margin, "max-margin", floor, median)
 
@@ -222,3 +235,72 @@ def values_of(predictions: Sequence[Prediction], keep: Sequence[bool] | None = N
     """(decision scores, map maxima) of the predictions (those where `keep` is true, when given)."""
     kept = [p for i, p in enumerate(predictions) if keep is None or keep[i]]
     return [p.decision_score for p in kept], [p.map_max for p in kept]
+
+
+def normal_values(calibration: Calibration) -> tuple[list[float], list[float]]:
+    """(image scores, map maxima) of every normal value behind a calibration: reference values, views, frames."""
+    scores = [*calibration.normal_scores, *calibration.view_scores, *calibration.frame_scores]
+    return scores, [*calibration.normal_map_maxima, *calibration.view_map_maxima, *calibration.frame_map_maxima]
+
+
+def above_the_scale(value: float, scale: str, what: str = "threshold") -> str | None:
+    """Why `value` rejects nothing on `scale` (at or above the highest value the scale has: no score or map value
+    can exceed it), or None. Anomaly maps share the image score's scale in training-free mode (distances); in full
+    mode both are unbounded."""
+    highest = SCORE_RANGE[scale][1]
+    if value < highest:
+        return None
+    return f"{what} {value:.4g} is at or above {highest:g}, the highest {scale} value: nothing can be rejected"
+
+
+def below_every_normal_score(threshold: float, calibration: Calibration) -> str | None:
+    """Why `threshold` rejects every good part (below every normal score of the calibration), or None."""
+    scores = normal_values(calibration)[0]
+    if not scores or threshold >= min(scores):
+        return None
+    lowest = min(scores)
+    return f"threshold {threshold:.4g} is below every normal score (lowest {lowest:.4g}): every good part is rejected"
+
+
+def unusable_warnings(threshold: float, pixel_threshold: float, calibration: Calibration) -> list[str]:
+    """The warnings of thresholds in force that reject nothing or every good part ([] when both are usable)."""
+    scale = calibration.score_scale
+    problems = [
+        above_the_scale(threshold, scale),
+        below_every_normal_score(threshold, calibration),
+        above_the_scale(pixel_threshold, scale, "pixel threshold"),
+    ]
+    fix = "set one with PUT /products/<id>/threshold, or add good frames with POST /products/<id>/calibration"
+    return [f"{UNUSABLE_WARNING}: {problem}; {fix}" for problem in problems if problem]
+
+
+def unreachable_calibration(calibration: Calibration) -> str | None:
+    """Why a calibration's thresholds would reject nothing (either one above its scale), or None."""
+    scale = calibration.score_scale
+    return above_the_scale(calibration.threshold, scale) or above_the_scale(
+        calibration.pixel_threshold, scale, "pixel threshold"
+    )
+
+
+@dataclass(frozen=True)
+class ThresholdChange:
+    """A calibrated threshold moving by more than CONFIRM_FACTOR: from `threshold` to `proposed`; `factor` is the
+    new height over the old one (see `large_change`)."""
+
+    threshold: float
+    proposed: float
+    factor: float
+
+
+def large_change(before: Calibration, after: Calibration) -> ThresholdChange | None:
+    """The change of the image threshold from `before` to `after` when its height grows beyond CONFIRM_FACTOR or
+    shrinks below 1 / CONFIRM_FACTOR, else None. The height is measured from the scale's lowest value (distance: 0,
+    so a plain ratio) or, on the unbounded logit scale, from `before`'s median normal value; each height counts as
+    at least the scale's absolute floor, so a tiny one does not make every change look large."""
+    lowest = SCORE_RANGE[before.score_scale][0]
+    base = lowest if math.isfinite(lowest) else before.normal_median
+    floor = ABSOLUTE_FLOOR[before.score_scale]
+    factor = max(after.threshold - base, floor) / max(before.threshold - base, floor)
+    if 1.0 / CONFIRM_FACTOR <= factor <= CONFIRM_FACTOR:
+        return None
+    return ThresholdChange(before.threshold, after.threshold, factor)

@@ -2,6 +2,11 @@
 calibration frames, operator feedback, and inspecting frames. No HTTP: the routes parse requests, call these
 and shape the answers; errors are domain errors (service.errors) or the store's.
 
+Thresholds stay reachable (docs/thresholds.md): good frames (calibration, feedback) whose recalibrated thresholds
+would reject nothing are refused (Conflict) before anything is stored, and frames that move the threshold in force
+by more than CONFIRM_FACTOR ask for confirmation (NeedsConfirmation: force=true); a hand-set threshold at or above
+the scale's end is refused (Conflict).
+
 Read-modify-write of a product's labelled frames runs under its frames lock (one writer per product in this
 process) and the store's compare-and-swap (one winner across replicas: a loser gets Conflict).
 """
@@ -21,10 +26,26 @@ from model import Frame, Prediction
 from service.decisions.calibration import FittedProduct, extend_and_calibrate, fit_and_calibrate
 from service.decisions.evaluation import evaluate
 from service.decisions.results import InspectionResult, RegionLimits, inspection_result
-from service.decisions.thresholds import CalibrationPolicy, recalibrate
+from service.decisions.thresholds import (
+    Calibration,
+    CalibrationPolicy,
+    above_the_scale,
+    large_change,
+    normal_values,
+    recalibrate,
+    unreachable_calibration,
+)
 from service.engine.pipeline import Decoded, Engine, Upload
 from service.engine.worker import Ticket
-from service.errors import Conflict, InvalidInput, NotFound, ServiceError, StorageFailed, TooLarge
+from service.errors import (
+    Conflict,
+    InvalidInput,
+    NeedsConfirmation,
+    NotFound,
+    ServiceError,
+    StorageFailed,
+    TooLarge,
+)
 from service.imaging.decode import decode_image
 from service.metrics import Metrics
 from service.products.files import CALIBRATION_FILE, ProductMissing, storage_failure
@@ -91,6 +112,40 @@ def check_bit_depth(frames: Sequence[Frame], names: Sequence[str], bit_depth: in
             )
 
 
+def check_recalibrated(product: Product, calibration: Calibration, force: bool) -> None:
+    """Raise Conflict when good frames would recalibrate `product` to thresholds that reject nothing (never applied,
+    not even with `force`), and NeedsConfirmation when its calibrated image threshold, in force, would move by more
+    than CONFIRM_FACTOR and `force` is false. Both are 409s: the request is well-formed, the product's scale and
+    references stand in the way."""
+    problem = unreachable_calibration(calibration)
+    if problem is not None:
+        highest = max(normal_values(calibration)[0])
+        raise Conflict(
+            f"refused, nothing changed: these good frames would make the calibrated {problem}. They score up to "
+            f"{highest:.4g} against the references of {product.product_id!r}: if good parts look like this, add "
+            "them to the references (POST /products/<id>/references, or feedback with add_to_references=true)"
+        )
+    if force or product.threshold_override is not None:
+        return
+    change = large_change(product.calibration, calibration)
+    if change is not None:
+        raise NeedsConfirmation(
+            f"this would move the threshold of {product.product_id!r} from {change.threshold:.4g} to "
+            f"{change.proposed:.4g} (x{change.factor:.3g}); nothing "
+            "changed: send the request again with force=true to apply it",
+            details={"threshold": change.threshold, "proposed_threshold": change.proposed, "factor": change.factor},
+        )
+
+
+def check_new_reference(product_id: str, calibration: Calibration) -> None:
+    """Raise Conflict when a frame added to the references would leave thresholds that reject nothing."""
+    problem = unreachable_calibration(calibration)
+    if problem is not None:
+        raise Conflict(
+            f"refused, nothing changed: with this frame among the references of {product_id!r} the calibrated {problem}"
+        )
+
+
 def unknown_product(product_id: str) -> NotFound:
     """The NotFound of a product id with no product, saying how to create one."""
     return NotFound(
@@ -139,6 +194,25 @@ class Workflows:
         product = await self.existing(product_id)
         frames = await asyncio.to_thread(self.frames.frames, product_id)
         return evaluate(product_id, frames, product.threshold, product.version, product.calibration.score_scale)
+
+    # --- thresholds by hand ---------------------------------------------------------------------------------
+
+    async def set_thresholds(self, product_id: str, threshold: float, pixel_threshold: float | None) -> Product:
+        """Override the image threshold (and the pixel threshold; None: the calibrated one). Raises Conflict for a
+        value at or above the maximum of the product's scale (it would reject nothing; a logit product has none),
+        NotFound for an unknown product. A threshold below every normal score is applied: the product summary warns
+        that it rejects every part."""
+        product = await self.existing(product_id)
+        scale = product.calibration.score_scale
+        problem = above_the_scale(threshold, scale)
+        if pixel_threshold is not None:
+            problem = problem or above_the_scale(pixel_threshold, scale, "pixel threshold")
+        if problem is not None:
+            raise Conflict(f"{problem}; choose a lower value (the summary lists the product's normal scores)")
+        updated = await asyncio.to_thread(self.store.set_thresholds, product_id, threshold, pixel_threshold)
+        if updated is None:
+            raise unknown_product(product_id)
+        return updated
 
     # --- inspecting -----------------------------------------------------------------------------------------
 
@@ -211,9 +285,10 @@ class Workflows:
         store_ms = (time.perf_counter() - start) * 1000.0
         return Uploaded(product, {"decode": decode_ms, **fitted.timings_ms, "store": store_ms})
 
-    async def add_calibration_frames(self, product_id: str, images: Sequence[Upload]) -> Product:
+    async def add_calibration_frames(self, product_id: str, images: Sequence[Upload], force: bool = False) -> Product:
         """Good frames join the calibration set and the thresholds are recomputed; references unchanged (no refit,
-        no backbone pass for them): only the new frames are scored."""
+        no backbone pass for them): only the new frames are scored. Raises Conflict (thresholds that would
+        reject nothing) or NeedsConfirmation (a large change, unless `force`) before anything is stored."""
         await self.existing(product_id)
         check_count(images, self.limits.calibration_max_frames, "DCPSFR_CALIBRATION_MAX_FRAMES")
         decoded = await self.engine.decode(images)
@@ -221,7 +296,9 @@ class Workflows:
         files = {frame.frame_id: u.data for frame, u in zip(added, images, strict=True)}
         async with self.frames.lock(product_id):
             product = await self.existing(product_id)
-            kept = await self._score_and_keep(product, added, decoded.frames, files)
+            scored = await self._score(product, added, decoded.frames)
+            await self._check_recalibration(product, scored, force)
+            kept = await self._keep(product, scored, files)
             return await self._recalibrated(product, kept)
 
     # --- feedback -------------------------------------------------------------------------------------------
@@ -233,11 +310,14 @@ class Workflows:
         inspection_id: str | None,
         image: Upload | None,
         add_to_references: bool,
+        force: bool = False,
     ) -> tuple[Product, dict[str, Any]]:
         """Label a frame (a recent inspection's, or an uploaded one) good or defect. A good frame joins the
         calibration set (thresholds recomputed); a relabelled good one leaves it; every labelled frame is kept
         (bounded) for the evaluation. `add_to_references` (good only) also makes it a reference: a new version.
-        Returns the product and the evaluation."""
+        Returns the product and the evaluation. A label that would leave thresholds that reject nothing is
+        refused (Conflict), one that would move the threshold in force by more than CONFIRM_FACTOR asks first
+        (NeedsConfirmation) unless `force`; nothing is stored then."""
         product = await self.existing(product_id)
         if (inspection_id is None) == (image is None):
             raise InvalidInput(
@@ -259,8 +339,12 @@ class Workflows:
                 was_good = inspection_id is not None and await asyncio.to_thread(
                     self._labelled_good, product_id, inspection_id
                 )
-                kept = await self._score_and_keep(product, [frame], [decoded], {frame.frame_id: data})
-                if label == "good" or was_good:  # a good frame joined or left the calibration set
+                recalibrates = label == "good" or was_good  # a good frame joins or leaves the calibration set
+                scored = await self._score(product, [frame], [decoded])
+                if recalibrates:
+                    await self._check_recalibration(product, scored, force)
+                kept = await self._keep(product, scored, {frame.frame_id: data})
+                if recalibrates:
                     product = await self._recalibrated(product, kept)
         if inspection_id is not None:
             self.history.set_label(product_id, inspection_id, label)
@@ -319,6 +403,7 @@ class Workflows:
             policy=self.policy,
         )
         fitted: FittedProduct = await self.engine.call(call, "fit")
+        check_new_reference(product.product_id, fitted.calibration)
         updated = await self._commit(product.product_id, fitted, product.uid)
         self.metrics.products.set(len(self.store))
         kept = await self._save_scored(updated, frames, fitted.frame_predictions, {frame.frame_id: data})
@@ -338,13 +423,24 @@ class Workflows:
                 log.warning("product %r: labelled frame %s dropped: %s", product_id, frame.frame_id, err)
         return kept, decoded
 
-    async def _score_and_keep(
-        self, product: Product, frames: list[LabelledFrame], decoded: list[Frame], files: dict[str, bytes]
-    ) -> list[LabelledFrame]:
-        """Score new labelled frames against the product's current version and keep them with the stored ones
-        (bounded by the frame store); returns every kept frame. Call under `self.frames.lock(product_id)`."""
+    async def _score(self, product: Product, frames: list[LabelledFrame], decoded: list[Frame]) -> list[LabelledFrame]:
+        """New labelled frames scored against the product's current version."""
         predicted = await self.engine.predict(product.refs, decoded)
-        scored = [_scored(f, p, product.version) for f, p in zip(frames, predicted.results, strict=True)]
+        return [_scored(f, p, product.version) for f, p in zip(frames, predicted.results, strict=True)]
+
+    async def _check_recalibration(self, product: Product, scored: list[LabelledFrame], force: bool) -> None:
+        """`check_recalibrated` on the thresholds the stored frames plus `scored` would give, before any is stored."""
+        stored = await asyncio.to_thread(self.frames.frames, product.product_id)
+        limits = self.limits
+        frames = bounded(relabelled(stored, scored), limits.calibration_max_frames, limits.feedback_max_frames)
+        new = recalibrate(product.calibration, calibration_values(frames, product.version), self.policy)
+        check_recalibrated(product, new, force)
+
+    async def _keep(
+        self, product: Product, scored: list[LabelledFrame], files: dict[str, bytes]
+    ) -> list[LabelledFrame]:
+        """Keep scored frames with the stored ones (bounded by the frame store); returns every kept frame. Call
+        under `self.frames.lock(product_id)`."""
         try:
             return await asyncio.to_thread(self.frames.add, product.product_id, scored, files)
         except ProductMissing:  # deleted meanwhile

@@ -13,12 +13,15 @@ from __future__ import annotations
 import base64
 import io
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
+from tests.helpers.images import encoded, image_bytes
 from tests.helpers.processes import running_service
 
 pytestmark = pytest.mark.e2e
@@ -150,11 +153,13 @@ class Console:
         chooser.value.set_files([str(p) for p in paths])
 
     def canvas_pixels(self, selector: str, opacity: int, outline: bool) -> np.ndarray:
-        """The result canvas repainted with the given overlay settings, as (H, W, 4) uint8."""
+        """The result canvas repainted with the given overlay settings (the heat map on good parts too), as
+        (H, W, 4) uint8."""
         data = self.page.evaluate(
             """([selector, opacity, outline]) => {
                 document.getElementById('overlay-opacity').value = String(opacity);
                 document.getElementById('overlay-outline').checked = outline;
+                document.getElementById('overlay-good').checked = true;
                 document.getElementById('overlay-opacity').dispatchEvent(new Event('input'));
                 const canvas = document.querySelector(selector);
                 return canvas.toDataURL('image/png');
@@ -586,3 +591,239 @@ def checks_can_fail(console: Console) -> None:
     with pytest.raises(AssertionError) as failed:
         console.check("checks-can-fail")
     assert 'p. "faint": 2.17' in str(failed.value)  # #aaaaaa on the page background #f6f7f9
+
+
+def open_browser(playwright, executable: str):
+    """A headless chromium page with the test's timeout; JavaScript errors land in `page.errors`."""
+    browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    return browser, page
+
+
+def open_product(page, base_url, product_id: str) -> None:
+    """The product's page, freshly loaded, once its summary is shown (frames chosen before that are not inspected)."""
+    page.goto(f"{base_url}#/products/{product_id}")
+    page.reload()  # a page already at this address would otherwise keep its state
+    page.locator("#product-facts dt").first.wait_for()
+
+
+def written(folder: Path, name: str, data: bytes) -> Path:
+    path = folder / name
+    path.write_bytes(data)
+    return path
+
+
+def test_a_bad_frame_costs_only_itself_its_result(tmp_path):
+    """Three frames dropped, one undecodable: all three were lost with the chunk's 400 ("Inspected 0 of 3"). Now
+    each frame gets its own result or its own error, in a chunk of 3 and in the first of two chunks (8 + 1)."""
+    executable = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    good = [written(folder, f"good{i}.png", image_bytes(96, 80, seed=i)) for i in range(9)]
+    cut = written(folder, "cut.png", image_bytes(96, 80, seed=20)[:200])  # a PNG cut short: 400
+    notes = written(folder, "notes.png", b"these are notes, not an image")  # 415
+    with running_service(tmp_path, DCPSFR_DATA_DIR=str(tmp_path / "data")) as service, sync_playwright() as playwright:
+        client = service.client
+        assert client.post("/products/p/references", files=image_files(good[:1])).status_code == 201
+        browser, page = open_browser(playwright, executable)
+        try:
+            open_product(page, client.base_url, "p")
+            cards, status = page.locator("#inspect-results li"), page.locator("#inspect-status")
+            page.set_input_files("#inspect-files", [str(good[1]), str(cut), str(good[2])])
+            expect(status).to_have_text("Inspected 2 of 3 frames; 1 could not be inspected (see its card).")
+            expect(cards).to_have_count(3)
+            expect(cards.locator("canvas[data-drawn]")).to_have_count(2)
+            failed = page.locator("#inspect-results li.failed")
+            expect(failed).to_have_count(1)
+            expect(failed).to_contain_text("cut.png")
+            expect(failed).to_contain_text("does not decode")
+            expect(failed).to_contain_text("(HTTP 400)")
+            assert cards.nth(1).get_attribute("class") == "result-card failed", "the cards keep the frames' order"
+            Console(page, tmp_path).check("a-frame-not-inspected")
+
+            open_product(page, client.base_url, "p")  # a fresh page: 9 frames, the bad one in the first chunk of 8
+            page.set_input_files("#inspect-files", [str(p) for p in [*good[1:5], notes, *good[5:9]]])
+            expect(status).to_have_text("Inspected 8 of 9 frames; 1 could not be inspected (see its card).")
+            expect(cards).to_have_count(9)
+            expect(cards.locator("canvas[data-drawn]")).to_have_count(8)
+            expect(failed).to_have_count(1)
+            expect(failed).to_contain_text("notes.png")
+            expect(failed).to_contain_text("(HTTP 415)")
+            inspections = client.get("/products/p/inspections", params={"limit": 100}).json()["inspections"]
+            assert len(inspections) == 2 + 8, "every good frame was inspected once"
+            assert not page.errors, page.errors
+        finally:
+            browser.close()
+
+
+def grey16_png(values: np.ndarray, significant_bits: int | None = None) -> bytes:
+    """(H, W) uint16 values as a 16-bit greyscale PNG, with an sBIT chunk when `significant_bits` is given."""
+    png = encoded(Image.fromarray(values.astype(np.uint16)))
+    if significant_bits is None:
+        return png
+    body = b"sBIT" + bytes([significant_bits])
+    chunk = struct.pack(">I", 1) + body + struct.pack(">I", zlib.crc32(body))
+    after_header = 8 + 8 + 13 + 4  # the signature, then IHDR: length, type, 13 bytes, CRC
+    return png[:after_header] + chunk + png[after_header:]
+
+
+def texture(bits: int, seed: int, width: int = 96, height: int = 64) -> np.ndarray:
+    """(H, W) values spanning 0 .. 2**bits - 1: a gradient with some noise."""
+    top = 2**bits - 1
+    ramp = np.linspace(0, top, width)[None, :] * np.linspace(0.3, 1.0, height)[:, None]
+    noise = np.random.default_rng(seed).normal(0, top * 0.02, (height, width))
+    return np.clip(ramp + noise, 0, top).astype(np.uint16)
+
+
+def as_the_model_reads(values: np.ndarray, bits: int) -> np.ndarray:
+    """model.pixels: value x 255 / (2**bits - 1), rounded, in float32."""
+    scaled = values.astype(np.float32) * np.float32(255.0 / (2**bits - 1)) + np.float32(0.5)
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def first_canvas(page) -> tuple[np.ndarray, str]:
+    """The newest result's canvas as it is painted now (RGB), and where its frame came from."""
+    data, source = page.evaluate(
+        """() => {
+            const canvas = document.querySelector('#inspect-results li:first-child canvas');
+            return [canvas.toDataURL('image/png'), canvas.dataset.source];
+        }"""
+    )
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1]))).convert("RGB"))
+    return pixels.astype(int), source
+
+
+def test_each_frame_is_drawn_as_the_model_saw_it(tmp_path):
+    """A frame's picture follows the model's decoding: 16-bit grey scaled by its sBIT or the product's bit depth
+    (the browser alone shows them at 16 bits, far darker), EXIF orientation applied, a TIFF from the service's own
+    thumbnail; and a good part keeps its real colours: its heat map shows only when asked for."""
+    executable = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    twelve, ten = texture(12, seed=1), texture(10, seed=2)
+    reference = written(folder, "reference.png", grey16_png(texture(12, seed=0)))
+    product_bits = written(folder, "twelve-bit.png", grey16_png(twelve))  # no sBIT: the product's 12 bits
+    own_bits = written(folder, "ten-bit.png", grey16_png(ten, significant_bits=10))  # its own sBIT
+    tiff = written(folder, "twelve-bit.tif", encoded(Image.fromarray(twelve), "TIFF"))
+    upright = np.asarray(Image.open(io.BytesIO(image_bytes(96, 64, seed=3))).convert("RGB"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter: 64 x 96
+    buffer = io.BytesIO()
+    Image.fromarray(upright).save(buffer, format="JPEG", quality=95, exif=exif)
+    turned = written(folder, "turned.jpg", buffer.getvalue())
+    expected_turned = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))).convert("RGB"))
+    cases = [
+        (product_bits, as_the_model_reads(twelve, 12), "high-bit", 1),
+        (own_bits, as_the_model_reads(ten, 10), "high-bit", 1),
+        (turned, expected_turned, "browser", 4),
+        (tiff, as_the_model_reads(twelve, 12), "thumbnail", 6),  # a JPEG thumbnail of the decoded frame
+    ]
+    with running_service(tmp_path, DCPSFR_DATA_DIR=str(tmp_path / "data")) as service, sync_playwright() as playwright:
+        client = service.client
+        created = client.post("/products/grey/references", files=image_files([reference]), data={"bit_depth": "12"})
+        assert created.status_code == 201, created.text
+        assert created.json()["bit_depth"] == 12
+        # every frame judged good: the heat map stays off by default
+        assert client.put("/products/grey/threshold", json={"threshold": 1.99}).status_code == 200
+        browser, page = open_browser(playwright, executable)
+        try:
+            open_product(page, client.base_url, "grey")
+            page.uncheck("#overlay-outline")  # the frame alone (the mask's outline is drawn on any verdict)
+            for n, (path, expected, source, tolerance) in enumerate(cases, start=1):
+                page.set_input_files("#inspect-files", [str(path)])
+                card = page.locator("#inspect-results li").first
+                expect(page.locator("#inspect-results li")).to_have_count(n)
+                expect(card.locator("canvas[data-drawn]")).to_have_count(1)
+                expect(card.locator(".verdict")).to_have_text("Good")
+                pixels, drawn_from = first_canvas(page)
+                assert drawn_from == source, path.name
+                expected = np.repeat(expected[..., None], 3, axis=2) if expected.ndim == 2 else expected
+                assert pixels.shape == expected.shape, path.name
+                difference = np.abs(pixels - expected.astype(int))
+                assert difference.mean() < tolerance, f"{path.name}: {difference.mean():.2f} levels off"
+            at_sixteen_bits = np.round(twelve / 65535 * 255)  # how the browser alone would show the 12-bit frame
+            assert np.abs(as_the_model_reads(twelve, 12) - at_sixteen_bits).mean() > 50, "the case can fail"
+
+            # a good part's heat map, only when asked for
+            plain, _ = first_canvas(page)
+            page.check("#overlay-good")
+            tinted, _ = first_canvas(page)
+            assert np.abs(tinted - plain).sum(axis=-1).max() > 30, "the toggle shows the heat map"
+            page.uncheck("#overlay-good")
+            assert (first_canvas(page)[0] == plain).all()
+            assert not page.errors, page.errors
+        finally:
+            browser.close()
+
+
+def test_unusable_thresholds_show_and_large_changes_are_confirmed(tmp_path):
+    """An unusable threshold is flagged in the list and on the product page; a threshold at the scale's end is
+    previewed as such and its refusal shown; a 409 that asks first offers "Apply anyway", which sends force=true
+    (the 409 is played by the browser here: the service's own are in tests/service/api/test_threshold_rules.py)."""
+    executable = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frame = written(folder, "frame.png", image_bytes(96, 80, seed=1))
+    with running_service(tmp_path, DCPSFR_DATA_DIR=str(tmp_path / "data")) as service, sync_playwright() as playwright:
+        client = service.client
+        assert client.post("/products/p/references", files=image_files([frame])).status_code == 201
+        assert client.put("/products/p/threshold", json={"threshold": -0.5}).json()["threshold_usable"] is False
+        browser, page = open_browser(playwright, executable)
+        try:
+            page.goto(str(client.base_url))
+            expect(page.locator('tr[data-product="p"] .badge.danger')).to_have_text("unusable")
+            open_product(page, client.base_url, "p")
+            expect(page.locator("#product-warnings li.unusable")).to_contain_text("every good part is rejected")
+            expect(page.locator("#product-facts .badge.danger")).to_have_text("unusable")
+            Console(page, tmp_path).check("unusable-threshold")
+
+            page.fill("#threshold-number", "2.5")
+            expect(page.locator("#threshold-preview")).to_contain_text("no part can be rejected")
+            page.click("#threshold-save")
+            expect(page.locator("#threshold-error")).to_contain_text("threshold 2.5 is at or above 2")
+            page.fill("#threshold-number", "0.5")
+            page.click("#threshold-save")
+            expect(page.locator("#product-facts .badge.danger")).to_have_count(0)
+            expect(page.locator("#product-warnings li.unusable")).to_have_count(0)
+
+            sent: list[str] = []
+            confirmation = {
+                "detail": "this would move the threshold",
+                "confirmation": {"field": "force", "threshold": 0.5, "proposed_threshold": 1.9, "factor": 3.8},
+            }
+
+            def ask_first(route):
+                sent.append(route.request.post_data or "")
+                if len(sent) == 1:
+                    route.fulfill(status=409, json=confirmation)
+                else:
+                    route.continue_()
+
+            page.route("**/products/p/feedback", ask_first)
+            page.set_input_files("#inspect-files", [str(frame)])
+            card = page.locator("#inspect-results li").first
+            card.locator(".feedback button[data-label=good]").click()
+            status = card.locator(".feedback-status")
+            expect(status).to_contain_text("This would move the threshold from 0.5 to 1.9")
+            assert page.evaluate("document.activeElement.dataset.confirm") == "apply"
+            Console(page, tmp_path).check("confirm-a-label")
+            page.keyboard.press("Enter")
+            expect(status).to_contain_text("Labelled good")
+            assert len(sent) == 2 and 'name="force"' not in sent[0]
+            assert 'name="force"\r\n\r\ntrue' in sent[1]
+            assert client.get("/products/p/evaluation").json()["n_good"] == 1
+            assert not page.errors, page.errors
+        finally:
+            browser.close()

@@ -125,9 +125,9 @@ def test_replace_on_b_while_a_and_c_inspect_without_error(trio):
 def test_threshold_change_on_a_reaches_b(trio):
     a, b, _ = trio
     assert upload(a, "t").status_code == 201
-    assert a.client.put("/products/t/threshold", json={"threshold": 12.5}).status_code == 200
-    seconds_until(lambda: b.client.get("/products/t").json()["threshold"] == 12.5, "B has the new threshold")
-    assert inspect(b, "t").json()["results"][0]["threshold"] == 12.5
+    assert a.client.put("/products/t/threshold", json={"threshold": 1.25}).status_code == 200
+    seconds_until(lambda: b.client.get("/products/t").json()["threshold"] == 1.25, "B has the new threshold")
+    assert inspect(b, "t").json()["results"][0]["threshold"] == 1.25
 
 
 def test_delete_on_c_then_a_and_b_answer_404(trio):

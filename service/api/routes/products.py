@@ -44,6 +44,7 @@ FEEDBACK_RULES = {
         {"properties": {"label": {"const": "good"}}},
     ],
 }
+FORCE_DESCRIPTION = "apply a threshold change larger than x1.5 (the 409 asks for it); never one above the scale"
 MAX_THRESHOLD = 1e30  # within float32, which the maps are compared in
 
 
@@ -120,9 +121,12 @@ async def add_calibration_frames(
             json_schema_extra=max_files("calibration_max_frames"),
         ),
     ],
+    force: Annotated[FormBool, Form(description=FORCE_DESCRIPTION)] = False,
 ) -> ProductView:
-    """References unchanged (no refit, no backbone pass for them): only the new frames are scored."""
-    product = await services.workflows.add_calibration_frames(product_id, await read_uploads(images))
+    """References unchanged (no refit, no backbone pass for them): only the new frames are scored. 409 when the new
+    thresholds would reject nothing (at or above the scale's maximum), or, with `confirmation`, when the threshold in
+    force would move by more than x1.5 (either way) and force is not true; nothing is stored then."""
+    product = await services.workflows.add_calibration_frames(product_id, await read_uploads(images), force)
     return view(product, services)
 
 
@@ -145,14 +149,17 @@ async def give_feedback(
     add_to_references: Annotated[
         FormBool, Form(description="good frames only: also add it to the references (a new version)")
     ] = False,
+    force: Annotated[FormBool, Form(description=FORCE_DESCRIPTION)] = False,
 ) -> FeedbackAnswer:
     """A good frame joins the calibration set (thresholds recomputed); every labelled frame is kept (bounded)
-    for GET /products/{id}/evaluation. 422 unless exactly one of inspection_id and one file in images."""
+    for GET /products/{id}/evaluation. 422 unless exactly one of inspection_id and one file in images; 409 when the
+    new thresholds would reject nothing, or, with `confirmation`, when the label would move the threshold in force
+    by more than x1.5 (either way) and force is not true; nothing is stored then."""
     if image is not None:
         raise InvalidInput(OLD_IMAGE_FIELD)
     frame = await single_upload(images) if images else None
     product, evaluation = await services.workflows.give_feedback(
-        product_id, label, inspection_id, frame, add_to_references
+        product_id, label, inspection_id, frame, add_to_references, force
     )
     return FeedbackAnswer(product=view(product, services), evaluation=Evaluation(**evaluation))
 
@@ -218,14 +225,12 @@ async def delete_product(product_id: ProductId, services: StoreServices) -> Resp
 @router.put(
     "/{product_id}/threshold",
     summary="Override the calibrated thresholds",
-    responses=error_responses(400, 404, 413, 422, 507),
+    responses=error_responses(400, 404, 409, 413, 422, 507),
 )
 async def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: StoreServices) -> ProductView:
     """Sets the manual image threshold; a pixel_threshold left out (or null) goes back to its calibrated value. 404
-    unknown product, 422 a value out of range, 507 when the data dir fails."""
-    product = await run_in_threadpool(
-        services.store.set_thresholds, product_id, update.threshold, update.pixel_threshold
-    )
-    if product is None:
-        raise unknown_product(product_id)
+    unknown product, 409 a value at or above the maximum of the product's scale (distance: 2, where nothing can be
+    rejected), 422 a value out of range, 507 when the data dir fails. A threshold below every normal score is
+    applied, with a warning."""
+    product = await services.workflows.set_thresholds(product_id, update.threshold, update.pixel_threshold)
     return view(product, services)

@@ -119,11 +119,16 @@ def test_threshold_override_drives_verdict_and_mask(client):
     assert result["anomalous"] is True
     assert (decode_png(result["mask_png"]) == 255).all()
 
-    high = client.put("/products/widget/threshold", json={"threshold": 1e9})
-    assert high.json()["pixel_threshold_source"] == "calibrated"
+    assert low.json()["threshold_usable"] is False  # below every normal score: applied, with a warning
+    assert any(
+        w.startswith("unusable threshold: threshold -1 is below every normal score") for w in low.json()["warnings"]
+    )
+
+    high = client.put("/products/widget/threshold", json={"threshold": 1.99})  # the distance scale ends at 2
+    assert high.json()["pixel_threshold_source"] == "calibrated" and high.json()["threshold_usable"] is True
     result = inspect(client, "widget", DEFECT).json()["results"][0]
     assert result["anomalous"] is False
-    assert result["threshold"] == 1e9
+    assert result["threshold"] == 1.99
 
 
 @pytest.mark.parametrize(

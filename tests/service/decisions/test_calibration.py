@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,11 +15,15 @@ from model import create_detector
 from service.decisions.calibration import augmented_views, calibrate
 from service.decisions.thresholds import (
     ABSOLUTE_FLOOR,
+    SCORE_RANGE,
     Calibration,
     CalibrationPolicy,
     apply_rule,
     derive,
+    large_change,
     recalibrate,
+    unreachable_calibration,
+    unusable_warnings,
 )
 from tests.helpers.images import image_bytes
 
@@ -62,10 +67,10 @@ def test_floor_is_half_the_reshot_spread_of_the_views():
     assert result.floor == pytest.approx(0.2)  # 0.5 * (max(views) - min(u))
     assert result.threshold == pytest.approx(0.4 + 0.2)  # 3 * std(real) = 0 and 10 % of 0.4 are smaller
     assert result.method == "max-margin"
-    # the spread comes from the real frames once there are two; a single one: from all values
+    # the spread comes from the real frames once there are two; a single one stays out of it: the views' spread
     assert apply_rule([0.1, 0.3], [0.0], "distance", POLICY).threshold == pytest.approx(0.3 + 3 * 0.1)
     single = apply_rule([0.3], [0.0, 0.1], "distance", POLICY).threshold
-    assert single == pytest.approx(0.3 + 3 * np.std([0.3, 0.0, 0.1]))
+    assert single == pytest.approx(0.3 + max(3 * np.std([0.0, 0.1]), 0.5 * (0.1 - 0.0)))
 
 
 def test_quantile_rule_once_enough_frames_flags_about_the_target_rate():
@@ -98,6 +103,52 @@ def test_extra_frames_move_the_threshold_the_documented_way():
     many = recalibrate(base, (np.linspace(0.1, 0.2, 30).tolist(), [1.0] * 30), POLICY)
     assert many.threshold_method == "quantile" and not many.provisional and many.n_calibration == 32
     assert not any("provisional" in w for w in many.warnings)
+
+
+@pytest.mark.parametrize(
+    ("views", "frame"),
+    [
+        ([0.3, 0.45, 0.5, 0.62, 0.7, 0.4], 1.5),  # the field case: K = 1 (threshold ~1), one good label at 1.5
+        ([0.001, 0.001, 0.002, 0.002, 0.0005, 0.001], 1.76),  # a bright reference and one dark "good" frame
+    ],
+)
+def test_a_lone_frame_counts_in_the_maximum_not_in_the_spread(views, frame):
+    """Counted in the spread too, a lone frame's distance from the views came back as margin (about once more):
+    std over the views and the frame put the threshold at 2.6 to 3.6, above every distance (at most 2)."""
+    old_rule = frame + 3 * np.std([*views, frame])
+    assert old_rule > 2.6 > SCORE_RANGE["distance"][1]
+    calibration = derive("augmented-views", (views, views), ([], []), ([frame], [frame]), "distance", POLICY)
+    floor = max(0.5 * (max(views) - min(views)), ABSOLUTE_FLOOR["distance"])
+    expected = frame + max(3 * np.std(views), 0.1 * frame, floor)
+    assert calibration.threshold == pytest.approx(expected)
+    assert calibration.threshold < SCORE_RANGE["distance"][1]
+    assert unreachable_calibration(calibration) is None
+
+
+def test_unusable_thresholds_on_each_scale():
+    distance = Calibration("augmented-views", [0.2, 0.3], [0.2, 0.3], threshold=0.5, pixel_threshold=0.5)
+    assert unusable_warnings(0.5, 0.5, distance) == []
+    above, below, pixel = (
+        unusable_warnings(3.51, 0.5, distance),
+        unusable_warnings(0.1, 0.5, distance),
+        unusable_warnings(0.5, 2.0, distance),
+    )
+    assert above and "3.51 is at or above 2, the highest distance value" in above[0]
+    assert below and "0.1 is below every normal score (lowest 0.2)" in below[0]
+    assert pixel and "pixel threshold 2 is at or above 2" in pixel[0]
+    logit = replace(distance, score_scale="logit", normal_scores=[-4.0, -3.0])
+    assert unusable_warnings(1e9, 1e9, logit) == []  # unbounded: any height is reachable
+    assert "below every normal score" in unusable_warnings(-5.0, 0.0, logit)[0]
+
+
+def test_a_large_change_is_a_ratio_of_distances_and_of_heights_above_the_median_logit():
+    before = Calibration("leave-one-out", [0.3], [0.3], threshold=0.6, pixel_threshold=0.6)
+    assert large_change(before, replace(before, threshold=0.89)) is None  # x1.48
+    assert large_change(before, replace(before, threshold=0.91)).factor == pytest.approx(0.91 / 0.6)
+    assert large_change(before, replace(before, threshold=0.39)).factor == pytest.approx(0.39 / 0.6)
+    logits = replace(before, score_scale="logit", threshold=-2.0, normal_median=-4.0)
+    assert large_change(logits, replace(logits, threshold=-1.2)) is None  # height 2 -> 2.8: x1.4
+    assert large_change(logits, replace(logits, threshold=-0.5)).factor == pytest.approx(3.5 / 2.0)
 
 
 # --- with the tiny detector -----------------------------------------------------------------------------------

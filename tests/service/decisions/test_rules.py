@@ -15,6 +15,8 @@ from tests.helpers.images import image_bytes
 
 GOOD = image_bytes(48, 40, seed=0)
 OTHER_GOOD = image_bytes(48, 40, seed=1)
+# a distance threshold near the scale's end (2): the score alone rejects nothing, the rules decide
+SCORE_NEVER_REJECTS = {"threshold": 1.99, "pixel_threshold": 0.5}
 
 
 def boxes_map(height: int, width: int, *boxes: tuple[int, int, int, int], value: float = 1.0) -> np.ndarray:
@@ -151,7 +153,7 @@ def test_rules_of_an_unknown_product_are_a_404(client):
 
 def test_every_result_lists_its_regions_with_mm_sizes(client):
     assert upload(client, "widget", GOOD, OTHER_GOOD).status_code == 201
-    client.put("/products/widget/threshold", json={"threshold": 1e9, "pixel_threshold": 0.5})
+    assert client.put("/products/widget/threshold", json=SCORE_NEVER_REJECTS).status_code == 200
     stored = client.put("/products/widget/rules", json={"mm_per_pixel": 0.1, "max_length_mm": 1.5})
     assert stored.status_code == 200, stored.text
     assert stored.json()["rules_version"] == 1
@@ -173,7 +175,7 @@ def test_regions_past_the_listing_limit_are_cut_with_a_flag(make_client):
     boxes = [(x, 2, x + 4, 6) for x in range(0, 60, 6)]  # ten separate 4x4 regions
     with make_client(max_regions_listed=3, min_region_area_px=1) as client:
         upload(client, "widget", GOOD, OTHER_GOOD)
-        client.put("/products/widget/threshold", json={"threshold": 1e9, "pixel_threshold": 0.5})
+        assert client.put("/products/widget/threshold", json=SCORE_NEVER_REJECTS).status_code == 200
         client.put("/products/widget/rules", json={"max_regions": 5})
         with DrawnMaps(client.app.state.services.worker, *boxes):
             result = inspect(client, "widget", image_bytes(64, 20)).json()["results"][0]
@@ -207,7 +209,7 @@ def test_a_drawn_rectangle_on_a_real_bottle_frame_gives_its_geometry(client, bot
     good = sorted((bottle_dir / "train" / "good").glob("*.png"))[:2]
     frame = sorted((bottle_dir / "test" / "broken_large").glob("*.png"))[0]
     assert upload(client, "bottle", *(p.read_bytes() for p in good)).status_code == 201
-    client.put("/products/bottle/threshold", json={"threshold": 1e9, "pixel_threshold": 0.5})
+    assert client.put("/products/bottle/threshold", json=SCORE_NEVER_REJECTS).status_code == 200
     client.put(
         "/products/bottle/rules",
         json={"mm_per_pixel": 0.05, "reject_in": [[[600, 600], [899, 600], [899, 899], [600, 899]]]},

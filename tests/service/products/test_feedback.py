@@ -21,8 +21,8 @@ DEFECT = image_bytes(56, 48, seed=9, defect=True)
 SETTINGS = {"calibration_min_frames": 3, "target_false_alarm_rate": 0.1, "history_size": 3}
 
 
-def add_calibration(client, product_id, *payloads):
-    return client.post(f"/products/{product_id}/calibration", files=files(*payloads))
+def add_calibration(client, product_id, *payloads, **form):
+    return client.post(f"/products/{product_id}/calibration", files=files(*payloads), data=form)
 
 
 def feedback(client, product_id, label, inspection_id=None, image=None, **form):
@@ -68,7 +68,9 @@ def test_same_image_twice_warns_and_a_reshot_is_not_flagged(client):
 def test_calibration_frames_recompute_the_threshold_without_refitting(make_client):
     with make_client(**SETTINGS) as client:
         before = upload(client, "p", *GOOD[:2]).json()
-        response = add_calibration(client, "p", DEFECT, GOOD[2])  # any frame the operator calls good
+        # any frame the operator calls good; this one moves the threshold far, which is confirmed first
+        assert add_calibration(client, "p", DEFECT, GOOD[2]).status_code == 409
+        response = add_calibration(client, "p", DEFECT, GOOD[2], force="true")
         assert response.status_code == 200, response.text
         after = response.json()
         assert after["version"] == before["version"] and after["n_references"] == 2
@@ -111,8 +113,11 @@ def test_feedback_changes_calibration_and_evaluation(make_client):
         assert empty["n_good"] == 0 and empty["i_auroc"] is None and empty["f1"] is None
         flagged = inspect(client, "p", DEFECT).json()["results"][0]
         assert flagged["anomalous"], "the painted square should score above the threshold"
-        # the operator says it was fine: a false alarm
-        response = feedback(client, "p", "good", inspection_id=flagged["inspection_id"])
+        # the operator says it was fine: a false alarm, far above the threshold, so the move is confirmed first
+        asked = feedback(client, "p", "good", inspection_id=flagged["inspection_id"])
+        assert asked.status_code == 409 and asked.json()["confirmation"]["field"] == "force"
+        assert client.get("/products/p/evaluation").json()["n_good"] == 0, "nothing is stored before confirming"
+        response = feedback(client, "p", "good", inspection_id=flagged["inspection_id"], force="true")
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["product"]["n_calibration"] == 3
@@ -165,11 +170,11 @@ def test_a_relabelled_inspection_keeps_only_its_latest_label(make_client):
         upload(client, "p", GOOD[0], GOOD[1])
         before = client.get("/products/p").json()
         inspection_id = inspect(client, "p", DEFECT).json()["results"][0]["inspection_id"]
-        for _ in range(2):
-            body = feedback(client, "p", "good", inspection_id=inspection_id).json()
+        for _ in range(2):  # a defect labelled good moves the threshold far: confirmed (force) each time
+            body = feedback(client, "p", "good", inspection_id=inspection_id, force="true").json()
         assert (body["evaluation"]["n_good"], body["evaluation"]["n_defect"]) == (1, 0)
         assert body["product"]["n_calibration"] == before["n_calibration"] + 1
-        body = feedback(client, "p", "defect", inspection_id=inspection_id).json()
+        body = feedback(client, "p", "defect", inspection_id=inspection_id, force="true").json()
         assert (body["evaluation"]["n_good"], body["evaluation"]["n_defect"]) == (0, 1)
         assert body["product"]["n_calibration"] == before["n_calibration"]  # it left the calibration set
         assert body["product"]["threshold"] == pytest.approx(before["threshold"])
