@@ -288,11 +288,15 @@ class Handshake:
     def run_part(self, job: PartJob) -> None:
         """Acquire, inspect, publish one part's result; every failure becomes an ERROR result with its code."""
         stage_ms: dict[str, float] = {}
-        resolved = self.products.resolve(job.product_index) if job.product_index else None
-        if job.product_index == 0:
-            resolved = (self.view.active_index, self.view.active_product)
-        base = {"part_id": job.part_id, "product_index": job.product_index or self.view.active_index}
-        base["product_id"] = resolved[1] if resolved else None
+        view = self.view
+        resolved = (
+            self.products.resolve(job.product_index) if job.product_index else (view.active_index, view.active_product)
+        )
+        base = {
+            "part_id": job.part_id,
+            "product_index": job.product_index or view.active_index,
+            "product_id": resolved[1] if resolved else None,
+        }
         responded = job.triggered
         try:
             if resolved is None:
