@@ -10,6 +10,8 @@ import os
 import shutil
 import signal
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -35,9 +37,68 @@ def score(service: ServiceProcess, product: str, image: Path) -> float:
     return answer.json()["results"][0]["score"]
 
 
+@dataclass
+class Line:
+    """A real service, the station as a process in front of it, and the PLC connected to the station."""
+
+    service: ServiceProcess
+    root: Path
+    good: Path  # the frame the hand-set thresholds call OK
+    bad: Path
+    port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    station: Process | None = None
+    plc: Plc | None = None
+
+    @property
+    def frames(self) -> Path:
+        return self.root / "frames"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.jsonl"
+
+    def start_station(self) -> None:
+        """Write station.yaml, start `python -m station run` and connect the PLC once it listens."""
+        self.frames.mkdir(exist_ok=True)
+        config = {
+            "station": "line1-st3",
+            "service": {"url": self.service.url},
+            "camera": {"kind": "folder", "name": "top", "folder": str(self.frames), "delete_taken": True},
+            "trigger": {"kind": "modbus", "host": "127.0.0.1", "port": self.port},
+            "products": {"table": PRODUCTS, "active": 1},
+            "handshake": {"acquire_timeout_s": 2, "inspect_timeout_s": 60, "acknowledge": True},
+            "outputs": {
+                "results_file": str(self.results),
+                "metrics_port": self.metrics_port,
+                "metrics_host": "127.0.0.1",
+            },
+        }
+        (self.root / "station.yaml").write_text(yaml.safe_dump(config))
+        command = [sys.executable, "-m", "station", "run", "--config", str(self.root / "station.yaml")]
+        self.station = start_process(command, dict(os.environ), self.root / f"station-{time.monotonic_ns()}.log")
+        self.plc = wait_for(self.connect, "the station's Modbus server", 120)
+
+    def connect(self) -> Plc | None:
+        if not self.station.alive():
+            pytest.fail(f"the station exited:\n{self.station.log_tail()}")
+        try:
+            return Plc(self.port)
+        except AssertionError:
+            return None
+
+    def stop_station(self, sig: int = signal.SIGTERM) -> int:
+        self.plc.close()
+        return self.station.stop(sig)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+
 @pytest.fixture(scope="module")
 def line(tmp_path_factory, bottle_dir: Path):
-    """(service, station process, plc, frames folder, good frame, bad frame, results file, metrics url)."""
+    """Two products on a real service, their thresholds set between a good and a broken bottle's scores."""
     root = tmp_path_factory.mktemp("station-e2e")
     good, bad = bottle_dir / "test" / "good" / "000.png", bottle_dir / "test" / "broken_large" / "000.png"
     with running_service(root / "service") as service:
@@ -54,39 +115,13 @@ def line(tmp_path_factory, bottle_dir: Path):
             assert answer.status_code == 200, answer.text
         if good_score > bad_score:  # random weights may rank them either way: the lower score is the OK frame
             good, bad = bad, good
-        frames, results, port, metrics_port = root / "frames", root / "results.jsonl", free_port(), free_port()
-        frames.mkdir()
-        config = {
-            "station": "line1-st3",
-            "service": {"url": service.url},
-            "camera": {"kind": "folder", "name": "top", "folder": str(frames), "delete_taken": True},
-            "trigger": {"kind": "modbus", "host": "127.0.0.1", "port": port},
-            "products": {"table": PRODUCTS, "active": 1},
-            "handshake": {"acquire_timeout_s": 2, "inspect_timeout_s": 60, "acknowledge": True},
-            "outputs": {"results_file": str(results), "metrics_port": metrics_port, "metrics_host": "127.0.0.1"},
-        }
-        (root / "station.yaml").write_text(yaml.safe_dump(config))
-        station = start_process(
-            [sys.executable, "-m", "station", "run", "--config", str(root / "station.yaml")],
-            dict(os.environ),
-            root / "station.log",
-        )
+        line = Line(service, root, good, bad)
+        line.start_station()
         try:
-            plc = wait_for(lambda: connect(station, port), "the station's Modbus server", 120)
-            yield service, station, plc, frames, good, bad, results, f"http://127.0.0.1:{metrics_port}/metrics"
-            plc.close()
+            yield line
         finally:
-            returncode = station.stop()
-        assert returncode == 0, station.log_tail()
-
-
-def connect(station: Process, port: int) -> Plc | None:
-    if not station.alive():
-        pytest.fail(f"the station exited:\n{station.log_tail()}")
-    try:
-        return Plc(port)
-    except AssertionError:
-        return None
+            returncode = line.stop_station()
+        assert returncode == 0, line.station.log_tail()
 
 
 def show(frames: Path, image: Path, name: str) -> None:
@@ -95,7 +130,7 @@ def show(frames: Path, image: Path, name: str) -> None:
 
 
 def test_a_good_bottle_is_ok_and_a_broken_one_ng(line):
-    _, _, plc, frames, good, bad, results, _ = line
+    plc, frames, good, bad, results = line.plc, line.frames, line.good, line.bad, line.results
     show(frames, good, "p1.png")
     inputs, registers = plc.inspect(part_id=100001)
     assert {name for name, on in inputs.items() if on} == {"RESULT_READY", "OK"}
@@ -117,7 +152,7 @@ def test_a_good_bottle_is_ok_and_a_broken_one_ng(line):
 
 
 def test_a_trigger_without_a_frame_is_a_camera_error_never_ok(line):
-    _, _, plc, *_ = line
+    plc = line.plc
     # no file appears within the 2 s acquire timeout
     inputs, registers = plc.inspect(part_id=100003, timeout_s=60)
     assert {name for name, on in inputs.items() if on} == {"RESULT_READY", "ERROR", "REJECT"}
@@ -125,7 +160,7 @@ def test_a_trigger_without_a_frame_is_a_camera_error_never_ok(line):
 
 
 def test_changeover_between_two_products_is_confirmed_and_an_unknown_one_refused(line):
-    _, _, plc, frames, good, _, results, _ = line
+    plc, frames, good, results = line.plc, line.frames, line.good, line.results
     assert plc.change_product(2)["ACTIVE_PRODUCT"] == 2
     show(frames, good, "p4.png")
     inputs, registers = plc.inspect(part_id=100004)
@@ -137,8 +172,7 @@ def test_changeover_between_two_products_is_confirmed_and_an_unknown_one_refused
 
 
 def test_the_stage_times_are_exported(line):
-    *_, metrics = line
-    families = {family.name: family for family in text_string_to_metric_families(httpx.get(metrics).text)}
+    families = {family.name: family for family in text_string_to_metric_families(httpx.get(line.metrics_url).text)}
     counts = {
         s.labels["stage"]: s.value for s in families["station_stage_seconds"].samples if s.name.endswith("_count")
     }
@@ -151,11 +185,23 @@ def test_the_stage_times_are_exported(line):
     assert verdicts == {("OK", "NONE"): 2, ("NG", "NONE"): 1, ("ERROR", "CAMERA_TIMEOUT"): 1}
 
 
+def test_sigterm_finishes_the_part_in_progress(line):
+    """SIGTERM right after a trigger: the part still gets its verdict (results file) and the station exits 0."""
+    plc = line.plc
+    show(line.frames, line.good, "p5.png")
+    plc.trigger(100005)
+    assert not plc.inputs()["READY"]
+    assert line.stop_station() == 0, line.station.log_tail()
+    last = json.loads(line.results.read_text().splitlines()[-1])
+    assert (last["part_id"], last["verdict"]) == ("100005", "OK")
+    line.start_station()  # the next test's station, on the same ports and results file
+
+
 def test_with_the_service_stopped_the_station_answers_error_and_keeps_running(line):
-    service, station, plc, frames, good, *_ = line
-    assert service.stop() in (0, -signal.SIGTERM)
-    show(frames, good, "p5.png")
-    inputs, registers = plc.inspect(part_id=100005)
+    plc, station = line.plc, line.station
+    assert line.service.stop() in (0, -signal.SIGTERM)
+    show(line.frames, line.good, "p6.png")
+    inputs, registers = plc.inspect(part_id=100006)
     assert {name for name, on in inputs.items() if on} == {"RESULT_READY", "ERROR", "REJECT"}
     assert registers["ERROR_CODE"] == ErrorCode.SERVICE_UNREACHABLE
     assert station.alive() and plc.registers()["STATE"] == State.READY

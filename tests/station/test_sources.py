@@ -132,3 +132,33 @@ def test_an_unreadable_answer_is_a_service_error(body):
         inspector.inspect(Frame(b"png", "top.png"), Part("bottle"), 1.0)
     assert raised.value.code == ErrorCode.SERVICE_ERROR
     assert json.dumps(body)  # the body was JSON: only its shape is wrong
+
+
+def test_the_opencv_camera_gives_each_trigger_the_next_frame_as_png(tmp_path):
+    cv2 = pytest.importorskip("cv2", reason="OpenCV not installed (the `camera` extra)")
+    import numpy as np
+
+    from station.opencv import OpenCVCamera
+
+    video = tmp_path / "line.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (64, 48))
+    for shade in (0, 200):
+        writer.write(np.full((48, 64, 3), shade, dtype=np.uint8))  # (H, W, 3) BGR
+    writer.release()
+    camera = OpenCVCamera(str(video), name="top")
+    try:
+        frames = [camera.acquire(10.0) for _ in range(3)]  # the third read finds the end: the stream is reopened
+    finally:
+        camera.close()
+    assert all(frame.data.startswith(b"\x89PNG") and frame.filename == "top.png" for frame in frames)
+    shades = [int(cv2.imdecode(np.frombuffer(f.data, np.uint8), cv2.IMREAD_GRAYSCALE).mean()) for f in frames]
+    assert shades[0] < 50 < shades[1] and shades[2] < 50
+
+
+def test_an_opencv_camera_that_cannot_open_is_a_camera_failure(tmp_path):
+    pytest.importorskip("cv2", reason="OpenCV not installed (the `camera` extra)")
+    from station.camera import CameraFailed
+    from station.opencv import OpenCVCamera
+
+    with pytest.raises(CameraFailed, match="cannot open camera"):
+        OpenCVCamera(str(tmp_path / "no-such-stream.avi"))
