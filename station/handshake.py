@@ -187,7 +187,9 @@ class Handshake:
         settings: Settings | None = None,
         metrics: StationMetrics | None = None,
         on_result: Sequence[Callable[[PartResult], None]] = (),
+        starting: bool = False,
     ) -> None:
+        """`starting`: begin in STARTING (triggers refused) until `start()`, e.g. while the service is checked."""
         resolved = products.resolve(active)
         if resolved is None:
             raise ValueError(f"the active product {active!r} is not in the product table")
@@ -200,8 +202,14 @@ class Handshake:
         self.calls = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="station-call")
         self.stopping = False
         self.sequence = 0
-        self.view = Snapshot(State.READY, None, None, *resolved)
-        self.metrics.state.set(State.READY)
+        self.view = Snapshot(State.STARTING if starting else State.READY, None, None, *resolved)
+        self.metrics.state.set(self.view.state)
+
+    def start(self) -> None:
+        """STARTING -> READY: triggers are taken from now on."""
+        with self.lock:
+            if self.view.state == State.STARTING:
+                self.update(state=State.READY)
 
     def snapshot(self) -> Snapshot:
         """The current state, result and product (a consistent copy)."""

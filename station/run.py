@@ -59,13 +59,15 @@ def run(config: StationConfig, stop: threading.Event | None = None) -> int:
         metrics.serve(config.outputs.metrics_port, config.outputs.metrics_host)
     outputs: list[Any] = [ResultsFile(config.outputs.results_file)] if config.outputs.results_file else []
     products = ProductTable(dict(config.products.table))
+    settings = config.handshake.settings()
     handshake = Handshake(
-        camera, inspector, products, config.products.active, config.handshake.settings(), metrics, outputs
+        camera, inspector, products, config.products.active, settings, metrics, outputs, starting=True
     )
-    check_active_product(handshake, inspector, config.handshake.changeover_timeout_s)
     adapter = ModbusAdapter(handshake, config.trigger.host, config.trigger.port)
     try:
-        adapter.start()
+        adapter.start()  # the PLC sees State 0 (starting) while the service is asked about the product
+        check_active_product(handshake, inspector, config.handshake.changeover_timeout_s)
+        handshake.start()
         log.info("station %s ready: product %s, camera %s", config.station, config.products.active, camera.name)
         handshake.serve(stop)
         log.info("station %s stopped", config.station)

@@ -95,10 +95,11 @@ def release() -> threading.Event:
 def make_station() -> Callable[..., tuple[Handshake, FakeCamera, FakeInspector]]:
     """make_station(*answers, **settings) -> (handshake, camera, inspector); products 1 bottle, 2 cable."""
 
-    def make(*answers, **settings) -> tuple[Handshake, FakeCamera, FakeInspector]:
+    def make(*answers, starting: bool = False, **settings) -> tuple[Handshake, FakeCamera, FakeInspector]:
         camera, inspector = FakeCamera(), FakeInspector(list(answers))
         settings = {"acquire_timeout_s": 0.05, "inspect_timeout_s": 0.05, "changeover_timeout_s": 0.05, **settings}
         table = ProductTable({1: "bottle", 2: "cable"})
-        return Handshake(camera, inspector, table, "bottle", Settings(**settings), StationMetrics()), camera, inspector
+        handshake = Handshake(camera, inspector, table, "bottle", Settings(**settings), StationMetrics(), (), starting)
+        return handshake, camera, inspector
 
     return make

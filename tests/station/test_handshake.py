@@ -199,3 +199,11 @@ def test_each_result_carries_its_stage_times_exported_as_histograms(make_station
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert [(line["part_id"], line["verdict"], line["code"]) for line in lines] == [("1", "OK", 0), ("2", "ERROR", 4)]
     assert lines[0]["stage_ms"]["predict"] == 20.0
+
+
+def test_a_station_starting_refuses_triggers_until_started(make_station):
+    handshake, camera, _ = make_station(GOOD, starting=True)
+    assert not handshake.trigger("1") and handshake.snapshot().state == State.STARTING
+    assert not handshake.snapshot().ready and camera.acquired == 0
+    handshake.start()
+    assert run_part(handshake, "2").shown.verdict == Verdict.OK
