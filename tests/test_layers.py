@@ -1,9 +1,11 @@
 """Imports go one way: service -> model (only its public `model` package), training -> model, and nothing in the
-inference library or the service imports training; the camera client loads no torch (tests/service/client)."""
+inference library or the service imports training; the camera client loads no torch (tests/service/client); the
+station talks to the service over HTTP only: it imports nothing of `model`, `service` or torch."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +54,25 @@ def test_the_public_model_package_exports_nothing_of_training():
     import model
 
     assert [name for name, (module, _) in model._EXPORTS.items() if module.startswith("model.training")] == []
+
+
+STATION_FORBIDDEN = ("model", "service", "bench", "tests", "torch", "numpy", "PIL", "fastapi", "starlette")
+
+
+def test_the_station_imports_nothing_of_the_model_or_the_service():
+    assert offenders(REPO / "station", STATION_FORBIDDEN) == []
+
+
+def test_the_station_runs_without_torch_the_model_or_the_service():
+    """Loaded for real (not only parsed): the whole station, its Modbus server included, with those blocked."""
+    code = (
+        f"import sys\nfor name in {STATION_FORBIDDEN!r}:\n    sys.modules[name] = None\n"
+        "import station.run, station.cli, station.opencv\n"
+        "print(sorted(m for m, mod in sys.modules.items() if mod and m.split('.')[0] in ('model', 'service', 'torch')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_check_finds_a_forbidden_import(tmp_path, monkeypatch):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.decisions.results import InspectionResult, mode_label
+from service.decisions.results import InspectionResult, PartTag, mode_label
 from service.decisions.rules import AcceptanceRules
 from service.decisions.thresholds import SCORE_RANGE, Calibration, unusable_warnings
 from service.imaging.formats import PRODUCT_ID
@@ -263,10 +264,16 @@ class InspectedImage(BaseModel):
         description="what the line should know about this frame, e.g. another aspect or bit depth than the "
         "product's references (a camera ROI, binning or pixel format change); empty when nothing"
     )
+    part_id: str | None = Field(None, description="the request's `part_id`, echoed")
+    station: str | None = Field(None, description="the request's `station`, echoed")
+    camera: str | None = Field(None, description="the request's `camera`, echoed")
+    trigger_time: datetime | None = Field(None, description="the request's `trigger_time`, echoed")
 
     @classmethod
-    def of(cls, result: InspectionResult, filename: str | None) -> InspectedImage:
-        """The answer for one result (PNGs in base64; an empty heat map when it was not encoded)."""
+    def of(cls, result: InspectionResult, filename: str | None, part: PartTag | None = None) -> InspectedImage:
+        """The answer for one result (PNGs in base64; an empty heat map when it was not encoded), tagged with the
+        request's part fields."""
+        part = part or PartTag()
         return cls(
             inspection_id=result.inspection_id,
             filename=filename,
@@ -287,6 +294,10 @@ class InspectedImage(BaseModel):
             rule=result.rule,
             rules_fired=list(result.rules_fired),
             warnings=list(result.warnings),
+            part_id=part.part_id,
+            station=part.station,
+            camera=part.camera,
+            trigger_time=part.trigger_time,
         )
 
 

@@ -1,8 +1,8 @@
 """Optional OpenCV capture (`watch DIR --camera 0` or an RTSP URL): frames are written as PNG files into the
 watched folder, so they get the same once-only, durable handling as files from any other source.
 
-Needs OpenCV (opencv-python-headless), a dependency of the package; the `camera` extra is kept, empty, for old
-install commands.
+Opening the capture is shared with the station (`station.opencv`). Needs OpenCV (opencv-python-headless), a
+dependency of the package; the `camera` extra is kept, empty, for old install commands.
 """
 
 from __future__ import annotations
@@ -15,41 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from model import write_atomic
+from station.opencv import OPENCV_MISSING, CameraUnavailable, capture_source, import_cv2, open_capture
 
 log = logging.getLogger(__name__)
 
-OPENCV_MISSING = (
-    "camera capture needs OpenCV, which is not installed: pip install 'dcpsfr-inspect[camera]' "
-    "(or pip install opencv-python-headless)"
-)
-
-
-class CameraUnavailable(RuntimeError):
-    """OpenCV is missing or the camera cannot be opened."""
-
-
-def import_cv2() -> Any:
-    """The cv2 module; raises CameraUnavailable when OpenCV is not installed."""
-    try:
-        import cv2
-    except ImportError as err:
-        raise CameraUnavailable(OPENCV_MISSING) from err
-    return cv2
-
-
-def capture_source(source: str) -> int | str:
-    """`0`, `1`, ... are device indices; anything else is a URL (rtsp://...) or a video file path."""
-    return int(source) if source.isdigit() else source
-
-
-def open_capture(source: str) -> Any:
-    """An opened cv2.VideoCapture for a device index or URL/path; raises CameraUnavailable when it cannot be opened."""
-    cv2 = import_cv2()
-    capture = cv2.VideoCapture(capture_source(source))
-    if not capture.isOpened():
-        capture.release()
-        raise CameraUnavailable(f"cannot open camera {source!r}: check the device index or the stream URL")
-    return capture
+__all__ = ["OPENCV_MISSING", "CameraSpooler", "CameraUnavailable", "capture_source", "import_cv2", "open_capture"]
 
 
 class CameraSpooler(threading.Thread):

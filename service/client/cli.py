@@ -27,12 +27,12 @@ from service.client.outputs import OutputFolder, summary
 from service.client.watch import (
     DEFAULT_SETTLE_S,
     INCOMPLETE_GRACE_S,
-    TEMPORARY_SUFFIXES,
     FrameSender,
     is_frame_name,
     watch_folder,
 )
 from service.imaging.formats import ACCEPTED_NAMES, ACCEPTED_SUFFIXES, PRODUCT_ID
+from station.camera import TEMPORARY_SUFFIXES
 
 log = logging.getLogger("service.client")
 

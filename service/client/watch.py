@@ -32,12 +32,12 @@ from service.client.journal import Journal
 from service.client.names import display_name, safe_stem
 from service.client.outputs import OutputFolder
 from service.imaging.formats import BMP_START, JPEG_START, PNG_START, has_accepted_suffix
+from station.camera import is_temporary
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SETTLE_S = 2.0  # unchanged this long = the writer is done (a pause longer than this needs a temporary name)
 INCOMPLETE_GRACE_S = 30.0  # a settled PNG/JPEG/BMP without its end waits this much longer, then is sent anyway
-TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", ".swp")
 PNG_END, JPEG_END = b"IEND\xaeB`\x82", b"\xff\xd9"
 
 
@@ -100,11 +100,6 @@ def signature(stat: os.stat_result) -> tuple[int, int, int, int]:
     """What tells one state of a file from the next without reading it: (size, mtime_ns, ctime_ns, inode). A
     rewrite changes the ctime (even when the writer resets the mtime), a rename into place the inode."""
     return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
-
-
-def is_temporary(name: str) -> bool:
-    """A file a writer has not finished: hidden (`.name`), `~name`, or `name.part`, `name.tmp`, ... until renamed."""
-    return name.startswith((".", "~")) or name.lower().endswith(TEMPORARY_SUFFIXES)
 
 
 def is_frame_name(name: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from model import Frame, Prediction
@@ -26,6 +27,16 @@ def mode_label(mode: str, random_weights: bool) -> str:
 def new_inspection_id() -> str:
     """A new random inspection id (32 hex digits)."""
     return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class PartTag:
+    """Which part a frame shows, as the line tells it (all optional): echoed in each of the request's results."""
+
+    part_id: str | None = None  # the PLC's part or serial number
+    station: str | None = None  # the line-side station that sent the frame
+    camera: str | None = None  # its camera
+    trigger_time: datetime | None = None  # when the PLC triggered the inspection (the station's clock)
 
 
 @dataclass(frozen=True)

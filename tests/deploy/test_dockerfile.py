@@ -102,7 +102,14 @@ def test_every_copy_and_bind_source_exists_and_is_in_the_build_context(stages):
 
 def test_build_context_has_the_package_but_no_fetched_weights():
     rules = dockerignore_rules()
-    for needed in ("pyproject.toml", "README.md", "model/detector.py", "service/app.py", "weights/manifest.json"):
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "model/detector.py",
+        "service/app.py",
+        "station/handshake.py",
+        "weights/manifest.json",
+    ):
         assert in_build_context(needed, rules), needed
     for excluded in (".venv/bin/python", "weights/edge/clip.safetensors", ".git/HEAD", "tests/conftest.py"):
         assert not in_build_context(excluded, rules), excluded

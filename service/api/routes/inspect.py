@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -13,11 +14,14 @@ from service.api.errors import error_responses
 from service.api.openapi import max_files
 from service.api.routes.uploads import UploadRoute, read_uploads
 from service.api.schemas import InspectedImage, InspectResponse
-from service.decisions.results import InspectionResult
+from service.decisions.results import InspectionResult, PartTag
 from service.errors import InvalidInput
 from service.imaging.formats import PRODUCT_ID
 from service.products.store import Product
 from service.products.workflows import check_count
+
+TAG_TEXT = r"^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$"  # 1-128 printable ASCII, no edge blanks
+Tag = Annotated[str | None, Form(pattern=TAG_TEXT, description="1-128 printable ASCII characters, echoed")]
 
 router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503), route_class=UploadRoute)
 
@@ -44,11 +48,16 @@ async def inspect(
     format: Annotated[
         Literal["json", "png"], Query(description="png: the mask PNG as the body (send exactly one image)")
     ] = "json",
+    part_id: Tag = None,
+    station: Tag = None,
+    camera: Tag = None,
+    trigger_time: Annotated[datetime | None, Form(description="ISO 8601 time of the trigger, echoed")] = None,
 ) -> Response:
     """Scores each image against the product's references: verdict, score, thresholds, regions, mask and heat-map PNGs
     (base64), or with format=png one image's mask PNG with the verdict in X-* headers. 404 unknown product, 413 too many
     images or pixels, 415/400 unsupported or broken image, 422 a bad field, 429 queue full, 503 model not ready, 504
-    model timeout."""
+    model timeout. `part_id`, `station`, `camera` and `trigger_time` tag the request's parts and are echoed in
+    each result."""
     workflows = services.workflows
     product = await workflows.existing(product_id)  # another replica's, or not loaded yet: read from disk
     check_count(images, services.settings.max_images_per_request, "DCPSFR_MAX_IMAGES_PER_REQUEST")
@@ -60,16 +69,19 @@ async def inspect(
     if format == "png":
         result = inspected.results[0]
         return Response(result.mask_png, media_type="image/png", headers=png_headers(result, product))
-    body = await run_in_threadpool(inspect_body, product, inspected.results, [u.filename for u in uploads])
+    part = PartTag(part_id, station, camera, trigger_time)
+    body = await run_in_threadpool(inspect_body, product, inspected.results, [u.filename for u in uploads], part)
     return Response(body, media_type="application/json")
 
 
-def inspect_body(product: Product, results: list[InspectionResult], filenames: list[str | None]) -> bytes:
+def inspect_body(
+    product: Product, results: list[InspectionResult], filenames: list[str | None], part: PartTag | None = None
+) -> bytes:
     """The JSON body (InspectResponse), built off the event loop: base64 of every PNG, then the JSON text."""
     answer = InspectResponse(
         product_id=product.product_id,
         reference_version=product.version,
-        results=[InspectedImage.of(r, name) for r, name in zip(results, filenames, strict=True)],
+        results=[InspectedImage.of(r, name, part) for r, name in zip(results, filenames, strict=True)],
     )
     return answer.model_dump_json().encode()
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from service.api.errors import SERVER_LOGGER
 from service.app import create_app
 from service.products.store import ProductStore
-from tests.helpers.apps import inspect, tiny_settings, upload
+from tests.helpers.apps import files, inspect, tiny_settings, upload
 from tests.helpers.images import decode_png, image_bytes
 
 GOOD = image_bytes(48, 40, seed=0)
@@ -309,3 +309,24 @@ def test_a_lost_store_folder_answers_503_naming_it_and_serves_again_once_it_is_b
     assert inspect(client, "widget", GOOD).status_code == 200
     errors = [r for r in caplog.records if r.name == "service.products.store" and r.levelname == "ERROR"]
     assert len(errors) == 1 and errors[0].exc_info is None
+
+
+def test_the_part_fields_are_echoed_in_each_result(client):
+    upload(client, "widget", GOOD, OTHER_GOOD)
+    tags = {"part_id": "P-000417", "station": "line1-st3", "camera": "top", "trigger_time": "2026-12-06T22:15:00.125Z"}
+    answer = client.post("/inspect", data={"product_id": "widget", **tags}, files=files(GOOD, DEFECT))
+    assert answer.status_code == 200, answer.text
+    for result in answer.json()["results"]:
+        assert {key: result[key] for key in tags} == {**tags, "trigger_time": "2026-12-06T22:15:00.125000Z"}
+    untagged = inspect(client, "widget", GOOD).json()["results"][0]
+    assert [untagged[key] for key in tags] == [None, None, None, None]
+
+
+@pytest.mark.parametrize(
+    "field, value", [("part_id", " P-1"), ("station", "x" * 129), ("camera", "top\ncam"), ("trigger_time", "yesterday")]
+)
+def test_a_bad_part_field_is_422(client, field, value):
+    upload(client, "widget", GOOD, OTHER_GOOD)
+    answer = client.post("/inspect", data={"product_id": "widget", field: value}, files=files(GOOD))
+    assert answer.status_code == 422, answer.text
+    assert field in answer.text

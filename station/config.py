@@ -1,0 +1,146 @@
+"""station.yaml: read and checked at start; every problem is reported, one line each (`ConfigError`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from station.handshake import FailSafe, ProductTable, Settings
+
+PRODUCT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # the service's product id rule
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Seconds = Annotated[float, Field(gt=0, le=600)]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `lines` says why, one problem a line."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (a typo must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServiceConfig(Strict):
+    """The inspection service."""
+
+    url: str = Field(pattern=r"^https?://", description="http(s)://host:port of the service")
+    api_key: str | None = Field(None, description="a camera-role key; prefer api_key_env")
+    api_key_env: str | None = Field(None, description="the environment variable holding the key")
+
+    def key(self) -> str | None:
+        """The API key: api_key, else the variable named by api_key_env."""
+        return self.api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
+
+
+class FolderCameraConfig(Strict):
+    """A camera that writes one file per trigger into a folder."""
+
+    kind: Literal["folder"]
+    name: str = Field("camera", pattern=NAME)
+    folder: Path
+    pattern: str = "*"
+    settle_s: float = Field(0.02, ge=0, le=10)
+    delete_taken: bool = False
+
+
+class OpenCVCameraConfig(Strict):
+    """A stream OpenCV reads: an RTSP/HTTP URL or a device index."""
+
+    kind: Literal["opencv"]
+    name: str = Field("camera", pattern=NAME)
+    source: str = Field(min_length=1, description="rtsp://..., http://... or a device index (0)")
+
+
+class ModbusConfig(Strict):
+    """The Modbus TCP server the PLC polls."""
+
+    kind: Literal["modbus"]
+    host: str = "0.0.0.0"
+    port: int = Field(502, ge=1, le=65535)
+
+
+class ProductsConfig(Strict):
+    """The products the line selects by index (1, 2, ...), and the one active at start."""
+
+    table: dict[Annotated[int, Field(ge=1, le=65535)], Annotated[str, Field(pattern=PRODUCT_ID)]] = Field(min_length=1)
+    active: int | str
+
+    @model_validator(mode="after")
+    def active_in_table(self) -> ProductsConfig:
+        """The active product must be one of the table's (by index or id)."""
+        if ProductTable(self.table).resolve(self.active) is None:
+            raise ValueError(f"active: {self.active!r} is neither an index nor a product id of the table")
+        return self
+
+
+class HandshakeConfig(Strict):
+    """Timeouts, the acknowledge and the fail-safe."""
+
+    acquire_timeout_s: Seconds = 1.0
+    inspect_timeout_s: Seconds = 0.2
+    changeover_timeout_s: Seconds = 5.0
+    acknowledge: bool = True
+    fail_safe: FailSafe = FailSafe.REJECT
+
+    def settings(self) -> Settings:
+        """The handshake's settings."""
+        return Settings(**self.model_dump())
+
+
+class OutputsConfig(Strict):
+    """Where results go besides the PLC."""
+
+    results_file: Path | None = Field(None, description="one JSON line per part (appended)")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus /metrics on this port")
+    metrics_host: str = "0.0.0.0"
+
+
+class StationConfig(Strict):
+    """The whole station.yaml."""
+
+    station: str = Field(pattern=NAME, description="this station's name, sent with each frame")
+    service: ServiceConfig
+    camera: Annotated[FolderCameraConfig | OpenCVCameraConfig, Field(discriminator="kind")]
+    trigger: ModbusConfig
+    products: ProductsConfig
+    handshake: HandshakeConfig = HandshakeConfig()
+    outputs: OutputsConfig = OutputsConfig()
+
+
+def error_lines(err: ValidationError) -> list[str]:
+    """One `where: what` line per problem."""
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"] if not str(part).startswith("function-after"))
+        lines.append(f"{where or 'station.yaml'}: {problem['msg']}")
+    return lines
+
+
+def load_config(path: Path) -> StationConfig:
+    """The checked configuration; raises ConfigError (one line per problem) for a missing, unreadable or wrong
+    file."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read it: {err.strerror or err}"]) from err
+    except yaml.YAMLError as err:
+        raise ConfigError([f"{path}: not valid YAML: {err}".replace("\n", " ")]) from err
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: expected a mapping of settings, found {type(raw).__name__}"])
+    try:
+        config = StationConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError([f"{path}: {line}" for line in error_lines(err)]) from err
+    if config.camera.kind == "folder" and not config.camera.folder.is_dir():
+        raise ConfigError([f"{path}: camera.folder: {config.camera.folder} is not an existing folder"])
+    return config

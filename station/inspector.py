@@ -1,0 +1,148 @@
+"""The service as the station sees it: one POST /inspect per part, within the reject window, no retries.
+
+Every failure is an `InspectFailed` with its `ErrorCode`: the part gets an ERROR, the next part a new try.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+
+from station.camera import Frame
+from station.codes import ErrorCode
+
+FRAME_STATUS = frozenset({400, 413, 415, 422})
+CONFIGURATION_STATUS = frozenset({401, 403, 404})
+BUSY_STATUS = frozenset({429, 503})
+
+
+class InspectFailed(Exception):
+    """The service gave no verdict for the part: `code` says why."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Part:
+    """What the line says about the part in front of the camera."""
+
+    product_id: str
+    part_id: str | None = None
+    trigger_time: datetime | None = None  # wall clock, UTC
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """The service's verdict on one frame."""
+
+    anomalous: bool
+    score: float
+    threshold: float
+    n_regions: int
+    inspection_id: str
+    rule: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)  # the service's decode, queue, predict, encode, ...
+
+
+class Inspector(Protocol):
+    """Asks for a verdict; raises InspectFailed."""
+
+    def inspect(self, frame: Frame, part: Part, timeout_s: float) -> Inspection:
+        """The verdict on `frame` within `timeout_s` seconds; raises InspectFailed."""
+        ...
+
+    def check_product(self, product_id: str, timeout_s: float) -> None:
+        """Raises InspectFailed unless the service has references for `product_id` (a changeover's check)."""
+        ...
+
+
+class HttpInspector:
+    """POST /inspect with the part's fields (`part_id`, `station`, `camera`, `trigger_time`). Thread-safe."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        station: str,
+        camera: str,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=url, headers=headers, transport=transport)
+        self.station, self.camera = station, camera
+
+    def inspect(self, frame: Frame, part: Part, timeout_s: float) -> Inspection:
+        """One request, no retry (the part cannot wait); raises InspectFailed."""
+        data = {"product_id": part.product_id, "station": self.station, "camera": self.camera}
+        if part.part_id:
+            data["part_id"] = part.part_id
+        if part.trigger_time:
+            data["trigger_time"] = part.trigger_time.isoformat()
+        files = [("images", (frame.filename, frame.data, "application/octet-stream"))]
+        response = self.send("POST", "/inspect", timeout_s, data=data, files=files)
+        try:
+            result = response.json()["results"][0]
+            return Inspection(
+                anomalous=bool(result["anomalous"]),
+                score=float(result["score"]),
+                threshold=float(result["threshold"]),
+                n_regions=int(result["n_regions"]),
+                inspection_id=str(result["inspection_id"]),
+                rule=result.get("rule"),
+                timings_ms={str(k): float(v) for k, v in result.get("timings_ms", {}).items()},
+            )
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise InspectFailed(ErrorCode.SERVICE_ERROR, f"unreadable answer from the service: {err!r}") from err
+
+    def check_product(self, product_id: str, timeout_s: float) -> None:
+        """GET /products/{id}; raises InspectFailed (CONFIGURATION for an unknown product)."""
+        self.send("GET", f"/products/{product_id}", timeout_s)
+
+    def send(self, method: str, path: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
+        """The response when it is a success; raises InspectFailed with the code of the failure."""
+        try:
+            response = self.http.request(method, path, timeout=timeout_s, **kwargs)
+        except httpx.TimeoutException as err:
+            raise InspectFailed(
+                ErrorCode.SERVICE_TIMEOUT, f"{method} {path}: no answer within {timeout_s:g} s"
+            ) from err
+        except httpx.TransportError as err:
+            raise InspectFailed(ErrorCode.SERVICE_UNREACHABLE, f"{method} {path}: {type(err).__name__}: {err}") from err
+        if response.is_success:
+            return response
+        raise InspectFailed(
+            status_code(response.status_code), f"{method} {path}: HTTP {response.status_code}: {detail(response)}"
+        )
+
+    def close(self) -> None:
+        """Close the connections."""
+        self.http.close()
+
+
+def status_code(status: int) -> ErrorCode:
+    """The error code of an HTTP error status."""
+    if status in FRAME_STATUS:
+        return ErrorCode.FRAME_REJECTED
+    if status in CONFIGURATION_STATUS:
+        return ErrorCode.CONFIGURATION
+    if status in BUSY_STATUS:
+        return ErrorCode.SERVICE_BUSY
+    if status == 504:
+        return ErrorCode.SERVICE_TIMEOUT
+    if status == 502:
+        return ErrorCode.SERVICE_UNREACHABLE
+    return ErrorCode.SERVICE_ERROR
+
+
+def detail(response: httpx.Response) -> str:
+    """The service's JSON `detail`, else the start of the body."""
+    try:
+        found = response.json().get("detail")
+    except (ValueError, AttributeError):
+        found = None
+    return str(found) if found else response.text[:200]

@@ -1,0 +1,78 @@
+"""Builds the station from its configuration and runs it until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from station.camera import Camera, FolderCamera
+from station.config import StationConfig
+from station.handshake import Handshake, ProductTable
+from station.inspector import HttpInspector, InspectFailed
+from station.metrics import StationMetrics
+from station.modbus import ModbusAdapter
+from station.outputs import ResultsFile
+
+log = logging.getLogger("station")
+
+
+def make_camera(config: StationConfig) -> Camera:
+    """The configured camera, opened; raises CameraFailed when it cannot be."""
+    camera = config.camera
+    if camera.kind == "folder":
+        return FolderCamera(
+            camera.folder, camera.name, camera.pattern, camera.settle_s, delete_taken=camera.delete_taken
+        )
+    from station.opencv import OpenCVCamera  # OpenCV only when configured
+
+    return OpenCVCamera(camera.source, camera.name)
+
+
+def check_active_product(handshake: Handshake, inspector: HttpInspector, timeout_s: float) -> None:
+    """Log whether the service is reachable and knows the active product; the station starts either way (it
+    answers ERROR with a code until the service is back)."""
+    product = handshake.snapshot().active_product
+    try:
+        inspector.check_product(product, timeout_s)
+    except InspectFailed as err:
+        log.error(
+            "the service cannot inspect %s yet (%s: %s); parts get ERROR until it can", product, err.code.name, err
+        )
+    else:
+        log.info("service ready for product %s", product)
+
+
+def run(config: StationConfig, stop: threading.Event | None = None) -> int:
+    """Run the station until `stop` is set (SIGTERM/SIGINT set it when called from the main thread): the part in
+    progress is finished first. Returns the exit status (0). Raises CameraFailed or OSError when the camera or the
+    Modbus port cannot be opened."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    camera = make_camera(config)
+    inspector = HttpInspector(config.service.url, config.service.key(), config.station, camera.name)
+    metrics = StationMetrics()
+    if config.outputs.metrics_port:
+        metrics.serve(config.outputs.metrics_port, config.outputs.metrics_host)
+    outputs: list[Any] = [ResultsFile(config.outputs.results_file)] if config.outputs.results_file else []
+    products = ProductTable(dict(config.products.table))
+    settings = config.handshake.settings()
+    handshake = Handshake(
+        camera, inspector, products, config.products.active, settings, metrics, outputs, starting=True
+    )
+    adapter = ModbusAdapter(handshake, config.trigger.host, config.trigger.port)
+    try:
+        adapter.start()  # the PLC sees State 0 (starting) while the service is asked about the product
+        check_active_product(handshake, inspector, config.handshake.changeover_timeout_s)
+        handshake.start()
+        log.info("station %s ready: product %s, camera %s", config.station, config.products.active, camera.name)
+        handshake.serve(stop)
+        log.info("station %s stopped", config.station)
+    finally:
+        adapter.stop()
+        camera.close()
+        inspector.close()
+    return 0

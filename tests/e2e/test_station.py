@@ -1,0 +1,208 @@
+"""`python -m station run` as a line runs it: a real service (tiny config: random weights, so the thresholds are set
+by hand between the two frames' scores), a folder camera, and a pymodbus client playing the PLC. One service and
+one station for the module; the last test stops the service."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from station.codes import ErrorCode
+from station.handshake import State
+from tests.helpers.plc import Plc
+from tests.helpers.processes import Process, ServiceProcess, free_port, running_service, start_process
+from tests.helpers.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+PRODUCTS = {1: "bottle-a", 2: "bottle-b", 3: "never-uploaded"}
+
+
+def score(service: ServiceProcess, product: str, image: Path) -> float:
+    files = [("images", (image.name, image.read_bytes(), "image/png"))]
+    answer = service.client.post("/inspect", data={"product_id": product}, files=files)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["results"][0]["score"]
+
+
+@dataclass
+class Line:
+    """A real service, the station as a process in front of it, and the PLC connected to the station."""
+
+    service: ServiceProcess
+    root: Path
+    good: Path  # the frame the hand-set thresholds call OK
+    bad: Path
+    port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    station: Process | None = None
+    plc: Plc | None = None
+
+    @property
+    def frames(self) -> Path:
+        return self.root / "frames"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.jsonl"
+
+    def start_station(self) -> None:
+        """Write station.yaml, start `python -m station run` and connect the PLC once it listens."""
+        self.frames.mkdir(exist_ok=True)
+        config = {
+            "station": "line1-st3",
+            "service": {"url": self.service.url},
+            "camera": {"kind": "folder", "name": "top", "folder": str(self.frames), "delete_taken": True},
+            "trigger": {"kind": "modbus", "host": "127.0.0.1", "port": self.port},
+            "products": {"table": PRODUCTS, "active": 1},
+            "handshake": {"acquire_timeout_s": 2, "inspect_timeout_s": 60, "acknowledge": True},
+            "outputs": {
+                "results_file": str(self.results),
+                "metrics_port": self.metrics_port,
+                "metrics_host": "127.0.0.1",
+            },
+        }
+        (self.root / "station.yaml").write_text(yaml.safe_dump(config))
+        command = [sys.executable, "-m", "station", "run", "--config", str(self.root / "station.yaml")]
+        self.station = start_process(command, dict(os.environ), self.root / f"station-{time.monotonic_ns()}.log")
+        self.plc = wait_for(self.connect, "the station's Modbus server", 120)
+
+    def connect(self) -> Plc | None:
+        if not self.station.alive():
+            pytest.fail(f"the station exited:\n{self.station.log_tail()}")
+        try:
+            return Plc(self.port)
+        except AssertionError:
+            return None
+
+    def stop_station(self, sig: int = signal.SIGTERM) -> int:
+        self.plc.close()
+        return self.station.stop(sig)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory, bottle_dir: Path):
+    """Two products on a real service, their thresholds set between a good and a broken bottle's scores."""
+    root = tmp_path_factory.mktemp("station-e2e")
+    good, bad = bottle_dir / "test" / "good" / "000.png", bottle_dir / "test" / "broken_large" / "000.png"
+    with running_service(root / "service") as service:
+        references = [
+            ("images", (p.name, p.read_bytes(), "image/png"))
+            for p in sorted((bottle_dir / "train" / "good").glob("*.png"))[:2]
+        ]
+        for product in ("bottle-a", "bottle-b"):
+            assert service.client.post(f"/products/{product}/references", files=references).status_code == 201
+            good_score, bad_score = score(service, product, good), score(service, product, bad)
+            assert good_score != bad_score, "random weights gave both frames one score"
+            threshold = (good_score + bad_score) / 2  # random weights: set by hand so the verdicts are known
+            answer = service.client.put(f"/products/{product}/threshold", json={"threshold": threshold})
+            assert answer.status_code == 200, answer.text
+        if good_score > bad_score:  # random weights may rank them either way: the lower score is the OK frame
+            good, bad = bad, good
+        line = Line(service, root, good, bad)
+        line.start_station()
+        try:
+            yield line
+        finally:
+            returncode = line.stop_station()
+        assert returncode == 0, line.station.log_tail()
+
+
+def show(frames: Path, image: Path, name: str) -> None:
+    """The camera writes its frame for the next trigger."""
+    shutil.copy(image, frames / name)
+
+
+def test_a_good_bottle_is_ok_and_a_broken_one_ng(line):
+    plc, frames, good, bad, results = line.plc, line.frames, line.good, line.bad, line.results
+    show(frames, good, "p1.png")
+    inputs, registers = plc.inspect(part_id=100001)
+    assert {name for name, on in inputs.items() if on} == {"RESULT_READY", "OK"}
+    assert (registers["PART_ID"], registers["ERROR_CODE"], registers["PRODUCT_INDEX"]) == (100001, 0, 1)
+    assert registers["SCORE"] < registers["THRESHOLD"]
+    show(frames, bad, "p2.png")
+    inputs, registers = plc.inspect(part_id=100002)
+    assert {name for name, on in inputs.items() if on} == {"RESULT_READY", "NG", "REJECT"}
+    assert registers["SCORE"] > registers["THRESHOLD"] and registers["SEQUENCE"] == 2
+    assert list(frames.iterdir()) == [], "a taken frame is deleted (delete_taken)"
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(line["part_id"], line["verdict"], line["product_id"]) for line in lines] == [
+        ("100001", "OK", "bottle-a"),
+        ("100002", "NG", "bottle-a"),
+    ]
+    assert {"acquire", "prepare", "request", "decode", "queue", "predict", "encode", "output", "total"} <= set(
+        lines[0]["stage_ms"]
+    )
+
+
+def test_a_trigger_without_a_frame_is_a_camera_error_never_ok(line):
+    plc = line.plc
+    # no file appears within the 2 s acquire timeout
+    inputs, registers = plc.inspect(part_id=100003, timeout_s=60)
+    assert {name for name, on in inputs.items() if on} == {"RESULT_READY", "ERROR", "REJECT"}
+    assert registers["ERROR_CODE"] == ErrorCode.CAMERA_TIMEOUT and math.isnan(registers["SCORE"])
+
+
+def test_changeover_between_two_products_is_confirmed_and_an_unknown_one_refused(line):
+    plc, frames, good, results = line.plc, line.frames, line.good, line.results
+    assert plc.change_product(2)["ACTIVE_PRODUCT"] == 2
+    show(frames, good, "p4.png")
+    inputs, registers = plc.inspect(part_id=100004)
+    assert inputs["OK"] and registers["PRODUCT_INDEX"] == 2
+    assert json.loads(results.read_text().splitlines()[-1])["product_id"] == "bottle-b"
+    refused = plc.change_product(3)  # in the station's table, but the service has no references for it
+    assert (refused["ACTIVE_PRODUCT"], refused["CHANGEOVER_FAILED"]) == (2, True)
+    assert plc.change_product(1)["ACTIVE_PRODUCT"] == 1
+
+
+def test_the_stage_times_are_exported(line):
+    families = {family.name: family for family in text_string_to_metric_families(httpx.get(line.metrics_url).text)}
+    counts = {
+        s.labels["stage"]: s.value for s in families["station_stage_seconds"].samples if s.name.endswith("_count")
+    }
+    assert counts["predict"] == 3 and counts["total"] == 4 and counts["acquire"] == 3
+    verdicts = {
+        (s.labels["verdict"], s.labels["code"]): s.value
+        for s in families["station_results"].samples
+        if s.name.endswith("_total")
+    }
+    assert verdicts == {("OK", "NONE"): 2, ("NG", "NONE"): 1, ("ERROR", "CAMERA_TIMEOUT"): 1}
+
+
+def test_sigterm_finishes_the_part_in_progress(line):
+    """SIGTERM right after a trigger: the part still gets its verdict (results file) and the station exits 0."""
+    plc = line.plc
+    show(line.frames, line.good, "p5.png")
+    plc.trigger(100005)
+    assert not plc.inputs()["READY"]
+    assert line.stop_station() == 0, line.station.log_tail()
+    last = json.loads(line.results.read_text().splitlines()[-1])
+    assert (last["part_id"], last["verdict"]) == ("100005", "OK")
+    line.start_station()  # the next test's station, on the same ports and results file
+
+
+def test_with_the_service_stopped_the_station_answers_error_and_keeps_running(line):
+    plc, station = line.plc, line.station
+    assert line.service.stop() in (0, -signal.SIGTERM)
+    show(line.frames, line.good, "p6.png")
+    inputs, registers = plc.inspect(part_id=100006)
+    assert {name for name, on in inputs.items() if on} == {"RESULT_READY", "ERROR", "REJECT"}
+    assert registers["ERROR_CODE"] == ErrorCode.SERVICE_UNREACHABLE
+    assert station.alive() and plc.registers()["STATE"] == State.READY
+    assert "ERROR 3 SERVICE_UNREACHABLE" in station.log_tail(0)

@@ -1,0 +1,97 @@
+"""station.yaml and the command line: the example is valid, every problem is one line, exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from station import cli
+from station.config import ConfigError, load_config
+from station.handshake import FailSafe
+from tests.helpers.processes import REPO
+
+EXAMPLE = REPO / "station" / "station.example.yaml"
+
+
+def example(tmp_path: Path, **changes) -> Path:
+    """The example configuration with its camera folder in tmp_path and `changes` (dotted keys) applied."""
+    config = yaml.safe_load(EXAMPLE.read_text())
+    config["camera"]["folder"] = str(tmp_path)
+    for dotted, value in changes.items():
+        *parents, key = dotted.split("__")
+        target = config
+        for parent in parents:
+            target = target[parent]
+        if value is None:
+            del target[key]
+        else:
+            target[key] = value
+    path = tmp_path / "station.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_the_example_configuration_is_valid(tmp_path):
+    config = load_config(example(tmp_path))
+    assert config.products.table == {1: "bottle-500ml", 2: "bottle-1l"}
+    assert config.handshake.settings().fail_safe == FailSafe.REJECT and config.handshake.settings().acknowledge
+    assert config.trigger.port == 502 and config.camera.kind == "folder"
+
+
+def test_every_problem_is_reported_on_its_own_line(tmp_path):
+    path = example(
+        tmp_path,
+        service__url="inspect:8000",
+        handshake__fail_safe="pass",
+        handshake__inspect_timeout_s=0,
+        products__table={1: "bad id!"},
+        trigger__prot=502,
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    lines = raised.value.lines
+    assert len(lines) == 5, lines
+    expected = ["service.url", "handshake.fail_safe", "handshake.inspect_timeout_s", "products.table.1", "trigger.prot"]
+    for line, where in zip(sorted(lines), sorted(expected), strict=True):
+        assert line.startswith(f"{path}: {where}: "), line
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"products__active": 3}, "products: Value error, active: 3 is neither an index nor a product id"),
+        ({"station": None}, "station: Field required"),
+        ({"camera__kind": "genicam"}, "camera: Input tag 'genicam' found using 'kind' does not match"),
+    ],
+)
+def test_a_wrong_setting_names_itself(tmp_path, changes, message):
+    with pytest.raises(ConfigError) as raised:
+        load_config(example(tmp_path, **changes))
+    assert [message in line for line in raised.value.lines] == [True], raised.value.lines
+
+
+def test_a_missing_camera_folder_and_a_missing_file_are_errors(tmp_path):
+    path = example(tmp_path, camera__folder=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"camera\.folder: .*nowhere is not an existing folder"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_check_exits_0_for_a_good_file_and_2_with_one_line_per_error(tmp_path, capsys):
+    assert cli.main(["check", "--config", str(example(tmp_path))]) == 0
+    bad = example(tmp_path, service__url="nope", handshake__acknowledge="maybe")
+    assert cli.main(["check", "--config", str(bad)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)
+
+
+def test_help_and_the_code_table():
+    done = subprocess.run([sys.executable, "-m", "station", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0 and "run" in done.stdout and "docs/plc.md" in done.stdout
+    codes = subprocess.run([sys.executable, "-m", "station", "codes"], capture_output=True, text=True, cwd=REPO)
+    assert codes.returncode == 0 and "  3  SERVICE_UNREACHABLE" in codes.stdout
