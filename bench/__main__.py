@@ -6,7 +6,8 @@ Sections (run all, or pick with --only):
   fit         reference fit + calibration for K = 1 and 4                           --config
   memory      RSS and bytes on disk per product; start-up with 100 products         --config
   bank        bank search FAISS vs torch, 4k .. 1M tokens
-  http        HTTP p50/p95 of one image vs in-process predict (overhead ratio)      --service-config (tiny)
+  http        HTTP p50/p95 of one image vs in-process predict (overhead ratio),     --service-config (tiny)
+              full answer (PNG) beside verdict only (JPEG): overhead vs the 3 ms goal
   throughput  service img/s at concurrency 1, 4, 16 with batching on and off        --service-config
   replicas    new version -> other replica delay; start-up with 100 stored products --service-config
 Timings on a shared machine drift: comparisons are interleaved and given as ratios. --quick: fewer repeats and

@@ -85,6 +85,7 @@ def create_app(
             max_pixels=settings.max_pixels,
         ),
         RegionLimits(settings.min_region_area_px, settings.max_regions_listed),
+        thumbnails=settings.history_thumbnails,
     )
 
     @asynccontextmanager

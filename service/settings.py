@@ -187,6 +187,12 @@ class Settings(BaseSettings):
     history_size: int = Field(
         50, ge=1, description="recent inspections kept per product, in memory", json_schema_extra=group("thresholds")
     )
+    history_thumbnails: bool = Field(
+        True,
+        description="make a 160 px thumbnail of every inspected frame for the recent inspections (the console shows "
+        "them); false saves that work per frame, e.g. on a station that asks for outputs=verdict",
+        json_schema_extra=group("thresholds"),
+    )
     # --- defect regions ----------------------------------------------------------------------------------------
     min_region_area_px: int = Field(
         16,

@@ -251,8 +251,12 @@ class InspectedImage(BaseModel):
     pixel_threshold: float = Field(description="anomaly-map value above which a pixel is in the mask")
     width: int = Field(description="the image's width in pixels (the mask's and map's too)")
     height: int = Field(description="the image's height in pixels")
-    mask_png: str = Field(description="base64 8-bit PNG: 255 where the map is above pixel_threshold, else 0")
-    anomaly_map_png: str = Field(description="base64 8-bit heat-map PNG (128 = pixel_threshold)")
+    mask_png: str | None = Field(
+        description="base64 8-bit PNG: 255 where the map is above pixel_threshold, else 0; null with outputs=verdict"
+    )
+    anomaly_map_png: str | None = Field(
+        description="base64 8-bit heat-map PNG (128 = pixel_threshold); null with outputs=verdict"
+    )
     mode: str = Field(description='"full" or "training-free", with " (random weights)" when they are random')
     timings_ms: dict[str, float] = Field(description="decode, queue, predict, the model's stages, encode")
     regions: list[RegionView] = Field(description="the regions with the highest map values, at most the limit")
@@ -271,8 +275,8 @@ class InspectedImage(BaseModel):
 
     @classmethod
     def of(cls, result: InspectionResult, filename: str | None, part: PartTag | None = None) -> InspectedImage:
-        """The answer for one result (PNGs in base64; an empty heat map when it was not encoded), tagged with the
-        request's part fields."""
+        """The answer for one result (PNGs in base64; None where one was not asked for), tagged with the request's
+        part fields."""
         part = part or PartTag()
         return cls(
             inspection_id=result.inspection_id,
@@ -284,8 +288,8 @@ class InspectedImage(BaseModel):
             pixel_threshold=result.pixel_threshold,
             width=result.width,
             height=result.height,
-            mask_png=base64.b64encode(result.mask_png).decode("ascii"),
-            anomaly_map_png=base64.b64encode(result.anomaly_map_png or b"").decode("ascii"),
+            mask_png=base64_text(result.mask_png),
+            anomaly_map_png=base64_text(result.anomaly_map_png),
             mode=result.mode,
             timings_ms=result.timings_ms,
             regions=[RegionView(**region) for region in result.regions],
@@ -299,6 +303,11 @@ class InspectedImage(BaseModel):
             camera=part.camera,
             trigger_time=part.trigger_time,
         )
+
+
+def base64_text(data: bytes | None) -> str | None:
+    """Bytes as base64 text; None stays None."""
+    return None if data is None else base64.b64encode(data).decode("ascii")
 
 
 class InspectResponse(BaseModel):

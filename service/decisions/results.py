@@ -1,4 +1,5 @@
-"""One inspected frame's result: the verdict (threshold or acceptance rules), regions, mask and heat-map PNGs.
+"""One inspected frame's result: the verdict (threshold or acceptance rules), regions, and the pictures asked for
+(mask and heat-map PNGs, the history thumbnail).
 
 Built in the encode pool (`inspection_result` is the `finish` of the engine's predict), from the prediction and the
 product version it was compared with.
@@ -48,6 +49,19 @@ class RegionLimits:
 
 
 @dataclass(frozen=True)
+class Outputs:
+    """The pictures an inspect request asks for beside the verdict, score and regions (which every result has)."""
+
+    mask: bool = True  # the mask PNG
+    heatmap: bool = True  # the heat-map PNG
+
+
+FULL = Outputs()  # POST /inspect's default JSON
+MASK_ONLY = Outputs(heatmap=False)  # format=png: the mask is the body
+VERDICT_ONLY = Outputs(mask=False, heatmap=False)  # outputs=verdict: no PNG is encoded
+
+
+@dataclass(frozen=True)
 class InspectionResult:
     """One inspected image's outcome: verdict, scores, thresholds, PNGs, regions, timings."""
 
@@ -59,7 +73,7 @@ class InspectionResult:
     pixel_threshold: float
     width: int
     height: int
-    mask_png: bytes
+    mask_png: bytes | None  # None when not asked for (Outputs)
     anomaly_map_png: bytes | None
     mode: str
     regions: list[dict[str, Any]]  # the largest-valued `max_listed` regions, sorted by max_value
@@ -82,12 +96,13 @@ def inspection_result(
     prediction: Prediction,
     product: Product,
     limits: RegionLimits,
-    with_heatmap: bool,
+    outputs: Outputs,
     frame: Frame | None = None,
 ) -> InspectionResult:
-    """The verdict, regions and PNGs of one prediction against `product`'s thresholds and rules; with `frame`, a
-    thumbnail too. `timings_ms` holds the model's stages and "encode" (this function); `warnings` are the
-    prediction's notices (another bit depth or aspect than the references')."""
+    """The verdict and regions of one prediction against `product`'s thresholds and rules, with the PNGs that
+    `outputs` asks for (the others are None, and not encoded); with `frame`, a thumbnail too. `timings_ms` holds
+    the model's stages and "encode" (this function); `warnings` are the prediction's notices (another bit depth or
+    aspect than the references')."""
     start = time.perf_counter()
     threshold, pixel_threshold = product.threshold, product.pixel_threshold
     score = prediction.decision_score  # on the scale of the threshold (the logit in full mode)
@@ -95,8 +110,8 @@ def inspection_result(
     scale = None if product.rules is None else product.rules.mm_per_pixel
     listed = judgement.regions.regions[: limits.max_listed]
     regions = [region_json(r, i, scale, judgement.in_reject_zone[i]) for i, r in enumerate(listed)]
-    mask = mask_png(prediction.anomaly_map, pixel_threshold)
-    heatmap = heatmap_png(prediction.anomaly_map, pixel_threshold) if with_heatmap else None
+    mask = mask_png(prediction.anomaly_map, pixel_threshold) if outputs.mask else None
+    heatmap = heatmap_png(prediction.anomaly_map, pixel_threshold) if outputs.heatmap else None
     encode_ms = (time.perf_counter() - start) * 1000.0
     thumbnail = thumbnail_data_url(frame, product.refs.bit_depth) if frame is not None else None
     height, width = prediction.anomaly_map.shape

@@ -25,7 +25,7 @@ from typing import Any
 from model import Frame, Prediction
 from service.decisions.calibration import FittedProduct, extend_and_calibrate, fit_and_calibrate
 from service.decisions.evaluation import evaluate
-from service.decisions.results import InspectionResult, RegionLimits, inspection_result
+from service.decisions.results import InspectionResult, Outputs, RegionLimits, inspection_result
 from service.decisions.thresholds import (
     Calibration,
     CalibrationPolicy,
@@ -166,6 +166,7 @@ class Workflows:
         policy: CalibrationPolicy,
         limits: Limits,
         regions: RegionLimits,
+        thumbnails: bool = True,
     ) -> None:
         self.store = store
         self.frames = frames
@@ -175,6 +176,7 @@ class Workflows:
         self.policy = policy
         self.limits = limits
         self.regions = regions
+        self.thumbnails = thumbnails  # DCPSFR_HISTORY_THUMBNAILS: the recent inspections show one per frame
 
     # --- reads ----------------------------------------------------------------------------------------------
 
@@ -217,12 +219,12 @@ class Workflows:
     # --- inspecting -----------------------------------------------------------------------------------------
 
     async def inspect(
-        self, product: Product, uploads: Sequence[Upload], ticket: Ticket | None, with_heatmap: bool
+        self, product: Product, uploads: Sequence[Upload], ticket: Ticket | None, outputs: Outputs
     ) -> Inspected:
-        """Decode, predict and judge each upload against `product` (admitted by `ticket`); each result is counted
-        and kept in the recent inspections."""
+        """Decode, predict and judge each upload against `product` (admitted by `ticket`), with the PNGs `outputs`
+        asks for; each result is counted and kept in the recent inspections (with a thumbnail when `thumbnails`)."""
         decoded = await self.engine.decode(uploads)
-        finish = partial(self._result, product, decoded.frames, with_heatmap)
+        finish = partial(self._result, product, decoded.frames, outputs)
         predicted = await self.engine.predict(product.refs, decoded.frames, ticket, finish)
         results = []
         for result, upload, decode_ms in zip(predicted.results, uploads, decoded.decode_ms, strict=True):
@@ -236,9 +238,10 @@ class Workflows:
         return Inspected(product, results)
 
     def _result(
-        self, product: Product, frames: list[Frame], with_heatmap: bool, prediction: Prediction, index: int
+        self, product: Product, frames: list[Frame], outputs: Outputs, prediction: Prediction, index: int
     ) -> InspectionResult:
-        return inspection_result(prediction, product, self.regions, with_heatmap, frames[index])
+        frame = frames[index] if self.thumbnails else None  # the thumbnail is the history's only use of it
+        return inspection_result(prediction, product, self.regions, outputs, frame)
 
     # --- references -----------------------------------------------------------------------------------------
 

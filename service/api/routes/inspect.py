@@ -1,4 +1,5 @@
-"""POST /inspect: score, verdict, mask and heat map per image; `?format=png` answers one mask as bytes."""
+"""POST /inspect: score, verdict, mask and heat map per image; `?format=png` answers one mask as bytes,
+`?outputs=verdict` the JSON without PNGs (none is encoded)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from service.api.errors import error_responses
 from service.api.openapi import max_files
 from service.api.routes.uploads import UploadRoute, read_uploads
 from service.api.schemas import InspectedImage, InspectResponse
-from service.decisions.results import InspectionResult, PartTag
+from service.decisions.results import FULL, MASK_ONLY, VERDICT_ONLY, InspectionResult, Outputs, PartTag
 from service.errors import InvalidInput
 from service.imaging.formats import PRODUCT_ID
 from service.products.store import Product
@@ -33,7 +34,8 @@ router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503), r
     responses={
         200: {
             "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "the results (JSON), or with format=png the mask PNG with the verdict in X-* headers",
+            "description": "the results (JSON; without PNGs with outputs=verdict), or with format=png the mask PNG "
+            "with the verdict in X-* headers",
         },
         **error_responses(400, 404, 413, 415, 422, 429, 504),
     },
@@ -48,24 +50,33 @@ async def inspect(
     format: Annotated[
         Literal["json", "png"], Query(description="png: the mask PNG as the body (send exactly one image)")
     ] = "json",
+    outputs: Annotated[
+        Literal["full", "verdict"],
+        Query(
+            description="verdict: the JSON without the mask and heat-map PNGs (null; none is encoded), for stations "
+            "that need only verdict, score, regions and rule; full: with them (JSON only)"
+        ),
+    ] = "full",
     part_id: Tag = None,
     station: Tag = None,
     camera: Tag = None,
     trigger_time: Annotated[datetime | None, Form(description="ISO 8601 time of the trigger, echoed")] = None,
 ) -> Response:
     """Scores each image against the product's references: verdict, score, thresholds, regions, mask and heat-map PNGs
-    (base64), or with format=png one image's mask PNG with the verdict in X-* headers. 404 unknown product, 413 too many
-    images or pixels, 415/400 unsupported or broken image, 422 a bad field, 429 queue full, 503 model not ready, 504
-    model timeout. `part_id`, `station`, `camera` and `trigger_time` tag the request's parts and are echoed in
-    each result."""
+    (base64; null with outputs=verdict), or with format=png one image's mask PNG with the verdict in X-* headers. 404
+    unknown product, 413 too many images or pixels, 415/400 unsupported or broken image, 422 a bad field (format=png
+    with outputs=verdict too), 429 queue full, 503 model not ready, 504 model timeout. `part_id`, `station`, `camera`
+    and `trigger_time` tag the request's parts and are echoed in each result."""
     workflows = services.workflows
     product = await workflows.existing(product_id)  # another replica's, or not loaded yet: read from disk
     check_count(images, services.settings.max_images_per_request, "DCPSFR_MAX_IMAGES_PER_REQUEST")
     if format == "png" and len(images) != 1:
         raise InvalidInput(f"format=png answers exactly one image; this request has {len(images)}")
+    if format == "png" and outputs == "verdict":
+        raise InvalidInput("format=png answers the mask PNG; outputs=verdict has none: use one or the other")
     uploads = await read_uploads(images)
     with services.worker.admit() as ticket:  # 503/429 before decoding; counted as incoming while it decodes
-        inspected = await workflows.inspect(product, uploads, ticket, with_heatmap=format == "json")
+        inspected = await workflows.inspect(product, uploads, ticket, asked_outputs(format, outputs))
     if format == "png":
         result = inspected.results[0]
         return Response(result.mask_png, media_type="image/png", headers=png_headers(result, product))
@@ -74,10 +85,19 @@ async def inspect(
     return Response(body, media_type="application/json")
 
 
+def asked_outputs(format: str, outputs: str) -> Outputs:
+    """The pictures a request's `format` and `outputs` ask for: the mask alone for format=png, none for
+    outputs=verdict, else both PNGs."""
+    if format == "png":
+        return MASK_ONLY
+    return VERDICT_ONLY if outputs == "verdict" else FULL
+
+
 def inspect_body(
     product: Product, results: list[InspectionResult], filenames: list[str | None], part: PartTag | None = None
 ) -> bytes:
-    """The JSON body (InspectResponse), built off the event loop: base64 of every PNG, then the JSON text."""
+    """The JSON body (InspectResponse), built off the event loop: base64 of every PNG asked for, then the JSON
+    text."""
     answer = InspectResponse(
         product_id=product.product_id,
         reference_version=product.version,
