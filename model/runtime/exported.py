@@ -31,6 +31,18 @@ def cpu_has_native_bf16() -> bool:
     return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot-product units (VNNI, AMX)
+
+
+def cpu_has_int8_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether the CPU flags list VNNI or AMX int8 units; None where /proc/cpuinfo cannot be read (not Linux)."""
+    try:
+        flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "").split()
+    except OSError:
+        return None
+    return any(flag in flags for flag in INT8_FLAGS)
+
+
 def openvino_session(path: Path, threads: int, cache_dir: Path, precision: str = "f32") -> Session:
     """OpenVINO CPU plugin at inference precision `precision` ("f32" or "bf16"). f32 is pinned because the plugin's
     default on CPUs with bf16 units is bf16, which moves the maps by ~2e-2."""
@@ -76,13 +88,18 @@ SESSIONS: dict[str, Callable[[Path, int, Path], Session]] = {
 class ExportedRuntime:
     """Backbone forwards through an exported graph. Sessions are made lazily per (tower, H, W): a new input size
     exports once (logged), so products with different grids each get a static-shape graph. Raises ConfigError for
-    `openvino-bf16` on a CPU without native bf16."""
+    `openvino-bf16` on a CPU without native bf16; logs a warning for `openvino-int8` on a CPU without int8 units."""
 
     def __init__(self, name: str, network: DCPSFR, cache_dir: Path) -> None:
         if name == "openvino-bf16" and not cpu_has_native_bf16():
             raise ConfigError(
                 "runtime 'openvino-bf16' needs a CPU with native bf16 (AVX512_BF16 or AMX); this CPU has none, so "
                 "bf16 would not run natively: use 'openvino' (fp32) or 'openvino-int8'"
+            )
+        if name == "openvino-int8" and cpu_has_int8_units() is False:
+            log.warning(
+                "runtime 'openvino-int8' on a CPU without VNNI or AMX int8 units: int8 ran slower than 'openvino' "
+                "fp32 on such a CPU (AVX2 only; see docs/performance.md); prefer 'openvino' here"
             )
         self.name = name
         self.network = network

@@ -116,3 +116,28 @@ def test_bf16_runs_the_fp32_export_at_bf16_inference_precision(cache_dir, monkey
     size = det.config.dino.image_size
     det.runtime.dino(torch.zeros(1, 3, size, size))  # (1, 3, S, S)
     assert opened == [(".onnx", "bf16")]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu sse avx avx2 fma", False),  # AVX2 only: int8 slower than fp32 here
+        ("fpu avx2 avx512f avx512_vnni", True),
+        ("fpu avx2 avx_vnni", True),
+        ("fpu avx2 amx_bf16 amx_int8 amx_tile", True),
+    ],
+)
+def test_int8_units_are_read_from_the_cpu_flags(flags, expected, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n")
+    assert exported.cpu_has_int8_units(cpuinfo) is expected
+    assert exported.cpu_has_int8_units(tmp_path / "missing") is None  # not Linux: unknown, no warning
+
+
+@pytest.mark.parametrize(("units", "warned"), [(False, True), (True, False), (None, False)])
+def test_int8_on_a_cpu_without_int8_units_warns_and_still_runs(units, warned, monkeypatch, caplog):
+    monkeypatch.setattr(exported, "cpu_has_int8_units", lambda: units)
+    with caplog.at_level(logging.WARNING, logger="model.runtime.exported"):
+        det = create_detector("tiny", device="cpu", runtime="openvino-int8")
+    assert det.runtime.name == "openvino-int8"
+    assert any("without VNNI or AMX" in r.getMessage() for r in caplog.records) is warned
