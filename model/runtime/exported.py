@@ -94,7 +94,7 @@ class ExportedRuntime:
         if name == "openvino-bf16" and not cpu_has_native_bf16():
             raise ConfigError(
                 "runtime 'openvino-bf16' needs a CPU with native bf16 (AVX512_BF16 or AMX); this CPU has none, so "
-                "bf16 would not run natively: use 'openvino' (fp32) or 'openvino-int8'"
+                "bf16 would not run natively: use 'openvino' (fp32) instead"
             )
         if name == "openvino-int8" and cpu_has_int8_units() is False:
             log.warning(
