@@ -51,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--service-config", default="tiny", help="config of the started services (default: tiny)")
     parser.add_argument("--device", default="cpu", help="in-process sections (default: cpu; GPU: bench/gpu.sh)")
     parser.add_argument(
-        "--runtime", default="torch", help="backbone runtime of stages/fit: torch, openvino, onnxruntime"
+        "--runtime",
+        default="torch",
+        help="backbone runtime of stages/fit: torch, openvino, onnxruntime, openvino-int8, openvino-bf16",
     )
     parser.add_argument(
         "--runtimes",

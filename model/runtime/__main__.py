@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m model.runtime",
         description="Export the frozen CLIP and DINOv2 vision towers to ONNX for DCPSFR_RUNTIME=openvino or "
-        "onnxruntime. The files are cached under a key of the weights' checksum and the input size, so the "
-        "service finds them at start-up instead of exporting on first use.",
+        "onnxruntime (with --precision int8, also their int8 quantization for openvino-int8). The files are cached "
+        "under a key of the weights' checksum and the input size (int8: plus the calibration set's version), so "
+        "the service finds them at start-up instead of making them on first use.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="export both towers at the config's input sizes")
