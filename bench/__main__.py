@@ -2,7 +2,7 @@
 
 Sections (run all, or pick with --only):
   stages      in-process latency per stage (decode ... encode) at batch 1 and 8      --config (edge, random init)
-  runtime     torch fp32 vs OpenVINO vs ONNX Runtime: whole predict + parity         --config
+  runtime     torch fp32 vs OpenVINO (fp32, int8, bf16), ONNX Runtime: per frame + verdicts --config
   fit         reference fit + calibration for K = 1 and 4                           --config
   memory      RSS and bytes on disk per product; start-up with 100 products         --config
   bank        bank search FAISS vs torch, 4k .. 1M tokens
@@ -52,10 +52,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--service-config", default="tiny", help="config of the started services (default: tiny)")
     parser.add_argument("--device", default="cpu", help="in-process sections (default: cpu; GPU: bench/gpu.sh)")
     parser.add_argument(
-        "--runtime", default="torch", help="backbone runtime of stages/fit: torch, openvino, onnxruntime"
+        "--runtime",
+        default="torch",
+        help="backbone runtime of stages/fit: torch, openvino, onnxruntime, openvino-int8, openvino-bf16",
     )
     parser.add_argument(
-        "--runtimes", nargs="+", default=["torch", "openvino", "onnxruntime"], help="compared in the runtime section"
+        "--runtimes",
+        nargs="+",
+        default=["torch", "openvino", "onnxruntime", "openvino-int8"],
+        help="compared in the runtime section (also openvino-bf16, on CPUs with native bf16)",
+    )
+    parser.add_argument(
+        "--parity-data",
+        type=Path,
+        default=None,
+        help="runtime section's test set, MVTec layout (default: ../shared/data/mvtec_ad/bottle_xs)",
     )
     parser.add_argument("--runtime-cache-dir", type=Path, default=None, help="ONNX exports (default: weights/...)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="stages section (default: 1 8)")

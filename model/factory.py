@@ -53,11 +53,13 @@ def create_detector(
     heads_file: a heads file, "random" (untrained heads, for training and tests), or None: the weights dir's heads
         file when present, else training-free mode.
     runtime: what runs the frozen backbones: "torch", or on the CPU "openvino" / "onnxruntime" (ONNX exports,
-        cached in runtime_cache_dir, default <weights_dir>/runtime-cache; see model/runtime).
+        cached in runtime_cache_dir, default <weights_dir>/runtime-cache; see model/runtime), "openvino-int8"
+        (int8 quantized export, cached there too) or "openvino-bf16" (CPUs with native bf16 only).
     compile_mode: torch runtime only: "off", "compile" (torch.compile, static shapes) or "cudagraphs" (CUDA).
     device_cache_bytes: device memory for per-product copies (reference tokens, banks), an LRU.
-    Raises ConfigError for an unknown config, field, device, runtime or compile mode; WeightsMissingError for
-    missing weight files; FileNotFoundError for a heads file that is not there.
+    Raises ConfigError for an unknown config, field, device, runtime or compile mode, or openvino-bf16 on a CPU
+    without native bf16; WeightsMissingError for missing weight files; FileNotFoundError for a heads file that is
+    not there.
     """
     cfg = resolved_config(config, config_overrides)
     weights = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR

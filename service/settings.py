@@ -87,14 +87,15 @@ class Settings(BaseSettings):
         description="real-size random weights, for timing only: results mean nothing",
         json_schema_extra=group("runtime"),
     )
-    runtime: Literal["torch", "openvino", "onnxruntime"] = Field(
+    runtime: Literal["torch", "openvino", "onnxruntime", "openvino-int8", "openvino-bf16"] = Field(
         "torch",
-        description="what runs the frozen backbones: torch, or on the CPU openvino / onnxruntime (faster)",
+        description="what runs the frozen backbones: torch, or on the CPU openvino / onnxruntime (faster, fp32), "
+        "openvino-int8 (int8 quantized), openvino-bf16 (CPUs with native bf16 only)",
         json_schema_extra=group("runtime"),
     )
     runtime_cache_dir: Path | None = Field(
         None,
-        description="ONNX exports for openvino/onnxruntime (default: WEIGHTS_DIR/runtime-cache)",
+        description="ONNX exports and int8 models for openvino* / onnxruntime (default: WEIGHTS_DIR/runtime-cache)",
         json_schema_extra=group("runtime"),
     )
     compile: Literal["off", "compile", "cudagraphs"] = Field(

@@ -9,17 +9,19 @@ from pathlib import Path
 
 from model.factory import create_detector, default_runtime_cache
 from model.runtime.export import export_backbones
+from model.runtime.quantize import quantize_backbones
 from model.weights import DEFAULT_WEIGHTS_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `python -m model.runtime export`: export the config's
-    backbones to ONNX in the cache and print the paths; returns 0."""
+    """Run `python -m model.runtime export`: export the config's backbones to ONNX in the cache (with `--precision
+    int8`, also their int8 quantizations) and print the paths; returns 0."""
     parser = argparse.ArgumentParser(
         prog="python -m model.runtime",
         description="Export the frozen CLIP and DINOv2 vision towers to ONNX for DCPSFR_RUNTIME=openvino or "
-        "onnxruntime. The files are cached under a key of the weights' checksum and the input size, so the "
-        "service finds them at start-up instead of exporting on first use.",
+        "onnxruntime (with --precision int8, also their int8 quantization for openvino-int8). The files are cached "
+        "under a key of the weights' checksum and the input size (int8: plus the calibration set's version), so "
+        "the service finds them at start-up instead of making them on first use.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="export both towers at the config's input sizes")
@@ -32,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument(
         "--training-free", action="store_true", help="DINOv2 only (the service without a heads file needs no CLIP)"
     )
+    export.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: also quantize them for DCPSFR_RUNTIME=openvino-int8 (needs nncf; default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cache_dir = args.cache_dir or default_runtime_cache(args.weights_dir)
@@ -42,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         random_init=args.random_init,
         heads_file=None if args.training_free else "random",  # the heads' values do not enter the export
     )
-    for path in export_backbones(detector.network, cache_dir):
+    paths = export_backbones(detector.network, cache_dir)
+    if args.precision == "int8":
+        paths += quantize_backbones(detector.network, paths)
+    for path in paths:
         print(path)
     return 0
 

@@ -12,7 +12,7 @@ from model.config import ConfigError
 from model.network import DCPSFR
 
 CompileMode = Literal["off", "compile", "cudagraphs"]
-RUNTIMES: tuple[str, ...] = ("torch", "openvino", "onnxruntime")
+RUNTIMES: tuple[str, ...] = ("torch", "openvino", "onnxruntime", "openvino-int8", "openvino-bf16")
 COMPILE_MODES: tuple[str, ...] = ("off", "compile", "cudagraphs")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # compiled forwards see only these batch sizes (static shapes)
 

@@ -1,52 +1,57 @@
-"""Runtimes on ONNX exports: OpenVINO and ONNX Runtime sessions, one per tower and input size (CPU, fp32)."""
+"""Runtimes on ONNX exports: OpenVINO and ONNX Runtime sessions, one per tower and input size (CPU).
+
+`openvino` and `onnxruntime` run the fp32 export in fp32. `openvino-int8` runs an NNCF int8 quantization of it
+(model/runtime/quantize.py; the layers NNCF leaves in float run in f32). `openvino-bf16` runs the fp32 export with
+OpenVINO's bf16 inference precision, only on CPUs with native bf16 (AVX512_BF16 or AMX): elsewhere it is refused.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from model.backbones import ClipFeatures, DinoFeatures
+from model.config import ConfigError
 from model.network import DCPSFR
 from model.runtime.export import cached_onnx, tower, weight_checksum
+from model.runtime.openvino_core import openvino_core
+from model.runtime.quantize import cached_int8
 
 log = logging.getLogger(__name__)
 
 Session = Callable[[np.ndarray], list[np.ndarray]]
 
 
-_OPENVINO_CORE = None
-_OPENVINO_CORE_LOCK = threading.Lock()
+def cpu_has_native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin reports native bf16 (AVX512_BF16 or AMX) on this CPU."""
+    return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def openvino_core() -> Any:
-    """The process's one ov.Core, never released. Each ov.Core loads a CPU plugin of its own, and the plugin puts
-    an alternate signal stack of its own on the thread that loads it; freeing the plugin unmaps that stack and puts
-    the previous one back only if its own is still current. Two plugins freed in the order they were made, or one
-    freed on another thread, leave the thread's signal stack unmapped: the next signal handled there (SIGPIPE,
-    SIGINT, SIGTERM) kills the process with SIGSEGV, before any handler (faulthandler too) runs."""
-    global _OPENVINO_CORE
-    with _OPENVINO_CORE_LOCK:
-        if _OPENVINO_CORE is None:
-            import openvino as ov
-
-            _OPENVINO_CORE = ov.Core()
-        return _OPENVINO_CORE
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot-product units (VNNI, AMX)
 
 
-def openvino_session(path: Path, threads: int, cache_dir: Path) -> Session:
-    """OpenVINO CPU plugin, fp32 (its default on CPUs with bf16 units is bf16, which breaks parity)."""
+def cpu_has_int8_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether the CPU flags list VNNI or AMX int8 units; None where /proc/cpuinfo cannot be read (not Linux)."""
+    try:
+        flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "").split()
+    except OSError:
+        return None
+    return any(flag in flags for flag in INT8_FLAGS)
+
+
+def openvino_session(path: Path, threads: int, cache_dir: Path, precision: str = "f32") -> Session:
+    """OpenVINO CPU plugin at inference precision `precision` ("f32" or "bf16"). f32 is pinned because the plugin's
+    default on CPUs with bf16 units is bf16, which moves the maps by ~2e-2."""
     compiled = openvino_core().compile_model(
         str(path),
         "CPU",
         {
             "CACHE_DIR": str(cache_dir / "openvino"),  # compiled blobs: later starts skip compiling
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": precision,
             "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY",
         },
@@ -72,14 +77,30 @@ def onnxruntime_session(path: Path, threads: int, cache_dir: Path) -> Session:
     return lambda images: session.run(None, {"images": images})
 
 
-SESSIONS = {"openvino": openvino_session, "onnxruntime": onnxruntime_session}
+SESSIONS: dict[str, Callable[[Path, int, Path], Session]] = {
+    "openvino": openvino_session,
+    "openvino-int8": openvino_session,  # on the int8 IR
+    "openvino-bf16": lambda path, threads, cache_dir: openvino_session(path, threads, cache_dir, "bf16"),
+    "onnxruntime": onnxruntime_session,
+}
 
 
 class ExportedRuntime:
     """Backbone forwards through an exported graph. Sessions are made lazily per (tower, H, W): a new input size
-    exports once (logged), so products with different grids each get a static-shape graph."""
+    exports once (logged), so products with different grids each get a static-shape graph. Raises ConfigError for
+    `openvino-bf16` on a CPU without native bf16; logs a warning for `openvino-int8` on a CPU without int8 units."""
 
     def __init__(self, name: str, network: DCPSFR, cache_dir: Path) -> None:
+        if name == "openvino-bf16" and not cpu_has_native_bf16():
+            raise ConfigError(
+                "runtime 'openvino-bf16' needs a CPU with native bf16 (AVX512_BF16 or AMX); this CPU has none, so "
+                "bf16 would not run natively: use 'openvino' (fp32) instead"
+            )
+        if name == "openvino-int8" and cpu_has_int8_units() is False:
+            log.warning(
+                "runtime 'openvino-int8' on a CPU without VNNI or AMX int8 units: int8 ran slower than 'openvino' "
+                "fp32 on such a CPU (AVX2 only; see docs/performance.md); prefer 'openvino' here"
+            )
         self.name = name
         self.network = network
         self.cache_dir = Path(cache_dir)
@@ -108,6 +129,9 @@ class ExportedRuntime:
 
     def _open(self, kind: str, size: tuple[int, int]) -> Session:
         path = cached_onnx(self.network, kind, size, self.cache_dir, self.checksums[kind])
+        if self.name == "openvino-int8":
+            cfg = self.network.cfg.dino if kind == "dino" else self.network.cfg.clip
+            path = cached_int8(path, size, cfg.mean, cfg.std)
         session = SESSIONS[self.name](path, torch.get_num_threads(), self.cache_dir)
         self._sessions[(kind, *size)] = session
         log.info("%s session for %s at %dx%d from %s", self.name, kind, *size, path.name)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from bench.__main__ import SECTIONS, parse_args
 from bench.common import Target, interleaved
 from bench.gpu import main as gpu_main
+from bench.runtime import map_correlation, separating_threshold
 
 
 def test_only_and_quick_select_sections_and_repeats():
@@ -44,3 +46,28 @@ def test_gpu_script_cpu_fallback_writes_its_json(tmp_path):
     assert run["batch1_p50_ms"] > 0 and run["batch1_p99_ms"] >= run["batch1_p50_ms"]
     assert set(run["batch1_stages_ms"]) >= {"dino", "bank_search", "heads", "postprocess"}
     assert run["throughput"]["2"] > 0
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "threshold"),
+    [
+        ([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1], 0.5),  # separable: the middle of the gap between good and defective
+        ([-3.0, 2.0, -1.0, 4.0], [0, 1, 0, 1], 0.5),  # unsorted logits
+        ([0.1, 0.3, 0.2, 0.9], [0, 0, 1, 1], 0.6),  # overlap: best accuracy (3/4), then the widest gap
+    ],
+)
+def test_separating_threshold_is_the_best_fp32_split(scores, labels, threshold):
+    assert separating_threshold(scores, labels) == pytest.approx(threshold)
+
+
+def test_map_correlation_of_anomaly_maps():
+    ramp = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert map_correlation(ramp, 2 * ramp + 1) == pytest.approx(1.0)
+    assert map_correlation(ramp, -ramp) == pytest.approx(-1.0)
+    assert map_correlation(np.ones((3, 4)), np.ones((3, 4))) == 1.0
+
+
+def test_runtime_section_compares_low_precision_runtimes_by_default():
+    args = parse_args(["--only", "runtime"])
+    assert "openvino-int8" in args.runtimes and args.runtimes[0] == "torch"
+    assert args.parity_data is None  # the section's default: the bottle images under ../shared/data
