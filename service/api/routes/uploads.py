@@ -9,7 +9,7 @@ from types import UnionType
 from typing import Any, Union, get_args, get_origin
 from urllib.parse import unquote
 
-from fastapi import UploadFile
+from fastapi import UploadFile, params
 from fastapi.routing import APIRoute
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -117,7 +117,8 @@ class UploadRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """FastAPI's handler, given an UploadRequest whose single-valued form fields were checked."""
         handler = super().get_route_handler()
-        single = frozenset(f.alias for f in self.dependant.body_params if not _takes_many(f.field_info.annotation))
+        form_params = [f for f in self.dependant.body_params if isinstance(f.field_info, params.Form)]  # File too
+        single = frozenset(f.alias for f in form_params if not _takes_many(f.field_info.annotation))
 
         async def with_file_parts(request: Request) -> Response:
             upload_request = UploadRequest(request.scope, request.receive)
