@@ -1,5 +1,5 @@
 """OpenCV capture (a device index or an RTSP/HTTP URL): the camera client's spooler and the station's
-`OpenCVCamera` share it. Needs the `camera` extra (opencv-python-headless)."""
+`OpenCVCamera` share it. Needs opencv-python-headless, a dependency of the package (the `camera` extra is empty)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from station.camera import CameraFailed, CameraTimeout, Frame
 log = logging.getLogger(__name__)
 
 OPENCV_MISSING = (
-    "camera capture needs OpenCV, which is not installed: pip install 'dcpsfr-inspect[camera]' "
-    "(or pip install opencv-python-headless)"
+    "camera capture needs OpenCV, which is not installed: pip install opencv-python-headless "
+    "(a dependency of dcpsfr-inspect; its `camera` extra is empty and installs nothing more)"
 )
 
 

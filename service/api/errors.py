@@ -64,12 +64,14 @@ MEANINGS = {
     "the product's scale, or it asks for confirmation (`confirmation`: send it again with that field set to true)",
     413: "body, pixels or image count over the limit",
     415: "not an accepted image (PNG, JPEG, BMP, TIFF)",
-    422: "bad field",
+    422: "bad field, or a field taken once sent more than once",
     429: "queue full: retry after Retry-After seconds",
     503: "model loading or unavailable, the products folder unavailable, or shutting down",
     504: "the model did not answer within DCPSFR_WORKER_TIMEOUT_S",
     507: "the data dir could not store the change; the previous state is still current",
 }
+
+NOT_AN_OBJECT = "the request body must be a JSON object of this call's fields (Content-Type: application/json)"
 
 
 class Confirmation(BaseModel):
@@ -163,6 +165,9 @@ def describe_validation_errors(errors: list[dict]) -> str:
     for error in errors:
         if error.get("type") == "json_invalid":
             parts.append("the request body is not valid JSON")
+            continue
+        if error.get("type") == "model_attributes_type" and tuple(error.get("loc", ())) == ("body",):
+            parts.append(NOT_AN_OBJECT)
             continue
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
         parts.append(f"{where}: {error.get('msg', 'invalid')}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import struct
 import warnings
 from collections.abc import Iterator
@@ -231,8 +232,12 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
             return Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as err:
-        raise TooLarge(f"{name}: refused before decoding: {err} (DCPSFR_MAX_PIXELS={max_pixels})") from None
+    except Image.DecompressionBombError as err:  # beyond Pillow's own limit: name ours, not Pillow's
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = f"{found.group(1)} pixels" if found else "its header's size"
+        raise TooLarge(
+            f"{name}: {pixels}, more than the limit of {max_pixels} (DCPSFR_MAX_PIXELS); refused before decoding"
+        ) from None
     except UnidentifiedImageError:
         unreadable = tiff_sample_format(data) if data.startswith(TIFF_STARTS) else None
         if unreadable:  # a whole TIFF directory Pillow has no mode for: float RGB, 64-bit, ...

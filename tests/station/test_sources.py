@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from station.camera import CameraTimeout, FolderCamera, Frame
 from station.codes import ErrorCode
 from station.inspector import HttpInspector, InspectFailed, Part
+from station.opencv import CameraUnavailable, OpenCVCamera
 
 
 def test_the_folder_camera_takes_each_new_file_once_oldest_first(tmp_path):
@@ -135,7 +137,7 @@ def test_an_unreadable_answer_is_a_service_error(body):
 
 
 def test_the_opencv_camera_gives_each_trigger_the_next_frame_as_png(tmp_path):
-    cv2 = pytest.importorskip("cv2", reason="OpenCV not installed (the `camera` extra)")
+    cv2 = pytest.importorskip("cv2", reason="OpenCV (opencv-python-headless) not installed")
     import numpy as np
 
     from station.opencv import OpenCVCamera
@@ -156,9 +158,17 @@ def test_the_opencv_camera_gives_each_trigger_the_next_frame_as_png(tmp_path):
 
 
 def test_an_opencv_camera_that_cannot_open_is_a_camera_failure(tmp_path):
-    pytest.importorskip("cv2", reason="OpenCV not installed (the `camera` extra)")
+    pytest.importorskip("cv2", reason="OpenCV (opencv-python-headless) not installed")
     from station.camera import CameraFailed
     from station.opencv import OpenCVCamera
 
     with pytest.raises(CameraFailed, match="cannot open camera"):
         OpenCVCamera(str(tmp_path / "no-such-stream.avi"))
+
+
+def test_the_opencv_camera_without_opencv_names_the_package_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 -> ImportError
+    with pytest.raises(CameraUnavailable) as missing:
+        OpenCVCamera("rtsp://10.0.3.21/stream1", "top")
+    assert "pip install opencv-python-headless" in str(missing.value)
+    assert "[camera]'" not in str(missing.value)  # the extra is empty: installing it adds nothing

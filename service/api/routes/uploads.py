@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Coroutine
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 from urllib.parse import unquote
 
-from fastapi import UploadFile
+from fastapi import UploadFile, params
 from fastapi.routing import APIRoute
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -22,6 +23,7 @@ from service.errors import InvalidInput
 # one `; key=value` parameter of a Content-Disposition (a value quoted, or up to the next `;`)
 PARAMETER = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 EXTENDED_PART = re.compile(r"filename\*(\d+)(\*?)")  # RFC 2231 continuations: filename*0*=..., filename*1=...
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 FILE_TYPES = ("image/", "application/octet-stream")  # a part of one of these types is a file, even without a name
 TEXT_PART_LIMIT = (
     "A part without a file name (nor an image Content-Type) is a text field, and text fields are limited: send "
@@ -109,16 +111,35 @@ class UploadRequest(Request):
 
 
 class UploadRoute(APIRoute):
-    """The route class of routes that take files: their requests are UploadRequests."""
+    """The route class of routes that take files: their requests are UploadRequests, and a form field the route
+    takes once (`product_id`, `label`, `force`, ...) sent more than once is a 422, not its last value."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """FastAPI's handler, given an UploadRequest."""
+        """FastAPI's handler, given an UploadRequest whose single-valued form fields were checked."""
         handler = super().get_route_handler()
+        form_params = [f for f in self.dependant.body_params if isinstance(f.field_info, params.Form)]  # File too
+        single = frozenset(f.alias for f in form_params if not _takes_many(f.field_info.annotation))
 
         async def with_file_parts(request: Request) -> Response:
-            return await handler(UploadRequest(request.scope, request.receive))
+            upload_request = UploadRequest(request.scope, request.receive)
+            if single and upload_request.headers.get("Content-Type", "").lower().startswith(FORM_TYPES):
+                refuse_repeated_fields(await upload_request.form(), single)
+            return await handler(upload_request)
 
         return with_file_parts
+
+
+def refuse_repeated_fields(form: FormData, single: frozenset[str]) -> None:
+    """InvalidInput naming each field of `single` that the form holds more than once."""
+    repeated = [f"'{key}' ({len(form.getlist(key))} times)" for key in sorted(single) if len(form.getlist(key)) > 1]
+    if repeated:
+        raise InvalidInput(f"form field {', '.join(repeated)} sent more than once; send each of these fields once")
+
+
+def _takes_many(annotation: object) -> bool:
+    """Whether a form parameter's type is a list (`list[UploadFile]`, `list[UploadFile] | None`)."""
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    return any(get_origin(option) is list for option in options)
 
 
 async def read_uploads(files: list[UploadFile], field: str = "images") -> list[Upload]:

@@ -62,3 +62,34 @@ def test_a_part_without_a_file_name_or_type_is_told_what_is_missing(client, path
     assert "Expected UploadFile" not in detail
     assert "has no file name, so it arrived as a text field" in detail
     assert 'filename="frame.png"' in detail and "curl -F images=@frame.png" in detail
+
+
+def field(name: str, value: str) -> tuple[list[str], bytes]:
+    return [f'Content-Disposition: form-data; name="{name}"'], value.encode()
+
+
+def test_a_product_id_sent_twice_is_refused_not_its_last_value_taken(client):
+    for product_id in ("first", "second"):
+        assert upload(client, product_id, image_bytes()).status_code == 201
+    parts = (product_field("first"), product_field("second"), image_part('; filename="frame.png"'))
+    answer = client.post("/inspect", content=body(*parts), headers=HEADERS)
+    assert answer.status_code == 422, answer.text
+    assert "'product_id' (2 times)" in answer.json()["detail"]
+
+
+def test_a_label_sent_twice_is_refused_and_nothing_is_stored(client):
+    assert upload(client, "part", image_bytes()).status_code == 201
+    parts = (field("label", "good"), field("label", "defect"), image_part('; filename="frame.png"'))
+    answer = client.post("/products/part/feedback", content=body(*parts), headers=HEADERS)
+    assert answer.status_code == 422, answer.text
+    assert "'label' (2 times)" in answer.json()["detail"]
+    evaluation = client.get("/products/part/evaluation").json()
+    assert (evaluation["n_good"], evaluation["n_defect"]) == (0, 0)
+
+
+def test_repeated_image_parts_are_still_many_images(client):
+    assert upload(client, "part", image_bytes()).status_code == 201
+    parts = (product_field("part"), *(image_part(f'; filename="f{i}.png"') for i in range(3)))
+    answer = client.post("/inspect", content=body(*parts), headers=HEADERS)
+    assert answer.status_code == 200, answer.text
+    assert [r["filename"] for r in answer.json()["results"]] == ["f0.png", "f1.png", "f2.png"]

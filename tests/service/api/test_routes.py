@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.errors import SERVER_LOGGER
+from service.api.errors import NOT_AN_OBJECT, SERVER_LOGGER
 from service.app import create_app
 from service.products.store import ProductStore
 from tests.helpers.apps import files, inspect, tiny_settings, upload
@@ -147,6 +147,22 @@ def test_bad_threshold_bodies_are_422(client, body):
     answer = client.put("/products/widget/threshold", json=body)
     assert answer.status_code == 422
     assert isinstance(answer.json()["detail"], str) and answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "send"),
+    [
+        ("/products/widget/threshold", {"data": {"threshold": "0.3"}}),  # a form, as curl -d threshold=0.3 sends
+        ("/products/widget/threshold", {"json": [0.3]}),
+        ("/products/widget/rules", {"content": b"null", "headers": {"Content-Type": "application/json"}}),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_told_to_send_one(client, path, send):
+    upload(client, "widget", GOOD)
+    answer = client.put(path, **send)
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == NOT_AN_OBJECT
+    assert "JSON object" in NOT_AN_OBJECT and "application/json" in NOT_AN_OBJECT
 
 
 def test_threshold_of_unknown_product_is_404(client):

@@ -610,7 +610,9 @@ def test_camera_without_opencv_says_how_to_install_it(monkeypatch, tmp_path: Pat
     monkeypatch.setattr(cli, "stop_on_signals", lambda stop: None)
     argv = ["--url", "http://127.0.0.1:9", "watch", str(tmp_path / "in"), "--product", "p", "--out", str(tmp_path)]
     assert cli.main([*argv, "--camera", "0"]) == 2
-    assert "pip install 'dcpsfr-inspect[camera]'" in capsys.readouterr().err
+    told = capsys.readouterr().err
+    assert "pip install opencv-python-headless" in told
+    assert "pip install 'dcpsfr-inspect[camera]'" not in told  # an empty extra: it would install nothing
 
 
 def test_camera_frames_from_a_video_are_spooled_and_sent(folders, tmp_path: Path):

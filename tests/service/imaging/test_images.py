@@ -52,9 +52,20 @@ def test_decompression_bomb_is_refused_before_decoding():
         decode_image(png_header_only(5000, 5000), "bomb.png", LIMIT)
 
 
-def test_bomb_beyond_pillows_own_limit_is_refused_too():
-    with pytest.raises(TooLarge, match="refused before decoding"):
-        decode_image(png_header_only(100_000, 100_000), "bomb.png", LIMIT)
+def bmp_header_only(width: int, height: int) -> bytes:
+    """A 24-bit BMP whose header claims width x height pixels, with no pixel data."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 0, 0, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + len(info), 0, 0, 14 + len(info)) + info
+
+
+@pytest.mark.parametrize("header_only", [png_header_only, bmp_header_only])
+def test_bomb_beyond_pillows_own_limit_names_the_services_limit(header_only):
+    with pytest.raises(TooLarge) as refused:
+        decode_image(header_only(100_000, 100_000), "bomb", LIMIT)
+    message = str(refused.value)
+    assert "10000000000 pixels, more than the limit of 10000000 (DCPSFR_MAX_PIXELS)" in message
+    assert "refused before decoding" in message
+    assert str(2 * Image.MAX_IMAGE_PIXELS) not in message  # Pillow's own limit is not the one to change
 
 
 def test_pixel_limit_counts_width_times_height():
