@@ -330,7 +330,13 @@ def test_the_part_fields_are_echoed_in_each_result(client):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("part_id", " P-1"), ("station", "x" * 129), ("camera", "top\ncam"), ("view", "top\tring"), ("trigger_time", "yesterday")],
+    [
+        ("part_id", " P-1"),
+        ("station", "x" * 129),
+        ("camera", "top\ncam"),
+        ("view", "top\tring"),
+        ("trigger_time", "yesterday"),
+    ],
 )
 def test_a_bad_part_field_is_422(client, field, value):
     upload(client, "widget", GOOD, OTHER_GOOD)
