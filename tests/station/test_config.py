@@ -65,7 +65,7 @@ def test_every_problem_is_reported_on_its_own_line(tmp_path):
     [
         ({"products__active": 3}, "products: Value error, active: 3 is neither an index nor a product id"),
         ({"station": None}, "station: Field required"),
-        ({"camera__kind": "genicam"}, "camera: Input tag 'genicam' found using 'kind' does not match"),
+        ({"camera__kind": "gige"}, "camera: Input tag 'gige' found using 'kind' does not match"),
     ],
 )
 def test_a_wrong_setting_names_itself(tmp_path, changes, message):
