@@ -57,7 +57,11 @@ def load_aravis() -> ModuleType:
     except ImportError:
         gi = debian_gi()
     if gi is None:
-        raise AravisMissing("GenICam cameras need PyGObject: apt-get install python3-gi gir1.2-aravis-0.8")
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        raise AravisMissing(
+            f"GenICam cameras need PyGObject for Python {version}: apt-get install python3-gi gir1.2-aravis-0.8 "
+            f"(Debian's is built for its own Python), or pip install PyGObject"
+        )
     try:
         gi.require_version("Aravis", "0.8")
         from gi.repository import Aravis
