@@ -8,11 +8,13 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from station.camera import CameraFailed
 from station.opencv import import_cv2
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ PIXEL_FORMAT_NAMES = frozenset(f.name for f in PIXEL_FORMATS.values())
 def pixel_array(data: bytes, width: int, height: int, pfnc: int) -> tuple[np.ndarray, PixelFormat]:
     """The buffer's pixels: (H, W) uint8/uint16 grey or (H, W, 3) uint8 BGR; raises CameraFailed for a format not
     in PIXEL_FORMATS or a buffer of the wrong size."""
+    import numpy as np  # with OpenCV, only once a camera gives frames: the station starts without it
     fmt = PIXEL_FORMATS.get(pfnc)
     if fmt is None:
         names = ", ".join(sorted(PIXEL_FORMAT_NAMES))
@@ -67,11 +70,12 @@ def pixel_array(data: bytes, width: int, height: int, pfnc: int) -> tuple[np.nda
 
 def encode_png(pixels: np.ndarray, bits: int) -> bytes:
     """PNG bytes of grey (H, W) or BGR (H, W, 3) pixels; 16-bit grey with `bits` < 16 gets an sBIT chunk."""
-    ok, png = import_cv2().imencode(".png", pixels, [import_cv2().IMWRITE_PNG_COMPRESSION, 1])
+    cv2 = import_cv2()
+    ok, png = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise CameraFailed("OpenCV could not encode the frame as PNG")
     data = png.tobytes()
-    return with_sbit(data, bits) if pixels.dtype == np.uint16 and bits < 16 else data
+    return with_sbit(data, bits) if pixels.dtype.itemsize == 2 and bits < 16 else data
 
 
 def with_sbit(png: bytes, bits: int) -> bytes:

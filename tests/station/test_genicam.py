@@ -35,6 +35,7 @@ def test_a_software_trigger_gives_one_tagged_frame_per_acquire(fake_camera):
     camera = GenICamCamera(serial, name="top", settings=CameraSettings("Mono8", 2000.0, 1.0, (0, 0, 320, 240)))
     try:
         frames = [camera.acquire(2.0) for _ in range(3)]
+        assert (camera.camera.get_exposure_time(), camera.camera.get_gain()) == (2000.0, 1.0)  # read back
     finally:
         camera.close()
     ids = [frame.frame_id for frame in frames]
