@@ -49,6 +49,7 @@ def pixel_array(data: bytes, width: int, height: int, pfnc: int) -> tuple[np.nda
     """The buffer's pixels: (H, W) uint8/uint16 grey or (H, W, 3) uint8 BGR; raises CameraFailed for a format not
     in PIXEL_FORMATS or a buffer of the wrong size."""
     import numpy as np  # with OpenCV, only once a camera gives frames: the station starts without it
+
     fmt = PIXEL_FORMATS.get(pfnc)
     if fmt is None:
         names = ", ".join(sorted(PIXEL_FORMAT_NAMES))
