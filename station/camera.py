@@ -39,11 +39,14 @@ class CameraFailed(CameraError):
 
 @dataclass(frozen=True)
 class Frame:
-    """One acquired image: its encoded bytes (PNG, JPEG, ...), a file name for the upload, and when it was taken."""
+    """One acquired image: its encoded bytes (PNG, JPEG, ...), a file name for the upload, and when it was taken;
+    a GenICam camera adds its own frame id and timestamp."""
 
     data: bytes
     filename: str
     taken: float = field(default_factory=time.monotonic)  # monotonic seconds
+    frame_id: int | None = None  # the camera's block id
+    camera_timestamp_ns: int | None = None  # the camera's clock, nanoseconds
 
 
 class Camera(Protocol):

@@ -9,11 +9,16 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from station.genicam import CameraSettings
 from station.handshake import FailSafe, ProductTable, Settings
+from station.pixels import PIXEL_FORMAT_NAMES
 
 PRODUCT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # the service's product id rule
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Seconds = Annotated[float, Field(gt=0, le=600)]
+NonNegative = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(gt=0)]
+PIXEL_FORMAT_LITERALS = tuple(sorted(PIXEL_FORMAT_NAMES))
 
 
 class ConfigError(Exception):
@@ -59,6 +64,43 @@ class OpenCVCameraConfig(Strict):
     kind: Literal["opencv"]
     name: str = Field("camera", pattern=NAME)
     source: str = Field(min_length=1, description="rtsp://..., http://... or a device index (0)")
+
+
+class CameraRecipe(Strict):
+    """GenICam settings for a product (unset: the camera's own value)."""
+
+    pixel_format: Literal[PIXEL_FORMAT_LITERALS] | None = None  # type: ignore[valid-type]
+    exposure_us: float | None = Field(None, gt=0, description="exposure time, microseconds")
+    gain_db: float | None = Field(None, ge=0, description="gain, dB")
+    roi: tuple[NonNegative, NonNegative, Positive, Positive] | None = Field(None, description="x, y, width, height")
+
+    def settings(self) -> CameraSettings:
+        """As the camera takes them."""
+        return CameraSettings(self.pixel_format, self.exposure_us, self.gain_db, self.roi)
+
+
+class GenICamCameraConfig(CameraRecipe):
+    """A GigE Vision or USB3 Vision camera through Aravis, triggered per part; its own settings are the default
+    recipe, `recipes` those of products that differ (applied at changeover)."""
+
+    kind: Literal["genicam"]
+    name: str = Field("camera", pattern=NAME)
+    device: str = Field("", description="the camera's id, serial number or IP address; empty: the first found")
+    trigger: str = Field("Software", pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="Software, or a line: Line1")
+    recipes: dict[Annotated[str, Field(pattern=PRODUCT_ID)], CameraRecipe] = {}
+    buffers: int = Field(4, ge=2, le=64)
+    stale_s: float = Field(0.5, ge=0, le=10, description="hardware trigger: a frame older than this is dropped")
+
+
+CameraConfig = Annotated[FolderCameraConfig | OpenCVCameraConfig | GenICamCameraConfig, Field(discriminator="kind")]
+
+
+class ViewConfig(Strict):
+    """One view of a part type: a camera (and its lighting) judged as a product of its own."""
+
+    name: str = Field(pattern=NAME)
+    camera: str = Field(pattern=NAME, description="the name of `camera` or of one of `cameras`")
+    product: str = Field(pattern=PRODUCT_ID, description="the service's product with this view's references")
 
 
 class ModbusConfig(Strict):
@@ -110,11 +152,32 @@ class StationConfig(Strict):
 
     station: str = Field(pattern=NAME, description="this station's name, sent with each frame")
     service: ServiceConfig
-    camera: Annotated[FolderCameraConfig | OpenCVCameraConfig, Field(discriminator="kind")]
+    camera: CameraConfig
+    cameras: list[CameraConfig] = Field([], description="more cameras, for parts seen in several views")
+    views: dict[Annotated[str, Field(pattern=PRODUCT_ID)], list[ViewConfig]] = Field(
+        {}, description="a product id of the table -> its views; each view's verdict counts"
+    )
     trigger: ModbusConfig
     products: ProductsConfig
     handshake: HandshakeConfig = HandshakeConfig()
     outputs: OutputsConfig = OutputsConfig()
+
+    @model_validator(mode="after")
+    def views_name_cameras_and_products(self) -> StationConfig:
+        """Unique camera names; every view names a camera, is unique in its part type and belongs to a product of
+        the table."""
+        names = [camera.name for camera in [self.camera, *self.cameras]]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cameras: every camera needs its own name, found {names}")
+        for product, views in self.views.items():
+            if ProductTable(self.products.table).resolve(product) is None:
+                raise ValueError(f"views: {product!r} is not a product id of products.table")
+            if not views or len({view.name for view in views}) != len(views):
+                raise ValueError(f"views.{product}: give at least one view, each with its own name")
+            for view in views:
+                if view.camera not in names:
+                    raise ValueError(f"views.{product}.{view.name}: no camera named {view.camera!r} ({names})")
+        return self
 
 
 def error_lines(err: ValidationError) -> list[str]:

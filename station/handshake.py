@@ -102,6 +102,9 @@ class PartResult:
     message: str = ""
     stage_ms: dict[str, float] = field(default_factory=dict)  # see station.metrics.STAGES
     trigger_time: datetime | None = None
+    frame_id: int | None = None  # the camera's own frame id and timestamp (GenICam)
+    camera_timestamp_ns: int | None = None
+    views: tuple[dict[str, Any], ...] = ()  # a multi-view part's results per view (station.views)
 
     def record(self) -> dict[str, Any]:
         """The result as one JSON object (the results file, logs)."""
@@ -122,6 +125,9 @@ class PartResult:
             "message": self.message,
             "stage_ms": {stage: round(ms, 3) for stage, ms in self.stage_ms.items()},
             "trigger_time": self.trigger_time.isoformat() if self.trigger_time else None,
+            "frame_id": self.frame_id,
+            "camera_timestamp_ns": self.camera_timestamp_ns,
+            "views": list(self.views),
         }
 
 
@@ -306,6 +312,7 @@ class Handshake:
             "product_id": resolved[1] if resolved else None,
         }
         responded = job.triggered
+        frame = None
         try:
             if resolved is None:
                 raise InspectFailed(ErrorCode.UNKNOWN_PRODUCT, f"product index {job.product_index} is not configured")
@@ -324,12 +331,17 @@ class Handshake:
             result = self.verdict(inspection, base)
         except InspectFailed as err:
             responded = time.monotonic()
-            result = self.error(err.code, str(err), base)
+            result = replace(self.error(err.code, str(err), base), views=getattr(err, "views", ()))
         except Exception as err:
             log.exception("part %s: unexpected error", job.part_id)
             responded = time.monotonic()
             result = self.error(ErrorCode.INTERNAL, f"{type(err).__name__}: {err}", base)
-        self.publish(replace(result, stage_ms=stage_ms, trigger_time=job.trigger_time), job.triggered, responded)
+        tags = {
+            "frame_id": getattr(frame, "frame_id", None),
+            "camera_timestamp_ns": getattr(frame, "camera_timestamp_ns", None),
+        }
+        result = replace(result, stage_ms=stage_ms, trigger_time=job.trigger_time, **tags)
+        self.publish(result, job.triggered, responded)
 
     def acquire(self) -> Any:
         """The camera's frame within acquire_timeout_s; raises InspectFailed (CAMERA_TIMEOUT or CAMERA_FAILED)."""
@@ -362,6 +374,7 @@ class Handshake:
             n_regions=inspection.n_regions,
             inspection_id=inspection.inspection_id,
             rule=inspection.rule,
+            views=inspection.views,
             **base,
         )
 
@@ -409,7 +422,10 @@ class Handshake:
             timeout_s = self.settings.changeover_timeout_s
             try:
                 self.call(timeout_s, self.inspector.check_product, resolved[1], timeout_s)
-            except (InspectFailed, DeadlineExceeded) as err:
+                select = getattr(self.camera, "select_product", None)  # a camera with a recipe per product
+                if select is not None:
+                    self.call(timeout_s, select, resolved[1])
+            except (InspectFailed, CameraError, DeadlineExceeded) as err:
                 failure = f"product {resolved[1]!r}: {err}"
         with self.lock:
             if failure is None and resolved is not None:

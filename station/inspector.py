@@ -47,6 +47,8 @@ class Inspection:
     inspection_id: str
     rule: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)  # the service's decode, queue, predict, encode, ...
+    regions: tuple[dict[str, Any], ...] = ()  # the service's regions, as it answers them
+    views: tuple[dict[str, Any], ...] = ()  # a multi-view part's results per view (station.views)
 
 
 class Inspector(Protocol):
@@ -62,7 +64,7 @@ class Inspector(Protocol):
 
 
 class HttpInspector:
-    """POST /inspect with the part's fields (`part_id`, `station`, `camera`, `trigger_time`). Thread-safe."""
+    """POST /inspect with the part's fields (`part_id`, `station`, `camera`, `view`, `trigger_time`). Thread-safe."""
 
     def __init__(
         self,
@@ -71,16 +73,19 @@ class HttpInspector:
         station: str,
         camera: str,
         transport: httpx.BaseTransport | None = None,
+        view: str | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=url, headers=headers, transport=transport)
-        self.station, self.camera = station, camera
+        self.station, self.camera, self.view = station, camera, view
 
     def inspect(self, frame: Frame, part: Part, timeout_s: float) -> Inspection:
         """One request, no retry (the part cannot wait); raises InspectFailed."""
         data = {"product_id": part.product_id, "station": self.station, "camera": self.camera}
         if part.part_id:
             data["part_id"] = part.part_id
+        if self.view:
+            data["view"] = self.view
         if part.trigger_time:
             data["trigger_time"] = part.trigger_time.isoformat()
         files = [("images", (frame.filename, frame.data, "application/octet-stream"))]
@@ -95,6 +100,7 @@ class HttpInspector:
                 inspection_id=str(result["inspection_id"]),
                 rule=result.get("rule"),
                 timings_ms={str(k): float(v) for k, v in result.get("timings_ms", {}).items()},
+                regions=tuple(dict(region) for region in result.get("regions", [])),
             )
         except (ValueError, KeyError, IndexError, TypeError) as err:
             raise InspectFailed(ErrorCode.SERVICE_ERROR, f"unreadable answer from the service: {err!r}") from err

@@ -8,29 +8,66 @@ import threading
 from typing import Any
 
 from station.camera import Camera, FolderCamera
-from station.config import StationConfig
+from station.config import CameraConfig, StationConfig
 from station.handshake import Handshake, ProductTable
 from station.inspector import HttpInspector, InspectFailed
 from station.metrics import StationMetrics
 from station.modbus import ModbusAdapter
 from station.outputs import ResultsFile
+from station.views import MultiViewCamera, MultiViewInspector, View
 
 log = logging.getLogger("station")
 
 
-def make_camera(config: StationConfig) -> Camera:
-    """The configured camera, opened; raises CameraFailed when it cannot be."""
-    camera = config.camera
+def open_camera(camera: CameraConfig) -> Camera:
+    """One configured camera, opened; raises CameraFailed when it cannot be."""
     if camera.kind == "folder":
         return FolderCamera(
             camera.folder, camera.name, camera.pattern, camera.settle_s, delete_taken=camera.delete_taken
+        )
+    if camera.kind == "genicam":
+        from station.genicam import GenICamCamera  # Aravis only when configured
+
+        recipes = {product: recipe.settings() for product, recipe in camera.recipes.items()}
+        return GenICamCamera(
+            camera.device, camera.name, camera.trigger, camera.settings(), recipes, camera.buffers, camera.stale_s
         )
     from station.opencv import OpenCVCamera  # OpenCV only when configured
 
     return OpenCVCamera(camera.source, camera.name)
 
 
-def check_active_product(handshake: Handshake, inspector: HttpInspector, timeout_s: float) -> None:
+def make_camera(config: StationConfig) -> Camera:
+    """The configured camera, or with `views` every camera behind one MultiViewCamera, set for the active
+    product (a GenICam camera's recipe); raises CameraFailed when one cannot be opened."""
+    active = ProductTable(dict(config.products.table)).resolve(config.products.active)
+    product = active[1] if active else ""
+    if config.views:
+        cameras = {c.name: open_camera(c) for c in [config.camera, *config.cameras]}
+        camera: Camera = MultiViewCamera(cameras, views_of(config), product)
+    else:
+        camera = open_camera(config.camera)
+    select = getattr(camera, "select_product", None)
+    if select is not None:
+        select(product)
+    return camera
+
+
+def views_of(config: StationConfig) -> dict[str, list[View]]:
+    """The configured views per part type."""
+    return {product: [View(v.name, v.camera, v.product) for v in views] for product, views in config.views.items()}
+
+
+def make_inspector(config: StationConfig, camera: Camera) -> HttpInspector | MultiViewInspector:
+    """The service client: one request per part, or with `views` one per view."""
+    if config.views:
+        return MultiViewInspector(
+            config.service.url, config.service.key(), config.station, views_of(config), camera.name
+        )
+    return HttpInspector(config.service.url, config.service.key(), config.station, camera.name)
+
+
+def check_active_product(handshake: Handshake, inspector: HttpInspector | MultiViewInspector, timeout_s: float) -> None:
     """Log whether the service is reachable and knows the active product; the station starts either way (it
     answers ERROR with a code until the service is back)."""
     product = handshake.snapshot().active_product
@@ -53,7 +90,7 @@ def run(config: StationConfig, stop: threading.Event | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
     camera = make_camera(config)
-    inspector = HttpInspector(config.service.url, config.service.key(), config.station, camera.name)
+    inspector = make_inspector(config, camera)
     metrics = StationMetrics()
     if config.outputs.metrics_port:
         metrics.serve(config.outputs.metrics_port, config.outputs.metrics_host)

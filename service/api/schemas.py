@@ -271,6 +271,7 @@ class InspectedImage(BaseModel):
     part_id: str | None = Field(None, description="the request's `part_id`, echoed")
     station: str | None = Field(None, description="the request's `station`, echoed")
     camera: str | None = Field(None, description="the request's `camera`, echoed")
+    view: str | None = Field(None, description="the request's `view` (of a part seen in several views), echoed")
     trigger_time: datetime | None = Field(None, description="the request's `trigger_time`, echoed")
 
     @classmethod
@@ -301,6 +302,7 @@ class InspectedImage(BaseModel):
             part_id=part.part_id,
             station=part.station,
             camera=part.camera,
+            view=part.view,
             trigger_time=part.trigger_time,
         )
 

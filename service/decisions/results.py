@@ -37,6 +37,7 @@ class PartTag:
     part_id: str | None = None  # the PLC's part or serial number
     station: str | None = None  # the line-side station that sent the frame
     camera: str | None = None  # its camera
+    view: str | None = None  # which view of the part (camera and light) the frame is, for parts seen several ways
     trigger_time: datetime | None = None  # when the PLC triggered the inspection (the station's clock)
 
 

@@ -20,7 +20,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from station.codes import ErrorCode
-from station.handshake import State
+from station.config import load_config
+from station.handshake import Handshake, ProductTable, State
+from station.outputs import ResultsFile
+from station.run import make_camera, make_inspector
 from tests.helpers.plc import Plc
 from tests.helpers.processes import Process, ServiceProcess, free_port, running_service, start_process
 from tests.helpers.waiting import wait_for
@@ -195,6 +198,78 @@ def test_sigterm_finishes_the_part_in_progress(line):
     last = json.loads(line.results.read_text().splitlines()[-1])
     assert (last["part_id"], last["verdict"]) == ("100005", "OK")
     line.start_station()  # the next test's station, on the same ports and results file
+
+
+def multi_view_station(line, root: Path) -> tuple[Handshake, dict[str, Path]]:
+    """An in-process station whose part type `bottle-2v` is seen by two folder cameras, `top` judged as product
+    bottle-a and `side` as bottle-b (the module's service and hand-set thresholds)."""
+    folders = {name: root / name for name in ("top", "side")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    raw = {
+        "station": "line1-st4",
+        "service": {"url": line.service.url},
+        "camera": {"kind": "folder", "name": "top", "folder": str(folders["top"]), "delete_taken": True},
+        "cameras": [{"kind": "folder", "name": "side", "folder": str(folders["side"]), "delete_taken": True}],
+        "views": {
+            "bottle-2v": [
+                {"name": "top-ring", "camera": "top", "product": "bottle-a"},
+                {"name": "side-bar", "camera": "side", "product": "bottle-b"},
+            ]
+        },
+        "trigger": {"kind": "modbus", "port": free_port()},
+        "products": {"table": {1: "bottle-2v"}, "active": 1},
+        "handshake": {"acquire_timeout_s": 1, "inspect_timeout_s": 60, "acknowledge": False},
+        "outputs": {"results_file": str(root / "results.jsonl")},
+    }
+    (root / "station.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(root / "station.yaml")
+    camera = make_camera(config)
+    inspector = make_inspector(config, camera)
+    inspector.check_product("bottle-2v", 60)  # every view's product is known to the service
+    products = ProductTable(dict(config.products.table))
+    handshake = Handshake(
+        camera, inspector, products, 1, config.handshake.settings(), on_result=[ResultsFile(root / "results.jsonl")]
+    )
+    return handshake, folders
+
+
+def inspect_part(handshake: Handshake, part_id: str) -> dict:
+    assert handshake.trigger(part_id)
+    assert handshake.run_next(0)
+    return handshake.snapshot().last.record()
+
+
+def test_a_part_seen_in_two_views_gets_one_verdict_with_each_views_evidence(line, tmp_path):
+    handshake, folders = multi_view_station(line, tmp_path)
+    show(folders["top"], line.good, "a.png")
+    show(folders["side"], line.good, "a.png")
+    good = inspect_part(handshake, "MV-1")
+    show(folders["top"], line.good, "b.png")
+    show(folders["side"], line.bad, "b.png")  # one bad view is enough
+    bad = inspect_part(handshake, "MV-2")
+    assert (good["verdict"], bad["verdict"]) == ("OK", "NG")
+    for record in (good, bad):
+        views = {view["view"]: view for view in record["views"]}
+        assert set(views) == {"top-ring", "side-bar"}
+        assert (views["top-ring"]["product_id"], views["side-bar"]["product_id"]) == ("bottle-a", "bottle-b")
+        assert all(view["inspection_id"] and view["threshold"] is not None for view in views.values())
+    assert [view["verdict"] for view in bad["views"]] == ["OK", "NG"]
+    assert len(bad["views"][1]["regions"]) <= bad["views"][1]["n_regions"]  # the service's regions, as listed
+    recent = line.service.client.get("/products/bottle-b/inspections").json()["inspections"]
+    assert bad["views"][1]["inspection_id"] in {inspection["inspection_id"] for inspection in recent}
+    written = [json.loads(row) for row in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [row["verdict"] for row in written] == ["OK", "NG"] and written[1]["views"] == bad["views"]
+
+
+def test_a_part_with_a_missing_view_is_an_error_never_ok(line, tmp_path):
+    handshake, folders = multi_view_station(line, tmp_path)
+    show(folders["top"], line.good, "c.png")  # the side camera gives nothing within the acquire timeout
+    missing = inspect_part(handshake, "MV-3")
+    assert (missing["verdict"], missing["code"]) == ("ERROR", ErrorCode.CAMERA_TIMEOUT)
+    assert "view side-bar" in missing["message"] and missing["reject"]
+    show(folders["side"], line.good, "d.png")  # the top camera's frame was taken by MV-3: now top is missing
+    assert inspect_part(handshake, "MV-4")["verdict"] == "ERROR"
 
 
 def test_with_the_service_stopped_the_station_answers_error_and_keeps_running(line):

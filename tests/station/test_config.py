@@ -65,7 +65,7 @@ def test_every_problem_is_reported_on_its_own_line(tmp_path):
     [
         ({"products__active": 3}, "products: Value error, active: 3 is neither an index nor a product id"),
         ({"station": None}, "station: Field required"),
-        ({"camera__kind": "genicam"}, "camera: Input tag 'genicam' found using 'kind' does not match"),
+        ({"camera__kind": "gige"}, "camera: Input tag 'gige' found using 'kind' does not match"),
     ],
 )
 def test_a_wrong_setting_names_itself(tmp_path, changes, message):
@@ -95,3 +95,50 @@ def test_help_and_the_code_table():
     assert done.returncode == 0 and "run" in done.stdout and "docs/plc.md" in done.stdout
     codes = subprocess.run([sys.executable, "-m", "station", "codes"], capture_output=True, text=True, cwd=REPO)
     assert codes.returncode == 0 and "  3  SERVICE_UNREACHABLE" in codes.stdout
+
+
+GENICAM = {
+    "kind": "genicam",
+    "name": "top",
+    "device": "GV02",
+    "trigger": "Line1",
+    "pixel_format": "Mono12",
+    "exposure_us": 800,
+    "roi": [0, 0, 1024, 768],
+    "recipes": {"bottle-1l": {"pixel_format": "BayerRG8", "gain_db": 3}},
+}
+
+
+def test_a_genicam_camera_with_recipes_and_two_views(tmp_path):
+    side = {**GENICAM, "name": "side", "device": "GV03", "recipes": {}}
+    views = {
+        "bottle-1l": [
+            {"name": "top", "camera": "top", "product": "b1-top"},
+            {"name": "side", "camera": "side", "product": "b1-side"},
+        ]
+    }
+    config = load_config(example(tmp_path, camera=GENICAM, cameras=[side], views=views))
+    assert config.camera.settings().roi == (0, 0, 1024, 768) and config.camera.trigger == "Line1"
+    assert config.camera.recipes["bottle-1l"].settings().pixel_format == "BayerRG8"
+    assert [view.product for view in config.views["bottle-1l"]] == ["b1-top", "b1-side"]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"camera": {**GENICAM, "pixel_format": "Mono10p"}}, "camera.genicam.pixel_format: Input should be"),
+        ({"camera": {**GENICAM, "roi": [0, 0, 0, 10]}}, "camera.genicam.roi.2: Input should be greater than 0"),
+        (
+            {"views": {"bottle-1l": [{"name": "top", "camera": "nowhere", "product": "b1"}]}},
+            "views.bottle-1l.top: no camera named 'nowhere'",
+        ),
+        (
+            {"views": {"bottle-9": [{"name": "top", "camera": "top", "product": "b9"}]}},
+            "'bottle-9' is not a product id",
+        ),
+    ],
+)
+def test_a_wrong_genicam_or_view_setting_names_itself(tmp_path, changes, message):
+    with pytest.raises(ConfigError) as raised:
+        load_config(example(tmp_path, **changes))
+    assert [message in line for line in raised.value.lines] == [True], raised.value.lines

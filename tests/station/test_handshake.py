@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from station.camera import CameraFailed, CameraTimeout
+from station.camera import CameraFailed, CameraTimeout, Frame
 from station.codes import DESCRIPTIONS, ErrorCode
 from station.handshake import FailSafe, State, Verdict
 from station.inspector import InspectFailed
@@ -207,3 +207,14 @@ def test_a_station_starting_refuses_triggers_until_started(make_station):
     assert not handshake.snapshot().ready and camera.acquired == 0
     handshake.start()
     assert run_part(handshake, "2").shown.verdict == Verdict.OK
+
+
+def test_the_cameras_frame_id_and_timestamp_are_in_the_result(make_station, tmp_path):
+    handshake, camera, _ = make_station(GOOD, BAD)
+    camera.behaviour = lambda timeout_s: Frame(b"png", "top-42.png", frame_id=42, camera_timestamp_ns=1_700_000)
+    first = run_part(handshake, "1").shown.record()
+    handshake.acknowledge()
+    camera.behaviour = None  # a camera without its own ids (folder, RTSP)
+    second = run_part(handshake, "2").shown.record()
+    assert (first["frame_id"], first["camera_timestamp_ns"]) == (42, 1_700_000)
+    assert (second["frame_id"], second["camera_timestamp_ns"], second["views"]) == (None, None, [])

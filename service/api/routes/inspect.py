@@ -60,13 +60,14 @@ async def inspect(
     part_id: Tag = None,
     station: Tag = None,
     camera: Tag = None,
+    view: Tag = None,
     trigger_time: Annotated[datetime | None, Form(description="ISO 8601 time of the trigger, echoed")] = None,
 ) -> Response:
     """Scores each image against the product's references: verdict, score, thresholds, regions, mask and heat-map PNGs
     (base64; null with outputs=verdict), or with format=png one image's mask PNG with the verdict in X-* headers. 404
     unknown product, 413 too many images or pixels, 415/400 unsupported or broken image, 422 a bad field (format=png
-    with outputs=verdict too), 429 queue full, 503 model not ready, 504 model timeout. `part_id`, `station`, `camera`
-    and `trigger_time` tag the request's parts and are echoed in each result."""
+    with outputs=verdict too), 429 queue full, 503 model not ready, 504 model timeout. `part_id`, `station`, `camera`,
+    `view` and `trigger_time` tag the request's parts and are echoed in each result."""
     workflows = services.workflows
     product = await workflows.existing(product_id)  # another replica's, or not loaded yet: read from disk
     check_count(images, services.settings.max_images_per_request, "DCPSFR_MAX_IMAGES_PER_REQUEST")
@@ -80,7 +81,7 @@ async def inspect(
     if format == "png":
         result = inspected.results[0]
         return Response(result.mask_png, media_type="image/png", headers=png_headers(result, product))
-    part = PartTag(part_id, station, camera, trigger_time)
+    part = PartTag(part_id, station, camera, view, trigger_time)
     body = await run_in_threadpool(inspect_body, product, inspected.results, [u.filename for u in uploads], part)
     return Response(body, media_type="application/json")
 

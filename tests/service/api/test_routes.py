@@ -329,17 +329,30 @@ def test_a_lost_store_folder_answers_503_naming_it_and_serves_again_once_it_is_b
 
 def test_the_part_fields_are_echoed_in_each_result(client):
     upload(client, "widget", GOOD, OTHER_GOOD)
-    tags = {"part_id": "P-000417", "station": "line1-st3", "camera": "top", "trigger_time": "2026-12-06T22:15:00.125Z"}
+    tags = {
+        "part_id": "P-000417",
+        "station": "line1-st3",
+        "camera": "top",
+        "view": "top-ring-light",
+        "trigger_time": "2026-12-06T22:15:00.125Z",
+    }
     answer = client.post("/inspect", data={"product_id": "widget", **tags}, files=files(GOOD, DEFECT))
     assert answer.status_code == 200, answer.text
     for result in answer.json()["results"]:
         assert {key: result[key] for key in tags} == {**tags, "trigger_time": "2026-12-06T22:15:00.125000Z"}
     untagged = inspect(client, "widget", GOOD).json()["results"][0]
-    assert [untagged[key] for key in tags] == [None, None, None, None]
+    assert [untagged[key] for key in tags] == [None, None, None, None, None]
 
 
 @pytest.mark.parametrize(
-    "field, value", [("part_id", " P-1"), ("station", "x" * 129), ("camera", "top\ncam"), ("trigger_time", "yesterday")]
+    "field, value",
+    [
+        ("part_id", " P-1"),
+        ("station", "x" * 129),
+        ("camera", "top\ncam"),
+        ("view", "top\tring"),
+        ("trigger_time", "yesterday"),
+    ],
 )
 def test_a_bad_part_field_is_422(client, field, value):
     upload(client, "widget", GOOD, OTHER_GOOD)
