@@ -89,7 +89,8 @@ class HttpInspector:
         if part.trigger_time:
             data["trigger_time"] = part.trigger_time.isoformat()
         files = [("images", (frame.filename, frame.data, "application/octet-stream"))]
-        response = self.send("POST", "/inspect", timeout_s, data=data, files=files)
+        # verdict only: the station reads no mask or heat map, so the service encodes none
+        response = self.send("POST", "/inspect", timeout_s, params={"outputs": "verdict"}, data=data, files=files)
         try:
             result = response.json()["results"][0]
             return Inspection(

@@ -87,6 +87,7 @@ def test_the_inspector_sends_the_part_and_reads_the_verdict():
     ):
         assert f'name="{field}"\r\n\r\n{value}\r\n' in body
     assert seen[0].headers["authorization"] == "Bearer key"
+    assert seen[0].url.params["outputs"] == "verdict"  # no PNG is encoded for a part
 
 
 @pytest.mark.parametrize(
