@@ -67,7 +67,9 @@ class FolderCamera:
     """A camera that writes one file per trigger into a folder (FTP or SMB upload, a vendor's SDK): each trigger
     takes the oldest file not taken yet whose size stayed the same for `settle_s`. Files already there at start,
     temporary names (`.x`, `~x`, `x.part`, `x.tmp`, ...) and names not matching `pattern` are never taken; a
-    taken file is deleted with `delete_taken`, else remembered."""
+    taken file is deleted with `delete_taken`, else remembered. A file last written more than `stale_s` before a
+    trigger belongs to an earlier part (one that ended in an error before its frame was taken, or a frame that came
+    after its timeout): it is left in place, logged and never taken, so that no part is judged on another's frame."""
 
     def __init__(
         self,
@@ -78,15 +80,21 @@ class FolderCamera:
         poll_s: float = 0.005,
         delete_taken: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        stale_s: float = 0.5,
     ) -> None:
         if not folder.is_dir():
             raise CameraFailed(f"camera folder {folder} is not an existing folder")
         self.folder, self.name, self.pattern = folder, name, pattern
         self.settle_s, self.poll_s, self.delete_taken, self.clock = settle_s, poll_s, delete_taken, clock
+        self.stale_s = stale_s
         self.taken: set[str] = set(self.candidates())  # present at start: not frames of this run's parts
 
     def candidates(self) -> list[str]:
         """Names of the files that could be frames, oldest modification first."""
+        return [name for _, name in self.written()]
+
+    def written(self) -> list[tuple[int, str]]:
+        """(modification time in ns since the epoch, name) of the files that could be frames, oldest first."""
         try:
             with os.scandir(self.folder) as entries:
                 found = [
@@ -96,10 +104,26 @@ class FolderCamera:
                 ]
         except OSError as err:
             raise CameraFailed(f"cannot read camera folder {self.folder}: {err}") from err
-        return [name for _, name in sorted(found)]
+        return sorted(found)
+
+    def set_aside_stale(self) -> None:
+        """Mark files written more than `stale_s` ago as taken (an earlier part's), with one log line each."""
+        cutoff_ns = time.time_ns() - int(self.stale_s * 1e9)
+        for written_ns, name in self.written():
+            if name not in self.taken and written_ns < cutoff_ns:
+                self.taken.add(name)
+                age = (time.time_ns() - written_ns) / 1e9
+                log.warning(
+                    "%s: %s was written %.1f s before this trigger: an earlier part's frame, left in place "
+                    "and not taken",
+                    self.name,
+                    name,
+                    age,
+                )
 
     def acquire(self, timeout_s: float) -> Frame:
         """The oldest new file once settled; raises CameraTimeout when none settles within `timeout_s`."""
+        self.set_aside_stale()
         deadline = self.clock() + timeout_s
         sizes: dict[str, tuple[int, float]] = {}  # name -> (size, when first seen at that size)
         while True:

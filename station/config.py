@@ -56,6 +56,12 @@ class FolderCameraConfig(Strict):
     pattern: str = "*"
     settle_s: float = Field(0.02, ge=0, le=10)
     delete_taken: bool = False
+    stale_s: float = Field(
+        0.5,
+        ge=0,
+        le=60,
+        description="a file written longer than this before a trigger is an earlier part's: never taken",
+    )
 
 
 class OpenCVCameraConfig(Strict):

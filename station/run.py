@@ -23,7 +23,12 @@ def open_camera(camera: CameraConfig) -> Camera:
     """One configured camera, opened; raises CameraFailed when it cannot be."""
     if camera.kind == "folder":
         return FolderCamera(
-            camera.folder, camera.name, camera.pattern, camera.settle_s, delete_taken=camera.delete_taken
+            camera.folder,
+            camera.name,
+            camera.pattern,
+            camera.settle_s,
+            delete_taken=camera.delete_taken,
+            stale_s=camera.stale_s,
         )
     if camera.kind == "genicam":
         from station.genicam import GenICamCamera  # Aravis only when configured

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
+import time
 from datetime import UTC, datetime
 
 import httpx
@@ -26,6 +29,34 @@ def test_the_folder_camera_takes_each_new_file_once_oldest_first(tmp_path):
     assert [(frame.data, frame.filename) for frame in frames] == [(b"first", "a.png"), (b"second", "d.png")]
     with pytest.raises(CameraTimeout):
         camera.acquire(0.05)  # only the temporary, hidden and old files are left
+
+
+def written_ago(path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+@pytest.mark.parametrize("age_s", [2.0, 30.0])
+def test_a_frame_left_by_an_earlier_part_is_never_taken_by_the_next(tmp_path, caplog, age_s):
+    """A part that ended in an error before its frame was taken leaves that frame: the next part gets its own."""
+    camera = FolderCamera(tmp_path, settle_s=0)
+    (tmp_path / "p6.png").write_bytes(b"part 6")
+    written_ago(tmp_path / "p6.png", age_s)  # part 6's trigger failed (an unknown product index)
+    (tmp_path / "p7.png").write_bytes(b"part 7")
+    with caplog.at_level(logging.WARNING, logger="station.camera"):
+        frame = camera.acquire(1.0)
+    assert (frame.filename, frame.data) == ("p7.png", b"part 7")
+    assert "p6.png was written" in caplog.text and (tmp_path / "p6.png").exists()
+    with pytest.raises(CameraTimeout):
+        camera.acquire(0.05)  # p6 is never given to a later part either
+
+
+def test_a_frame_written_just_before_the_trigger_is_this_parts(tmp_path):
+    """The camera may see the trigger before the station does: a file younger than stale_s is taken."""
+    camera = FolderCamera(tmp_path, settle_s=0, stale_s=0.5)
+    (tmp_path / "p1.png").write_bytes(b"part 1")
+    written_ago(tmp_path / "p1.png", 0.2)
+    assert camera.acquire(1.0).filename == "p1.png"
 
 
 def test_the_folder_camera_times_out_without_a_new_file(tmp_path):
