@@ -11,10 +11,10 @@ import pytest
 from station.metrics import StationMetrics
 from station.opcua import OpcUaAdapter
 from station.supervisor import Supervisor
+from tests.helpers.opc import OpcPlc
 from tests.helpers.processes import free_port
 from tests.helpers.waiting import wait_for
 from tests.station.conftest import GOOD
-from tests.station.test_opcua import OpcPlc
 
 
 class FlakyAdapter:
