@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -23,6 +24,8 @@ from station.handshake import Handshake, PartResult, Snapshot
 from station.metrics import StationMetrics
 
 log = logging.getLogger(__name__)
+paho_log = logging.getLogger(f"{__name__}.paho")  # paho's own messages (a failing callback among them)
+paho_log.addFilter(lambda record: "Client is not connected" not in record.getMessage())  # before each connect
 
 OFFLINE = json.dumps({"state": "OFFLINE"})  # the last will, retained: the broker says it when the station vanishes
 
@@ -78,6 +81,14 @@ def product_selector(payload: bytes) -> int | str:
     if not text:
         raise ValueError("empty product")
     return int(text) if text.isdigit() else text
+
+
+def no_delay(client: paho.Client) -> None:
+    """Send small packets at once: Nagle's algorithm against the peer's delayed ACK adds ~40 ms per message
+    (paho leaves it on; the broker's side is mosquitto.conf's `set_tcp_nodelay true`)."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class Outbox:
@@ -202,6 +213,7 @@ class MqttAdapter:
             log.error("MQTT broker %s:%d refused the connection: %s", self.host, self.port, reason)
             return
         log.info("MQTT connected to %s:%d as %s", self.host, self.port, self.base)
+        no_delay(client)
         client.subscribe(self.topics["cmd"], qos=1)
         self.publish_state(force=True)
         with self.lock:
@@ -265,7 +277,7 @@ class MqttAdapter:
         if self.credentials[0]:
             client.username_pw_set(*self.credentials)
         client.suppress_exceptions = True  # a failing callback is logged; paho's network thread goes on
-        client.enable_logger(log)
+        client.enable_logger(paho_log)
         client.will_set(self.topics["state"], OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(1, 2)
         client.on_connect, client.on_disconnect = self.on_connect, self.on_disconnect

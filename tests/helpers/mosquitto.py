@@ -35,7 +35,7 @@ class Broker:
     def start(self) -> Broker:
         config = self.root / "mosquitto.conf"
         config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
             f"log_dest file {self.root / 'mosquitto.log'}\n"
         )
         self.process = subprocess.Popen(
