@@ -9,9 +9,11 @@ import threading
 import pytest
 
 from station.metrics import StationMetrics
+from station.modbus import ModbusAdapter
 from station.opcua import OpcUaAdapter
 from station.supervisor import Supervisor
 from tests.helpers.opc import OpcPlc
+from tests.helpers.plc import Plc
 from tests.helpers.processes import free_port
 from tests.helpers.waiting import wait_for
 from tests.station.conftest import GOOD
@@ -99,3 +101,38 @@ def test_the_opcua_server_crashing_once_is_restarted_and_answers_again(make_stat
         supervisor.stop()
         stop.set()
         worker.join(10)
+
+
+def test_the_modbus_server_ending_is_restarted_and_the_plc_reconnects(make_station, caplog):
+    handshake, _, inspector = make_station(acknowledge=False, acquire_timeout_s=2, inspect_timeout_s=2)
+    inspector.answers[:] = [GOOD]
+    adapter = ModbusAdapter(handshake, "127.0.0.1", free_port())
+    stop = threading.Event()
+    worker = threading.Thread(target=handshake.serve, args=(stop,), daemon=True)
+    worker.start()
+    supervisor = Supervisor([adapter], handshake.metrics, poll_s=0.05, backoff_s=0.05)
+    supervisor.start()
+    try:
+        first_thread = adapter.thread
+        with caplog.at_level(logging.ERROR):
+            asyncio.run_coroutine_threadsafe(adapter.server.shutdown(), adapter.loop).result(10)  # its loop ends
+            wait_for(lambda: restarts(handshake.metrics, "modbus") == 1, "the restart")
+            wait_for(lambda: adapter.alive() and adapter.thread is not first_thread, "the server back")
+        assert any("protocol modbus stopped unexpectedly" in r.getMessage() for r in caplog.records)
+        plc = wait_for(lambda: connect(adapter.port), "the PLC reconnected")
+        try:
+            _, registers = plc.inspect(part_id=7)
+            assert (registers["SEQUENCE"], registers["PART_ID"]) == (1, 7)
+        finally:
+            plc.close()
+    finally:
+        supervisor.stop()
+        stop.set()
+        worker.join(10)
+
+
+def connect(port: int) -> Plc | None:
+    try:
+        return Plc(port)
+    except AssertionError:
+        return None
