@@ -10,6 +10,7 @@ Sections (run all, or pick with --only):
               full answer (PNG) beside verdict only (JPEG): overhead vs the 3 ms goal
   throughput  service img/s at concurrency 1, 4, 16 with batching on and off        --service-config
   replicas    new version -> other replica delay; start-up with 100 stored products --service-config
+  station     trigger -> result over Modbus TCP, OPC UA, MQTT vs direct HTTP           --service-config
 Timings on a shared machine drift: comparisons are interleaved and given as ratios. --quick: fewer repeats and
 requests, for a first look (a full run takes ~30 min on 2 busy cores). GPU figures: bench/gpu.sh.
 """
@@ -31,7 +32,7 @@ import torch
 
 from bench.common import Section
 
-SECTIONS = ("stages", "runtime", "fit", "memory", "bank", "http", "throughput", "replicas")
+SECTIONS = ("stages", "runtime", "fit", "memory", "bank", "http", "throughput", "replicas", "station")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

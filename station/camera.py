@@ -114,8 +114,8 @@ class FolderCamera:
                 self.taken.add(name)
                 age = (time.time_ns() - written_ns) / 1e9
                 log.warning(
-                    "%s: %s was written %.1f s before this trigger: an earlier part's frame, left in place "
-                    "and not taken",
+                    "%s: %s was written %.1f s before this trigger: an earlier part's frame, left in place and not "
+                    "taken (if the camera writes frames that long before the station's trigger, raise stale_s)",
                     self.name,
                     name,
                     age,

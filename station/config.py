@@ -110,11 +110,56 @@ class ViewConfig(Strict):
 
 
 class ModbusConfig(Strict):
-    """The Modbus TCP server the PLC polls."""
+    """The older `trigger` section: the Modbus TCP server the PLC polls."""
 
     kind: Literal["modbus"]
     host: str = "0.0.0.0"
     port: int = Field(502, ge=1, le=65535)
+
+
+class ModbusProtocol(Strict):
+    """The Modbus TCP server the PLC polls (docs/plc.md: the register map)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(502, ge=1, le=65535)
+
+
+class OpcUaProtocol(Strict):
+    """The OPC UA server (OPC 40100 Machine Vision, Simple Inline subset)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(4840, ge=1, le=65535)
+
+
+class MqttProtocol(Strict):
+    """The MQTT broker the station publishes to and takes commands from."""
+
+    host: str = Field(min_length=1, description="the broker's host")
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = Field("inspection", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", description="topic prefix")
+    outbox_limit: int = Field(1000, ge=1, le=1_000_000, description="results kept while the broker is away")
+    username: str | None = None
+    password_env: str | None = Field(None, description="the environment variable holding the password")
+    keepalive_s: int = Field(10, ge=2, le=600)
+
+    def password(self) -> str | None:
+        """The password from the variable named by password_env."""
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+class ProtocolsConfig(Strict):
+    """Which protocols run (any combination, at least one)."""
+
+    modbus: ModbusProtocol | None = None
+    opcua: OpcUaProtocol | None = None
+    mqtt: MqttProtocol | None = None
+
+    @model_validator(mode="after")
+    def at_least_one(self) -> ProtocolsConfig:
+        """A station nobody can trigger is a configuration error."""
+        if not (self.modbus or self.opcua or self.mqtt):
+            raise ValueError("no protocol configured: give modbus, opcua and/or mqtt")
+        return self
 
 
 class ProductsConfig(Strict):
@@ -163,7 +208,8 @@ class StationConfig(Strict):
     views: dict[Annotated[str, Field(pattern=PRODUCT_ID)], list[ViewConfig]] = Field(
         {}, description="a product id of the table -> its views; each view's verdict counts"
     )
-    trigger: ModbusConfig
+    protocols: ProtocolsConfig | None = None
+    trigger: ModbusConfig | None = Field(None, description="older files: the same as protocols.modbus")
     products: ProductsConfig
     handshake: HandshakeConfig = HandshakeConfig()
     outputs: OutputsConfig = OutputsConfig()
@@ -184,6 +230,32 @@ class StationConfig(Strict):
                 if view.camera not in names:
                     raise ValueError(f"views.{product}.{view.name}: no camera named {view.camera!r} ({names})")
         return self
+
+    @model_validator(mode="after")
+    def one_protocol_section(self) -> StationConfig:
+        """`protocols`, or the older `trigger` (Modbus), not both; no two listeners on one port."""
+        if self.protocols is None and self.trigger is None:
+            raise ValueError("protocols: missing (modbus, opcua and/or mqtt)")
+        if self.protocols is not None and self.trigger is not None:
+            raise ValueError("trigger: give either protocols.modbus or the older trigger section, not both")
+        ports: dict[int, str] = {}
+        protocols = self.protocol_config()
+        listeners = [("protocols.modbus.port", protocols.modbus), ("protocols.opcua.port", protocols.opcua)]
+        for name, section in [*listeners, ("outputs.metrics_port", self.outputs)]:
+            port = getattr(section, "metrics_port" if name.startswith("outputs") else "port", None)
+            if port is None:
+                continue
+            if port in ports:
+                raise ValueError(f"{name}: port {port} is already {ports[port]}'s")
+            ports[port] = name
+        return self
+
+    def protocol_config(self) -> ProtocolsConfig:
+        """The protocols to run (`trigger` read as protocols.modbus)."""
+        if self.protocols is not None:
+            return self.protocols
+        assert self.trigger is not None
+        return ProtocolsConfig(modbus=ModbusProtocol(host=self.trigger.host, port=self.trigger.port))
 
 
 def error_lines(err: ValidationError) -> list[str]:

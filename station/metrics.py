@@ -34,6 +34,24 @@ class StationMetrics:
             "station_changeovers", "Product changeovers by outcome (done, failed)", ["outcome"], registry=self.registry
         )
         self.state = Gauge("station_state", "The handshake state (see docs/plc.md)", registry=self.registry)
+        self.protocol_restarts = Counter(
+            "station_protocol_restarts",
+            "Restart attempts of protocol adapters (modbus, opcua, mqtt) that stopped unexpectedly",
+            ["protocol"],
+            registry=self.registry,
+        )
+        self.outbox_dropped = Counter(
+            "station_outbox_dropped",
+            "Results dropped from a full outbox (the oldest first) before the broker took them",
+            ["protocol"],
+            registry=self.registry,
+        )
+        self.outbox_size = Gauge(
+            "station_outbox_results",
+            "Results waiting for the broker's acknowledgement",
+            ["protocol"],
+            registry=self.registry,
+        )
 
     def observe_stages(self, stage_ms: dict[str, float]) -> None:
         """Record a part's stage times (milliseconds; stages not in STAGES are ignored)."""

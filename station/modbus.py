@@ -131,6 +131,8 @@ def input_registers(view: Snapshot, heartbeat: int) -> list[int]:
 class ModbusAdapter:
     """A Modbus TCP server (one device; any unit id answers) in its own thread, driving `handshake`."""
 
+    name = "modbus"
+
     def __init__(self, handshake: Handshake, host: str = "0.0.0.0", port: int = 502) -> None:
         self.handshake, self.host, self.port = handshake, host, port
         self.holding = [0] * len(HoldingRegister)
@@ -210,8 +212,13 @@ class ModbusAdapter:
             raise OSError(f"Modbus TCP: cannot listen on {self.host}:{self.port}: {failure[0] if failure else ''}")
         log.info("Modbus TCP server listening on %s:%d", self.host, self.port)
 
+    def alive(self) -> bool:
+        """Whether the server's thread still runs."""
+        return self.thread is not None and self.thread.is_alive()
+
     def stop(self) -> None:
         """Close the server and end its thread."""
         if self.loop is not None and self.server is not None and self.thread is not None:
-            asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(10)
+            if self.thread.is_alive() and not self.loop.is_closed():
+                asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(10)
             self.thread.join(10)

@@ -12,8 +12,8 @@ from station.config import CameraConfig, StationConfig
 from station.handshake import Handshake, ProductTable
 from station.inspector import HttpInspector, InspectFailed
 from station.metrics import StationMetrics
-from station.modbus import ModbusAdapter
 from station.outputs import ResultsFile
+from station.supervisor import Adapter, Supervisor
 from station.views import MultiViewCamera, MultiViewInspector, View
 
 log = logging.getLogger("station")
@@ -72,6 +72,40 @@ def make_inspector(config: StationConfig, camera: Camera) -> HttpInspector | Mul
     return HttpInspector(config.service.url, config.service.key(), config.station, camera.name)
 
 
+def make_adapters(config: StationConfig, handshake: Handshake) -> list[Adapter]:
+    """The configured protocols' adapters; those that publish results are added to the handshake's listeners.
+    Each protocol library is imported only when configured."""
+    protocols, adapters = config.protocol_config(), []
+    if protocols.modbus:
+        from station.modbus import ModbusAdapter
+
+        adapters.append(ModbusAdapter(handshake, protocols.modbus.host, protocols.modbus.port))
+    if protocols.opcua:
+        from station.opcua import OpcUaAdapter
+
+        opcua = OpcUaAdapter(handshake, config.station, protocols.opcua.host, protocols.opcua.port)
+        handshake.on_result.append(opcua)
+        adapters.append(opcua)
+    if protocols.mqtt:
+        from station.mqtt import MqttAdapter
+
+        mqtt = protocols.mqtt
+        client = MqttAdapter(
+            handshake,
+            config.station,
+            mqtt.host,
+            mqtt.port,
+            mqtt.prefix,
+            mqtt.outbox_limit,
+            mqtt.username,
+            mqtt.password(),
+            mqtt.keepalive_s,
+        )
+        handshake.on_result.append(client)
+        adapters.append(client)
+    return adapters
+
+
 def check_active_product(handshake: Handshake, inspector: HttpInspector | MultiViewInspector, timeout_s: float) -> None:
     """Log whether the service is reachable and knows the active product; the station starts either way (it
     answers ERROR with a code until the service is back)."""
@@ -88,8 +122,8 @@ def check_active_product(handshake: Handshake, inspector: HttpInspector | MultiV
 
 def run(config: StationConfig, stop: threading.Event | None = None) -> int:
     """Run the station until `stop` is set (SIGTERM/SIGINT set it when called from the main thread): the part in
-    progress is finished first. Returns the exit status (0). Raises CameraFailed or OSError when the camera or the
-    Modbus port cannot be opened."""
+    progress is finished first. Returns the exit status (0). Raises CameraFailed or OSError when the camera or a
+    protocol's port cannot be opened. A protocol adapter that dies later is restarted (station.supervisor)."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -105,16 +139,16 @@ def run(config: StationConfig, stop: threading.Event | None = None) -> int:
     handshake = Handshake(
         camera, inspector, products, config.products.active, settings, metrics, outputs, starting=True
     )
-    adapter = ModbusAdapter(handshake, config.trigger.host, config.trigger.port)
+    supervisor = Supervisor(make_adapters(config, handshake), metrics)
     try:
-        adapter.start()  # the PLC sees State 0 (starting) while the service is asked about the product
+        supervisor.start()  # the PLC sees State 0 (starting) while the service is asked about the product
         check_active_product(handshake, inspector, config.handshake.changeover_timeout_s)
         handshake.start()
         log.info("station %s ready: product %s, camera %s", config.station, config.products.active, camera.name)
         handshake.serve(stop)
         log.info("station %s stopped", config.station)
     finally:
-        adapter.stop()
+        supervisor.stop()
         camera.close()
         inspector.close()
     return 0

@@ -68,10 +68,11 @@ def test_the_station_imports_nothing_of_the_model_or_the_service():
 
 
 def test_the_station_runs_without_torch_the_model_or_the_service():
-    """Loaded for real (not only parsed): the whole station, its Modbus server included, with those blocked."""
+    """Loaded for real (not only parsed): the whole station, its protocol adapters included, with those blocked."""
     code = (
         f"import sys\nfor name in {STATION_FORBIDDEN!r}:\n    sys.modules[name] = None\n"
-        "import station.run, station.cli, station.opencv, station.genicam, station.views\n"
+        "import station.run, station.cli, station.opencv, station.genicam, station.views, station.modbus,"
+        " station.opcua, station.mqtt\n"
         "print(sorted(m for m, mod in sys.modules.items() if mod and m.split('.')[0] in ('model', 'service', 'torch')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)

@@ -1,9 +1,11 @@
 """`python -m station run` as a line runs it: a real service (tiny config: random weights, so the thresholds are set
-by hand between the two frames' scores), a folder camera, and a pymodbus client playing the PLC. One service and
-one station for the module; the last test stops the service."""
+by hand between the two frames' scores), a folder camera, and PLCs on all three protocols: a pymodbus client, an
+asyncua client and an MQTT client through a real Mosquitto broker (when the binary is there). One service and one
+station for the module; the last test stops the service."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -24,6 +26,8 @@ from station.config import load_config
 from station.handshake import Handshake, ProductTable, State
 from station.outputs import ResultsFile
 from station.run import make_camera, make_inspector
+from tests.helpers.mosquitto import MOSQUITTO, Broker, Listener, needs_mosquitto
+from tests.helpers.opc import OpcPlc
 from tests.helpers.plc import Plc
 from tests.helpers.processes import Process, ServiceProcess, free_port, running_service, start_process
 from tests.helpers.waiting import wait_for
@@ -48,7 +52,9 @@ class Line:
     root: Path
     good: Path  # the frame the hand-set thresholds call OK
     bad: Path
+    broker: Broker | None = None  # None: no mosquitto binary, the station runs without MQTT
     port: int = field(default_factory=free_port)
+    opcua_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     station: Process | None = None
     plc: Plc | None = None
@@ -67,8 +73,19 @@ class Line:
         config = {
             "station": "line1-st3",
             "service": {"url": self.service.url},
-            "camera": {"kind": "folder", "name": "top", "folder": str(self.frames), "delete_taken": True},
-            "trigger": {"kind": "modbus", "host": "127.0.0.1", "port": self.port},
+            # each test writes its frame before the trigger, while the station may still be starting
+            "camera": {
+                "kind": "folder",
+                "name": "top",
+                "folder": str(self.frames),
+                "delete_taken": True,
+                "stale_s": 60,
+            },
+            "protocols": {
+                "modbus": {"host": "127.0.0.1", "port": self.port},
+                "opcua": {"host": "127.0.0.1", "port": self.opcua_port},
+                **({"mqtt": {"host": "127.0.0.1", "port": self.broker.port}} if self.broker else {}),
+            },
             "products": {"table": PRODUCTS, "active": 1},
             "handshake": {"acquire_timeout_s": 2, "inspect_timeout_s": 60, "acknowledge": True},
             "outputs": {
@@ -95,6 +112,10 @@ class Line:
         return self.station.stop(sig)
 
     @property
+    def opcua_endpoint(self) -> str:
+        return f"opc.tcp://127.0.0.1:{self.opcua_port}/"
+
+    @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
@@ -118,12 +139,15 @@ def line(tmp_path_factory, bottle_dir: Path):
             assert answer.status_code == 200, answer.text
         if good_score > bad_score:  # random weights may rank them either way: the lower score is the OK frame
             good, bad = bad, good
-        line = Line(service, root, good, bad)
+        broker = Broker(root).start() if MOSQUITTO else None
+        line = Line(service, root, good, bad, broker)
         line.start_station()
         try:
             yield line
         finally:
             returncode = line.stop_station()
+            if broker:
+                broker.kill()
         assert returncode == 0, line.station.log_tail()
 
 
@@ -209,8 +233,10 @@ def multi_view_station(line, root: Path) -> tuple[Handshake, dict[str, Path]]:
     raw = {
         "station": "line1-st4",
         "service": {"url": line.service.url},
-        "camera": {"kind": "folder", "name": "top", "folder": str(folders["top"]), "delete_taken": True},
-        "cameras": [{"kind": "folder", "name": "side", "folder": str(folders["side"]), "delete_taken": True}],
+        "camera": {"kind": "folder", "name": "top", "folder": str(folders["top"]), "delete_taken": True, "stale_s": 60},
+        "cameras": [
+            {"kind": "folder", "name": "side", "folder": str(folders["side"]), "delete_taken": True, "stale_s": 60}
+        ],
         "views": {
             "bottle-2v": [
                 {"name": "top-ring", "camera": "top", "product": "bottle-a"},
@@ -272,6 +298,59 @@ def test_a_part_with_a_missing_view_is_an_error_never_ok(line, tmp_path):
     assert inspect_part(handshake, "MV-4")["verdict"] == "ERROR"
 
 
+async def opc_plc(line: Line) -> OpcPlc:
+    """An OPC UA client connected to the station (its server may start a moment after the Modbus one)."""
+    for _ in range(600):
+        plc = OpcPlc(line.opcua_endpoint)
+        try:
+            return await plc.__aenter__()
+        except (OSError, TimeoutError):
+            await asyncio.sleep(0.1)
+    pytest.fail(f"no OPC UA server at {line.opcua_endpoint}:\n{line.station.log_tail()}")
+
+
+def test_opcua_start_single_job_gives_ok_then_ng_in_events_and_variables(line):
+    async def scenario():
+        plc = await opc_plc(line)
+        try:
+            show(line.frames, line.good, "o1.png")
+            job_id, error = await plc.start_job(part_id="O-1")
+            assert error == 0 and job_id == "line1-st3-1"
+            (event,) = await plc.wait_events(1, timeout_s=60)
+            assert (event.Verdict, event.ResultState, event.PartId, event.JobId) == ("OK", 1, "O-1", job_id)
+            assert {"acquire", "predict", "total"} <= set(json.loads(event.ProcessingTimes))
+            assert (await plc.read("OK", "ErrorCode", "ProductId"))["OK"] is True
+            assert await plc.acknowledge() is True
+            await plc.wait("Ready", True)
+            show(line.frames, line.bad, "o2.png")
+            assert (await plc.start_job(part_id="O-2", product_id="bottle-b"))[1] == 0
+            second = (await plc.wait_events(2, timeout_s=60))[1]
+            assert (second.Verdict, second.Reject, second.ProductId) == ("NG", True, "bottle-b")
+            assert second.Score > second.Threshold
+            assert await plc.acknowledge() is True
+        finally:
+            await plc.__aexit__(None, None, None)
+
+    asyncio.run(scenario())
+    last = json.loads(line.results.read_text().splitlines()[-1])
+    assert (last["part_id"], last["verdict"]) == ("O-2", "NG")
+
+
+@needs_mosquitto
+def test_mqtt_trigger_gives_a_result_on_the_result_topic(line):
+    listener = Listener(line.broker.port, "inspection/line1-st3/#")
+    try:
+        show(line.frames, line.good, "m1.png")
+        listener.publish("inspection/line1-st3/cmd/trigger", '{"part_id": "M-1"}')
+        (result,) = wait_for(lambda: listener.on("/result") or None, "the MQTT result", 60)
+        assert (result["part_id"], result["verdict"], result["product_id"]) == ("M-1", "OK", "bottle-a")
+        assert result["stage_ms"]["predict"] > 0
+        listener.publish("inspection/line1-st3/cmd/acknowledge")
+        wait_for(lambda: line.plc.inputs()["READY"], "READY after the MQTT acknowledge")
+    finally:
+        listener.close()
+
+
 def test_with_the_service_stopped_the_station_answers_error_and_keeps_running(line):
     plc, station = line.plc, line.station
     assert line.service.stop() in (0, -signal.SIGTERM)
@@ -281,3 +360,35 @@ def test_with_the_service_stopped_the_station_answers_error_and_keeps_running(li
     assert registers["ERROR_CODE"] == ErrorCode.SERVICE_UNREACHABLE
     assert station.alive() and plc.registers()["STATE"] == State.READY
     assert "ERROR 3 SERVICE_UNREACHABLE" in station.log_tail(0)
+
+
+def test_with_the_service_stopped_opcua_and_mqtt_say_error_with_its_code(line):
+    """Runs after the service was stopped: both other protocols show ERROR 3, never OK."""
+
+    async def scenario():
+        plc = await opc_plc(line)
+        try:
+            show(line.frames, line.good, "o7.png")
+            assert (await plc.start_job(part_id="O-7"))[1] == 0
+            (event,) = await plc.wait_events(1, timeout_s=60)
+            assert (event.Verdict, event.ResultState, event.ErrorCode) == ("ERROR", 4, ErrorCode.SERVICE_UNREACHABLE)
+            values = await plc.read("Error", "OK", "ErrorCode")
+            assert values == {"Error": True, "OK": False, "ErrorCode": ErrorCode.SERVICE_UNREACHABLE}
+            assert await plc.acknowledge() is True
+        finally:
+            await plc.__aexit__(None, None, None)
+
+    asyncio.run(scenario())
+    if line.broker is None:
+        pytest.skip("MQTT part: the mosquitto binary is absent (Debian package `mosquitto`)")
+    listener = Listener(line.broker.port, "inspection/line1-st3/#")
+    try:
+        show(line.frames, line.good, "m8.png")
+        wait_for(lambda: line.plc.inputs()["READY"], "READY")
+        listener.publish("inspection/line1-st3/cmd/trigger", '{"part_id": "M-8"}')
+        (result,) = wait_for(lambda: listener.on("/result") or None, "the MQTT result", 60)
+        assert (result["verdict"], result["code"], result["reject"]) == ("ERROR", ErrorCode.SERVICE_UNREACHABLE, True)
+        listener.publish("inspection/line1-st3/cmd/acknowledge")
+    finally:
+        listener.close()
+    assert line.station.alive()

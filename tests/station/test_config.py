@@ -39,7 +39,9 @@ def test_the_example_configuration_is_valid(tmp_path):
     config = load_config(example(tmp_path))
     assert config.products.table == {1: "bottle-500ml", 2: "bottle-1l"}
     assert config.handshake.settings().fail_safe == FailSafe.REJECT and config.handshake.settings().acknowledge
-    assert config.trigger.port == 502 and config.camera.kind == "folder"
+    protocols = config.protocol_config()
+    assert (protocols.modbus.port, protocols.opcua.port, protocols.mqtt.prefix) == (502, 4840, "inspection")
+    assert config.camera.kind == "folder"
 
 
 def test_every_problem_is_reported_on_its_own_line(tmp_path):
@@ -49,13 +51,19 @@ def test_every_problem_is_reported_on_its_own_line(tmp_path):
         handshake__fail_safe="pass",
         handshake__inspect_timeout_s=0,
         products__table={1: "bad id!"},
-        trigger__prot=502,
+        protocols__modbus__prot=502,
     )
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     lines = raised.value.lines
     assert len(lines) == 5, lines
-    expected = ["service.url", "handshake.fail_safe", "handshake.inspect_timeout_s", "products.table.1", "trigger.prot"]
+    expected = [
+        "service.url",
+        "handshake.fail_safe",
+        "handshake.inspect_timeout_s",
+        "products.table.1",
+        "protocols.modbus.prot",
+    ]
     for line, where in zip(sorted(lines), sorted(expected), strict=True):
         assert line.startswith(f"{path}: {where}: "), line
 
@@ -66,6 +74,11 @@ def test_every_problem_is_reported_on_its_own_line(tmp_path):
         ({"products__active": 3}, "products: Value error, active: 3 is neither an index nor a product id"),
         ({"station": None}, "station: Field required"),
         ({"camera__kind": "gige"}, "camera: Input tag 'gige' found using 'kind' does not match"),
+        ({"protocols": {}}, "protocols: Value error, no protocol configured: give modbus, opcua and/or mqtt"),
+        ({"protocols": None}, "station.yaml: Value error, protocols: missing (modbus, opcua and/or mqtt)"),
+        ({"protocols__opcua__port": 502}, "protocols.opcua.port: port 502 is already protocols.modbus.port's"),
+        ({"protocols__mqtt__prefix": "line/#"}, "protocols.mqtt.prefix: String should match pattern"),
+        ({"trigger": {"kind": "modbus", "port": 1502}}, "trigger: give either protocols.modbus or the older"),
     ],
 )
 def test_a_wrong_setting_names_itself(tmp_path, changes, message):
@@ -142,3 +155,17 @@ def test_a_wrong_genicam_or_view_setting_names_itself(tmp_path, changes, message
     with pytest.raises(ConfigError) as raised:
         load_config(example(tmp_path, **changes))
     assert [message in line for line in raised.value.lines] == [True], raised.value.lines
+
+
+def test_the_older_trigger_section_still_means_modbus(tmp_path):
+    config = load_config(example(tmp_path, protocols=None, trigger={"kind": "modbus", "port": 1502}))
+    protocols = config.protocol_config()
+    assert (protocols.modbus.port, protocols.opcua, protocols.mqtt) == (1502, None, None)
+
+
+@pytest.mark.parametrize("chosen", [["opcua"], ["mqtt"], ["modbus", "mqtt"]])
+def test_any_combination_of_protocols_is_valid(tmp_path, chosen):
+    config = yaml.safe_load(EXAMPLE.read_text())["protocols"]
+    path = example(tmp_path, protocols={name: config[name] for name in chosen})
+    protocols = load_config(path).protocol_config()
+    assert [name for name in ("modbus", "opcua", "mqtt") if getattr(protocols, name)] == chosen
