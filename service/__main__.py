@@ -14,6 +14,9 @@ from model import ConfigError, load_config, tcp_port
 from service.settings import GROUPS, Settings, settings_by_group, unknown_variables, variable_name
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# third-party loggers whose INFO lines are noise at every start: faiss's loader tries its AVX2 build first and logs
+# the ModuleNotFoundError of a wheel without one before loading the generic build
+QUIET_LOGGERS = ("faiss.loader",)
 log = logging.getLogger("service")
 GIL_SWITCH_INTERVAL_S = 0.001
 
@@ -98,12 +101,19 @@ def check_exposure(host: str, settings: Settings) -> None:
     )
 
 
+def configure_logging(level: str) -> None:
+    """Log to stderr at `level` (a logging level name), with QUIET_LOGGERS at WARNING whatever the level."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the arguments, load and check the settings, then serve until shut down (fetching missing weights in
     the background first with --fetch-weights)."""
     args = parse_args(argv)
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    configure_logging(settings.log_level)
     for warning in unknown_variables(os.environ):
         log.warning("%s", warning)
     check_exposure(args.host, settings)

@@ -66,13 +66,17 @@ class ApiKeyMiddleware:
         self.keys = [key.encode() for key in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass open paths; otherwise answer 401 without a key, 403 with a wrong one."""
+        """Pass open paths; otherwise answer 401 without a key or with two different keys (Bearer and X-API-Key),
+        403 with a wrong one."""
         if scope["type"] != "http" or is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         presented = presented_key(headers)
-        if presented is None:
+        mismatch = key_mismatch_detail(headers, self.keys)
+        if mismatch is not None:
+            response = error_response(401, mismatch, headers={"WWW-Authenticate": "Bearer"})
+        elif presented is None:
             response = error_response(401, missing_key_detail(headers), headers={"WWW-Authenticate": "Bearer"})
         elif not is_valid_key(presented, self.keys):
             response = error_response(403, INVALID_KEY)
@@ -104,21 +108,48 @@ def is_valid_key(presented: str, keys: list[bytes]) -> bool:
 
 
 def is_authorized(headers: Headers, keys: list[str]) -> bool:
-    """True without configured keys (authentication off), else when the request presents a valid key."""
+    """True without configured keys (authentication off), else when the request presents a valid key (and, with
+    both headers, the same key in each)."""
     if not keys:
         return True
+    encoded = [key.encode() for key in keys]
     presented = presented_key(headers)
-    return presented is not None and is_valid_key(presented, [key.encode() for key in keys])
+    valid = presented is not None and is_valid_key(presented, encoded)
+    return valid and key_mismatch_detail(headers, encoded) is None
 
 
 def presented_key(headers: Headers) -> str | None:
     """The key from `Authorization: Bearer <key>` (a space or tab after the scheme), else from `X-API-Key`, else
     None."""
+    return bearer_key(headers) or header_key(headers)
+
+
+def bearer_key(headers: Headers) -> str | None:
+    """The credential of `Authorization: Bearer <key>`, else None."""
     parts = headers.get("authorization", "").split(None, 1)  # scheme, credential: any whitespace between
     if len(parts) == 2 and parts[0].lower() == "bearer":
         return parts[1].strip()
-    api_key = headers.get("x-api-key", "").strip()
-    return api_key or None
+    return None
+
+
+def header_key(headers: Headers) -> str | None:
+    """The key of `X-API-Key`, else None."""
+    return headers.get("x-api-key", "").strip() or None
+
+
+def key_mismatch_detail(headers: Headers, keys: list[bytes]) -> str | None:
+    """With a Bearer key and an X-API-Key that differ, what the 401 says (naming the header whose key is not
+    valid); None when at most one is sent or both carry the same key."""
+    bearer, api_key = bearer_key(headers), header_key(headers)
+    if bearer is None or api_key is None or hmac.compare_digest(bearer.encode(), api_key.encode()):
+        return None
+    if is_valid_key(bearer, keys):
+        wrong = "the X-API-Key header carries a wrong key"
+    elif is_valid_key(api_key, keys):
+        wrong = "the Authorization header carries a wrong key"
+    else:
+        wrong = "neither carries a valid key"
+    return f"Authorization: Bearer and X-API-Key carry different keys ({wrong}): send one key, or the same in both"
 
 
 class BodyLimitMiddleware:

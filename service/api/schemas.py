@@ -124,10 +124,29 @@ class ProductView(BaseModel):
         )
 
 
+DUPLICATES_IGNORED = Field(
+    description="frames left out because their decoded pixels were already labelled the same (stored, or earlier "
+    "in the request): each frame counts once; a warning says so"
+)
+
+
+def duplicates_warning(ignored: int) -> str:
+    """The warning of an answer that left `ignored` duplicate frames out."""
+    frames = "frame was" if ignored == 1 else "frames were"
+    return f"{ignored} duplicate {frames} ignored: the same pixels already carry that label, and count once"
+
+
 class ProductUploaded(ProductView):
     """POST /products/{id}/references: the new version, and what storing it took."""
 
     timings_ms: dict[str, float] = Field(description="decode, fit, calibrate, store")
+    duplicates_ignored: int = DUPLICATES_IGNORED
+
+
+class CalibrationAdded(ProductView):
+    """POST /products/{id}/calibration: the product with its thresholds recomputed."""
+
+    duplicates_ignored: int = DUPLICATES_IGNORED
 
 
 class ProductList(BaseModel):
@@ -180,6 +199,7 @@ class FeedbackAnswer(BaseModel):
 
     product: ProductView
     evaluation: Evaluation
+    duplicates_ignored: int = DUPLICATES_IGNORED
 
 
 class RecentInspection(BaseModel):

@@ -147,7 +147,8 @@ class InspectApi:
                 reason, retry_after = f"HTTP {status}: {error_detail(response)}", retry_after_seconds(response)
             attempt += 1
             if self.retry.max_attempts is not None and attempt >= self.retry.max_attempts:
-                raise RetriesExhausted(f"{what}: gave up after {attempt} attempts; last: {reason}")
+                attempts = "attempt" if attempt == 1 else "attempts"
+                raise RetriesExhausted(f"{what}: gave up after {attempt} {attempts}; last: {reason}")
             delay = self.retry.delay(attempt - 1, retry_after)
             log.warning("%s: %s; retrying in %.1f s (attempt %d)", what, reason, delay, attempt + 1)
             if self.stop.wait(delay):

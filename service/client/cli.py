@@ -38,6 +38,7 @@ log = logging.getLogger("service.client")
 
 JOURNAL_NAME = ".dcpsfr-journal.sqlite3"
 URL_VARIABLE, KEY_VARIABLE = "DCPSFR_CLIENT_URL", "DCPSFR_CLIENT_API_KEY"
+DEFAULT_URL = "http://127.0.0.1:8000"
 RENAMED_VARIABLES = {"DCPSFR_URL": URL_VARIABLE, "DCPSFR_API_KEY": KEY_VARIABLE}  # old name -> the client's name
 EPILOG = """examples:
   python -m service.client references --product bottle good1.png good2.png
@@ -96,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--url", type=service_url, default=os.environ.get(URL_VARIABLE, "http://127.0.0.1:8000"), help="service URL"
+        "--url",
+        type=service_url,
+        default=os.environ.get(URL_VARIABLE, DEFAULT_URL),
+        help=f"service URL (default: %(default)s; {URL_VARIABLE} sets it, else {DEFAULT_URL})",
     )
     parser.add_argument("--api-key", default=os.environ.get(KEY_VARIABLE), help="API key (sent as Bearer)")
     parser.add_argument(

@@ -16,7 +16,16 @@ from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from model import Region, RegionSet, find_regions
 
@@ -60,12 +69,32 @@ _SCALE_NEEDED = {
     }
     for name in MM_LIMITS
 }
+SCALAR_FIELDS = ("mm_per_pixel", "min_area_px", *RULE_NAMES[1:])
+ZONE_FIELDS = ("reject_in", "ignore_in")
+# rules must set something (a scalar not null, or a non-empty zone list): `{}` would make any region reject, and
+# clearing the rules is `DELETE /products/{id}/rules`; the same in the JSON schema
+_SETS_SOMETHING = [{"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in SCALAR_FIELDS] + [
+    {"required": [name], "properties": {name: {"minItems": 1}}} for name in ZONE_FIELDS
+]
+NOTHING_SET = (
+    "the rules set nothing (every field absent, null or empty), which would reject any region: set at least one "
+    "field, or DELETE /products/{id}/rules to go back to the threshold rule"
+)
+
+
+def sets_something(fields: dict[str, Any]) -> bool:
+    """Whether a rules object (as JSON) sets a field: a value other than null or an empty list."""
+    return any(value is not None and value != [] for value in fields.values())
 
 
 class AcceptanceRules(BaseModel):
-    """A product's rules (`PUT /products/{id}/rules`). Every field is optional; limits are exclusive maxima."""
+    """A product's rules (`PUT /products/{id}/rules`). Every field is optional but at least one must be set (not
+    null, not an empty list); limits are exclusive maxima. Raises pydantic.ValidationError otherwise."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"dependentSchemas": _SCALE_NEEDED})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"dependentSchemas": _SCALE_NEEDED, "anyOf": _SETS_SOMETHING},
+    )
     mm_per_pixel: float | None = Field(
         None,
         exclude_if=_unset,
@@ -108,6 +137,12 @@ class AcceptanceRules(BaseModel):
         if value is not None and info.data.get("mm_per_pixel") is None:
             raise ValueError(f"{info.field_name} needs the product's scale: set mm_per_pixel too")
         return value
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> AcceptanceRules:
+        if not sets_something(self.model_dump()):
+            raise ValueError(NOTHING_SET)
+        return self
 
     @property
     def has_limits(self) -> bool:

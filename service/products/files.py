@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from model import fsync_dir, fsync_file, write_atomic
-from service.decisions.rules import AcceptanceRules
+from service.decisions.rules import AcceptanceRules, sets_something
 from service.decisions.thresholds import Calibration
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def read_rules(folder: Path) -> dict[str, Any]:
         return {"rules": None, "rules_version": 0}
     rules = content.get("rules")
     return {
-        "rules": None if rules is None else AcceptanceRules.model_validate(rules),
+        # rules that set nothing (stored before such rules were refused) are no rules
+        "rules": AcceptanceRules.model_validate(rules) if rules is not None and sets_something(rules) else None,
         "rules_version": int(content.get("rules_version", 0)),
     }
 

@@ -15,6 +15,7 @@ the frames rescored; a label another replica adds during that refit is kept on d
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import uuid
@@ -23,7 +24,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from model import remove_path, write_atomic
+import numpy as np
+
+from model import Frame, remove_path, write_atomic
 from service.products.files import write_json_atomic
 from service.products.store import ProductStore
 
@@ -48,6 +51,7 @@ class LabelledFrame:
     score: float | None  # decision score (Prediction.decision_score) against reference `version`
     map_max: float | None
     version: int | None
+    pixel_hash: str | None = None  # pixel_digest of the decoded frame; None in indexes written before it was kept
 
     @property
     def file_name(self) -> str:
@@ -59,16 +63,62 @@ class LabelledFrame:
         return replace(self, score=score, map_max=map_max, version=version)
 
 
-def new_frame(label: Label, source: Source, time: str, filename: str | None, inspection_id: str | None = None):
+def new_frame(
+    label: Label,
+    source: Source,
+    time: str,
+    filename: str | None,
+    inspection_id: str | None = None,
+    pixel_hash: str | None = None,
+) -> LabelledFrame:
     """A new, unscored LabelledFrame with a random id."""
-    return LabelledFrame(uuid.uuid4().hex, label, source, time, filename, inspection_id, None, None, None)
+    return LabelledFrame(uuid.uuid4().hex, label, source, time, filename, inspection_id, None, None, None, pixel_hash)
+
+
+def pixel_digest(frame: Frame) -> str:
+    """A hash (32 hex digits) of a decoded frame's pixels, mode and size: the same frame re-encoded (PNG, lossless
+    TIFF, another compression level) hashes the same; any changed pixel does not."""
+    pixels = frame.pixels
+    digest = hashlib.blake2b(digest_size=16)
+    if isinstance(pixels, np.ndarray):
+        digest.update(f"{pixels.dtype.str}{pixels.shape}".encode())
+        digest.update(np.ascontiguousarray(pixels).tobytes())
+    else:
+        digest.update(f"{pixels.mode}{pixels.size}".encode())
+        digest.update(pixels.tobytes())
+    digest.update(f"{frame.camera_size}".encode())
+    return digest.hexdigest()
+
+
+def first_seen(stored: list[LabelledFrame], new: list[LabelledFrame]) -> list[int]:
+    """Indices of the `new` frames that are no duplicate: a frame with the pixels and label of a stored frame or of
+    an earlier new one counts once (frames without a pixel hash are never duplicates)."""
+    seen = {(f.pixel_hash, f.label) for f in stored if f.pixel_hash is not None}
+    kept = []
+    for index, frame in enumerate(new):
+        key = (frame.pixel_hash, frame.label)
+        if frame.pixel_hash is None or key not in seen:
+            kept.append(index)
+            seen.add(key)
+    return kept
 
 
 def relabelled(stored: list[LabelledFrame], new: list[LabelledFrame]) -> list[LabelledFrame]:
-    """`stored` + `new`, where a new label of an inspection replaces its earlier label (an operator correcting
-    one): one label per inspection id. Frames sent as images (no inspection id) are always added."""
-    relabelled_ids = {frame.inspection_id for frame in new if frame.inspection_id is not None}
-    return [f for f in stored if f.inspection_id not in relabelled_ids] + new
+    """`stored` + `new`, where a new label of an inspection, or of the same pixels, replaces the earlier label (an
+    operator correcting one): one label per inspection id and per frame's pixels. Frames sent as images (no
+    inspection id) with pixels not stored yet are always added."""
+    replaced = {f.frame_id for frame in new for f in relabelled_away(stored, frame)}
+    return [f for f in stored if f.frame_id not in replaced] + new
+
+
+def relabelled_away(stored: list[LabelledFrame], new: LabelledFrame) -> list[LabelledFrame]:
+    """The stored frames that a new label replaces: those of its inspection id or of its pixels."""
+    return [
+        f
+        for f in stored
+        if (new.inspection_id is not None and f.inspection_id == new.inspection_id)
+        or (new.pixel_hash is not None and f.pixel_hash == new.pixel_hash)
+    ]
 
 
 def bounded(frames: list[LabelledFrame], max_calibration: int, max_feedback: int) -> list[LabelledFrame]:

@@ -55,8 +55,11 @@ from service.products.frames import (
     LabelledFrame,
     bounded,
     calibration_values,
+    first_seen,
     new_frame,
+    pixel_digest,
     relabelled,
+    relabelled_away,
 )
 from service.products.store import Product, ProductStore, StoreConflict
 from service.records.history import Inspection, InspectionHistory, now_iso
@@ -81,6 +84,24 @@ class Uploaded:
 
     product: Product
     timings_ms: dict[str, float]
+    duplicates_ignored: int = 0  # calibration frames whose pixels were already in the set
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """The product after good frames joined its calibration set; duplicates (pixels already there) count once."""
+
+    product: Product
+    duplicates_ignored: int
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The product and its evaluation after a label; a duplicate (the same pixels with the same label) is ignored."""
+
+    product: Product
+    evaluation: dict[str, Any]
+    duplicates_ignored: int
 
 
 @dataclass(frozen=True)
@@ -263,13 +284,15 @@ class Workflows:
         if bit_depth is not None:
             await asyncio.to_thread(check_bit_depth, decoded.frames, [u.name for u in images], bit_depth)
         added_frames = (await self.engine.decode(calibration)) if calibration else Decoded([], [])
-        added = [new_frame("good", "calibration", now_iso(), u.filename) for u in calibration]
-        added_files = {frame.frame_id: u.data for frame, u in zip(added, calibration, strict=True)}
+        candidates = await _calibration_frames(calibration, added_frames.frames)
         async with self.frames.lock(product_id):
             expected = await asyncio.to_thread(self.store.token, product_id)  # checked again at commit
             stored, stored_frames = await asyncio.to_thread(self._load_frames, product_id)
+            first = first_seen(stored, candidates)
+            added = [candidates[i] for i in first]
+            added_files = {candidates[i].frame_id: calibration[i].data for i in first}
             frames = bounded(stored + added, limits.calibration_max_frames, limits.feedback_max_frames)
-            new = {f.frame_id: frame for f, frame in zip(added, added_frames.frames, strict=True)}
+            new = {candidates[i].frame_id: added_frames.frames[i] for i in first}
             by_id = {**stored_frames, **new}
             call = partial(
                 fit_and_calibrate,
@@ -286,23 +309,32 @@ class Workflows:
         self.metrics.products.set(len(self.store))
         decode_ms = sum(decoded.decode_ms) + sum(added_frames.decode_ms)
         store_ms = (time.perf_counter() - start) * 1000.0
-        return Uploaded(product, {"decode": decode_ms, **fitted.timings_ms, "store": store_ms})
+        timings_ms = {"decode": decode_ms, **fitted.timings_ms, "store": store_ms}
+        return Uploaded(product, timings_ms, len(candidates) - len(added))
 
-    async def add_calibration_frames(self, product_id: str, images: Sequence[Upload], force: bool = False) -> Product:
+    async def add_calibration_frames(
+        self, product_id: str, images: Sequence[Upload], force: bool = False
+    ) -> Calibrated:
         """Good frames join the calibration set and the thresholds are recomputed; references unchanged (no refit,
-        no backbone pass for them): only the new frames are scored. Raises Conflict (thresholds that would
-        reject nothing) or NeedsConfirmation (a large change, unless `force`) before anything is stored."""
+        no backbone pass for them): only the new frames are scored. A frame whose decoded pixels are already in the
+        set (or earlier in the request) counts once. Raises Conflict (thresholds that would reject nothing) or
+        NeedsConfirmation (a large change, unless `force`) before anything is stored."""
         await self.existing(product_id)
         check_count(images, self.limits.calibration_max_frames, "DCPSFR_CALIBRATION_MAX_FRAMES")
         decoded = await self.engine.decode(images)
-        added = [new_frame("good", "calibration", now_iso(), u.filename) for u in images]
-        files = {frame.frame_id: u.data for frame, u in zip(added, images, strict=True)}
+        candidates = await _calibration_frames(images, decoded.frames)
         async with self.frames.lock(product_id):
             product = await self.existing(product_id)
-            scored = await self._score(product, added, decoded.frames)
+            stored = await asyncio.to_thread(self.frames.frames, product_id)
+            first = first_seen(stored, candidates)
+            ignored = len(candidates) - len(first)
+            if not first:
+                return Calibrated(product, ignored)
+            files = {candidates[i].frame_id: images[i].data for i in first}
+            scored = await self._score(product, [candidates[i] for i in first], [decoded.frames[i] for i in first])
             await self._check_recalibration(product, scored, force)
             kept = await self._keep(product, scored, files)
-            return await self._recalibrated(product, kept)
+            return Calibrated(await self._recalibrated(product, kept), ignored)
 
     # --- feedback -------------------------------------------------------------------------------------------
 
@@ -314,13 +346,13 @@ class Workflows:
         image: Upload | None,
         add_to_references: bool,
         force: bool = False,
-    ) -> tuple[Product, dict[str, Any]]:
+    ) -> Labelled:
         """Label a frame (a recent inspection's, or an uploaded one) good or defect. A good frame joins the
         calibration set (thresholds recomputed); a relabelled good one leaves it; every labelled frame is kept
         (bounded) for the evaluation. `add_to_references` (good only) also makes it a reference: a new version.
-        Returns the product and the evaluation. A label that would leave thresholds that reject nothing is
-        refused (Conflict), one that would move the threshold in force by more than CONFIRM_FACTOR asks first
-        (NeedsConfirmation) unless `force`; nothing is stored then."""
+        A frame whose pixels already carry the label is ignored (counted in the answer). A label that would leave
+        thresholds that reject nothing is refused (Conflict), one that would move the threshold in force by more
+        than CONFIRM_FACTOR asks first (NeedsConfirmation) unless `force`; nothing is stored then."""
         product = await self.existing(product_id)
         if (inspection_id is None) == (image is None):
             raise InvalidInput(
@@ -332,27 +364,43 @@ class Workflows:
             self._check_room_for_a_reference(product)
         data, filename = self._feedback_frame(product_id, inspection_id, image)
         decoded = await asyncio.to_thread(decode_image, data, "image", self.limits.max_pixels)
-        frame = new_frame(label, "feedback", now_iso(), filename, inspection_id)
+        digest = await asyncio.to_thread(pixel_digest, decoded)
+        frame = new_frame(label, "feedback", now_iso(), filename, inspection_id, digest)
+        ignored = 0
         async with self.frames.lock(product_id):
             product = await self.existing(product_id)
+            stored = await asyncio.to_thread(self.frames.frames, product_id)
             if add_to_references:
                 self._check_room_for_a_reference(product)  # again: a request just before may have filled it
                 product, kept = await self._add_reference(product, frame, decoded, data)
+            elif not first_seen(stored, [frame]):
+                kept, ignored = stored, 1  # these pixels already carry this label
             else:
-                was_good = inspection_id is not None and await asyncio.to_thread(
-                    self._labelled_good, product_id, inspection_id
-                )
-                recalibrates = label == "good" or was_good  # a good frame joins or leaves the calibration set
-                scored = await self._score(product, [frame], [decoded])
-                if recalibrates:
-                    await self._check_recalibration(product, scored, force)
-                kept = await self._keep(product, scored, {frame.frame_id: data})
-                if recalibrates:
-                    product = await self._recalibrated(product, kept)
+                product, kept = await self._label(product, stored, frame, decoded, data, force)
         if inspection_id is not None:
             self.history.set_label(product_id, inspection_id, label)
         evaluation = evaluate(product_id, kept, product.threshold, product.version, product.calibration.score_scale)
-        return product, evaluation
+        return Labelled(product, evaluation, ignored)
+
+    async def _label(
+        self,
+        product: Product,
+        stored: list[LabelledFrame],
+        frame: LabelledFrame,
+        image: Frame,
+        data: bytes,
+        force: bool,
+    ) -> tuple[Product, list[LabelledFrame]]:
+        """Keep a labelled frame, recalibrating when a good frame joins or leaves the calibration set."""
+        was_good = any(f.label == "good" for f in relabelled_away(stored, frame))
+        recalibrates = frame.label == "good" or was_good
+        scored = await self._score(product, [frame], [image])
+        if recalibrates:
+            await self._check_recalibration(product, scored, force)
+        kept = await self._keep(product, scored, {frame.frame_id: data})
+        if recalibrates:
+            product = await self._recalibrated(product, kept)
+        return product, kept
 
     def _check_new_id(self, product_id: str) -> None:
         """Conflict when `product_id` is new and a stored product's id differs from it only by case."""
@@ -367,10 +415,6 @@ class Workflows:
         if product.refs.n_references >= limit:
             # the product's state, not the request, stands in the way: a conflict (a well-formed request is never 422)
             raise Conflict(f"{product.product_id!r} already has {limit} references (DCPSFR_MAX_REFERENCES)")
-
-    def _labelled_good(self, product_id: str, inspection_id: str) -> bool:
-        """Whether the inspection's current label is "good" (a relabel then takes it out of the calibration set)."""
-        return any(f.inspection_id == inspection_id and f.label == "good" for f in self.frames.frames(product_id))
 
     def _feedback_frame(
         self, product_id: str, inspection_id: str | None, image: Upload | None
@@ -480,6 +524,15 @@ class Workflows:
         if updated is None or updated.uid != product.uid:
             raise Conflict(f"the references of {product.product_id!r} changed during this request; send it again")
         return updated
+
+
+async def _calibration_frames(uploads: Sequence[Upload], frames: Sequence[Frame]) -> list[LabelledFrame]:
+    """New good calibration frames for decoded uploads, each with its pixels' hash."""
+    digests = await asyncio.to_thread(lambda: [pixel_digest(frame) for frame in frames])
+    return [
+        new_frame("good", "calibration", now_iso(), u.filename, pixel_hash=d)
+        for u, d in zip(uploads, digests, strict=True)
+    ]
 
 
 def _scored(frame: LabelledFrame, prediction: Prediction, version: int) -> LabelledFrame:

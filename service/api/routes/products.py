@@ -4,7 +4,7 @@ answer while it loads or when it is unavailable. The work is in service.products
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +15,7 @@ from service.api.errors import error_responses
 from service.api.openapi import max_files, refused
 from service.api.routes.uploads import UploadRoute, read_uploads, single_upload
 from service.api.schemas import (
+    CalibrationAdded,
     Evaluation,
     FeedbackAnswer,
     InspectionList,
@@ -22,6 +23,7 @@ from service.api.schemas import (
     ProductUploaded,
     ProductView,
     RecentInspection,
+    duplicates_warning,
     product_mode,
 )
 from service.errors import InvalidInput
@@ -75,6 +77,14 @@ def view(product: Product, services: Services) -> ProductView:
     return ProductView.of(product, product_mode(services.worker.detector))
 
 
+def view_with_duplicates(product: Product, services: Services, ignored: int) -> dict[str, Any]:
+    """The product's view as fields, its warnings saying how many duplicate frames the request left out."""
+    fields = view(product, services).model_dump()
+    if ignored:
+        fields["warnings"] = [*fields["warnings"], duplicates_warning(ignored)]
+    return fields
+
+
 @router.post(
     "/{product_id}/references",
     status_code=201,
@@ -103,7 +113,8 @@ async def upload_references(
     uploaded = await services.workflows.upload_references(
         product_id, await read_uploads(images), await read_uploads(calibration or [], "calibration"), bit_depth
     )
-    return ProductUploaded(**view(uploaded.product, services).model_dump(), timings_ms=uploaded.timings_ms)
+    answer = view_with_duplicates(uploaded.product, services, uploaded.duplicates_ignored)
+    return ProductUploaded(**answer, timings_ms=uploaded.timings_ms, duplicates_ignored=uploaded.duplicates_ignored)
 
 
 @router.post(
@@ -122,12 +133,13 @@ async def add_calibration_frames(
         ),
     ],
     force: Annotated[FormBool, Form(description=FORCE_DESCRIPTION)] = False,
-) -> ProductView:
+) -> CalibrationAdded:
     """References unchanged (no refit, no backbone pass for them): only the new frames are scored. 409 when the new
     thresholds would reject nothing (at or above the scale's maximum), or, with `confirmation`, when the threshold in
     force would move by more than x1.5 (either way) and force is not true; nothing is stored then."""
-    product = await services.workflows.add_calibration_frames(product_id, await read_uploads(images), force)
-    return view(product, services)
+    added = await services.workflows.add_calibration_frames(product_id, await read_uploads(images), force)
+    answer = view_with_duplicates(added.product, services, added.duplicates_ignored)
+    return CalibrationAdded(**answer, duplicates_ignored=added.duplicates_ignored)
 
 
 @router.post(
@@ -158,10 +170,13 @@ async def give_feedback(
     if image is not None:
         raise InvalidInput(OLD_IMAGE_FIELD)
     frame = await single_upload(images) if images else None
-    product, evaluation = await services.workflows.give_feedback(
-        product_id, label, inspection_id, frame, add_to_references, force
+    labelled = await services.workflows.give_feedback(product_id, label, inspection_id, frame, add_to_references, force)
+    ignored = labelled.duplicates_ignored
+    return FeedbackAnswer(
+        product=ProductView(**view_with_duplicates(labelled.product, services, ignored)),
+        evaluation=Evaluation(**labelled.evaluation),
+        duplicates_ignored=ignored,
     )
-    return FeedbackAnswer(product=view(product, services), evaluation=Evaluation(**evaluation))
 
 
 @router.get(

@@ -20,6 +20,11 @@ from starlette.responses import Response
 from service.engine.pipeline import Upload
 from service.errors import InvalidInput
 
+try:
+    from python_multipart.multipart import DEFAULT_MAX_HEADER_COUNT, DEFAULT_MAX_HEADER_SIZE
+except ImportError:  # python-multipart before these limits (and their messages) existed
+    DEFAULT_MAX_HEADER_COUNT, DEFAULT_MAX_HEADER_SIZE = 8, 4096 + 128
+
 # one `; key=value` parameter of a Content-Disposition (a value quoted, or up to the next `;`)
 PARAMETER = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 EXTENDED_PART = re.compile(r"filename\*(\d+)(\*?)")  # RFC 2231 continuations: filename*0*=..., filename*1=...
@@ -29,6 +34,14 @@ TEXT_PART_LIMIT = (
     "A part without a file name (nor an image Content-Type) is a text field, and text fields are limited: send "
     'images as files (Content-Disposition: form-data; name="images"; filename="frame.png"; curl -F images=@frame.png)'
 )
+# python-multipart's limits on a part's headers, which Starlette's parser keeps (its message names neither)
+HEADER_LIMITS = {
+    "Maximum header size exceeded": (
+        f"a part's header line is longer than {DEFAULT_MAX_HEADER_SIZE} bytes: shorten the file name in its "
+        "Content-Disposition"
+    ),
+    "Maximum header count exceeded": f"a part has more than {DEFAULT_MAX_HEADER_COUNT} headers",
+}
 
 
 def extended_filename(disposition: str) -> str | None:
@@ -102,12 +115,18 @@ class UploadRequest(Request):
             )
             try:
                 self._form = await parser.parse()
-            except MultiPartException as err:  # as Starlette answers it, saying why a file may have been a field
-                detail = err.message
-                if detail.startswith("Part exceeded"):
-                    detail += f" {TEXT_PART_LIMIT}"
-                raise HTTPException(status_code=400, detail=detail) from None
+            except MultiPartException as err:
+                raise HTTPException(status_code=400, detail=multipart_detail(err)) from None
         return await super()._get_form(max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
+
+
+def multipart_detail(err: MultiPartException) -> str:
+    """Starlette's message for a body it could not parse, saying why a file may have been a field, and naming
+    python-multipart's header limits (Starlette says only "Invalid multipart data.")."""
+    if err.message.startswith("Part exceeded"):
+        return f"{err.message} {TEXT_PART_LIMIT}"
+    limit = HEADER_LIMITS.get(str(err.__cause__))
+    return f"Invalid multipart data: {limit}" if limit else err.message
 
 
 class UploadRoute(APIRoute):

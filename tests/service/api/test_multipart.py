@@ -93,3 +93,20 @@ def test_repeated_image_parts_are_still_many_images(client):
     answer = client.post("/inspect", content=body(*parts), headers=HEADERS)
     assert answer.status_code == 200, answer.text
     assert [r["filename"] for r in answer.json()["results"]] == ["f0.png", "f1.png", "f2.png"]
+
+
+@pytest.mark.parametrize(
+    ("part", "detail"),
+    [
+        (image_part(f'; filename="{"a" * 5000}.png"'), "header line is longer than 4224 bytes: shorten the file name"),
+        (
+            ([*image_part('; filename="f.png"')[0], *[f"X-Extra-{i}: 1" for i in range(9)]], image_bytes()),
+            "a part has more than 8 headers",
+        ),
+    ],
+)
+def test_a_part_over_the_header_limits_is_told_which_limit(client, part, detail):
+    assert upload(client, "part", image_bytes()).status_code == 201
+    answer = client.post("/inspect", content=body(product_field("part"), part), headers=HEADERS)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"].startswith("Invalid multipart data: ") and detail in answer.json()["detail"]

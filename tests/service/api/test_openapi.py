@@ -131,7 +131,10 @@ def test_the_feedback_schema_says_which_frames_it_takes(client, form, valid):
         ({"max_area_mm2": 2.0}, False),  # a mm limit needs the scale
         ({"max_length_mm": 2.0, "mm_per_pixel": None}, False),
         ({"max_area_mm2": 2.0, "mm_per_pixel": 0.1}, True),
-        ({"max_area_mm2": None, "max_length_mm": None}, True),
+        ({"max_area_mm2": None, "max_length_mm": None}, False),  # rules must set something: clearing is DELETE
+        ({}, False),
+        ({"reject_in": [], "ignore_in": []}, False),
+        ({"ignore_in": [[[0, 0], [9, 0], [9, 9]]], "max_regions": None}, True),
         ({"max_regions": True}, False),  # JSON numbers only: true and "5" are not numbers
         ({"min_area_px": "5"}, False),
         ({"min_area_px": 5.0}, True),  # an integer in JSON

@@ -39,6 +39,25 @@ def test_api_keys_guard_every_route_but_health(make_client):
 
 
 @pytest.mark.parametrize(
+    ("bearer", "api_key", "status", "detail"),
+    [
+        ("first-key", "wrong", 401, "the X-API-Key header carries a wrong key"),
+        ("wrong", "first-key", 401, "the Authorization header carries a wrong key"),
+        ("first-key", "second-key", 401, "the X-API-Key header carries a wrong key"),  # two valid keys still differ
+        ("wrong", "other", 401, "neither carries a valid key"),
+        ("second-key", "second-key", 200, None),  # the same key in both is fine
+    ],
+)
+def test_a_bearer_key_and_an_x_api_key_must_agree(make_client, bearer, api_key, status, detail):
+    with make_client(api_keys=KEYS) as client:
+        answer = client.get("/products", headers={"Authorization": f"Bearer {bearer}", "X-API-Key": api_key})
+        assert answer.status_code == status, answer.text
+        if detail is not None:
+            assert detail in answer.json()["detail"] and answer.headers["WWW-Authenticate"] == "Bearer"
+            assert "-key" not in answer.json()["detail"]  # no credential comes back
+
+
+@pytest.mark.parametrize(
     ("authorization", "detail"),
     [
         ("Basic Zmlyc3Qta2V5Og==", "unsupported Authorization scheme 'Basic'"),

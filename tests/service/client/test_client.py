@@ -153,11 +153,29 @@ def test_server_errors_are_retried_a_few_times_then_blamed_on_the_frame():
     assert len(fake.requests) == 3
 
 
-def test_max_attempts_bounds_the_retries():
+@pytest.mark.parametrize(("max_attempts", "told"), [(4, "gave up after 4 attempts;"), (1, "gave up after 1 attempt;")])
+def test_max_attempts_bounds_the_retries(max_attempts, told):
     fake = FakeService([503] * 10)
-    with pytest.raises(RetriesExhausted, match="gave up after 4 attempts"):
-        api_for(fake, RetryPolicy(initial_s=0.001, max_s=0.01, max_attempts=4)).inspect("p1", [("a", b"")])
-    assert len(fake.requests) == 4
+    with pytest.raises(RetriesExhausted, match=told):
+        api_for(fake, RetryPolicy(initial_s=0.001, max_s=0.01, max_attempts=max_attempts)).inspect("p1", [("a", b"")])
+    assert len(fake.requests) == max_attempts
+
+
+@pytest.mark.parametrize(
+    ("environment", "shown"),
+    [
+        ({}, "(default: http://127.0.0.1:8000;"),
+        ({"DCPSFR_CLIENT_URL": "http://line-3:9000"}, "(default: http://line-3:9000;"),
+    ],
+)
+def test_the_url_help_shows_its_default(monkeypatch, capsys, environment, shown):
+    monkeypatch.delenv("DCPSFR_CLIENT_URL", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--help"])
+    told = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    assert shown in told and "DCPSFR_CLIENT_URL sets it" in told
 
 
 def test_stop_interrupts_the_backoff():

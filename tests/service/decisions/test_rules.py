@@ -10,6 +10,7 @@ from PIL import Image
 
 from model import Prediction
 from service.decisions.rules import MAX_COORDINATE, MAX_MM_PER_PIXEL, AcceptanceRules, judge
+from service.products.files import read_rules
 from tests.helpers.apps import STORE_CALIBRATION, inspect, upload
 from tests.helpers.images import image_bytes
 
@@ -75,8 +76,8 @@ def test_without_rules_the_threshold_rule_decides_and_regions_are_still_listed()
         ({"mm_per_pixel": 0.5, "max_length_mm": 5.0}, [(0, 0, 10, 2)], ()),
         ({"reject_in": [[[30, 30], [39, 30], [39, 39], [30, 39]]]}, [(0, 0, 5, 5)], ()),
         ({"reject_in": [[[30, 30], [39, 30], [39, 39], [30, 39]]]}, [(25, 25, 31, 31)], ("reject_in",)),
-        ({}, [(0, 0, 5, 5)], ("any_region",)),  # rules without limits: any region rejects
-        ({}, [], ()),
+        ({"min_area_px": 1}, [(0, 0, 5, 5)], ("any_region",)),  # rules without limits: any region rejects
+        ({"mm_per_pixel": 0.5}, [], ()),
         ({"max_regions": 0, "max_area_px": 1}, [(0, 0, 5, 5)], ("max_regions", "max_area_px")),
     ],
 )
@@ -141,6 +142,23 @@ def test_bad_rule_files_are_a_422_naming_the_field(client, body, field):
     assert answer.status_code == 422, answer.text
     assert field in answer.text
     assert client.get("/products/widget/rules").json()["rules"] is None  # nothing half-stored
+
+
+@pytest.mark.parametrize("body", [{}, {"reject_in": [], "ignore_in": []}, {"max_regions": None, "mm_per_pixel": None}])
+def test_rules_that_set_nothing_are_a_422_pointing_to_delete(client, body):
+    """Rules that set nothing would reject every part with a region; clearing the rules is DELETE."""
+    assert upload(client, "widget", GOOD, OTHER_GOOD).status_code == 201
+    assert client.put("/products/widget/rules", json={"max_regions": 3}).status_code == 200
+    answer = client.put("/products/widget/rules", json=body)
+    assert answer.status_code == 422, answer.text
+    assert "DELETE /products/{id}/rules" in answer.text
+    assert client.get("/products/widget/rules").json()["rules"] == {"max_regions": 3, "reject_in": [], "ignore_in": []}
+    assert client.delete("/products/widget/rules").json()["rules"] is None
+
+
+def test_stored_rules_that_set_nothing_read_as_no_rules(tmp_path):
+    (tmp_path / "rules.json").write_text('{"rules": {"reject_in": [], "ignore_in": []}, "rules_version": 2}')
+    assert read_rules(tmp_path) == {"rules": None, "rules_version": 2}
 
 
 def test_rules_of_an_unknown_product_are_a_404(client):

@@ -234,3 +234,54 @@ def test_an_unreadable_index_of_labelled_frames_is_logged_once_and_rewritten(mak
         assert feedback(client, "p", "defect", image=DEFECT).status_code == 200  # the next label writes a new index
         assert client.get("/products/p/evaluation").json()["n_defect"] == 1
         assert add_calibration(client, "p", GOOD[2]).status_code == 200
+
+
+def reencoded(payload: bytes, fmt: str) -> bytes:
+    """The same pixels in another file format (other bytes)."""
+    out = io.BytesIO()
+    Image.open(io.BytesIO(payload)).save(out, format=fmt)
+    return out.getvalue()
+
+
+def test_the_same_frame_sent_ten_times_counts_once(make_client):
+    with make_client(**{**SETTINGS, "calibration_min_frames": 10}) as client:
+        before = upload(client, "p", *GOOD[:2]).json()
+        answer = add_calibration(client, "p", *[GOOD[2]] * 10, force="true")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["n_calibration"] == before["n_calibration"] + 1
+        assert body["provisional"] is True, "one real frame is not ten"
+        assert body["duplicates_ignored"] == 9
+        assert "9 duplicate frames were ignored" in " ".join(body["warnings"])
+        assert not any("duplicate" in w for w in client.get("/products/p").json()["warnings"])  # the answer's only
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "BMP"])
+def test_a_frame_already_in_the_calibration_set_counts_once_even_re_encoded(make_client, fmt):
+    with make_client(**SETTINGS) as client:
+        upload(client, "p", *GOOD[:2])
+        first = add_calibration(client, "p", GOOD[2], force="true").json()
+        assert first["duplicates_ignored"] == 0
+        again = add_calibration(client, "p", reencoded(GOOD[2], fmt), GOOD[3], force="true").json()
+        assert again["n_calibration"] == first["n_calibration"] + 1  # only GOOD[3] joined
+        assert again["duplicates_ignored"] == 1 and "1 duplicate frame was ignored" in " ".join(again["warnings"])
+        only_copies = add_calibration(client, "p", reencoded(GOOD[3], fmt))
+        assert only_copies.status_code == 200 and only_copies.json()["n_calibration"] == again["n_calibration"]
+        assert client.get("/products/p/evaluation").json()["n_good"] == 0  # calibration frames are no feedback
+
+
+def test_the_same_frame_labelled_good_twice_counts_once_and_a_new_label_replaces_it(make_client):
+    with make_client(**SETTINGS) as client:
+        before = upload(client, "p", *GOOD[:2]).json()
+        first = feedback(client, "p", "good", image=GOOD[2], force="true").json()
+        assert first["duplicates_ignored"] == 0
+        assert first["product"]["n_calibration"] == before["n_calibration"] + 1
+        again = feedback(client, "p", "good", image=reencoded(GOOD[2], "TIFF"), force="true").json()
+        assert (
+            again["duplicates_ignored"] == 1 and again["product"]["n_calibration"] == first["product"]["n_calibration"]
+        )
+        assert again["evaluation"]["n_good"] == 1
+        corrected = feedback(client, "p", "defect", image=GOOD[2], force="true").json()
+        assert corrected["duplicates_ignored"] == 0
+        assert corrected["product"]["n_calibration"] == before["n_calibration"]  # it left the calibration set
+        assert (corrected["evaluation"]["n_good"], corrected["evaluation"]["n_defect"]) == (0, 1)
