@@ -19,13 +19,16 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from model import Frame, Prediction
 from service.decisions.calibration import FittedProduct, extend_and_calibrate, fit_and_calibrate
 from service.decisions.evaluation import evaluate
-from service.decisions.results import InspectionResult, RegionLimits, inspection_result
+from service.decisions.results import InspectionResult, PartTag, RegionLimits, inspection_result
 from service.decisions.thresholds import (
     Calibration,
     CalibrationPolicy,
@@ -59,7 +62,9 @@ from service.products.frames import (
     relabelled,
 )
 from service.products.store import Product, ProductStore, StoreConflict
-from service.records.history import Inspection, InspectionHistory, now_iso
+from service.records.recorder import Recorder
+from service.records.rows import inspection_row
+from service.records.store import records_call
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +159,14 @@ def unknown_product(product_id: str) -> NotFound:
 
 
 class Workflows:
-    """The product workflows over the store, labelled frames, engine, recent inspections and metrics."""
+    """The product workflows over the store, labelled frames, engine, inspection records and metrics."""
 
     def __init__(
         self,
         store: ProductStore,
         frames: FrameStore,
         engine: Engine,
-        history: InspectionHistory,
+        recorder: Recorder,
         metrics: Metrics,
         policy: CalibrationPolicy,
         limits: Limits,
@@ -170,7 +175,7 @@ class Workflows:
         self.store = store
         self.frames = frames
         self.engine = engine
-        self.history = history
+        self.recorder = recorder
         self.metrics = metrics
         self.policy = policy
         self.limits = limits
@@ -217,23 +222,41 @@ class Workflows:
     # --- inspecting -----------------------------------------------------------------------------------------
 
     async def inspect(
-        self, product: Product, uploads: Sequence[Upload], ticket: Ticket | None, with_heatmap: bool
+        self,
+        product: Product,
+        uploads: Sequence[Upload],
+        ticket: Ticket | None,
+        with_heatmap: bool,
+        part: PartTag | None = None,
     ) -> Inspected:
         """Decode, predict and judge each upload against `product` (admitted by `ticket`); each result is counted
-        and kept in the recent inspections."""
+        and recorded (spooled before this returns; tagged with `part`), its frame archived as the retention policy
+        says."""
         decoded = await self.engine.decode(uploads)
         finish = partial(self._result, product, decoded.frames, with_heatmap)
         predicted = await self.engine.predict(product.refs, decoded.frames, ticket, finish)
         results = []
-        for result, upload, decode_ms in zip(predicted.results, uploads, decoded.decode_ms, strict=True):
+        for result, decode_ms in zip(predicted.results, decoded.decode_ms, strict=True):
             timings = {"decode": decode_ms, "queue": predicted.queue_ms, "predict": predicted.predict_ms}
             all_timings = {**timings, **result.timings_ms}
             results.append(replace(result, timings_ms={k: round(v, 3) for k, v in all_timings.items()}))
             self.metrics.count_inspection(result.anomalous, product.product_id, result.relative_score)
             self.metrics.count_regions(result.n_regions, result.rules_fired)
             self.metrics.count_warnings(result.warning_kinds)
-            self.history.record(recent_inspection(result, upload, product))
+        await asyncio.to_thread(self._record, product, results, uploads, part or PartTag())
         return Inspected(product, results)
+
+    def _record(
+        self, product: Product, results: list[InspectionResult], uploads: Sequence[Upload], part: PartTag
+    ) -> None:
+        """Spool each result's record; a failing spool disk is logged, never the inspection's failure."""
+        now = datetime.now(UTC)
+        for result, upload in zip(results, uploads, strict=True):
+            try:
+                self.recorder.record(inspection_row(result, product, upload.filename, part, now), upload.data)
+            except OSError as err:
+                self.metrics.records_lost.inc()
+                log.error("the record of inspection %s could not be spooled: %s", result.inspection_id, err)
 
     def _result(
         self, product: Product, frames: list[Frame], with_heatmap: bool, prediction: Prediction, index: int
@@ -260,7 +283,7 @@ class Workflows:
         if bit_depth is not None:
             await asyncio.to_thread(check_bit_depth, decoded.frames, [u.name for u in images], bit_depth)
         added_frames = (await self.engine.decode(calibration)) if calibration else Decoded([], [])
-        added = [new_frame("good", "calibration", now_iso(), u.filename) for u in calibration]
+        added = [new_frame("good", "calibration", datetime.now(UTC).isoformat(), u.filename) for u in calibration]
         added_files = {frame.frame_id: u.data for frame, u in zip(added, calibration, strict=True)}
         async with self.frames.lock(product_id):
             expected = await asyncio.to_thread(self.store.token, product_id)  # checked again at commit
@@ -292,7 +315,7 @@ class Workflows:
         await self.existing(product_id)
         check_count(images, self.limits.calibration_max_frames, "DCPSFR_CALIBRATION_MAX_FRAMES")
         decoded = await self.engine.decode(images)
-        added = [new_frame("good", "calibration", now_iso(), u.filename) for u in images]
+        added = [new_frame("good", "calibration", datetime.now(UTC).isoformat(), u.filename) for u in images]
         files = {frame.frame_id: u.data for frame, u in zip(added, images, strict=True)}
         async with self.frames.lock(product_id):
             product = await self.existing(product_id)
@@ -327,9 +350,9 @@ class Workflows:
             raise InvalidInput("only a frame labelled 'good' can join the references")
         if add_to_references:
             self._check_room_for_a_reference(product)
-        data, filename = self._feedback_frame(product_id, inspection_id, image)
+        data, filename = await asyncio.to_thread(self._feedback_frame, product_id, inspection_id, image)
         decoded = await asyncio.to_thread(decode_image, data, "image", self.limits.max_pixels)
-        frame = new_frame(label, "feedback", now_iso(), filename, inspection_id)
+        frame = new_frame(label, "feedback", datetime.now(UTC).isoformat(), filename, inspection_id)
         async with self.frames.lock(product_id):
             product = await self.existing(product_id)
             if add_to_references:
@@ -347,7 +370,7 @@ class Workflows:
                 if recalibrates:
                     product = await self._recalibrated(product, kept)
         if inspection_id is not None:
-            self.history.set_label(product_id, inspection_id, label)
+            await asyncio.to_thread(self._review, product_id, inspection_id, label)
         evaluation = evaluate(product_id, kept, product.threshold, product.version, product.calibration.score_scale)
         return product, evaluation
 
@@ -372,18 +395,34 @@ class Workflows:
     def _feedback_frame(
         self, product_id: str, inspection_id: str | None, image: Upload | None
     ) -> tuple[bytes, str | None]:
-        """(bytes, filename) of the frame the feedback is about: the uploaded one, or a recent inspection's."""
+        """(bytes, filename) of the frame the feedback is about: the uploaded one, or an inspection's from the archive
+        (any replica's). NotFound: no such inspection of this product, or its frame is not (or no longer) kept;
+        Unavailable: the records database does not answer."""
         if image is not None:
             return image.data, image.filename
-        inspection = self.history.find(product_id, inspection_id)
-        if inspection is None:
+        record = self.record(inspection_id)
+        if record is None or record["product_id"] != product_id:
+            raise NotFound(f"no inspection {inspection_id!r} of {product_id!r}; send the frame in 'images'")
+        data = self.recorder.frame(record["frame_sha256"]) if record["frame_kept"] else None
+        if data is None:
             raise NotFound(
-                f"inspection {inspection_id!r} is not among the last {self.history.size} inspections of "
-                f"{product_id!r} on this replica; send the frame in 'images'"
+                f"the frame of inspection {inspection_id!r} is not kept (the product's retention policy, PUT "
+                f"/products/{product_id}/retention); send the frame in 'images'"
             )
-        if inspection.frame is None:
-            raise InvalidInput(f"inspection {inspection_id!r} was too large to keep; send the frame in 'images'")
-        return inspection.frame, inspection.filename
+        return data, record["filename"]
+
+    def record(self, inspection_id: str) -> dict[str, Any] | None:
+        """One inspection's record (this replica's spooled ones written first), None when there is none; Unavailable
+        when the records database does not answer."""
+        self.recorder.flush()
+        return records_call(self.recorder.store.get, inspection_id)
+
+    def _review(self, product_id: str, inspection_id: str, label: str) -> None:
+        """The label on the record; the feedback stands when the database fails meanwhile (logged)."""
+        try:
+            self.recorder.store.add_review(inspection_id, product_id, label)
+        except SQLAlchemyError as err:
+            log.error("the label of inspection %s was not recorded: %s", inspection_id, str(err).splitlines()[0])
 
     async def _add_reference(
         self, product: Product, frame: LabelledFrame, image: Frame, data: bytes
@@ -481,22 +520,3 @@ class Workflows:
 
 def _scored(frame: LabelledFrame, prediction: Prediction, version: int) -> LabelledFrame:
     return frame.scored(prediction.decision_score, prediction.map_max, version)
-
-
-def recent_inspection(result: InspectionResult, upload: Upload, product: Product) -> Inspection:
-    """The recent-inspections entry of one inspected frame, with the uploaded bytes for later feedback."""
-    return Inspection(
-        inspection_id=result.inspection_id,
-        product_id=product.product_id,
-        version=product.version,
-        time=now_iso(),
-        score=result.score,
-        score_scale=result.score_scale,
-        threshold=result.threshold,
-        anomalous=result.anomalous,
-        filename=upload.filename,
-        width=result.width,
-        height=result.height,
-        thumbnail=result.thumbnail or "",
-        frame=upload.data,
-    )

@@ -64,12 +64,12 @@ async def inspect(
     if format == "png" and len(images) != 1:
         raise InvalidInput(f"format=png answers exactly one image; this request has {len(images)}")
     uploads = await read_uploads(images)
+    part = PartTag(part_id, station, camera, trigger_time)
     with services.worker.admit() as ticket:  # 503/429 before decoding; counted as incoming while it decodes
-        inspected = await workflows.inspect(product, uploads, ticket, with_heatmap=format == "json")
+        inspected = await workflows.inspect(product, uploads, ticket, with_heatmap=format == "json", part=part)
     if format == "png":
         result = inspected.results[0]
         return Response(result.mask_png, media_type="image/png", headers=png_headers(result, product))
-    part = PartTag(part_id, station, camera, trigger_time)
     body = await run_in_threadpool(inspect_body, product, inspected.results, [u.filename for u in uploads], part)
     return Response(body, media_type="application/json")
 
