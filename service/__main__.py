@@ -107,6 +107,7 @@ def check_records_schema(settings: Settings) -> None:
 
     engine = open_database(database_url(settings.database_url, settings.data_dir))
     try:
+        settings.records_dir.mkdir(parents=True, exist_ok=True)  # SQLite's folder
         migrate(engine)
     except SchemaTooNew as err:
         sys.exit(f"error: {err}")

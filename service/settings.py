@@ -217,9 +217,9 @@ class Settings(BaseSettings):
         json_schema_extra=group("records"),
     )
     archive_keep_ok_every: int = Field(
-        10,
+        1,
         ge=0,
-        description="archive every Nth OK frame per product (0: none, 1: all)",
+        description="archive every Nth OK frame per product (0: none, 1: all; the size cap bounds the archive)",
         json_schema_extra=group("records"),
     )
     archive_days: int = Field(

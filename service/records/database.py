@@ -22,12 +22,8 @@ class SchemaTooNew(RuntimeError):
 
 
 def database_url(configured: str, data_dir: Path) -> str:
-    """The configured URL, else SQLite in `data_dir`/records/records.sqlite3 (the folder is made)."""
-    if configured:
-        return configured
-    folder = data_dir / "records"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / SQLITE_FILE}"
+    """The configured URL, else SQLite in `data_dir`/records/records.sqlite3 (that folder is made by the spool)."""
+    return configured or f"sqlite:///{data_dir / 'records' / SQLITE_FILE}"
 
 
 def open_database(url: str) -> Engine:

@@ -57,6 +57,7 @@ class Recorder:
         self._ok_seen: dict[str, int] = {}
         self._frames: dict[str, bytes] = {}  # frames to archive, by sha256 (written by the thread)
         self._frames_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one flush at a time: the writer thread's or a reader's
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,7 +79,8 @@ class Recorder:
         if keep:
             with self._frames_lock:
                 self._frames[sha256] = frame
-        assert self.spool is not None, "Recorder.start() first"
+        if self.spool is None:
+            raise OSError(self.error or "the records spool is not open")
         self.spool.append(row)
         return row
 
@@ -104,8 +106,14 @@ class Recorder:
 
     def start(self) -> None:
         """Open the spool and start the writer thread (the database is migrated there, and retried until it
-        answers). Raises SchemaTooNew when the database's schema is newer than this code."""
-        self.spool = Spool(self.spool_dir)
+        answers). Raises SchemaTooNew when the database's schema is newer than this code. A spool folder that cannot
+        be made (an unusable data dir) is logged: inspections then go unrecorded (counted) until a restart."""
+        try:
+            self.spool = Spool(self.spool_dir)
+        except OSError as err:
+            self.error = f"the records spool {self.spool_dir} cannot be opened: {err}"
+            log.error("%s; inspections are not recorded", self.error)
+            return
         try:
             self._migrate()
         except SchemaTooNew:
@@ -122,24 +130,32 @@ class Recorder:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():  # the database hangs: the spool stays; the next process adopts it
+                log.warning(
+                    "the records writer did not finish in %.0f s; the spool waits for the next start", timeout_s
+                )
+                return
         if self.spool is not None:
             self._write_frames()
             self.spool.close()
+            self.spool = None
 
     def flush(self) -> bool:
         """Seal the spool, archive the waiting frames and insert every sealed segment; True when the spool is empty
         after it (False: the database failed, see `error`)."""
-        assert self.spool is not None, "Recorder.start() first"
-        self.spool.seal()
-        self._write_frames()
-        try:
-            self._migrate()
-            self._refresh_policies()
-            for segment in self.spool.sealed():
-                self._insert(segment)
-        except SQLAlchemyError as err:
-            self._failed(err)
+        if self.spool is None:
             return False
+        with self._flush_lock:
+            self.spool.seal()
+            self._write_frames()
+            try:
+                self._migrate()
+                self._refresh_policies()
+                for segment in self.spool.sealed():
+                    self._insert(segment)
+            except SQLAlchemyError as err:
+                self._failed(err)
+                return False
         if self.error is not None:
             log.warning("the records database answers again; the spooled records are written")
             self.error = None
