@@ -9,6 +9,8 @@ Sections (run all, or pick with --only):
   http        HTTP p50/p95 of one image vs in-process predict (overhead ratio)      --service-config (tiny)
   throughput  service img/s at concurrency 1, 4, 16 with batching on and off        --service-config
   replicas    new version -> other replica delay; start-up with 100 stored products --service-config
+  records     record inserts/s (SQLite; PostgreSQL with DCPSFR_BENCH_DATABASE_URL), CSV export memory for
+              100k records, spool recovery, /inspect p50 with and without records
 Timings on a shared machine drift: comparisons are interleaved and given as ratios. --quick: fewer repeats and
 requests, for a first look (a full run takes ~30 min on 2 busy cores). GPU figures: bench/gpu.sh.
 """
@@ -30,7 +32,7 @@ import torch
 
 from bench.common import Section
 
-SECTIONS = ("stages", "runtime", "fit", "memory", "bank", "http", "throughput", "replicas")
+SECTIONS = ("stages", "runtime", "fit", "memory", "bank", "http", "throughput", "replicas", "records")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

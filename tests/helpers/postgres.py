@@ -66,6 +66,16 @@ class PostgresServer:
         except psycopg.OperationalError:
             return False
 
+    def new_database(self, name: str) -> str:
+        """Create an empty database `name` (dropped first when it exists); returns its URL."""
+        import psycopg
+
+        dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
     def stop(self) -> None:
         """Stop the server (fast shutdown: open connections are closed)."""
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")

@@ -121,7 +121,10 @@ async def show_inspection(inspection_id: InspectionId, services: StoreServices) 
     summary="The archived frame of an inspection",
     response_class=Response,
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "the uploaded file, as it was sent"},
+        200: {
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the uploaded file, as it was sent",
+        },
         **error_responses(404, 422),
     },
 )

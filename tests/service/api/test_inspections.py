@@ -29,16 +29,7 @@ def replicas(request, make_client, tmp_path):
     """make(**settings): an app on the shared data dir and the shared database (SQLite in it, or PostgreSQL)."""
     shared = {"data_dir": tmp_path / "data", "records_flush_s": 60.0}  # flushed by the reads
     if request.param == "postgresql":
-        from sqlalchemy import text
-
-        from service.records.database import open_database
-
-        url = request.getfixturevalue("postgres_server").url
-        engine = open_database(url)
-        with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        engine.dispose()
-        shared["database_url"] = url
+        shared["database_url"] = request.getfixturevalue("postgres_server").new_database("api_test")
     return lambda **settings: make_client(**shared, **settings)
 
 
