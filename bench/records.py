@@ -22,6 +22,10 @@ from service.records.recorder import Recorder, RecorderSettings
 from service.records.store import RecordFilter, RecordStore
 
 T0 = datetime(2026, 1, 1)
+REGION = {
+    "id": 1, "bbox": [1, 2, 30, 40], "centroid": [15.0, 20.0], "area_px": 900, "max_value": 0.8, "mean_value": 0.6,
+    "in_reject_zone": False,
+}  # fmt: skip
 
 
 def record(n: int) -> dict:
@@ -32,7 +36,7 @@ def record(n: int) -> dict:
         "rules_version": 1, "rules": {"max_regions": 0}, "model_config": "edge", "mode": "training-free",
         "weights_checksum": "0123456789abcdef", "score": 0.3 + (n % 7) / 10, "score_scale": "distance",
         "anomalous": n % 7 > 3, "rule": "threshold" if n % 7 > 3 else None, "rules_fired": [],
-        "regions": [{"id": 1, "bbox": [1, 2, 30, 40], "area_px": 900, "max_value": 0.8}], "n_regions": 1,
+        "regions": [REGION], "n_regions": 1,
         "timings_ms": {"decode": 1.2, "queue": 0.4, "predict": 21.0, "encode": 2.5}, "total_ms": 25.1,
         "warnings": [], "filename": f"frame{n}.png", "width": 1280, "height": 1024, "thumbnail": "x" * 5000,
         "part_id": f"SN-{n}", "station": "st1", "camera": "cam1", "trigger_time": None, "latency_ms": None,
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace) -> Section:
         section.data.update(export_records=n_export, export_peak_mib=peak, export_batch_mib=one_batch)
         section.rows.append(
             f"CSV export of {n_export} records: peak {peak:.1f} MiB (one batch of 1000: {one_batch:.1f} MiB), "
-            f"{seconds:.1f} s"
+            f"{seconds:.1f} s under tracemalloc"
         )
         seconds = recovery_s(folder, 10_000)
         section.data["recovery_s_10k"] = seconds

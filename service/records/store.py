@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -88,9 +88,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 def _after(cursor: tuple[datetime, str] | None) -> Any:
     if cursor is None:
         return True
-    time, inspection_id = cursor
     c = inspections.c
-    return or_(c.time < time, and_(c.time == time, c.inspection_id < inspection_id))
+    return tuple_(c.time, c.inspection_id) < tuple_(*cursor)  # a row value: the (time, id) index serves it
 
 
 def _insert_ignoring_duplicates(engine: Engine, table: Any) -> Any:
@@ -123,13 +122,14 @@ class RecordStore:
             return self._labelled(connection, [row._asdict()])[0]
 
     def page(
-        self, where: RecordFilter, limit: int, cursor: tuple[datetime, str] | None = None
+        self, where: RecordFilter, limit: int, cursor: tuple[datetime, str] | None = None, thumbnails: bool = False
     ) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None]:
-        """Up to `limit` records newest first after `cursor`, with their labels, and the cursor of the next page (None
-        after the last)."""
+        """Up to `limit` records newest first after `cursor`, with their labels (and thumbnails when asked: about 5 kB
+        each), and the cursor of the next page (None after the last)."""
         c = inspections.c
+        columns = [column for column in inspections.c if thumbnails or column.name != "thumbnail"]
         query = (
-            select(inspections)
+            select(*columns)
             .where(where.clause(), _after(cursor))
             .order_by(c.time.desc(), c.inspection_id.desc())
             .limit(limit + 1)

@@ -60,7 +60,7 @@ inspections = Table(
     Column("frame_kept", Boolean, nullable=False),  # whether the archive still holds the frame
     Column("replica", String(128), nullable=False),  # the host that answered
     Index("ix_inspections_product_time", "product_id", "time"),
-    Index("ix_inspections_time", "time"),
+    Index("ix_inspections_time", "time", "inspection_id"),
     Index("ix_inspections_part_id", "part_id"),
     Index("ix_inspections_frame", "frame_kept", "time"),
 )

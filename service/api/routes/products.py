@@ -5,6 +5,7 @@ answer while it loads or when it is unavailable. The work is in service.products
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
@@ -195,7 +196,8 @@ async def recent_inspections(
     await services.workflows.existing(product_id)
     recorder = services.recorder
     await run_in_threadpool(recorder.flush)
-    recent, _ = await run_in_threadpool(records_call, recorder.store.page, RecordFilter(product_id), limit)
+    page = partial(recorder.store.page, RecordFilter(product_id), limit, thumbnails=True)
+    recent, _ = await run_in_threadpool(records_call, page)
     return InspectionList(product_id=product_id, inspections=[RecentInspection.of(r) for r in recent])
 
 

@@ -55,7 +55,7 @@ def upgrade() -> None:
         sa.Column("replica", sa.String(128), nullable=False),
     )
     op.create_index("ix_inspections_product_time", "inspections", ["product_id", "time"])
-    op.create_index("ix_inspections_time", "inspections", ["time"])
+    op.create_index("ix_inspections_time", "inspections", ["time", "inspection_id"])
     op.create_index("ix_inspections_part_id", "inspections", ["part_id"])
     op.create_index("ix_inspections_frame", "inspections", ["frame_kept", "time"])
     op.create_table(
