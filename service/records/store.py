@@ -80,8 +80,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """(time, id) of a cursor; raises BadCursor."""
     try:
         time, inspection_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(time), inspection_id
-    except ValueError as err:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return as_stored(datetime.fromisoformat(time)), inspection_id
+    except (ValueError, OverflowError) as err:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise BadCursor(f"not a cursor of GET /inspections: {cursor!r}") from err
 
 

@@ -17,15 +17,25 @@ from fastapi.responses import Response, StreamingResponse
 
 from service.api.dependencies import StoreServices
 from service.api.errors import error_responses
+from service.api.routes.inspect import TAG_TEXT
 from service.api.schemas import InspectionPage, InspectionRecord, utc
 from service.errors import InvalidInput, NotFound
 from service.imaging.formats import PRODUCT_ID
-from service.records.store import BadCursor, RecordFilter, RecordStore, decode_cursor, encode_cursor, records_call
+from service.records.store import (
+    BadCursor,
+    RecordFilter,
+    RecordStore,
+    as_stored,
+    decode_cursor,
+    encode_cursor,
+    records_call,
+)
 
 router = APIRouter(prefix="/inspections", tags=["inspections"], responses=error_responses(401, 403, 503))
 
 InspectionId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="32 hex digits, from POST /inspect")]
-Text = Annotated[str | None, Query(min_length=1, max_length=128)]
+Text = Annotated[str | None, Query(pattern=TAG_TEXT, description="as sent to POST /inspect")]
+RULE_NAME = r"^[a-z_]{1,64}$"
 CSV_COLUMNS = [
     "inspection_id", "time", "product_id", "reference_version", "verdict", "score", "score_scale", "threshold",
     "pixel_threshold", "threshold_source", "rules_version", "rule", "rules_fired", "n_regions", "part_id",
@@ -39,12 +49,16 @@ def record_filter(
     verdict: Annotated[Literal["OK", "NG"] | None, Query(description="OK (passed) or NG (rejected)")] = None,
     part_id: Text = None,
     station: Text = None,
-    rule: Annotated[str | None, Query(max_length=64, description='the rule that fired, e.g. "threshold"')] = None,
+    rule: Annotated[str | None, Query(pattern=RULE_NAME, description='the rule that fired, e.g. "threshold"')] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601, inclusive (no zone: UTC)")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601, exclusive (no zone: UTC)")] = None,
 ) -> RecordFilter:
     """The query's filters."""
     anomalous = None if verdict is None else verdict == "NG"
+    try:
+        since, until = (None if t is None else as_stored(t) for t in (since, until))
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: before the first UTC time there is
+        raise InvalidInput("since/until: out of range once converted to UTC") from None
     return RecordFilter(product_id, anomalous, part_id, station, rule, since, until)
 
 
