@@ -285,7 +285,7 @@ class InspectionPage(BaseModel):
 class RetentionUpdate(BaseModel):
     """PUT /products/{id}/retention: which frames of the product the archive keeps, and for how long."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON true/false and integers only, as the schema says
     keep_ng: bool = Field(description="keep every anomalous (NG) frame")
     keep_ok_every: int = Field(ge=0, le=1_000_000, description="keep every Nth OK frame (0: none, 1: all)")
     days: int = Field(ge=1, le=36500, description="keep frames this many days")

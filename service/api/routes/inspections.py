@@ -22,6 +22,7 @@ from service.api.schemas import InspectionPage, InspectionRecord, utc
 from service.errors import InvalidInput, NotFound
 from service.imaging.formats import PRODUCT_ID
 from service.records.store import (
+    CURSOR_PATTERN,
     BadCursor,
     RecordFilter,
     RecordStore,
@@ -74,7 +75,7 @@ def record_filter(
 async def list_inspections(
     services: StoreServices,
     where: Annotated[RecordFilter, Depends(record_filter)],
-    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     format: Annotated[Literal["json", "csv"], Query(description="csv: every matching record, streamed")] = "json",
 ) -> Response:

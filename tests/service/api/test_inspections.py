@@ -127,8 +127,9 @@ def test_retention_is_set_per_product_and_followed(replicas):
         result = inspect_part(client, "p", DEFECT)
         assert client.get(f"/inspections/{result['inspection_id']}").json()["frame_kept"] is False
         assert client.get(f"/inspections/{result['inspection_id']}/frame").status_code == 404
-        bad = client.put("/products/p/retention", json={"keep_ng": True, "keep_ok_every": -1, "days": 7})
-        assert bad.status_code == 422
+        for bad in ({"keep_ok_every": -1}, {"keep_ok_every": False}, {"keep_ng": 1}, {"days": "7"}, {"extra": 1}):
+            body = {"keep_ng": True, "keep_ok_every": 1, "days": 7, **bad}
+            assert client.put("/products/p/retention", json=body).status_code == 422, bad
         assert (
             client.put("/products/nope/retention", json={"keep_ng": True, "keep_ok_every": 1, "days": 1}).status_code
             == 404

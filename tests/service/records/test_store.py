@@ -68,10 +68,12 @@ def test_export_yields_bounded_batches(database, monkeypatch):
     assert ids(b for batch in batches for b in batch) == [row(n)["inspection_id"] for n in range(9, -1, -1)]
 
 
-def test_a_bad_cursor_is_refused():
-    for cursor in ("nonsense", "bm8tYmFy", ""):
+def test_a_bad_cursor_is_refused_and_every_cursor_the_pattern_allows_decodes():
+    for cursor in ("nonsense", "bm8tYmFy", "", "1" * 16 + "a" * 32, "1" * 17 + "A" * 32):
         with pytest.raises(BadCursor):
             decode_cursor(cursor)
+    for cursor in ("0" * 49, "9" * 17 + "f" * 32):  # the extremes of the pattern: years 1970 and 5138
+        assert encode_cursor(*decode_cursor(cursor)) == cursor
 
 
 def test_the_latest_review_is_the_label(database):
