@@ -6,7 +6,7 @@ import base64
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from service.decisions.results import InspectionResult, PartTag, mode_label
 from service.decisions.rules import AcceptanceRules
@@ -282,13 +282,23 @@ class InspectionPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null after the last")
 
 
+def _json_integer(value: object) -> object:
+    """A JSON integer as JSON Schema reads it: 7 or 7.0, never true or "7" (pydantic alone takes both)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    return value
+
+
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+
+
 class RetentionUpdate(BaseModel):
     """PUT /products/{id}/retention: which frames of the product the archive keeps, and for how long."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)  # JSON true/false and integers only, as the schema says
-    keep_ng: bool = Field(description="keep every anomalous (NG) frame")
-    keep_ok_every: int = Field(ge=0, le=1_000_000, description="keep every Nth OK frame (0: none, 1: all)")
-    days: int = Field(ge=1, le=36500, description="keep frames this many days")
+    model_config = ConfigDict(extra="forbid")
+    keep_ng: StrictBool = Field(description="keep every anomalous (NG) frame")
+    keep_ok_every: JsonInteger = Field(ge=0, le=1_000_000, description="keep every Nth OK frame (0: none, 1: all)")
+    days: JsonInteger = Field(ge=1, le=36500, description="keep frames this many days")
 
 
 class RetentionView(RetentionUpdate):

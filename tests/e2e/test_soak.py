@@ -133,8 +133,7 @@ def median_of(samples: list[Sample], attribute: str) -> float:
 
 
 def test_soak_keeps_memory_fds_and_threads_flat_and_never_answers_5xx(tmp_path: Path):
-    # Bounded caches (the recent-inspections ring) are made small so they fill during the warm-up:
-    # what still grows after it is a leak, not a cache reaching its bound.
+    # The records go to the database and the spool on disk: what still grows in memory after the warm-up is a leak.
     with running_service(tmp_path, DCPSFR_DATA_DIR=str(tmp_path / "data")) as service:
         client = service.client
         log = service.log

@@ -218,7 +218,7 @@ async def show_retention(product_id: ProductId, services: StoreServices) -> Rete
 @router.put(
     "/{product_id}/retention",
     summary="Set which frames of a product the archive keeps",
-    responses=error_responses(404, 422),
+    responses=error_responses(400, 404, 413, 422),
 )
 async def set_retention(product_id: ProductId, update: RetentionUpdate, services: StoreServices) -> RetentionView:
     """Applies to frames inspected from now on (this replica at once, the others within 10 s) and to the archive's

@@ -124,10 +124,19 @@ def test_retention_is_set_per_product_and_followed(replicas):
         put = client.put("/products/p/retention", json={"keep_ng": False, "keep_ok_every": 0, "days": 7})
         assert put.status_code == 200 and put.json()["default"] is False
         assert client.get("/products/p/retention").json()["keep_ng"] is False
+        integral = client.put("/products/p/retention", json={"keep_ng": False, "keep_ok_every": 0.0, "days": 7.0})
+        assert integral.status_code == 200 and integral.json()["days"] == 7  # JSON Schema's integer
         result = inspect_part(client, "p", DEFECT)
         assert client.get(f"/inspections/{result['inspection_id']}").json()["frame_kept"] is False
         assert client.get(f"/inspections/{result['inspection_id']}/frame").status_code == 404
-        for bad in ({"keep_ok_every": -1}, {"keep_ok_every": False}, {"keep_ng": 1}, {"days": "7"}, {"extra": 1}):
+        for bad in (
+            {"keep_ok_every": -1},
+            {"keep_ok_every": False},
+            {"keep_ng": 1},
+            {"days": "7"},
+            {"days": 1.5},
+            {"extra": 1},
+        ):
             body = {"keep_ng": True, "keep_ok_every": 1, "days": 7, **bad}
             assert client.put("/products/p/retention", json=body).status_code == 422, bad
         assert (
