@@ -8,12 +8,14 @@ import asyncio
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BeforeValidator
 
 from service.api.dependencies import StoreServices
 from service.api.errors import error_responses
@@ -37,6 +39,18 @@ router = APIRouter(prefix="/inspections", tags=["inspections"], responses=error_
 InspectionId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="32 hex digits, from POST /inspect")]
 Text = Annotated[str | None, Query(pattern=TAG_TEXT, description="as sent to POST /inspect")]
 RULE_NAME = r"^[a-z_]{1,64}$"
+ISO_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+
+
+def _date_time_text(value: object) -> object:
+    """An ISO 8601 date-time as the schema's `date-time` says: text with a date and a time (pydantic alone also
+    reads numbers as Unix times and a bare date as midnight)."""
+    if not isinstance(value, str) or ISO_DATE_TIME.match(value) is None:
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2026-03-01T06:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(_date_time_text)]
 CSV_COLUMNS = [
     "inspection_id", "time", "product_id", "reference_version", "verdict", "score", "score_scale", "threshold",
     "pixel_threshold", "threshold_source", "rules_version", "rule", "rules_fired", "n_regions", "part_id",
@@ -51,8 +65,8 @@ def record_filter(
     part_id: Text = None,
     station: Text = None,
     rule: Annotated[str | None, Query(pattern=RULE_NAME, description='the rule that fired, e.g. "threshold"')] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive (no zone: UTC)")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive (no zone: UTC)")] = None,
+    since: Annotated[DateTime | None, Query(description="ISO 8601, inclusive (no zone: UTC)")] = None,
+    until: Annotated[DateTime | None, Query(description="ISO 8601, exclusive (no zone: UTC)")] = None,
 ) -> RecordFilter:
     """The query's filters."""
     anomalous = None if verdict is None else verdict == "NG"

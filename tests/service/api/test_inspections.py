@@ -81,6 +81,8 @@ def test_filters_and_cursor_pages_list_every_record_once_newest_first(replicas):
         assert client.get("/inspections", params={"part_id": "SN\x00-1"}).status_code == 422  # not a tag
         assert client.get("/inspections", params={"station": "é"}).status_code == 422
         assert client.get("/inspections", params={"since": "0001-01-01T00:00:00+05:00"}).status_code == 422
+        for not_a_time in ("0.5", "1700000000", "2026-03-01"):
+            assert client.get("/inspections", params={"until": not_a_time}).status_code == 422, not_a_time
 
 
 def test_the_csv_export_has_every_matching_record(replicas):
