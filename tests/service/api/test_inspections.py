@@ -171,3 +171,20 @@ def test_records_survive_a_restart(make_client):
             client.get("/inspections", params={"part_id": "SN-1"}).json()["inspections"][0]["inspection_id"]
             == (result["inspection_id"])
         )
+
+
+def test_inspections_go_on_while_postgresql_is_down_and_every_record_arrives(make_client, postgres_server):
+    url = postgres_server.new_database("outage_test")
+    with make_client(database_url=url, records_flush_s=0.05) as client:
+        upload(client, "p", *GOOD[:2])
+        postgres_server.stop()
+        try:
+            answered = [inspect_part(client, "p", DEFECT, station="outage")["inspection_id"] for _ in range(5)]
+            assert client.get("/inspections").status_code == 503  # reads need the database; inspections do not
+            feedback = client.post("/products/p/feedback", data={"label": "defect", "inspection_id": answered[0]})
+            assert feedback.status_code == 503
+        finally:
+            postgres_server.start()
+        listed = client.get("/inspections", params={"station": "outage"}).json()["inspections"]
+        assert [r["inspection_id"] for r in listed] == answered[::-1]
+        assert all(r["frame_kept"] for r in listed)  # archived meanwhile
