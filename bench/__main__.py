@@ -11,6 +11,8 @@ Sections (run all, or pick with --only):
   throughput  service img/s at concurrency 1, 4, 16 with batching on and off        --service-config
   replicas    new version -> other replica delay; start-up with 100 stored products --service-config
   station     trigger -> result over Modbus TCP, OPC UA, MQTT vs direct HTTP           --service-config
+  records     record inserts/s (SQLite; PostgreSQL with DCPSFR_BENCH_DATABASE_URL), CSV export memory for
+              100k records, spool recovery, /inspect p50 with and without records
 Timings on a shared machine drift: comparisons are interleaved and given as ratios. --quick: fewer repeats and
 requests, for a first look (a full run takes ~30 min on 2 busy cores). GPU figures: bench/gpu.sh.
 """
@@ -32,7 +34,7 @@ import torch
 
 from bench.common import Section
 
-SECTIONS = ("stages", "runtime", "fit", "memory", "bank", "http", "throughput", "replicas", "station")
+SECTIONS = ("stages", "runtime", "fit", "memory", "bank", "http", "throughput", "replicas", "station", "records")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -108,6 +108,27 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def check_records_schema(settings: Settings) -> None:
+    """Exit with a one-line error when the records database's schema is newer than this code; a database that does not
+    answer yet is retried after the start (records wait in the spool)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.records.database import SchemaTooNew, database_url, migrate, open_database
+
+    engine = open_database(database_url(settings.database_url, settings.data_dir))
+    try:
+        settings.records_dir.mkdir(parents=True, exist_ok=True)  # SQLite's folder
+        migrate(engine)
+    except SchemaTooNew as err:
+        sys.exit(f"error: {err}")
+    except SQLAlchemyError as err:
+        log.warning(
+            "the records database does not answer yet (%s); records wait in the spool", str(err).splitlines()[0]
+        )
+    finally:
+        engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the arguments, load and check the settings, then serve until shut down (fetching missing weights in
     the background first with --fetch-weights)."""
@@ -124,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     from service.app import create_app
     from service.engine.download import WeightsDownload
 
+    check_records_schema(settings)
     download = WeightsDownload() if args.fetch_weights else None
     serve(create_app(settings, download=download), args.host, args.port, settings.shutdown_grace_s, settings.log_level)
 

@@ -18,7 +18,7 @@ from service.api.errors import install_error_handlers
 from service.api.lifecycle import DrainMiddleware
 from service.api.middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
 from service.api.openapi import install_openapi
-from service.api.routes import console, health, inspect, products, rules
+from service.api.routes import console, health, inspect, inspections, products, rules
 from service.decisions.results import RegionLimits, mode_label
 from service.decisions.thresholds import CalibrationPolicy
 from service.engine.download import WeightsDownload
@@ -30,7 +30,9 @@ from service.products.frames import FrameStore
 from service.products.store import ProductStore, StoreUnavailable
 from service.products.sync import StoreSync
 from service.products.workflows import Limits, Workflows
-from service.records.history import InspectionHistory
+from service.records.archive import FrameArchive, RetentionPolicy
+from service.records.database import database_url, open_database
+from service.records.recorder import Recorder, RecorderSettings
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,12 +71,12 @@ def create_app(
     metrics.watch(queue_depth=worker.queue.qsize, gpu_memory=partial(gpu_memory_allocated, worker))
     configure_decoding(settings.max_upload_bytes)
     engine = Engine(worker, settings.max_pixels, settings.max_request_pixels, settings.decode_concurrency, metrics)
-    history = InspectionHistory(settings.history_size)
+    recorder = build_recorder(settings)
     workflows = Workflows(
         store,
         FrameStore(store, settings.calibration_max_frames, settings.feedback_max_frames),
         engine,
-        history,
+        recorder,
         metrics,
         CalibrationPolicy(settings.target_false_alarm_rate, settings.calibration_min_frames),
         Limits(
@@ -96,11 +98,13 @@ def create_app(
             log.error("%s; retried when the model is loaded", err)
         except Exception:
             log.exception("the product store could not be opened; retried when the model is loaded")
+        recorder.start()  # the database is migrated here (or retried by its thread while it does not answer)
         worker.start()  # loads the model in its own thread; /healthz answers meanwhile
         yield
         sync.stop()
         worker.stop()
         engine.shutdown()
+        recorder.stop()
 
     app = FastAPI(
         title="DCP-SFR inspection service",
@@ -114,13 +118,13 @@ def create_app(
         worker=worker,
         workflows=workflows,
         metrics=metrics,
-        history=history,
+        recorder=recorder,
         download=download,
     )
     metrics.in_flight.set_function(lambda: app.state.services.lifecycle.in_flight)
     install_error_handlers(app)
     install_openapi(app, settings)
-    for router in (health.router, products.router, rules.router, inspect.router, console.router):
+    for router in (health.router, products.router, rules.router, inspect.router, inspections.router, console.router):
         app.include_router(router)
     app.add_middleware(AdmissionMiddleware, check=worker.check_admission)  # innermost
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
@@ -129,6 +133,19 @@ def create_app(
     app.add_middleware(DrainMiddleware, lifecycle=app.state.services.lifecycle)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # added last: the outermost
     return app
+
+
+def build_recorder(settings: Settings) -> Recorder:
+    """The inspection records' writer: the database the settings name (SQLite in the data dir by default), the spool
+    and the frame archive in DATA_DIR/records, the default retention policy. Nothing connects or starts yet."""
+    folder = settings.records_dir
+    policy = RetentionPolicy(settings.archive_keep_ng, settings.archive_keep_ok_every, settings.archive_days)
+    return Recorder(
+        open_database(database_url(settings.database_url, settings.data_dir)),
+        folder / "spool",
+        FrameArchive(folder / "frames"),
+        RecorderSettings(settings.records_flush_s, policy, settings.archive_max_bytes, settings.archive_prune_s),
+    )
 
 
 def build_detector(settings: Settings) -> Detector:

@@ -108,6 +108,11 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.records_lost = Counter(
+            "dcpsfr_records_lost",
+            "Inspection records the spool could not write (a failed data-dir disk): answered but not on the record",
+            registry=self.registry,
+        )
         for kind in NOTICE_KINDS:
             self.frame_warnings.labels(kind)
         for stage in STAGES:

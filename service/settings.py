@@ -25,6 +25,7 @@ GROUPS = {
     "batching": "the model queue and shutdown",
     "thresholds": "calibration and operator feedback",
     "regions": "defect regions",
+    "records": "the inspection records and the frame archive",
     "replicas": "replicas sharing one data dir",
     "observability": "metrics and logs",
 }
@@ -185,13 +186,10 @@ class Settings(BaseSettings):
         description="operator-labelled frames kept per product (oldest go)",
         json_schema_extra=group("thresholds"),
     )
-    history_size: int = Field(
-        50, ge=1, description="recent inspections kept per product, in memory", json_schema_extra=group("thresholds")
-    )
     history_thumbnails: bool = Field(
         True,
-        description="make a 160 px thumbnail of every inspected frame for the recent inspections (the console shows "
-        "them); false saves that work per frame, e.g. on a station that asks for outputs=verdict",
+        description="make a 160 px thumbnail of every inspected frame for its record (the console's recent "
+        "inspections show them); false saves that work per frame, e.g. on a station that asks for outputs=verdict",
         json_schema_extra=group("thresholds"),
     )
     # --- defect regions ----------------------------------------------------------------------------------------
@@ -206,6 +204,45 @@ class Settings(BaseSettings):
         ge=0,
         description="most regions listed per result (regions_truncated beyond)",
         json_schema_extra=group("regions"),
+    )
+    # --- records ---------------------------------------------------------------------------------------------------
+    database_url: str = Field(
+        "",
+        description="the records database (postgresql://user:password@host/db); empty: SQLite in DATA_DIR/records",
+        json_schema_extra=group("records"),
+    )
+    records_flush_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="how often (s) spooled records are written to the database",
+        json_schema_extra=group("records"),
+    )
+    archive_keep_ng: bool = Field(
+        True,
+        description="archive every anomalous (NG) frame (a product's retention may say otherwise)",
+        json_schema_extra=group("records"),
+    )
+    archive_keep_ok_every: int = Field(
+        1,
+        ge=0,
+        description="archive every Nth OK frame per product (0: none, 1: all; the size cap bounds the archive)",
+        json_schema_extra=group("records"),
+    )
+    archive_days: int = Field(
+        30, ge=1, le=36500, description="archived frames are kept this many days", json_schema_extra=group("records")
+    )
+    archive_max_bytes: int = Field(
+        10 * 1024**3,
+        ge=0,
+        description="the archive's size cap (bytes): the oldest frames go first beyond it",
+        json_schema_extra=group("records"),
+    )
+    archive_prune_s: float = Field(
+        600.0,
+        gt=0,
+        description="how often (s) the archive is pruned (retention days, size cap)",
+        json_schema_extra=group("records"),
     )
     # --- replicas ----------------------------------------------------------------------------------------------
     store_poll_s: float = Field(
@@ -246,6 +283,11 @@ class Settings(BaseSettings):
     def api_key_list(self) -> list[str]:
         """DCPSFR_API_KEYS split at commas, blanks dropped (empty: authentication off)."""
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def records_dir(self) -> Path:
+        """The records' spool, the SQLite database (without DATABASE_URL) and the frame archive: DATA_DIR/records."""
+        return self.data_dir / "records"
 
     @property
     def products_dir(self) -> Path:

@@ -57,3 +57,21 @@ def tiny_detector():
     from model import create_detector
 
     return create_detector("tiny", weights_dir=None, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the whole session (tests.helpers.postgres); skips when it is not installed."""
+    import shutil
+
+    from tests.helpers.postgres import start_postgres
+
+    try:
+        server = start_postgres()
+    except FileNotFoundError as err:
+        pytest.skip(f"{err}; the records tests run on SQLite only")
+    yield server
+    try:
+        server.stop()
+    finally:
+        shutil.rmtree(server.folder, ignore_errors=True)

@@ -16,7 +16,7 @@ from service.imaging.formats import PRODUCT_ID
 from service.metrics import Metrics
 from service.products.store import ProductStore
 from service.products.workflows import Workflows
-from service.records.history import InspectionHistory
+from service.records.recorder import Recorder
 from service.settings import Settings
 
 
@@ -29,7 +29,7 @@ class Services:
     worker: ModelWorker
     workflows: Workflows
     metrics: Metrics
-    history: InspectionHistory
+    recorder: Recorder
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     download: WeightsDownload | None = None  # the start-up fetch of the weights (`--fetch-weights`), when asked
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from service.decisions.results import InspectionResult, PartTag, mode_label
 from service.decisions.rules import AcceptanceRules
 from service.decisions.thresholds import SCORE_RANGE, Calibration, unusable_warnings
 from service.imaging.formats import PRODUCT_ID
 from service.products.store import Product
-from service.records.history import Inspection
 
 ProductIdText = Annotated[str, Field(pattern=PRODUCT_ID.pattern, description="1-64 letters, digits, '.', '_' or '-'")]
 
@@ -203,10 +202,10 @@ class FeedbackAnswer(BaseModel):
 
 
 class RecentInspection(BaseModel):
-    """One entry of GET /products/{id}/inspections (this replica's memory)."""
+    """One entry of GET /products/{id}/inspections (from the records: every replica's)."""
 
     inspection_id: str
-    time: str
+    time: str = Field(description="ISO 8601 UTC")
     score: float
     score_scale: str
     threshold: float
@@ -219,22 +218,115 @@ class RecentInspection(BaseModel):
     reference_version: int
 
     @classmethod
-    def of(cls, inspection: Inspection) -> RecentInspection:
-        """The view of one ring entry (without the frame's bytes)."""
+    def of(cls, record: dict[str, Any]) -> RecentInspection:
+        """The view of one record."""
         return cls(
-            inspection_id=inspection.inspection_id,
-            time=inspection.time,
-            score=inspection.score,
-            score_scale=inspection.score_scale,
-            threshold=inspection.threshold,
-            anomalous=inspection.anomalous,
-            filename=inspection.filename,
-            width=inspection.width,
-            height=inspection.height,
-            thumbnail=inspection.thumbnail,
-            label=inspection.label,
-            reference_version=inspection.version,
+            inspection_id=record["inspection_id"],
+            time=utc(record["time"]).isoformat(),
+            score=record["score"],
+            score_scale=record["score_scale"],
+            threshold=record["threshold"],
+            anomalous=record["anomalous"],
+            filename=record["filename"],
+            width=record["width"],
+            height=record["height"],
+            thumbnail=record["thumbnail"] or "",
+            label=record["label"],
+            reference_version=record["reference_version"],
         )
+
+
+def utc(time: datetime) -> datetime:
+    """A stored (zone-less UTC) time as an aware one."""
+    return time.replace(tzinfo=UTC)
+
+
+class InspectionRecord(BaseModel):
+    """One inspected frame as the records keep it: GET /inspections, GET /inspections/{id}."""
+
+    inspection_id: str
+    time: datetime = Field(description="when the verdict was made (UTC)")
+    product_id: str
+    reference_version: int = Field(description="the product version (references) that scored the frame")
+    threshold: float
+    pixel_threshold: float
+    threshold_source: Literal["calibrated", "manual"]
+    rules_version: int = Field(description="counts the product's rule changes (0: never set)")
+    rules: dict[str, Any] | None = Field(description="the acceptance rules in force, null without rules")
+    model_config_name: str = Field(serialization_alias="model_config", description="the detector config")
+    mode: str
+    weights_checksum: str = Field(description="the references' feature fingerprint (backbones, weights, sizes)")
+    score: float
+    score_scale: str
+    anomalous: bool = Field(description="the verdict")
+    verdict: Literal["OK", "NG"]
+    rule: str | None = Field(description="the rule that rejected the part, null when it passed")
+    rules_fired: list[str]
+    regions: list[RegionView]
+    n_regions: int
+    timings_ms: dict[str, float] = Field(description="decode, queue, predict, the model's stages, encode")
+    total_ms: float = Field(description="decode + queue + predict + encode")
+    warnings: list[str]
+    filename: str | None
+    width: int
+    height: int
+    part_id: str | None
+    station: str | None
+    camera: str | None
+    view: str | None = Field(description="which view of a part seen several ways (the station's view name)")
+    trigger_time: datetime | None
+    latency_ms: float | None = Field(description="trigger_time to verdict (the station's clock against the service's)")
+    frame_sha256: str | None = Field(description="the archived frame's hash, null when the policy did not keep it")
+    frame_kept: bool = Field(description="whether GET /inspections/{id}/frame returns the frame")
+    label: Literal["good", "defect"] | None = Field(description="the latest operator label, if any")
+    replica: str = Field(description="the host that answered")
+
+    model_config = ConfigDict(protected_namespaces=(), serialize_by_alias=True)
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> InspectionRecord:
+        """The view of one record row (times as UTC)."""
+        fields = {k: v for k, v in record.items() if k in cls.model_fields and k != "model_config_name"}
+        fields["time"] = utc(record["time"])
+        fields["trigger_time"] = utc(record["trigger_time"]) if record["trigger_time"] is not None else None
+        return cls(
+            **fields,
+            model_config_name=record["model_config"],
+            verdict="NG" if record["anomalous"] else "OK",
+        )
+
+
+class InspectionPage(BaseModel):
+    """GET /inspections: records newest first, and the cursor of the next page."""
+
+    inspections: list[InspectionRecord]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null after the last")
+
+
+def _json_integer(value: object) -> object:
+    """A JSON integer as JSON Schema reads it: 7 or 7.0, never true or "7" (pydantic alone takes both)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    return value
+
+
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+
+
+class RetentionUpdate(BaseModel):
+    """PUT /products/{id}/retention: which frames of the product the archive keeps, and for how long."""
+
+    model_config = ConfigDict(extra="forbid")
+    keep_ng: StrictBool = Field(description="keep every anomalous (NG) frame")
+    keep_ok_every: JsonInteger = Field(ge=0, le=1_000_000, description="keep every Nth OK frame (0: none, 1: all)")
+    days: JsonInteger = Field(ge=1, le=36500, description="keep frames this many days")
+
+
+class RetentionView(RetentionUpdate):
+    """A product's retention policy, and whether it is the settings' default."""
+
+    product_id: ProductIdText
+    default: bool = Field(description="true: the DCPSFR_ARCHIVE_* settings apply (no policy set for the product)")
 
 
 class InspectionList(BaseModel):

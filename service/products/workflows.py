@@ -19,13 +19,16 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from model import Frame, Prediction
 from service.decisions.calibration import FittedProduct, extend_and_calibrate, fit_and_calibrate
 from service.decisions.evaluation import evaluate
-from service.decisions.results import InspectionResult, Outputs, RegionLimits, inspection_result
+from service.decisions.results import InspectionResult, Outputs, PartTag, RegionLimits, inspection_result
 from service.decisions.thresholds import (
     Calibration,
     CalibrationPolicy,
@@ -62,7 +65,9 @@ from service.products.frames import (
     relabelled_away,
 )
 from service.products.store import Product, ProductStore, StoreConflict
-from service.records.history import Inspection, InspectionHistory, now_iso
+from service.records.recorder import Recorder
+from service.records.rows import inspection_row
+from service.records.store import records_call
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +180,14 @@ def unknown_product(product_id: str) -> NotFound:
 
 
 class Workflows:
-    """The product workflows over the store, labelled frames, engine, recent inspections and metrics."""
+    """The product workflows over the store, labelled frames, engine, inspection records and metrics."""
 
     def __init__(
         self,
         store: ProductStore,
         frames: FrameStore,
         engine: Engine,
-        history: InspectionHistory,
+        recorder: Recorder,
         metrics: Metrics,
         policy: CalibrationPolicy,
         limits: Limits,
@@ -192,7 +197,7 @@ class Workflows:
         self.store = store
         self.frames = frames
         self.engine = engine
-        self.history = history
+        self.recorder = recorder
         self.metrics = metrics
         self.policy = policy
         self.limits = limits
@@ -240,23 +245,41 @@ class Workflows:
     # --- inspecting -----------------------------------------------------------------------------------------
 
     async def inspect(
-        self, product: Product, uploads: Sequence[Upload], ticket: Ticket | None, outputs: Outputs
+        self,
+        product: Product,
+        uploads: Sequence[Upload],
+        ticket: Ticket | None,
+        outputs: Outputs,
+        part: PartTag | None = None,
     ) -> Inspected:
         """Decode, predict and judge each upload against `product` (admitted by `ticket`), with the PNGs `outputs`
-        asks for; each result is counted and kept in the recent inspections (with a thumbnail when `thumbnails`)."""
+        asks for (and a thumbnail when `thumbnails`); each result is counted and recorded (spooled before this
+        returns; tagged with `part`), its frame archived as the retention policy says."""
         decoded = await self.engine.decode(uploads)
         finish = partial(self._result, product, decoded.frames, outputs)
         predicted = await self.engine.predict(product.refs, decoded.frames, ticket, finish)
         results = []
-        for result, upload, decode_ms in zip(predicted.results, uploads, decoded.decode_ms, strict=True):
+        for result, decode_ms in zip(predicted.results, decoded.decode_ms, strict=True):
             timings = {"decode": decode_ms, "queue": predicted.queue_ms, "predict": predicted.predict_ms}
             all_timings = {**timings, **result.timings_ms}
             results.append(replace(result, timings_ms={k: round(v, 3) for k, v in all_timings.items()}))
             self.metrics.count_inspection(result.anomalous, product.product_id, result.relative_score)
             self.metrics.count_regions(result.n_regions, result.rules_fired)
             self.metrics.count_warnings(result.warning_kinds)
-            self.history.record(recent_inspection(result, upload, product))
+        await asyncio.to_thread(self._record, product, results, uploads, part or PartTag())
         return Inspected(product, results)
+
+    def _record(
+        self, product: Product, results: list[InspectionResult], uploads: Sequence[Upload], part: PartTag
+    ) -> None:
+        """Spool each result's record; a failing spool disk is logged, never the inspection's failure."""
+        now = datetime.now(UTC)
+        for result, upload in zip(results, uploads, strict=True):
+            try:
+                self.recorder.record(inspection_row(result, product, upload.filename, part, now), upload.data)
+            except OSError as err:
+                self.metrics.records_lost.inc()
+                log.error("the record of inspection %s could not be spooled: %s", result.inspection_id, err)
 
     def _result(
         self, product: Product, frames: list[Frame], outputs: Outputs, prediction: Prediction, index: int
@@ -362,10 +385,10 @@ class Workflows:
             raise InvalidInput("only a frame labelled 'good' can join the references")
         if add_to_references:
             self._check_room_for_a_reference(product)
-        data, filename = self._feedback_frame(product_id, inspection_id, image)
+        data, filename = await asyncio.to_thread(self._feedback_frame, product_id, inspection_id, image)
         decoded = await asyncio.to_thread(decode_image, data, "image", self.limits.max_pixels)
         digest = await asyncio.to_thread(pixel_digest, decoded)
-        frame = new_frame(label, "feedback", now_iso(), filename, inspection_id, digest)
+        frame = new_frame(label, "feedback", datetime.now(UTC).isoformat(), filename, inspection_id, digest)
         ignored = 0
         async with self.frames.lock(product_id):
             product = await self.existing(product_id)
@@ -378,7 +401,7 @@ class Workflows:
             else:
                 product, kept = await self._label(product, stored, frame, decoded, data, force)
         if inspection_id is not None:
-            self.history.set_label(product_id, inspection_id, label)
+            await asyncio.to_thread(self._review, product_id, inspection_id, label)
         evaluation = evaluate(product_id, kept, product.threshold, product.version, product.calibration.score_scale)
         return Labelled(product, evaluation, ignored)
 
@@ -419,18 +442,34 @@ class Workflows:
     def _feedback_frame(
         self, product_id: str, inspection_id: str | None, image: Upload | None
     ) -> tuple[bytes, str | None]:
-        """(bytes, filename) of the frame the feedback is about: the uploaded one, or a recent inspection's."""
+        """(bytes, filename) of the frame the feedback is about: the uploaded one, or an inspection's from the archive
+        (any replica's). NotFound: no such inspection of this product, or its frame is not (or no longer) kept;
+        Unavailable: the records database does not answer."""
         if image is not None:
             return image.data, image.filename
-        inspection = self.history.find(product_id, inspection_id)
-        if inspection is None:
+        record = self.record(inspection_id)
+        if record is None or record["product_id"] != product_id:
+            raise NotFound(f"no inspection {inspection_id!r} of {product_id!r}; send the frame in 'images'")
+        data = self.recorder.frame(record["frame_sha256"]) if record["frame_kept"] else None
+        if data is None:
             raise NotFound(
-                f"inspection {inspection_id!r} is not among the last {self.history.size} inspections of "
-                f"{product_id!r} on this replica; send the frame in 'images'"
+                f"the frame of inspection {inspection_id!r} is not kept (the product's retention policy, PUT "
+                f"/products/{product_id}/retention); send the frame in 'images'"
             )
-        if inspection.frame is None:
-            raise InvalidInput(f"inspection {inspection_id!r} was too large to keep; send the frame in 'images'")
-        return inspection.frame, inspection.filename
+        return data, record["filename"]
+
+    def record(self, inspection_id: str) -> dict[str, Any] | None:
+        """One inspection's record (this replica's spooled ones written first), None when there is none; Unavailable
+        when the records database does not answer."""
+        self.recorder.flush()
+        return records_call(self.recorder.store.get, inspection_id)
+
+    def _review(self, product_id: str, inspection_id: str, label: str) -> None:
+        """The label on the record; the feedback stands when the database fails meanwhile (logged)."""
+        try:
+            self.recorder.store.add_review(inspection_id, product_id, label)
+        except SQLAlchemyError as err:
+            log.error("the label of inspection %s was not recorded: %s", inspection_id, str(err).splitlines()[0])
 
     async def _add_reference(
         self, product: Product, frame: LabelledFrame, image: Frame, data: bytes
@@ -530,29 +569,10 @@ async def _calibration_frames(uploads: Sequence[Upload], frames: Sequence[Frame]
     """New good calibration frames for decoded uploads, each with its pixels' hash."""
     digests = await asyncio.to_thread(lambda: [pixel_digest(frame) for frame in frames])
     return [
-        new_frame("good", "calibration", now_iso(), u.filename, pixel_hash=d)
+        new_frame("good", "calibration", datetime.now(UTC).isoformat(), u.filename, pixel_hash=d)
         for u, d in zip(uploads, digests, strict=True)
     ]
 
 
 def _scored(frame: LabelledFrame, prediction: Prediction, version: int) -> LabelledFrame:
     return frame.scored(prediction.decision_score, prediction.map_max, version)
-
-
-def recent_inspection(result: InspectionResult, upload: Upload, product: Product) -> Inspection:
-    """The recent-inspections entry of one inspected frame, with the uploaded bytes for later feedback."""
-    return Inspection(
-        inspection_id=result.inspection_id,
-        product_id=product.product_id,
-        version=product.version,
-        time=now_iso(),
-        score=result.score,
-        score_scale=result.score_scale,
-        threshold=result.threshold,
-        anomalous=result.anomalous,
-        filename=upload.filename,
-        width=result.width,
-        height=result.height,
-        thumbnail=result.thumbnail or "",
-        frame=upload.data,
-    )

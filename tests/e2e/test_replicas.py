@@ -1,4 +1,5 @@
-"""ServiceProcesss: three `python -m service` processes on loopback sharing one data dir (tiny config, 0.2 s poll)."""
+"""ServiceProcesss: three `python -m service` processes on loopback sharing one data dir (tiny config, 0.2 s poll)
+and one records database (a real PostgreSQL server; SQLite in the data dir when PostgreSQL is not installed)."""
 
 from __future__ import annotations
 
@@ -49,9 +50,19 @@ def data_dir(tmp_path_factory, tiny_detector):
 
 
 @pytest.fixture(scope="module")
-def trio(data_dir):
+def database_url(request) -> str:
+    """A fresh PostgreSQL database on the session's server; "" (SQLite in the shared data dir) without PostgreSQL."""
+    from tests.helpers.postgres import postgres_bin
+
+    if postgres_bin() is None:
+        return ""
+    return request.getfixturevalue("postgres_server").new_database("replicas")
+
+
+@pytest.fixture(scope="module")
+def trio(data_dir, database_url):
     """ServiceProcesss A, B, C started side by side. The last two tests end C (SIGKILL) and B (SIGTERM)."""
-    env = {"DCPSFR_DATA_DIR": str(data_dir), "DCPSFR_STORE_POLL_S": str(POLL_S)}
+    env = {"DCPSFR_DATA_DIR": str(data_dir), "DCPSFR_STORE_POLL_S": str(POLL_S), "DCPSFR_DATABASE_URL": database_url}
     replicas = [start_service(data_dir.parent, env, name=name) for name in "ABC"]
     try:
         for replica in replicas:
@@ -176,15 +187,49 @@ def test_replicas_started_on_100_stored_products_serve_them_all(trio):
     assert {f"p{i:03d}" for i in range(N_STORED)} <= listed
 
 
+def records(replica: ServiceProcess, **params) -> list[dict]:
+    return replica.client.get("/inspections", params={"limit": 1000, **params}).json()["inspections"]
+
+
+def test_every_replica_lists_every_inspection_and_takes_feedback_on_any(trio):
+    assert upload(trio[0], "r").status_code == 201
+    answered = {}
+    for replica in trio:
+        tags = {"product_id": "r", "station": "every", "part_id": f"SN-{replica.name}"}
+        answer = replica.client.post("/inspect", data=tags, files=files(FRAME))
+        answered[replica.name] = answer.json()["results"][0]["inspection_id"]
+    for replica in trio:  # the others' records arrive within their flush interval
+        wait_for(lambda r=replica: {i["inspection_id"] for i in records(r, station="every")} == set(answered.values()),
+                 f"replica {replica.name} to list every replica's inspection", SETTLE_TIMEOUT_S)  # fmt: skip
+    labelled = trio[1].client.post(
+        "/products/r/feedback", data={"label": "defect", "inspection_id": answered["C"], "force": "true"}
+    )
+    assert labelled.status_code == 200, labelled.text  # C's frame, from the shared archive
+    assert trio[0].client.get(f"/inspections/{answered['C']}").json()["label"] == "defect"
+    assert trio[2].client.get(f"/inspections/{answered['A']}/frame").content == FRAME
+
+
 def test_sigkill_mid_upload_leaves_the_others_serving_and_the_store_loadable(trio, data_dir, tiny_detector):
+    """C is killed (SIGKILL) in the middle of an upload and a burst of inspections: the others serve on, the store
+    loads, and every inspection C answered is on the record (its spool adopted by a live replica)."""
     a, b, victim = trio
     assert upload(a, "k").status_code == 201
     big = [image_bytes(480, 480, seed=s) for s in range(8)]
     thread = threading.Thread(target=lambda: _ignore_transport_errors(lambda: upload(victim, "k", *big)))
+    answered: list[str] = []
+    burst = threading.Thread(target=lambda: _ignore_transport_errors(lambda: _inspect_until_killed(victim, answered)))
+    burst.start()
+    wait_for(lambda: len(answered) >= 3, "C to answer a few inspections", SETTLE_TIMEOUT_S)
     thread.start()
     time.sleep(0.5)  # inside the upload: receiving, decoding, fitting or writing
     assert victim.stop(signal.SIGKILL) == -signal.SIGKILL
     thread.join(120)
+    burst.join(120)
+    wait_for(
+        lambda: set(answered) <= {i["inspection_id"] for i in records(a, station="burst")},
+        "every inspection C answered before SIGKILL to be on the record",
+        SETTLE_TIMEOUT_S,
+    )
     for replica in (a, b):
         assert inspect(replica, "k").status_code == 200
     replaced = upload(b, "k")  # no lock or debris left in the way
@@ -227,6 +272,14 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(trio):
     assert replica.popen.wait(60) == 0, replica.log.read_text()
     assert "no request in flight, shutting down" in replica.log.read_text()
     assert inspect(trio[0], "s").status_code == 200  # the others carry on
+
+
+def _inspect_until_killed(replica: ServiceProcess, answered: list[str]) -> None:
+    tags = {"product_id": "k", "station": "burst"}
+    while True:  # ends with a transport error once the replica is killed
+        response = httpx.post(f"{replica.url}/inspect", data=tags, files=files(FRAME), timeout=60)
+        if response.status_code == 200:
+            answered.append(response.json()["results"][0]["inspection_id"])
 
 
 def _ignore_transport_errors(call) -> None:

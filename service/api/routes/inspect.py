@@ -76,12 +76,12 @@ async def inspect(
     if format == "png" and outputs == "verdict":
         raise InvalidInput("format=png answers the mask PNG; outputs=verdict has none: use one or the other")
     uploads = await read_uploads(images)
+    part = PartTag(part_id, station, camera, view, trigger_time)
     with services.worker.admit() as ticket:  # 503/429 before decoding; counted as incoming while it decodes
-        inspected = await workflows.inspect(product, uploads, ticket, asked_outputs(format, outputs))
+        inspected = await workflows.inspect(product, uploads, ticket, asked_outputs(format, outputs), part=part)
     if format == "png":
         result = inspected.results[0]
         return Response(result.mask_png, media_type="image/png", headers=png_headers(result, product))
-    part = PartTag(part_id, station, camera, view, trigger_time)
     body = await run_in_threadpool(inspect_body, product, inspected.results, [u.filename for u in uploads], part)
     return Response(body, media_type="application/json")
 

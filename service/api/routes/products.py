@@ -4,6 +4,8 @@ answer while it loads or when it is unavailable. The work is in service.products
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
@@ -23,12 +25,16 @@ from service.api.schemas import (
     ProductUploaded,
     ProductView,
     RecentInspection,
+    RetentionUpdate,
+    RetentionView,
     duplicates_warning,
     product_mode,
 )
 from service.errors import InvalidInput
 from service.products.store import Product
 from service.products.workflows import unknown_product
+from service.records.archive import RetentionPolicy
+from service.records.store import RecordFilter, records_call
 
 router = APIRouter(
     prefix="/products", tags=["products"], responses=error_responses(401, 403, 503), route_class=UploadRoute
@@ -192,7 +198,7 @@ async def show_evaluation(product_id: ProductId, services: StoreServices) -> Eva
 
 @router.get(
     "/{product_id}/inspections",
-    summary="Recent inspections of a product, newest first (in memory)",
+    summary="Recent inspections of a product, newest first",
     responses=error_responses(404, 422),
 )
 async def recent_inspections(
@@ -200,10 +206,42 @@ async def recent_inspections(
     services: StoreServices,
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 20,
 ) -> InspectionList:
-    """From this replica's in-memory ring (lost on restart); 404 unknown product."""
+    """From the records (every replica's, this one's spooled ones first); 404 unknown product, 503 the records
+    database does not answer."""
     await services.workflows.existing(product_id)
-    recent = services.history.recent(product_id, limit)
-    return InspectionList(product_id=product_id, inspections=[RecentInspection.of(i) for i in recent])
+    recorder = services.recorder
+    await run_in_threadpool(recorder.flush)
+    page = partial(recorder.store.page, RecordFilter(product_id), limit, thumbnails=True)
+    recent, _ = await run_in_threadpool(records_call, page)
+    return InspectionList(product_id=product_id, inspections=[RecentInspection.of(r) for r in recent])
+
+
+@router.get(
+    "/{product_id}/retention",
+    summary="Which frames of a product the archive keeps",
+    responses=error_responses(404, 422),
+)
+async def show_retention(product_id: ProductId, services: StoreServices) -> RetentionView:
+    """The product's own policy, else the DCPSFR_ARCHIVE_* settings' (`default`: true); 404 unknown product."""
+    await services.workflows.existing(product_id)
+    recorder = services.recorder
+    own = (await run_in_threadpool(records_call, recorder.store.policies)).get(product_id)
+    policy = own or recorder.settings.default_policy
+    return RetentionView(product_id=product_id, default=own is None, **asdict(policy))
+
+
+@router.put(
+    "/{product_id}/retention",
+    summary="Set which frames of a product the archive keeps",
+    responses=error_responses(400, 404, 413, 422),
+)
+async def set_retention(product_id: ProductId, update: RetentionUpdate, services: StoreServices) -> RetentionView:
+    """Applies to frames inspected from now on (this replica at once, the others within 10 s) and to the archive's
+    next pruning (`days`); 404 unknown product, 503 the records database does not answer."""
+    await services.workflows.existing(product_id)
+    policy = RetentionPolicy(update.keep_ng, update.keep_ok_every, update.days)
+    await run_in_threadpool(records_call, services.recorder.set_policy, product_id, policy)
+    return RetentionView(product_id=product_id, default=False, **asdict(policy))
 
 
 @router.get("", summary="List products")
@@ -228,11 +266,10 @@ async def show_product(product_id: ProductId, services: StoreServices) -> Produc
     response_class=Response,
 )
 async def delete_product(product_id: ProductId, services: StoreServices) -> Response:
-    """Deletes every version, the labelled frames and the recent inspections; 404 unknown product, 507 when the
-    data dir fails."""
+    """Deletes every version and the labelled frames (its inspection records stay: they are the record); 404 unknown
+    product, 507 when the data dir fails."""
     if not await run_in_threadpool(services.store.delete, product_id):
         raise unknown_product(product_id)
-    services.history.forget(product_id)
     services.metrics.products.set(len(services.store))
     return Response(status_code=204)
 

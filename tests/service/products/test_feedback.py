@@ -18,7 +18,7 @@ from tests.helpers.waiting import wait_for
 
 GOOD = [image_bytes(56, 48, seed=s) for s in range(4)]
 DEFECT = image_bytes(56, 48, seed=9, defect=True)
-SETTINGS = {"calibration_min_frames": 3, "target_false_alarm_rate": 0.1, "history_size": 3}
+SETTINGS = {"calibration_min_frames": 3, "target_false_alarm_rate": 0.1}
 
 
 def add_calibration(client, product_id, *payloads, **form):
@@ -84,7 +84,7 @@ def test_calibration_frames_recompute_the_threshold_without_refitting(make_clien
         assert client.get("/products/p").json()["n_calibration"] == after["n_calibration"]
 
 
-def test_inspections_ring_has_ids_thumbnails_and_is_bounded(make_client):
+def test_recent_inspections_have_ids_and_thumbnails_newest_first(make_client):
     with make_client(**SETTINGS) as client:
         upload(client, "p", *GOOD[:2])
         big = image_bytes(400, 300, seed=1)
@@ -94,10 +94,10 @@ def test_inspections_ring_has_ids_thumbnails_and_is_bounded(make_client):
             assert result["score_scale"] == "distance"
             ids.append(result["inspection_id"])
         assert len(set(ids)) == 4
-        listed = client.get("/products/p/inspections", params={"limit": 10}).json()
+        listed = client.get("/products/p/inspections", params={"limit": 3}).json()
         assert listed["product_id"] == "p"
         entries = listed["inspections"]
-        assert [e["inspection_id"] for e in entries] == ids[::-1][:3]  # newest first, ring of 3
+        assert [e["inspection_id"] for e in entries] == ids[::-1][:3]  # newest first, at most `limit`
         assert entries[1]["width"] == 400 and entries[1]["label"] is None
         header, payload = entries[1]["thumbnail"].split(",", 1)
         assert header == "data:image/jpeg;base64"

@@ -1,0 +1,91 @@
+"""The records' tables (SQLAlchemy Core): one row per inspected frame, operator reviews of them, and each product's
+frame-retention policy. Times are UTC without a zone (the same text sorts and compares on SQLite and PostgreSQL).
+The schema changes only by a migration (service/records/migrations), never by `create_all`."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+inspections = Table(
+    "inspections",
+    metadata,
+    Column("inspection_id", String(32), primary_key=True),
+    Column("time", DateTime, nullable=False),  # when the verdict was made (UTC)
+    Column("product_id", String(64), nullable=False),
+    Column("reference_version", Integer, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("pixel_threshold", Float, nullable=False),
+    Column("threshold_source", String(16), nullable=False),  # "calibrated" or "manual"
+    Column("rules_version", Integer, nullable=False),
+    Column("rules", JSON),  # the acceptance rules in force, None without rules
+    Column("model_config", String(64), nullable=False),
+    Column("mode", String(64), nullable=False),
+    Column("weights_checksum", String(64), nullable=False),  # the references' feature fingerprint
+    Column("score", Float, nullable=False),
+    Column("score_scale", String(16), nullable=False),
+    Column("anomalous", Boolean, nullable=False),
+    Column("rule", String(64)),  # the rule that rejected the part, None when it passed
+    Column("rules_fired", JSON, nullable=False),
+    Column("regions", JSON, nullable=False),
+    Column("n_regions", Integer, nullable=False),
+    Column("timings_ms", JSON, nullable=False),  # decode, queue, predict, the model's stages, encode
+    Column("total_ms", Float, nullable=False),
+    Column("warnings", JSON, nullable=False),
+    Column("filename", String(255)),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("thumbnail", Text),  # JPEG data URL, about 5 kB
+    Column("part_id", String(128)),
+    Column("station", String(128)),
+    Column("camera", String(128)),
+    Column("view", String(128)),  # which view of a part seen several ways
+    Column("trigger_time", DateTime),
+    Column("latency_ms", Float),  # trigger_time -> verdict (the station's clock against the service's)
+    Column("frame_sha256", String(64)),  # the uploaded file's hash, None when the policy did not keep it
+    Column("frame_bytes", BigInteger),
+    Column("frame_kept", Boolean, nullable=False),  # whether the archive still holds the frame
+    Column("replica", String(128), nullable=False),  # the host that answered
+    Index("ix_inspections_product_time", "product_id", "time"),
+    Index("ix_inspections_time", "time", "inspection_id"),
+    Index("ix_inspections_part_id", "part_id"),
+    Index("ix_inspections_frame", "frame_kept", "time"),
+)
+
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("review_id", Integer, primary_key=True, autoincrement=True),
+    Column("inspection_id", String(32), nullable=False),
+    Column("product_id", String(64), nullable=False),
+    Column("label", String(16), nullable=False),  # "good" or "defect"
+    Column("source", String(16), nullable=False),  # "feedback" (POST /products/{id}/feedback)
+    Column("time", DateTime, nullable=False),
+    Column("author", String(128)),
+    Column("comment", Text),
+    Index("ix_reviews_inspection", "inspection_id"),
+)
+
+retention = Table(
+    "retention",
+    metadata,
+    Column("product_id", String(64), primary_key=True),
+    Column("keep_ng", Boolean, nullable=False),
+    Column("keep_ok_every", Integer, nullable=False),  # 0: no OK frame, 1: every one, N: every Nth
+    Column("days", Integer, nullable=False),
+    Column("updated", DateTime, nullable=False),
+)

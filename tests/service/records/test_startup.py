@@ -1,0 +1,49 @@
+"""Start-up: a records database newer than the code is refused in one line; one that does not answer yet delays
+nothing (records wait in the spool)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from service.__main__ import check_records_schema
+from service.records.archive import FrameArchive, RetentionPolicy
+from service.records.database import database_url, migrate, open_database
+from service.records.recorder import Recorder, RecorderSettings
+from service.settings import Settings
+from tests.helpers.processes import free_port
+from tests.service.records.test_recorder import spooled
+
+
+def test_a_newer_schema_stops_the_start_with_one_line(tmp_path):
+    settings = Settings(data_dir=tmp_path, model_config_name="tiny")
+    check_records_schema(settings)  # a new SQLite database: migrated
+    engine = open_database(database_url("", tmp_path))
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0002_from_the_future'"))
+    engine.dispose()
+    with pytest.raises(SystemExit) as stopped:
+        check_records_schema(settings)
+    message = str(stopped.value.code)
+    assert message.startswith("error: the records database is at schema revision '0002_from_the_future'")
+    assert "\n" not in message
+
+
+def test_a_database_down_at_start_delays_nothing_and_is_retried(tmp_path):
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/records"  # nothing listens there
+    settings = RecorderSettings(3600, RetentionPolicy(True, 1, 30), 10**9, 3600)
+    rec = Recorder(open_database(url), tmp_path / "spool", FrameArchive(tmp_path / "frames"), settings)
+    rec.start()  # no exception: the writer retries
+    try:
+        assert rec.error is not None and not rec.migrated
+        rec.record(spooled(1), frame=b"kept meanwhile")
+        assert rec.flush() is False and rec.spool.pending() == 1
+    finally:
+        rec.stop(timeout_s=1)
+    assert list((tmp_path / "spool").glob("*.jsonl")), "the record waits on disk for the next start"
+
+
+def test_migrations_run_on_an_empty_database_and_again_change_nothing(database):
+    migrate(database)
+    with database.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
