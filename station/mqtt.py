@@ -185,15 +185,19 @@ class MqttAdapter:
         client = self.client
         if client is None:
             return
+        # never under self.lock: paho calls on_publish (which takes it) while holding its own message lock
+        info = client.publish(self.topics["result"], payload, qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return  # not connected after all: on_connect sends it
         with self.lock:
-            info = client.publish(self.topics["result"], payload, qos=1)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                return  # not connected after all: on_connect sends it
-            if info.mid in self.acked_early:
+            acked = info.mid in self.acked_early  # the PUBACK came before this line
+            if acked:
                 self.acked_early.discard(info.mid)
-                self.outbox.done(sequence)
             else:
                 self.inflight[info.mid] = sequence
+        if acked:
+            self.outbox.done(sequence)
+            self.metrics.outbox_size.labels(self.name).set(len(self.outbox))
 
     def on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         """PUBACK: the broker has the result."""

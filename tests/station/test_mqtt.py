@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+import paho.mqtt.client as paho
 import pytest
 
 from station.camera import CameraTimeout
@@ -36,6 +37,37 @@ def test_a_product_command_takes_an_index_or_an_id():
     for bad in (b"", b'{"product": null}'):
         with pytest.raises(ValueError):
             product_selector(bad)
+
+
+class AckingClient:
+    """A paho client whose broker acknowledges at once: its network thread runs on_publish while holding the
+    client's own message lock, and publish() takes that lock, as paho does."""
+
+    def __init__(self, adapter: MqttAdapter) -> None:
+        self.adapter, self.messages, self.mid = adapter, threading.Lock(), 0
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> paho.MQTTMessageInfo:
+        with self.messages:
+            self.mid += 1
+            info = paho.MQTTMessageInfo(self.mid)
+            info.rc = paho.MQTT_ERR_SUCCESS
+            network = threading.Thread(target=self.puback, args=(self.mid,))
+            network.start()
+            network.join(2)  # paho's publish waits on this lock while its network thread holds it
+            assert not network.is_alive(), "on_publish could not run: the adapter held its lock over publish()"
+        return info
+
+    def puback(self, mid: int) -> None:
+        self.adapter.on_publish(self, None, mid, None, None)
+
+
+def test_a_result_acknowledged_during_publish_leaves_the_outbox_without_a_deadlock(make_station):
+    handshake, _, _ = make_station()
+    adapter = MqttAdapter(handshake, "line1-st3", "127.0.0.1", 1)
+    adapter.client, adapter.connected = AckingClient(adapter), True
+    adapter.outbox.put(7, b"{}")
+    adapter.send(7, b"{}")
+    assert adapter.outbox.pending() == [] and adapter.inflight == {}
 
 
 @pytest.fixture
