@@ -11,6 +11,7 @@ import sys
 from pydantic import ValidationError
 
 from model import ConfigError, load_config, tcp_port
+from service.keys import KeysFileError, configured_keys
 from service.settings import GROUPS, Settings, settings_by_group, unknown_variables, variable_name
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--host",
         default="127.0.0.1",
-        help="interface to listen on (default: 127.0.0.1); another than loopback needs DCPSFR_API_KEYS or "
+        help="interface to listen on (default: 127.0.0.1); another than loopback needs DCPSFR_KEYS_FILE or "
         "DCPSFR_ALLOW_ANONYMOUS=true",
     )
     parser.add_argument("--port", type=tcp_port, default=8000, help="TCP port, 0..65535 (default: 8000)")
@@ -87,13 +88,22 @@ def is_loopback(host: str) -> bool:
         return False  # a host name other than localhost may resolve to anything
 
 
+def check_keys(settings: Settings) -> bool:
+    """Whether API keys are configured; exits with a one-line error when the keys file is bad."""
+    try:
+        return bool(configured_keys(settings.keys_file, settings.api_key_list))
+    except KeysFileError as err:
+        sys.exit(f"error: DCPSFR_KEYS_FILE: {err}")
+
+
 def check_exposure(host: str, settings: Settings) -> None:
-    """Secure by default: without API keys, only loopback, unless DCPSFR_ALLOW_ANONYMOUS=true (then warn)."""
-    if settings.api_key_list or is_loopback(host):
+    """Secure by default: without API keys, only loopback, unless DCPSFR_ALLOW_ANONYMOUS=true (then warn). Exits
+    with a one-line error when the keys file is bad."""
+    if check_keys(settings) or is_loopback(host):
         return
     if not settings.allow_anonymous:
         sys.exit(
-            f"error: refusing to serve on {host} without API keys: set DCPSFR_API_KEYS, or "
+            f"error: refusing to serve on {host} without API keys: set DCPSFR_KEYS_FILE, or "
             "DCPSFR_ALLOW_ANONYMOUS=true to accept unauthenticated requests from the network, or --host 127.0.0.1"
         )
     log.warning(

@@ -18,13 +18,14 @@ from service.api.errors import install_error_handlers
 from service.api.lifecycle import DrainMiddleware
 from service.api.middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
 from service.api.openapi import install_openapi
-from service.api.routes import console, health, inspect, inspections, products, rules
+from service.api.routes import audit, console, health, inspect, inspections, products, rules
 from service.decisions.results import RegionLimits, mode_label
 from service.decisions.thresholds import CalibrationPolicy
 from service.engine.download import WeightsDownload
 from service.engine.pipeline import Engine
 from service.engine.worker import ModelWorker
 from service.imaging.decode import configure_decoding
+from service.keys import LEGACY_WARNING, ApiKey, configured_keys
 from service.metrics import Metrics
 from service.products.frames import FrameStore
 from service.products.store import ProductStore, StoreUnavailable
@@ -112,6 +113,7 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
+    keys = api_keys(settings)
     app.state.services = Services(
         settings=settings,
         store=store,
@@ -119,20 +121,29 @@ def create_app(
         workflows=workflows,
         metrics=metrics,
         recorder=recorder,
+        keys=tuple(keys),
         download=download,
     )
     metrics.in_flight.set_function(lambda: app.state.services.lifecycle.in_flight)
     install_error_handlers(app)
     install_openapi(app, settings)
-    for router in (health.router, products.router, rules.router, inspect.router, inspections.router, console.router):
+    routers = (health.router, products.router, rules.router, inspect.router, inspections.router, audit.router)
+    for router in (*routers, console.router):
         app.include_router(router)
     app.add_middleware(AdmissionMiddleware, check=worker.check_admission)  # innermost
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    if settings.api_key_list:
-        app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list)
+    if keys:
+        app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(DrainMiddleware, lifecycle=app.state.services.lifecycle)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # added last: the outermost
     return app
+
+
+def api_keys(settings: Settings) -> list[ApiKey]:
+    """The keys file's and DCPSFR_API_KEYS' keys (the latter deprecated: warned); raises KeysFileError."""
+    if settings.api_key_list:
+        log.warning(LEGACY_WARNING)
+    return configured_keys(settings.keys_file, settings.api_key_list)
 
 
 def build_recorder(settings: Settings) -> Recorder:

@@ -72,9 +72,15 @@ class Settings(BaseSettings):
         description="auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ...",
         json_schema_extra=group("essential"),
     )
+    keys_file: Path | None = Field(
+        None,
+        description="the API keys file (YAML or JSON: name, role, sha256 of each key; python -m service.keys add); "
+        "without it and API_KEYS: no authentication (loopback only)",
+        json_schema_extra=group("essential"),
+    )
     api_keys: str = Field(
         "",
-        description="comma-separated API keys; empty = no authentication (loopback only)",
+        description="deprecated: comma-separated API keys, each an admin named key-1, key-2, ... (use KEYS_FILE)",
         json_schema_extra=group("essential"),
     )
     allow_anonymous: bool = Field(

@@ -1,18 +1,22 @@
-"""What routes get injected: the app's services (the store only, or a ready model too) and a checked product id."""
+"""What routes get injected: the app's services (the store only, or a ready model too), a checked product id, and
+the audit log's writer for the request's actor."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from pydantic import BeforeValidator
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from service.api.lifecycle import Lifecycle
 from service.engine.download import WeightsDownload
 from service.engine.worker import ModelWorker
 from service.errors import Unavailable
 from service.imaging.formats import PRODUCT_ID
+from service.keys import ANONYMOUS, ApiKey
 from service.metrics import Metrics
 from service.products.store import ProductStore
 from service.products.workflows import Workflows
@@ -30,6 +34,7 @@ class Services:
     workflows: Workflows
     metrics: Metrics
     recorder: Recorder
+    keys: tuple[ApiKey, ...] = ()  # empty: authentication off
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     download: WeightsDownload | None = None  # the start-up fetch of the weights (`--fetch-weights`), when asked
 
@@ -72,3 +77,31 @@ def _true_or_false(value: object) -> object:
 
 FormBool = Annotated[bool, BeforeValidator(_true_or_false)]
 ProductId = Annotated[str, Path(pattern=PRODUCT_ID.pattern, description="1-64 letters, digits, '.', '_' or '-'")]
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Writes the audit row of a change made by this request's actor (the API key's name, "anonymous" without
+    authentication). Called after the change succeeded: a failed change writes nothing."""
+
+    services: Services
+    actor: str
+
+    async def __call__(self, action: str, product_id: str, before: Any = None, after: Any = None) -> None:
+        """Append the row. Raises Unavailable (503) when the records database refuses it: the change stands, and the
+        answer says that its audit row is missing."""
+        try:
+            await run_in_threadpool(self.services.recorder.audit.append, self.actor, action, product_id, before, after)
+        except SQLAlchemyError as err:
+            raise Unavailable(
+                f"the change ({action} of {product_id}) was made, but its audit record was not written: the records "
+                f"database does not answer: {str(err).splitlines()[0]}"
+            ) from err
+
+
+def get_audit(request: Request, services: Annotated[Services, Depends(get_services)]) -> Audit:
+    """The audit writer for the request's actor."""
+    return Audit(services, getattr(request.state, "actor", ANONYMOUS))
+
+
+AuditDep = Annotated[Audit, Depends(get_audit)]

@@ -55,8 +55,8 @@ STATUS: dict[type[Exception], int] = {
 
 MEANINGS = {
     400: "an image, or the request body, does not decode",
-    401: "missing API key (when DCPSFR_API_KEYS is set)",
-    403: "wrong API key",
+    401: "missing API key (when DCPSFR_KEYS_FILE or DCPSFR_API_KEYS is set)",
+    403: "wrong API key, or its role may not do this (the detail names the role needed)",
     404: "unknown product, inspection or file",
     405: "method not allowed: the Allow header lists the methods of this path",
     409: "the product changed (another upload or a delete) while this request ran, or it has no room for it "
@@ -66,7 +66,7 @@ MEANINGS = {
     415: "not an accepted image (PNG, JPEG, BMP, TIFF)",
     422: "bad field, or a field taken once sent more than once",
     429: "queue full: retry after Retry-After seconds",
-    503: "model loading or unavailable, the products folder unavailable, or shutting down",
+    503: "model loading or unavailable, the products folder or the records database unavailable, or shutting down",
     504: "the model did not answer within DCPSFR_WORKER_TIMEOUT_S",
     507: "the data dir could not store the change; the previous state is still current",
 }

@@ -13,16 +13,17 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import domain_error_response, error_response
-from service.api.paths import is_model_route, is_open
+from service.api.paths import is_model_route, is_open, required_role
 from service.errors import ServiceError
+from service.keys import ApiKey, matching_key
 from service.metrics import Metrics
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 UNROUTED = "unrouted"  # the route label of requests answered before routing (auth) or matching no route
 HOW_TO_AUTHENTICATE = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 INVALID_KEY = (
-    "invalid API key: the key sent is not one of the service's keys (DCPSFR_API_KEYS); check it for typos, "
-    "spaces or an old key"
+    "invalid API key: the key sent is not one of the service's keys (DCPSFR_KEYS_FILE, DCPSFR_API_KEYS); check it "
+    "for typos, spaces or an old key"
 )
 
 
@@ -59,28 +60,33 @@ class RequestMetricsMiddleware:
 
 class ApiKeyMiddleware:
     """Every path but the open ones (service.api.paths: health and the console's files) needs
-    `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+    `Authorization: Bearer <key>` or `X-API-Key: <key>` of a key whose role may send the request
+    (service.api.paths.required_role); the key's name goes to `scope["state"]["actor"]` for the audit log."""
 
-    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: list[ApiKey]) -> None:
         self.app = app
-        self.keys = [key.encode() for key in keys]
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass open paths; otherwise answer 401 without a key or with two different keys (Bearer and X-API-Key),
-        403 with a wrong one."""
+        403 with a wrong one or one whose role is too low (naming the role needed)."""
         if scope["type"] != "http" or is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         presented = presented_key(headers)
         mismatch = key_mismatch_detail(headers, self.keys)
+        key = None if presented is None else matching_key(presented, self.keys)
         if mismatch is not None:
             response = error_response(401, mismatch, headers={"WWW-Authenticate": "Bearer"})
         elif presented is None:
             response = error_response(401, missing_key_detail(headers), headers={"WWW-Authenticate": "Bearer"})
-        elif not is_valid_key(presented, self.keys):
+        elif key is None:
             response = error_response(403, INVALID_KEY)
+        elif not key.allows(role := required_role(scope["method"], scope["path"])):
+            response = error_response(403, f"the {role} role is needed (key {key.name!r} has the {key.role} role)")
         else:
+            scope.setdefault("state", {})["actor"] = key.name
             await self.app(scope, receive, send)
             return
         await response(scope, receive, send)
@@ -99,23 +105,19 @@ def missing_key_detail(headers: Headers) -> str:
     return f"unsupported Authorization scheme {parts[0][:20]!r}: {HOW_TO_AUTHENTICATE}"
 
 
-def is_valid_key(presented: str, keys: list[bytes]) -> bool:
-    """Whether `presented` equals one of `keys`, compared in constant time against every key."""
-    valid = False
-    for key in keys:  # compare with every key (constant time each), no early exit
-        valid |= hmac.compare_digest(presented.encode(), key)
-    return valid
+def is_valid_key(presented: str, keys: list[ApiKey]) -> bool:
+    """Whether `presented` is one of `keys` (by its hash, compared in constant time against every key)."""
+    return matching_key(presented, keys) is not None
 
 
-def is_authorized(headers: Headers, keys: list[str]) -> bool:
+def is_authorized(headers: Headers, keys: list[ApiKey]) -> bool:
     """True without configured keys (authentication off), else when the request presents a valid key (and, with
     both headers, the same key in each)."""
     if not keys:
         return True
-    encoded = [key.encode() for key in keys]
     presented = presented_key(headers)
-    valid = presented is not None and is_valid_key(presented, encoded)
-    return valid and key_mismatch_detail(headers, encoded) is None
+    valid = presented is not None and is_valid_key(presented, keys)
+    return valid and key_mismatch_detail(headers, keys) is None
 
 
 def presented_key(headers: Headers) -> str | None:
@@ -137,7 +139,7 @@ def header_key(headers: Headers) -> str | None:
     return headers.get("x-api-key", "").strip() or None
 
 
-def key_mismatch_detail(headers: Headers, keys: list[bytes]) -> str | None:
+def key_mismatch_detail(headers: Headers, keys: list[ApiKey]) -> str | None:
     """With a Bearer key and an X-API-Key that differ, what the 401 says (naming the header whose key is not
     valid); None when at most one is sent or both carry the same key."""
     bearer, api_key = bearer_key(headers), header_key(headers)

@@ -1,5 +1,6 @@
 """Which paths are which, in one table: open (no API key), probe (never counted as work, never refused while
-draining) and model (a POST that queues work on the model: admitted before its body is read)."""
+draining) and model (a POST that queues work on the model: admitted before its body is read); and which role a
+request needs (ROLE_RULES: operator, engineer or admin, service.keys)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,25 @@ def is_probe(path: str) -> bool:
 def is_model_route(method: str, path: str) -> bool:
     """Whether a request queues work on the model (admission answers 503/429 before its body is read)."""
     return method == "POST" and classify(path).model
+
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# (methods, path pattern, role): the first match decides; reads not listed need an operator, changes not listed an admin
+ROLE_RULES = (
+    (READ_METHODS, r"/audit", "admin"),
+    (READ_METHODS, r".*", "operator"),
+    (frozenset({"POST"}), r"/inspect", "operator"),
+    (frozenset({"POST"}), r"/products/[^/]+/feedback", "operator"),
+    (frozenset({"POST"}), r"/products/[^/]+/(references|calibration)", "engineer"),
+    (frozenset({"PUT"}), r"/products/[^/]+/(threshold|retention|rules)", "engineer"),
+    (frozenset({"DELETE"}), r"/products/[^/]+/rules", "engineer"),
+    (frozenset({"DELETE"}), r"/products/[^/]+", "admin"),
+)
+_COMPILED_ROLES = tuple((methods, re.compile(pattern), role) for methods, pattern, role in ROLE_RULES)
+
+
+def required_role(method: str, path: str) -> str:
+    """The least role that may send `method` to `path` (ROLE_RULES; admin for a change no rule names)."""
+    return next(
+        (role for methods, regex, role in _COMPILED_ROLES if method in methods and regex.fullmatch(path)), "admin"
+    )

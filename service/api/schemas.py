@@ -303,6 +303,30 @@ class InspectionPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null after the last")
 
 
+class AuditEntry(BaseModel):
+    """One change on the audit log: who (the API key's name), when, what, to which product, before and after."""
+
+    audit_id: int
+    time: datetime = Field(description="when the change was made (UTC)")
+    actor: str = Field(description='the API key\'s name; "anonymous" when authentication is off')
+    action: str = Field(description="e.g. threshold.set, rules.set, references.upload, product.delete")
+    product_id: str
+    before: Any = Field(description="small values before the change (thresholds, rules, version); null: none")
+    after: Any = Field(description="the same values after it; null: none (a deleted product)")
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> AuditEntry:
+        """An audit table row as shown."""
+        return cls(**{**row, "time": utc(row["time"])})
+
+
+class AuditPage(BaseModel):
+    """GET /audit: changes newest first, and the cursor of the next page."""
+
+    entries: list[AuditEntry]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null after the last")
+
+
 def _json_integer(value: object) -> object:
     """A JSON integer as JSON Schema reads it: 7 or 7.0, never true or "7" (pydantic alone takes both)."""
     if isinstance(value, bool) or not isinstance(value, int | float):

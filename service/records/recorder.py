@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from service.records.archive import FrameArchive, RetentionPolicy, sha256_hex
+from service.records.audit import AuditLog
 from service.records.database import SchemaTooNew, migrate
 from service.records.spool import Spool, read_segment
 from service.records.store import RecordStore, utc_now
@@ -46,6 +47,7 @@ class Recorder:
 
     def __init__(self, engine: Engine, spool_dir: Path, archive: FrameArchive, settings: RecorderSettings) -> None:
         self.store = RecordStore(engine)
+        self.audit = AuditLog(engine)
         self.archive = archive
         self.settings = settings
         self.spool_dir = spool_dir

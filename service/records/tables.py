@@ -1,6 +1,7 @@
-"""The records' tables (SQLAlchemy Core): one row per inspected frame, operator reviews of them, and each product's
-frame-retention policy. Times are UTC without a zone (the same text sorts and compares on SQLite and PostgreSQL).
-The schema changes only by a migration (service/records/migrations), never by `create_all`."""
+"""The records' tables (SQLAlchemy Core): one row per inspected frame, operator reviews of them, each product's
+frame-retention policy, and the audit log of changes. Times are UTC without a zone (the same text sorts and compares
+on SQLite and PostgreSQL). The schema changes only by a migration (service/records/migrations), never by
+`create_all`."""
 
 from __future__ import annotations
 
@@ -88,4 +89,18 @@ retention = Table(
     Column("keep_ok_every", Integer, nullable=False),  # 0: no OK frame, 1: every one, N: every Nth
     Column("days", Integer, nullable=False),
     Column("updated", DateTime, nullable=False),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("audit_id", Integer, primary_key=True, autoincrement=True),
+    Column("time", DateTime, nullable=False),
+    Column("actor", String(64), nullable=False),  # the API key's name, "anonymous" when authentication is off
+    Column("action", String(32), nullable=False),  # e.g. "threshold.set" (service.records.audit.ACTIONS)
+    Column("product_id", String(64), nullable=False),
+    Column("before", JSON),  # small values (thresholds, rules, versions), never image bytes
+    Column("after", JSON),
+    Index("ix_audit_time", "time", "audit_id"),
+    Index("ix_audit_product_time", "product_id", "time"),
 )

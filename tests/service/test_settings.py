@@ -96,6 +96,7 @@ def test_help_lists_the_essential_settings_first_then_the_tuning_groups():
         "DCPSFR_DATA_DIR",
         "DCPSFR_WEIGHTS_DIR",
         "DCPSFR_DEVICE",
+        "DCPSFR_KEYS_FILE",
         "DCPSFR_API_KEYS",
         "DCPSFR_ALLOW_ANONYMOUS",
     ]

@@ -35,7 +35,7 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     when keys are configured."""
     readiness = readiness_of(services)
     status_code = 200 if readiness.ready else 503
-    if not is_authorized(request.headers, services.settings.api_key_list):
+    if not is_authorized(request.headers, list(services.keys)):
         readiness = Readiness(ready=readiness.ready)
     return JSONResponse(readiness.model_dump(mode="json"), status_code=status_code)
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.api.dependencies import FormBool, ProductId, ReadyServices, Services, StoreServices
+from service.api.dependencies import AuditDep, FormBool, ProductId, ReadyServices, Services, StoreServices
 from service.api.errors import error_responses
 from service.api.openapi import max_files, refused
 from service.api.routes.uploads import UploadRoute, read_uploads, single_upload
@@ -78,6 +78,20 @@ class ThresholdUpdate(BaseModel):
     )
 
 
+def audited_state(product: Product | None) -> dict[str, Any] | None:
+    """What the audit log keeps of a product before or after a change (small: never references or frames)."""
+    if product is None:
+        return None
+    return {
+        "version": product.version,
+        "threshold": product.threshold,
+        "pixel_threshold": product.pixel_threshold,
+        "manual_threshold": product.threshold_override,
+        "manual_pixel_threshold": product.pixel_threshold_override,
+        "rules_version": product.rules_version,
+    }
+
+
 def view(product: Product, services: Services) -> ProductView:
     """The product as the routes answer it, with the loaded model's mode (null while it loads)."""
     return ProductView.of(product, product_mode(services.worker.detector))
@@ -100,6 +114,7 @@ def view_with_duplicates(product: Product, services: Services, ignored: int) -> 
 async def upload_references(
     product_id: ProductId,
     services: ReadyServices,
+    audit: AuditDep,
     images: Annotated[
         list[UploadFile], File(description="images of good parts", json_schema_extra=max_files("max_references"))
     ],
@@ -116,9 +131,13 @@ async def upload_references(
     ] = None,
 ) -> ProductUploaded:
     """The product's stored calibration and labelled frames are kept and scored against the new references."""
+    before = audited_state(await run_in_threadpool(services.store.get, product_id))
+    references = await read_uploads(images)
     uploaded = await services.workflows.upload_references(
-        product_id, await read_uploads(images), await read_uploads(calibration or [], "calibration"), bit_depth
+        product_id, references, await read_uploads(calibration or [], "calibration"), bit_depth
     )
+    after = {**audited_state(uploaded.product), "images": len(references)}
+    await audit("references.upload", product_id, before, after)
     answer = view_with_duplicates(uploaded.product, services, uploaded.duplicates_ignored)
     return ProductUploaded(**answer, timings_ms=uploaded.timings_ms, duplicates_ignored=uploaded.duplicates_ignored)
 
@@ -131,6 +150,7 @@ async def upload_references(
 async def add_calibration_frames(
     product_id: ProductId,
     services: ReadyServices,
+    audit: AuditDep,
     images: Annotated[
         list[UploadFile],
         File(
@@ -143,7 +163,11 @@ async def add_calibration_frames(
     """References unchanged (no refit, no backbone pass for them): only the new frames are scored. 409 when the new
     thresholds would reject nothing (at or above the scale's maximum), or, with `confirmation`, when the threshold in
     force would move by more than x1.5 (either way) and force is not true; nothing is stored then."""
-    added = await services.workflows.add_calibration_frames(product_id, await read_uploads(images), force)
+    before = audited_state(await run_in_threadpool(services.store.get, product_id))
+    frames = await read_uploads(images)
+    added = await services.workflows.add_calibration_frames(product_id, frames, force)
+    after = {**audited_state(added.product), "frames": len(frames), "duplicates_ignored": added.duplicates_ignored}
+    await audit("calibration.add", product_id, before, after)
     answer = view_with_duplicates(added.product, services, added.duplicates_ignored)
     return CalibrationAdded(**answer, duplicates_ignored=added.duplicates_ignored)
 
@@ -157,6 +181,7 @@ async def add_calibration_frames(
 async def give_feedback(
     product_id: ProductId,
     services: ReadyServices,
+    audit: AuditDep,
     label: Annotated[Literal["good", "defect"], Form(description="the operator's verdict")],
     inspection_id: Annotated[str | None, Form(description="a recent inspection of this product")] = None,
     images: Annotated[
@@ -176,7 +201,10 @@ async def give_feedback(
     if image is not None:
         raise InvalidInput(OLD_IMAGE_FIELD)
     frame = await single_upload(images) if images else None
+    before = audited_state(await run_in_threadpool(services.store.get, product_id))
     labelled = await services.workflows.give_feedback(product_id, label, inspection_id, frame, add_to_references, force)
+    given = {"label": label, "inspection_id": inspection_id, "add_to_references": add_to_references}
+    await audit("feedback", product_id, before, {**audited_state(labelled.product), **given})
     ignored = labelled.duplicates_ignored
     return FeedbackAnswer(
         product=ProductView(**view_with_duplicates(labelled.product, services, ignored)),
@@ -235,12 +263,18 @@ async def show_retention(product_id: ProductId, services: StoreServices) -> Rete
     summary="Set which frames of a product the archive keeps",
     responses=error_responses(400, 404, 413, 422),
 )
-async def set_retention(product_id: ProductId, update: RetentionUpdate, services: StoreServices) -> RetentionView:
+async def set_retention(
+    product_id: ProductId, update: RetentionUpdate, services: StoreServices, audit: AuditDep
+) -> RetentionView:
     """Applies to frames inspected from now on (this replica at once, the others within 10 s) and to the archive's
     next pruning (`days`); 404 unknown product, 503 the records database does not answer."""
     await services.workflows.existing(product_id)
     policy = RetentionPolicy(update.keep_ng, update.keep_ok_every, update.days)
-    await run_in_threadpool(records_call, services.recorder.set_policy, product_id, policy)
+    recorder = services.recorder
+    own = (await run_in_threadpool(records_call, recorder.store.policies)).get(product_id)
+    await run_in_threadpool(records_call, recorder.set_policy, product_id, policy)
+    before = {**asdict(own or recorder.settings.default_policy), "default": own is None}
+    await audit("retention.set", product_id, before, {**asdict(policy), "default": False})
     return RetentionView(product_id=product_id, default=False, **asdict(policy))
 
 
@@ -265,12 +299,14 @@ async def show_product(product_id: ProductId, services: StoreServices) -> Produc
     responses={204: {"description": "deleted"}, **error_responses(404, 422, 507)},
     response_class=Response,
 )
-async def delete_product(product_id: ProductId, services: StoreServices) -> Response:
+async def delete_product(product_id: ProductId, services: StoreServices, audit: AuditDep) -> Response:
     """Deletes every version and the labelled frames (its inspection records stay: they are the record); 404 unknown
     product, 507 when the data dir fails."""
+    before = audited_state(await run_in_threadpool(services.store.get, product_id))
     if not await run_in_threadpool(services.store.delete, product_id):
         raise unknown_product(product_id)
     services.metrics.products.set(len(services.store))
+    await audit("product.delete", product_id, before, None)
     return Response(status_code=204)
 
 
@@ -279,10 +315,14 @@ async def delete_product(product_id: ProductId, services: StoreServices) -> Resp
     summary="Override the calibrated thresholds",
     responses=error_responses(400, 404, 409, 413, 422, 507),
 )
-async def set_threshold(product_id: ProductId, update: ThresholdUpdate, services: StoreServices) -> ProductView:
+async def set_threshold(
+    product_id: ProductId, update: ThresholdUpdate, services: StoreServices, audit: AuditDep
+) -> ProductView:
     """Sets the manual image threshold; a pixel_threshold left out (or null) goes back to its calibrated value. 404
     unknown product, 409 a value at or above the maximum of the product's scale (distance: 2, where nothing can be
     rejected), 422 a value out of range, 507 when the data dir fails. A threshold below every normal score is
     applied, with a warning."""
+    before = audited_state(await run_in_threadpool(services.store.get, product_id))
     product = await services.workflows.set_thresholds(product_id, update.threshold, update.pixel_threshold)
+    await audit("threshold.set", product_id, before, audited_state(product))
     return view(product, services)

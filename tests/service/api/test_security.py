@@ -29,7 +29,10 @@ def test_api_keys_guard_every_route_but_health(make_client):
         assert client.get("/metrics").status_code == 401
         assert client.get("/no-such-route").status_code == 401
         wrong = client.get("/products", headers={"X-API-Key": "wrong"})
-        assert wrong.status_code == 403 and "not one of the service's keys (DCPSFR_API_KEYS)" in wrong.json()["detail"]
+        assert (
+            wrong.status_code == 403
+            and "not one of the service's keys (DCPSFR_KEYS_FILE, DCPSFR_API_KEYS)" in wrong.json()["detail"]
+        )
         assert client.get("/products", headers={"Authorization": "Bearer\tsecond-key"}).status_code == 200
         assert client.get("/products", headers={"Authorization": "Bearer wrong"}).status_code == 403
         assert client.get("/products", headers={"Authorization": "Bearer second-key"}).status_code == 200
