@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, select
+from sqlalchemy import Engine, insert, select
 
-from service.records.store import EXPORT_BATCH, as_stored, utc_now
+from service.records.store import EXPORT_BATCH, utc_now, where
 from service.records.tables import audit
 
 ACTIONS = (
@@ -38,15 +38,8 @@ class AuditFilter:
 
     def clause(self) -> Any:
         """The WHERE clause."""
-        c = audit.c
-        parts = [
-            c.product_id == self.product_id if self.product_id is not None else None,
-            c.actor == self.actor if self.actor is not None else None,
-            c.action == self.action if self.action is not None else None,
-            c.time >= as_stored(self.since) if self.since is not None else None,
-            c.time < as_stored(self.until) if self.until is not None else None,
-        ]
-        return and_(True, *[p for p in parts if p is not None])
+        equal = {"product_id": self.product_id, "actor": self.actor, "action": self.action}
+        return where(audit.c, equal, self.since, self.until)
 
 
 class AuditLog:

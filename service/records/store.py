@@ -46,17 +46,16 @@ class RecordFilter:
 
     def clause(self) -> Any:
         """The WHERE clause."""
-        c = inspections.c
-        parts = [
-            c.product_id == self.product_id if self.product_id is not None else None,
-            c.anomalous == self.anomalous if self.anomalous is not None else None,
-            c.part_id == self.part_id if self.part_id is not None else None,
-            c.station == self.station if self.station is not None else None,
-            c.rule == self.rule if self.rule is not None else None,
-            c.time >= as_stored(self.since) if self.since is not None else None,
-            c.time < as_stored(self.until) if self.until is not None else None,
-        ]
-        return and_(True, *[p for p in parts if p is not None])
+        equal = ("product_id", "anomalous", "part_id", "station", "rule")
+        return where(inspections.c, {name: getattr(self, name) for name in equal}, self.since, self.until)
+
+
+def where(columns: Any, equal: dict[str, Any], since: datetime | None, until: datetime | None) -> Any:
+    """A WHERE clause: each column of `equal` whose value is not None equals it, and `time` in [since, until)."""
+    parts = [columns[name] == value for name, value in equal.items() if value is not None]
+    parts += [columns.time >= as_stored(since)] if since is not None else []
+    parts += [columns.time < as_stored(until)] if until is not None else []
+    return and_(True, *parts)
 
 
 def records_call(call: Callable[..., T], *args: Any) -> T:
