@@ -15,7 +15,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.helpers.loopback import serving
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -159,17 +161,12 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 def fake_hub() -> Iterator[FakeHub]:
     """A FakeHub serving on 127.0.0.1 (its `url`) for the duration of the block."""
     hub = FakeHub()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
-    server.daemon_threads = True
-    hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield hub
-    finally:
-        hub.release()
-        server.shutdown()
-        server.server_close()
+    with serving(_handler(hub), daemon_threads=True) as url:
+        hub.url = url
+        try:
+            yield hub
+        finally:
+            hub.release()  # a stalled response ends before the server closes
 
 
 # --- what the imitation publishes: small files under the real repository names ------------------------------------

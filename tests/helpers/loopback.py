@@ -11,6 +11,7 @@ import io
 import socket
 import tarfile
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,12 +81,21 @@ def loopback_server():
                 return
             self.wfile.write(rest)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(Handler) as url:
+        state.base_url = url
+        yield state
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], daemon_threads: bool = False) -> Iterator[str]:
+    """An HTTP server with `handler` on 127.0.0.1 (its base URL) for the duration of the block; with
+    `daemon_threads`, closing does not wait for requests still being answered (a stalled response)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = daemon_threads
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield state
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
