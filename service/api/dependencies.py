@@ -39,8 +39,9 @@ class Services:
     download: WeightsDownload | None = None  # the start-up fetch of the weights (`--fetch-weights`), when asked
 
 
-def get_services(request: Request) -> Services:
-    """The app's Services (a dependency; no readiness checks)."""
+async def get_services(request: Request) -> Services:
+    """The app's Services (a dependency; no readiness checks; async: FastAPI runs it on the event loop, not in a
+    worker thread)."""
     return request.app.state.services
 
 

@@ -71,6 +71,8 @@ class Engine:
 
     async def decode(self, uploads: Sequence[Upload]) -> Decoded:
         """Decoded frames (TooLarge, UnsupportedImage or BadImage say what is wrong with which upload)."""
+        if len(uploads) == 1:  # one hop to the pool instead of two
+            return await self._run(self.decode_pool, self._decode_all, uploads)
         opened = await self._run(self.decode_pool, self._open_all, uploads)
         results = await asyncio.gather(
             *(self._run(self.decode_pool, self._decode_one, o, u.name) for o, u in zip(opened, uploads, strict=True))
@@ -104,6 +106,10 @@ class Engine:
     async def call(self, function: Callable[[Detector], T], stage: str) -> T:
         """`function(detector)` alone on the model worker (fit + calibrate); its time observed as `stage`."""
         return await self.worker.result(self.worker.submit_call(function, stage))
+
+    def _decode_all(self, uploads: Sequence[Upload]) -> Decoded:
+        results = [self._decode_one(o, u.name) for o, u in zip(self._open_all(uploads), uploads, strict=True)]
+        return Decoded([frame for frame, _ in results], [ms for _, ms in results])
 
     def _open_all(self, uploads: Sequence[Upload]) -> list[OpenedImage]:
         opened = [open_image(u.data, u.name, self.max_pixels) for u in uploads]
