@@ -108,7 +108,7 @@ class ChangeFeed:
             self._fall_back(err)
             return None
         if self._fell_back:
-            log.warning("change feed: listening again; changes from other replicas arrive at once")
+            log.info("change feed: listening again; changes from other replicas arrive at once")
             self._fell_back = False
         return connection
 

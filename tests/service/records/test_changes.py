@@ -7,9 +7,10 @@ from __future__ import annotations
 import threading
 
 import pytest
+from psycopg import Notify
 from sqlalchemy import text
 
-from service.records.changes import APPLICATION_NAME, ChangeFeed, announce, libpq_url
+from service.records.changes import APPLICATION_NAME, CHANNEL, ChangeFeed, announce, libpq_url
 from service.records.database import open_database
 from tests.helpers.processes import free_port
 from tests.helpers.waiting import wait_for
@@ -140,6 +141,34 @@ def test_a_terminated_listener_reconnects_and_resyncs(postgres_server, engine):
         wait_for(lambda: "after-terminate" in calls.received(), "a notification on the new connection")
     finally:
         feed.stop()
+
+
+class Batches:
+    """A stand-in for the feed's psycopg connection: each notifies() call gives the next batch of payloads, then
+    the connection breaks."""
+
+    def __init__(self, *batches: list[str]) -> None:
+        self.batches = list(batches)
+        self.closed = False
+
+    def notifies(self, timeout: float, stop_after: int | None = None):
+        import psycopg
+
+        if not self.batches:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return iter([Notify(CHANNEL, payload, 1) for payload in self.batches.pop(0)])
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_keys_that_arrive_together_are_handled_once_each_in_order():
+    calls = []
+    feed = ChangeFeed("postgresql://postgres@127.0.0.1:1/records", calls.append)
+    connection = Batches(["a", "b", "a"], ["b", "c"], ["a"], [])
+    feed._listen(connection)  # returns when the connection breaks
+    assert calls == [None, "a", "b", "c", "a"]  # a resync, then [a, b, a] + [b, c] as one batch, [a] + [] another
+    assert connection.closed and not feed.connected
 
 
 @pytest.mark.parametrize("connected_first", [True, False])
