@@ -99,7 +99,8 @@ class LegacyProduct:
 
 
 def has_folder_store(data_dir: Path) -> bool:
-    """Whether `data_dir` holds a folder store with at least one product (a folder with a pointer)."""
+    """Whether `data_dir` holds a folder store with at least one product (a folder with a pointer); OSError when
+    the products folder is there but cannot be listed."""
     return any(True for _ in product_folders(Path(data_dir) / PRODUCTS_DIR))
 
 
