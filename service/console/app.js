@@ -330,7 +330,17 @@ function showing(id) {
 
 // ---- routing ---------------------------------------------------------------------------------------------
 
-function showView(id) {
+const pages = []; // [hash pattern, show()]: pages that other modules of the console add (reports.js)
+
+/** A page of another module: `show()` shows it (showView first) when the address matches `pattern`. */
+export function addPage(pattern, show) {
+  pages.push([pattern, show]);
+  if (pattern.test(location.hash)) route(false); // opened at its address: the first routing may have missed it
+}
+
+export { api, el, fmt, percent, reportError };
+
+export function showView(id) {
   for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== id;
 }
 
@@ -343,9 +353,11 @@ async function route(moveFocus = true) {
     return;
   }
   const match = location.hash.match(/^#\/products\/([^/]+)$/);
+  const page = pages.find(([pattern]) => pattern.test(location.hash));
+  if (page) state.shownProductId = null;
   // each view shows itself before its first await; the focus moves to it then, not once its data has arrived,
   // which would pull the focus from a control the operator has tabbed to in the meantime
-  const loading = match ? showProduct(decodeURIComponent(match[1])) : showProducts();
+  const loading = page ? page[1]() : match ? showProduct(decodeURIComponent(match[1])) : showProducts();
   if (moveFocus) $("main").focus();
   try {
     await loading;
