@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -89,7 +89,6 @@ class ParetoReport:
     entries: list[ParetoEntry]
     ng: int
     without_region: int = 0
-    counts: Counter = field(default_factory=Counter, repr=False)
 
 
 @dataclass(frozen=True)
@@ -204,7 +203,7 @@ def rule_pareto(engine: Engine, report: ReportRange) -> ParetoReport:
     query = select(rule, func.count().label("n")).where(report.clause(), c.anomalous).group_by(rule)
     with engine.connect() as connection:
         counts = Counter({row.rule: int(row.n) for row in connection.execute(query)})
-    return ParetoReport(pareto(counts), sum(counts.values()), counts=counts)
+    return ParetoReport(pareto(counts), sum(counts.values()))
 
 
 def grid_cell(x: float, y: float, width: int, height: int, grid: int) -> tuple[int, int]:
@@ -253,4 +252,4 @@ def region_pareto(engine: Engine, report: ReportRange, grid: int) -> ParetoRepor
                 key = f"R{row}C{col}"
                 cells[key] = (row, col)
                 counts[key] += 1
-    return ParetoReport(pareto(counts, cells), ng, without, counts)
+    return ParetoReport(pareto(counts, cells), ng, without)

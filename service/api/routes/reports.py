@@ -23,6 +23,10 @@ from service.records.store import as_stored, records_call, utc_now
 router = APIRouter(prefix="/reports", tags=["reports"], responses=error_responses(401, 403, 422, 503))
 
 MAX_RANGE = timedelta(days=92)  # bounds the hours of one answer (2208)
+EARLIEST, LATEST = (
+    datetime(1900, 1, 1),
+    datetime(9999, 1, 1),
+)  # local days and hours around them stay in datetime's range
 ProductFilter = Annotated[str | None, Query(pattern=PRODUCT_ID.pattern, description="one product; none: all")]
 Since = Annotated[DateTime | None, Query(description="ISO 8601, inclusive (no zone: UTC); default: until - 24 h")]
 Until = Annotated[DateTime | None, Query(description="ISO 8601, exclusive (no zone: UTC); default: now")]
@@ -37,6 +41,8 @@ def report_range(since: datetime | None, until: datetime | None, product_id: str
         start = as_stored(start)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: before the first UTC time there is
         raise InvalidInput("since/until: out of range once converted to UTC") from None
+    if start < EARLIEST or end > LATEST:
+        raise InvalidInput(f"since/until: a report covers times from {EARLIEST.year} to {LATEST.year} only")
     if start >= end:
         raise InvalidInput(f"since ({utc(start).isoformat()}) must be before until ({utc(end).isoformat()})")
     if end - start > MAX_RANGE:

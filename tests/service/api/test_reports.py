@@ -97,6 +97,9 @@ def test_a_range_names_its_bounds_and_bad_ranges_are_422(client):
         {"since": since.isoformat(), "until": since.isoformat()},  # empty
         {"since": (until - timedelta(days=93)).isoformat(), "until": until.isoformat()},  # too long
         {"since": "yesterday"},
+        {"since": "9998-12-31T23:00:00Z", "until": "9999-12-31T23:00:00Z"},  # past the reports' years
+        {"since": "0001-01-01T00:00:00Z", "until": "0001-01-01T01:00:00Z"},
+        {"until": "9999-12-31T23:59:59-05:00"},  # past datetime's range once in UTC
         {"by": "week"},
     ]
     for params in bad:
