@@ -33,6 +33,7 @@ const state = {
   pollsStarted: 0, // product polls started, numbered; pollShown: the newest one whose answer is on the page
   pollShown: 0,
   proposedThreshold: Number.NaN, // the slider's (or typed) value, exact; the number field shows it rounded
+  routed: false, // whether a route was shown: pages added later (addPage) route again when they are the address
 };
 
 // ---- HTTP --------------------------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ const pages = []; // [hash pattern, show()]: pages that other modules of the con
 /** A page of another module: `show()` shows it (showView first) when the address matches `pattern`. */
 export function addPage(pattern, show) {
   pages.push([pattern, show]);
-  if (pattern.test(location.hash)) route(false); // opened at its address: the first routing may have missed it
+  if (state.routed && pattern.test(location.hash)) route(false); // opened at its address, routed before it was added
 }
 
 export { api, el, fmt, percent, reportError };
@@ -353,6 +354,7 @@ async function route(moveFocus = true) {
     return;
   }
   const match = location.hash.match(/^#\/products\/([^/]+)$/);
+  state.routed = true;
   const page = pages.find(([pattern]) => pattern.test(location.hash));
   if (page) state.shownProductId = null;
   // each view shows itself before its first await; the focus moves to it then, not once its data has arrived,
