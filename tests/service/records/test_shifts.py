@@ -119,3 +119,12 @@ def test_an_hour_starts_on_the_local_hour():
     assert hour_start(datetime(2026, 3, 1, 8, 29), kolkata).isoformat() == "2026-03-01T13:00:00+05:30"
     assert hour_start(datetime(2026, 3, 1, 8, 30), kolkata).isoformat() == "2026-03-01T14:00:00+05:30"
     assert len(list(hours(datetime(2026, 3, 1, 8, 0), datetime(2026, 3, 1, 10, 0), kolkata))) == 3
+
+
+def test_a_night_shift_over_a_dst_change_lasts_the_real_hours():
+    # Berlin's clocks go from 02:00 to 03:00 on 2026-03-29 and from 03:00 back to 02:00 on 2026-10-25
+    spring = shift_of(datetime(2026, 3, 28, 23, 0), SHIFTS, BERLIN)  # 00:00 local on the 29th
+    autumn = shift_of(datetime(2026, 10, 24, 23, 0), SHIFTS, BERLIN)  # 01:00 local on the 25th
+    assert (spring.key, autumn.key) == ("2026-03-28 night", "2026-10-24 night")
+    assert (spring.end.astimezone(UTC_ZONE) - spring.start.astimezone(UTC_ZONE)).total_seconds() == 7 * 3600
+    assert (autumn.end.astimezone(UTC_ZONE) - autumn.start.astimezone(UTC_ZONE)).total_seconds() == 9 * 3600
