@@ -18,7 +18,7 @@ from service.api.errors import install_error_handlers
 from service.api.lifecycle import DrainMiddleware
 from service.api.middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
 from service.api.openapi import install_openapi
-from service.api.routes import audit, console, health, inspect, inspections, products, rules
+from service.api.routes import audit, console, health, inspect, inspections, products, reports, rules
 from service.decisions.results import RegionLimits, mode_label
 from service.decisions.thresholds import CalibrationPolicy
 from service.engine.download import WeightsDownload
@@ -127,7 +127,15 @@ def create_app(
     metrics.in_flight.set_function(lambda: app.state.services.lifecycle.in_flight)
     install_error_handlers(app)
     install_openapi(app, settings)
-    routers = (health.router, products.router, rules.router, inspect.router, inspections.router, audit.router)
+    routers = (
+        health.router,
+        products.router,
+        rules.router,
+        inspect.router,
+        inspections.router,
+        audit.router,
+        reports.router,
+    )
     for router in (*routers, console.router):
         app.include_router(router)
     app.add_middleware(AdmissionMiddleware, check=worker.check_admission)  # innermost

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.records.shifts import DEFAULT_SHIFTS, parse_shifts, parse_timezone
+
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 PREFIX = "DCPSFR_"
 MAX_INT_SETTING = 2**53  # counts and sizes beyond this overflow C sizes (a deque's maxlen, ...): refused at start
@@ -250,6 +252,17 @@ class Settings(BaseSettings):
         description="how often (s) the archive is pruned (retention days, size cap)",
         json_schema_extra=group("records"),
     )
+    timezone: str = Field(
+        "UTC",
+        description="the plant's IANA time zone (e.g. Europe/Berlin): the reports' hours and shifts are its local time",
+        json_schema_extra=group("records"),
+    )
+    shifts: str = Field(
+        DEFAULT_SHIFTS,
+        description="the reports' shifts, [name=]HH:MM-HH:MM,... in TIMEZONE (a shift crossing midnight belongs to "
+        "the day it starts); no overlaps, gaps allowed",
+        json_schema_extra=group("records"),
+    )
     # --- replicas ----------------------------------------------------------------------------------------------
     store_poll_s: float = Field(
         2.0,
@@ -277,6 +290,18 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_case_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value
+
+    @field_validator("shifts")
+    @classmethod
+    def _valid_shifts(cls, value: str) -> str:
+        parse_shifts(value)
+        return value
 
     @field_validator("*", mode="after")
     @classmethod

@@ -459,3 +459,60 @@ class InspectResponse(BaseModel):
 def product_mode(detector: Any) -> str | None:
     """The mode label of the loaded detector, None while it loads or when it cannot."""
     return None if detector is None else mode_label(detector.mode, detector.random_weights)
+
+
+class YieldBucket(BaseModel):
+    """One bucket of GET /reports/yield: an hour, a shift on a day, a product, or the range's total."""
+
+    key: str = Field(description='the hour\'s start (ISO 8601, local), "2026-03-01 night", the product id, or "total"')
+    start: datetime | None = Field(description="when the hour or shift starts, in the report's time zone")
+    end: datetime | None = Field(description="when it ends (exclusive)")
+    inspected: int
+    ok: int = Field(description="passed by the service (its first verdict)")
+    ng: int = Field(description="rejected by the service")
+    reviewed: int = Field(description="inspections an operator labelled")
+    false_rejects: int = Field(description='NG by the service, the latest review "good"')
+    escapes: int = Field(description='OK by the service, the latest review "defect"')
+    first_pass_yield: float | None = Field(description="ok / inspected (0-1); null without inspections")
+
+    @classmethod
+    def of(cls, counts: Any) -> YieldBucket:
+        """The view of a service.records.reports.YieldCounts."""
+        names = ("key", "start", "end", "inspected", "ok", "ng", "reviewed", "false_rejects", "escapes")
+        return cls(**{name: getattr(counts, name) for name in names}, first_pass_yield=counts.first_pass_yield)
+
+
+class YieldReportView(BaseModel):
+    """GET /reports/yield: counts and first-pass yield per hour, shift or product over [since, until)."""
+
+    since: datetime
+    until: datetime
+    product_id: str | None = Field(description="null: every product")
+    by: Literal["hour", "shift", "product"]
+    timezone: str = Field(description="DCPSFR_TIMEZONE: the hours and shifts are its local time")
+    buckets: list[YieldBucket] = Field(description="in time order (every hour or shift of the range), or by product")
+    total: YieldBucket = Field(description="the whole range (inspections between shifts included)")
+
+
+class ParetoEntryView(BaseModel):
+    """One cause of rejects: a rule, or a cell of the frame's grid."""
+
+    key: str = Field(description='a rule ("score": the score alone), or a cell "R2C3" (row 2, column 3)')
+    count: int
+    percent: float = Field(description="the share of all counts (0-100)")
+    cumulative_percent: float = Field(description="the share of this cause and the ones before it")
+    row: int | None = Field(description="the cell's row, 1 at the top (by=region)")
+    col: int | None = Field(description="the cell's column, 1 at the left (by=region)")
+
+
+class ParetoReportView(BaseModel):
+    """GET /reports/pareto: the NG inspections of [since, until) by cause, the most frequent first."""
+
+    since: datetime
+    until: datetime
+    product_id: str | None = Field(description="null: every product")
+    by: Literal["rule", "region"]
+    grid: int | None = Field(description="by=region: the frame split in grid x grid cells")
+    ng: int = Field(description="NG inspections in the range")
+    without_region: int | None = Field(description="by=region: NG inspections without a listed region")
+    entries: list[ParetoEntryView]

@@ -33,6 +33,7 @@ const state = {
   pollsStarted: 0, // product polls started, numbered; pollShown: the newest one whose answer is on the page
   pollShown: 0,
   proposedThreshold: Number.NaN, // the slider's (or typed) value, exact; the number field shows it rounded
+  routed: false, // whether a route was shown: pages added later (addPage) route again when they are the address
 };
 
 // ---- HTTP --------------------------------------------------------------------------------------------------
@@ -330,7 +331,17 @@ function showing(id) {
 
 // ---- routing ---------------------------------------------------------------------------------------------
 
-function showView(id) {
+const pages = []; // [hash pattern, show()]: pages that other modules of the console add (reports.js)
+
+/** A page of another module: `show()` shows it (showView first) when the address matches `pattern`. */
+export function addPage(pattern, show) {
+  pages.push([pattern, show]);
+  if (state.routed && pattern.test(location.hash)) route(false); // opened at its address, routed before it was added
+}
+
+export { api, el, fmt, percent, reportError };
+
+export function showView(id) {
   for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== id;
 }
 
@@ -343,9 +354,12 @@ async function route(moveFocus = true) {
     return;
   }
   const match = location.hash.match(/^#\/products\/([^/]+)$/);
+  state.routed = true;
+  const page = pages.find(([pattern]) => pattern.test(location.hash));
+  if (page) state.shownProductId = null;
   // each view shows itself before its first await; the focus moves to it then, not once its data has arrived,
   // which would pull the focus from a control the operator has tabbed to in the meantime
-  const loading = match ? showProduct(decodeURIComponent(match[1])) : showProducts();
+  const loading = page ? page[1]() : match ? showProduct(decodeURIComponent(match[1])) : showProducts();
   if (moveFocus) $("main").focus();
   try {
     await loading;

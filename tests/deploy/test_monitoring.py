@@ -67,6 +67,26 @@ def test_dashboard_has_the_panels_operations_need():
     assert re.search(r'dcpsfr_inspections_total\{verdict="anomalous"\}.*/', exprs), "no anomaly rate"
     for gauge in ("dcpsfr_queue_depth", "dcpsfr_batch_size_", "dcpsfr_gpu_memory_allocated_bytes"):
         assert gauge in exprs, gauge
+    titles = dict(queries)
+    assert re.search(r'dcpsfr_inspections_total\{verdict="good"\}.*/', titles["First-pass yield (last hour)"])
+    assert "sum by (product)" in titles["First-pass yield by product"]
+    assert titles["OK / NG per hour"] == "sum by (verdict) (increase(dcpsfr_inspections_total[1h]))"
+
+
+@needs_promtool
+def test_every_dashboard_query_parses(tmp_path: Path):
+    """Each panel's PromQL as a recording rule (Grafana's $__rate_interval as 5m), checked by promtool."""
+    rules = [
+        {"record": f"dashboard:panel_{n}", "expr": expr.replace("$__rate_interval", "5m")}
+        for n, (_, expr) in enumerate(panel_queries(dashboard()))
+    ]
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    checked = promtool("check", "rules", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules[0]["expr"] = "sum(rate(dcpsfr_inspections_total[5m])"  # a query cut short: the check can fail
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert promtool("check", "rules", str(path)).returncode != 0
 
 
 def test_dashboard_layout_and_datasource():

@@ -16,6 +16,7 @@ import shutil
 import struct
 import zlib
 from pathlib import Path
+from urllib.parse import parse_qsl, urlparse
 
 import numpy as np
 import pytest
@@ -499,6 +500,71 @@ def test_the_console_works_while_the_model_cannot_load(tmp_path, bottle_dir):
             )
             Console(page, tmp_path).check("model-not-ready")
             not_found.check()
+        finally:
+            browser.close()
+
+
+def test_the_reports_page_draws_the_services_reports(tmp_path, bottle_dir):
+    """After some inspections, the reports page draws one bar group per bucket of GET /reports/yield, a yield
+    point per bucket with inspections, one Pareto bar per cause, and shows the API's first-pass yield."""
+    executable = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    good = sorted((bottle_dir / "train" / "good").glob("*.png"))
+    broken = sorted((bottle_dir / "test" / "broken_large").glob("*.png"))[:2]
+    with running_service(tmp_path, DCPSFR_DATA_DIR=str(tmp_path / "data")) as service, sync_playwright() as playwright:
+        client = service.client
+        assert client.post("/products/bottle/references", files=image_files(good[:2])).status_code == 201
+        frames = image_files([*good[2:4], *broken])
+        results = client.post("/inspect", data={"product_id": "bottle"}, files=frames).json()["results"]
+        scores = sorted(r["score"] for r in results)
+        product = client.get("/products/bottle").json()
+        # a threshold between the second and the third score: the next pass rejects two frames, with regions
+        lower = {"threshold": (scores[1] + scores[2]) / 2, "pixel_threshold": product["pixel_threshold"] / 2}
+        assert client.put("/products/bottle/threshold", json=lower).status_code == 200
+        results += client.post("/inspect", data={"product_id": "bottle"}, files=frames).json()["results"]
+        assert sum(r["anomalous"] for r in results) >= 2
+        browser, page = open_browser(playwright, executable)
+        try:
+            not_found = NotFound(page)
+            with page.expect_response(lambda r: "/reports/yield?" in r.url) as answered:
+                page.goto(f"{client.base_url}#/reports")
+            asked = dict(parse_qsl(urlparse(answered.value.url).query))  # the page's range: the last 24 hours
+            report = client.get("/reports/yield", params=asked).json()
+            assert len(report["buckets"]) == 24
+            assert report["total"]["inspected"] == 8
+            assert report["total"]["ng"] == sum(r["anomalous"] for r in results)
+            buckets = page.locator("#reports-yield-chart g.bucket")
+            expect(buckets).to_have_count(24)
+            expect(page.locator("#reports-yield-chart circle.fpy-point")).to_have_count(
+                sum(1 for b in report["buckets"] if b["inspected"])
+            )
+            fpy = report["total"]["first_pass_yield"]
+            expect(page.locator("#reports-fpy")).to_have_text(f"{100 * fpy:.1f} %")
+            assert float(page.locator("#reports-fpy").get_attribute("data-value")) == fpy
+            expect(page.locator("#reports-table tbody tr")).to_have_count(24)
+            rules = client.get("/reports/pareto", params={**asked, "by": "rule"}).json()
+            expect(page.locator("#reports-pareto-chart rect.pareto-bar")).to_have_count(len(rules["entries"]))
+            expect(page.locator("#reports-pareto-chart circle.cumulative-point")).to_have_count(len(rules["entries"]))
+            Console(page, tmp_path).check("reports")
+
+            with page.expect_response(lambda r: "/reports/yield?" in r.url and "by=product" in r.url):
+                page.select_option("#reports-by", "product")
+            expect(buckets).to_have_count(1)
+            expect(page.locator("#reports-table tbody th")).to_have_text("bottle")
+            with page.expect_response(lambda r: "/reports/yield?" in r.url) as answered:
+                page.select_option("#reports-range", "8")
+            expect(buckets).to_have_count(1)  # still per product
+            page.select_option("#reports-by", "hour")
+            expect(buckets).to_have_count(8)
+            with page.expect_response(lambda r: "/reports/pareto?" in r.url and "by=region" in r.url) as answered:
+                page.select_option("#reports-pareto-by", "region")
+            cells = answered.value.json()
+            assert cells["ng"] == report["total"]["ng"] and cells["grid"] == 4
+            expect(page.locator("#reports-pareto-chart rect.pareto-bar")).to_have_count(len(cells["entries"]))
+            not_found.check()
+            assert not page.errors, page.errors
         finally:
             browser.close()
 

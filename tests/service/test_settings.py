@@ -27,6 +27,29 @@ def test_an_int_setting_past_the_maximum_is_a_settings_error_naming_it(name, mon
         Settings()
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DCPSFR_SHIFTS", "a=06:00-14:00,b=13:00-15:00", "DCPSFR_SHIFTS: Value error, the shifts 'a' and 'b' overlap"),
+        ("DCPSFR_SHIFTS", "06:00-24:00", "DCPSFR_SHIFTS: Value error, '06:00-24:00': 24:00 is not a time of day"),
+        ("DCPSFR_TIMEZONE", "Mars/Olympus", "DCPSFR_TIMEZONE: Value error, 'Mars/Olympus' is not an IANA time zone"),
+    ],
+)
+def test_bad_report_settings_stop_the_start_with_one_line(variable, value, message, monkeypatch):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as stopped:
+        entry.load_settings()
+    assert str(stopped.value).startswith(f"error: invalid settings: {message}")
+    assert "\n" not in str(stopped.value)
+
+
+def test_report_settings_take_zones_and_shifts(monkeypatch):
+    monkeypatch.setenv("DCPSFR_TIMEZONE", "America/Chicago")
+    monkeypatch.setenv("DCPSFR_SHIFTS", "day=07:00-19:00,night=19:00-07:00")
+    settings = Settings()
+    assert (settings.timezone, settings.shifts) == ("America/Chicago", "day=07:00-19:00,night=19:00-07:00")
+
+
 def test_the_largest_accepted_archive_interval_still_inspects(make_client):
     """The largest accepted int setting works where it is used on every /inspect (beyond 2**53 C sizes overflow,
     so larger values are refused at start-up)."""

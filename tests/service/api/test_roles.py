@@ -52,6 +52,8 @@ def test_each_role_may_do_its_own_routes_and_a_lower_one_gets_403_naming_the_rol
     assert inspected.status_code == 200
     assert client.get("/products/p", headers=OPERATOR).status_code == 200
     assert client.get("/inspections", headers=OPERATOR).status_code == 200
+    assert client.get("/reports/yield", headers=OPERATOR).status_code == 200
+    assert client.get("/reports/pareto", headers=OPERATOR).status_code == 200
     for key in (OPERATOR, ENGINEER):
         audit = client.get("/audit", headers=key)
         assert audit.status_code == 403 and "the admin role is needed" in audit.json()["detail"]

@@ -17,8 +17,13 @@ def test_the_page_is_served_at_the_root(client):
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert '<script type="module" src="ui/app.js">' in page.text  # relative: works behind a path prefix
+    assert '<script type="module" src="ui/reports.js">' in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]  # nothing from a CDN can run
-    for name, media_type in [("app.js", "text/javascript"), ("style.css", "text/css")]:
+    for name, media_type in [
+        ("app.js", "text/javascript"),
+        ("reports.js", "text/javascript"),
+        ("style.css", "text/css"),
+    ]:
         asset = client.get(f"/ui/{name}")
         assert asset.status_code == 200
         assert asset.headers["content-type"].startswith(media_type)
