@@ -282,6 +282,8 @@ class InspectionRecord(BaseModel):
     review: Literal["pending", "reviewed"] | None = Field(
         None, description="pending: waits in the review queue; reviewed: labelled since; null: never queued"
     )
+    reviewed_by: str | None = Field(None, description="who gave the latest label (the API key's name)")
+    reviewed_at: datetime | None = Field(None, description="when the latest label was given (UTC)")
     replica: str = Field(description="the host that answered")
 
     model_config = ConfigDict(protected_namespaces=(), serialize_by_alias=True)
@@ -292,6 +294,7 @@ class InspectionRecord(BaseModel):
         fields = {k: v for k, v in record.items() if k in cls.model_fields and k != "model_config_name"}
         fields["time"] = utc(record["time"])
         fields["trigger_time"] = utc(record["trigger_time"]) if record["trigger_time"] is not None else None
+        fields["reviewed_at"] = utc(record["reviewed_at"]) if record.get("reviewed_at") is not None else None
         return cls(
             **fields,
             model_config_name=record["model_config"],

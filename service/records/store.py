@@ -135,7 +135,7 @@ class RecordStore:
                 connection.execute(_insert_ignoring_duplicates(self.engine, inspections), list(rows))
 
     def get(self, inspection_id: str) -> dict[str, Any] | None:
-        """One record with its latest label, None when there is none."""
+        """One record with its latest label (and who gave it, when), None when there is none."""
         with self.engine.connect() as connection:
             row = connection.execute(select(inspections).where(inspections.c.inspection_id == inspection_id)).first()
             if row is None:
@@ -175,12 +175,14 @@ class RecordStore:
 
     def _labelled(self, connection: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ids = [r["inspection_id"] for r in rows]
-        labels: dict[str, str] = {}
+        latest: dict[str, dict[str, Any]] = {}
         if ids:
-            query = select(reviews.c.inspection_id, reviews.c.label).where(reviews.c.inspection_id.in_(ids))
-            for inspection_id, label in connection.execute(query.order_by(reviews.c.review_id)):
-                labels[inspection_id] = label  # the latest wins
-        return [{**r, "label": labels.get(r["inspection_id"])} for r in rows]
+            v = reviews.c
+            query = select(v.inspection_id, v.label, v.author, v.time).where(v.inspection_id.in_(ids))
+            for inspection_id, label, author, time in connection.execute(query.order_by(v.review_id)):
+                latest[inspection_id] = {"label": label, "reviewed_by": author, "reviewed_at": time}  # the latest wins
+        none = {"label": None, "reviewed_by": None, "reviewed_at": None}
+        return [{**r, **latest.get(r["inspection_id"], none)} for r in rows]
 
     def add_review(
         self, inspection_id: str, product_id: str, label: str, author: str | None = None, source: str = "feedback"

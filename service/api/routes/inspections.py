@@ -118,7 +118,11 @@ def _cursor(cursor: str | None) -> tuple[datetime, str] | None:
         raise InvalidInput(str(err)) from None
 
 
-@router.get("/review-queue", summary="Inspections waiting for a person's verdict, oldest first")
+@router.get(
+    "/review-queue",
+    summary="Inspections waiting for a person's verdict, oldest first",
+    responses=error_responses(422),
+)
 async def review_queue(
     services: StoreServices,
     product_id: Annotated[str | None, Query(pattern=PRODUCT_ID.pattern)] = None,

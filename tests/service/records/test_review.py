@@ -60,6 +60,6 @@ def test_a_logit_threshold_near_zero_keeps_a_band():
 
 
 def test_the_default_is_a_ten_percent_band_without_every_ng():
-    assert DEFAULT_REVIEW == ReviewPolicy(band=0.1, all_ng=False)
+    assert ReviewPolicy(band=0.1, all_ng=False) == DEFAULT_REVIEW
     assert DEFAULT_REVIEW.needs_review(0.54, 0.5, True, "distance") is True
     assert DEFAULT_REVIEW.needs_review(0.9, 0.5, True, "distance") is False
