@@ -330,6 +330,13 @@ function showing(id) {
 
 // ---- routing ---------------------------------------------------------------------------------------------
 
+const otherViews = []; // [hash pattern, show()] of the views other modules add (review.js)
+
+/** Show `show()`'s view at addresses matching `pattern` (a RegExp on location.hash). */
+function addView(pattern, show) {
+  otherViews.push([pattern, show]);
+}
+
 function showView(id) {
   for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== id;
 }
@@ -343,9 +350,11 @@ async function route(moveFocus = true) {
     return;
   }
   const match = location.hash.match(/^#\/products\/([^/]+)$/);
+  const other = otherViews.find(([pattern]) => pattern.test(location.hash));
+  if (other) state.shownProductId = null;
   // each view shows itself before its first await; the focus moves to it then, not once its data has arrived,
   // which would pull the focus from a control the operator has tabbed to in the meantime
-  const loading = match ? showProduct(decodeURIComponent(match[1])) : showProducts();
+  const loading = other ? other[1]() : match ? showProduct(decodeURIComponent(match[1])) : showProducts();
   if (moveFocus) $("main").focus();
   try {
     await loading;
@@ -1349,3 +1358,6 @@ async function start() {
 }
 
 start();
+
+// for the views in their own modules (review.js)
+export { addView, api, el, fmt, modelErrorText, offerConfirmation, productPath, reportError, showView, verdictText };
