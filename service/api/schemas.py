@@ -377,7 +377,7 @@ class ReviewPolicyView(ReviewPolicyUpdate):
     """A product's review policy, and whether it is the default."""
 
     product_id: ProductIdText
-    default: bool = Field(description="true: no policy set for the product (band 0.1, all_ng false)")
+    default: bool = Field(description="true: the DCPSFR_REVIEW_* settings apply (no policy set for the product)")
 
 
 class ReviewItem(BaseModel):

@@ -41,6 +41,7 @@ class RecorderSettings:
     default_policy: RetentionPolicy  # DCPSFR_ARCHIVE_KEEP_NG, _KEEP_OK_EVERY, _DAYS
     max_archive_bytes: int  # DCPSFR_ARCHIVE_MAX_BYTES
     prune_s: float  # DCPSFR_ARCHIVE_PRUNE_S
+    default_review: ReviewPolicy = DEFAULT_REVIEW  # DCPSFR_REVIEW_BAND, _ALL_NG
 
 
 class Recorder:
@@ -74,8 +75,8 @@ class Recorder:
         return self._policies.get(product_id, self.settings.default_policy)
 
     def review_policy(self, product_id: str) -> ReviewPolicy:
-        """The product's review policy (its own, else DEFAULT_REVIEW)."""
-        return self._review_policies.get(product_id, DEFAULT_REVIEW)
+        """The product's review policy (its own, else the settings')."""
+        return self._review_policies.get(product_id, self.settings.default_review)
 
     def record(self, row: dict[str, Any], frame: bytes | None) -> dict[str, Any]:
         """Spool one record (the tables' columns, less the frame's and the review's, which this fills from `frame`

@@ -29,6 +29,7 @@ class ReviewPolicy:
         return abs(score - threshold) <= margin
 
 
-# ±10 %: the scores a small recalibration (a few more good frames) could move across the threshold, a few percent of
-# the parts on a calibrated line; every NG is not reviewed by default (the line rejects those parts anyway)
+# the settings' defaults (DCPSFR_REVIEW_BAND, DCPSFR_REVIEW_ALL_NG). ±10 %: the scores a small recalibration (a few
+# more good frames) could move across the threshold, a few percent of the parts on a calibrated line; every NG is not
+# reviewed by default (the line rejects those parts anyway)
 DEFAULT_REVIEW = ReviewPolicy(band=0.1, all_ng=False)

@@ -226,7 +226,7 @@ class RecordStore:
         return rows, (last["time"], last["inspection_id"]) if last else None, pending
 
     def review_policies(self) -> dict[str, ReviewPolicy]:
-        """Every product's own review policy (products without one follow DEFAULT_REVIEW)."""
+        """Every product's own review policy (products without one follow the settings)."""
         with self.engine.connect() as connection:
             rows = connection.execute(select(review_policy)).all()
         return {r.product_id: ReviewPolicy(r.band, r.all_ng) for r in rows}

@@ -36,7 +36,7 @@ from service.errors import InvalidInput
 from service.products.store import Product
 from service.products.workflows import unknown_product
 from service.records.archive import RetentionPolicy
-from service.records.review import DEFAULT_REVIEW, ReviewPolicy
+from service.records.review import ReviewPolicy
 from service.records.store import RecordFilter, records_call
 
 router = APIRouter(
@@ -291,10 +291,13 @@ async def set_retention(
     responses=error_responses(404, 422),
 )
 async def show_review_policy(product_id: ProductId, services: StoreServices) -> ReviewPolicyView:
-    """The product's own policy, else the default (`default`: true; band 0.1, all_ng false); 404 unknown product."""
+    """The product's own policy, else the DCPSFR_REVIEW_* settings' (`default`: true); 404 unknown product."""
     await services.workflows.existing(product_id)
-    own = (await run_in_threadpool(records_call, services.recorder.store.review_policies)).get(product_id)
-    return ReviewPolicyView(product_id=product_id, default=own is None, **asdict(own or DEFAULT_REVIEW))
+    recorder = services.recorder
+    own = (await run_in_threadpool(records_call, recorder.store.review_policies)).get(product_id)
+    return ReviewPolicyView(
+        product_id=product_id, default=own is None, **asdict(own or recorder.settings.default_review)
+    )
 
 
 @router.put(
@@ -312,7 +315,7 @@ async def set_review_policy(
     recorder = services.recorder
     own = (await run_in_threadpool(records_call, recorder.store.review_policies)).get(product_id)
     await run_in_threadpool(records_call, recorder.set_review_policy, product_id, policy)
-    before = {**asdict(own or DEFAULT_REVIEW), "default": own is None}
+    before = {**asdict(own or recorder.settings.default_review), "default": own is None}
     await audit("review_policy.set", product_id, before, {**asdict(policy), "default": False})
     return ReviewPolicyView(product_id=product_id, default=False, **asdict(policy))
 

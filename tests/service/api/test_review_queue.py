@@ -64,6 +64,17 @@ def test_the_review_policy_is_set_per_product_validated_and_audited(replicas):
         assert rows[-1]["before"] == {"band": 0.1, "all_ng": False, "default": True}
 
 
+def test_a_product_without_a_policy_follows_the_settings(replicas):
+    with replicas(review_band=0.0, review_all_ng=True) as client:
+        upload(client, "p", *GOOD[:2])
+        assert client.get("/products/p/review-policy").json() == {
+            "product_id": "p", "default": True, "band": 0.0, "all_ng": True,
+        }  # fmt: skip
+        ok, ng = inspect_part(client, "p", GOOD[2]), inspect_part(client, "p", DEFECT)
+        assert not ok["anomalous"] and ng["anomalous"]
+        assert [i["inspection_id"] for i in queue(client)["items"]] == [ng["inspection_id"]]
+
+
 def test_borderline_inspections_wait_oldest_first_in_cursor_pages(replicas):
     with replicas() as client:
         upload(client, "p", *GOOD[:2])

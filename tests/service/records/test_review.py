@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from service.records.review import DEFAULT_REVIEW, ReviewPolicy
+from service.settings import Settings
 
 # powers of two: the band's edges are exact in binary floating point
 QUARTER = ReviewPolicy(band=0.25, all_ng=False)
@@ -63,3 +64,8 @@ def test_the_default_is_a_ten_percent_band_without_every_ng():
     assert ReviewPolicy(band=0.1, all_ng=False) == DEFAULT_REVIEW
     assert DEFAULT_REVIEW.needs_review(0.54, 0.5, True, "distance") is True
     assert DEFAULT_REVIEW.needs_review(0.9, 0.5, True, "distance") is False
+
+
+def test_the_settings_defaults_are_that_policy():
+    fields = Settings.model_fields
+    assert ReviewPolicy(fields["review_band"].default, fields["review_all_ng"].default) == DEFAULT_REVIEW
