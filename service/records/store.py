@@ -92,10 +92,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 def _after(cursor: tuple[datetime, str] | None, oldest_first: bool = False) -> Any:
     if cursor is None:
         return True
-    key = tuple_(inspections.c.time, inspections.c.inspection_id)
-    return (
-        key > tuple_(*cursor) if oldest_first else key < tuple_(*cursor)
-    )  # a row value: the (time, id) index serves it
+    key, after = tuple_(inspections.c.time, inspections.c.inspection_id), tuple_(*cursor)
+    return key > after if oldest_first else key < after  # a row value: the (time, id) index serves it
 
 
 def _not_pending() -> Any:
