@@ -34,6 +34,7 @@ from service.products.workflows import Limits, Workflows
 from service.records.archive import FrameArchive, RetentionPolicy
 from service.records.database import database_url, open_database
 from service.records.recorder import Recorder, RecorderSettings
+from service.records.review import ReviewPolicy
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -156,14 +157,18 @@ def api_keys(settings: Settings) -> list[ApiKey]:
 
 def build_recorder(settings: Settings) -> Recorder:
     """The inspection records' writer: the database the settings name (SQLite in the data dir by default), the spool
-    and the frame archive in DATA_DIR/records, the default retention policy. Nothing connects or starts yet."""
+    and the frame archive in DATA_DIR/records, the default retention and review policies. Nothing connects or starts
+    yet."""
     folder = settings.records_dir
     policy = RetentionPolicy(settings.archive_keep_ng, settings.archive_keep_ok_every, settings.archive_days)
+    review = ReviewPolicy(settings.review_band, settings.review_all_ng)
     return Recorder(
         open_database(database_url(settings.database_url, settings.data_dir)),
         folder / "spool",
         FrameArchive(folder / "frames"),
-        RecorderSettings(settings.records_flush_s, policy, settings.archive_max_bytes, settings.archive_prune_s),
+        RecorderSettings(
+            settings.records_flush_s, policy, settings.archive_max_bytes, settings.archive_prune_s, review
+        ),
     )
 
 

@@ -263,6 +263,19 @@ class Settings(BaseSettings):
         "the day it starts); no overlaps, gaps allowed",
         json_schema_extra=group("records"),
     )
+    review_band: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="inspections scoring within ±band × |threshold| of the threshold wait for review (a product's "
+        "review policy may say otherwise; 0: only exactly on it)",
+        json_schema_extra=group("records"),
+    )
+    review_all_ng: bool = Field(
+        False,
+        description="every anomalous (NG) inspection waits for review too (a product's policy may say otherwise)",
+        json_schema_extra=group("records"),
+    )
     # --- replicas ----------------------------------------------------------------------------------------------
     store_poll_s: float = Field(
         2.0,

@@ -59,7 +59,7 @@ ROLE_RULES = (
     (frozenset({"POST"}), r"/inspect", "operator"),
     (frozenset({"POST"}), r"/products/[^/]+/feedback", "operator"),
     (frozenset({"POST"}), r"/products/[^/]+/(references|calibration)", "engineer"),
-    (frozenset({"PUT"}), r"/products/[^/]+/(threshold|retention|rules)", "engineer"),
+    (frozenset({"PUT"}), r"/products/[^/]+/(threshold|retention|review-policy|rules)", "engineer"),
     (frozenset({"DELETE"}), r"/products/[^/]+/rules", "engineer"),
     (frozenset({"DELETE"}), r"/products/[^/]+", "admin"),
 )

@@ -279,6 +279,11 @@ class InspectionRecord(BaseModel):
     frame_sha256: str | None = Field(description="the archived frame's hash, null when the policy did not keep it")
     frame_kept: bool = Field(description="whether GET /inspections/{id}/frame returns the frame")
     label: Literal["good", "defect"] | None = Field(description="the latest operator label, if any")
+    review: Literal["pending", "reviewed"] | None = Field(
+        None, description="pending: waits in the review queue; reviewed: labelled since; null: never queued"
+    )
+    reviewed_by: str | None = Field(None, description="who gave the latest label (the API key's name)")
+    reviewed_at: datetime | None = Field(None, description="when the latest label was given (UTC)")
     replica: str = Field(description="the host that answered")
 
     model_config = ConfigDict(protected_namespaces=(), serialize_by_alias=True)
@@ -289,6 +294,7 @@ class InspectionRecord(BaseModel):
         fields = {k: v for k, v in record.items() if k in cls.model_fields and k != "model_config_name"}
         fields["time"] = utc(record["time"])
         fields["trigger_time"] = utc(record["trigger_time"]) if record["trigger_time"] is not None else None
+        fields["reviewed_at"] = utc(record["reviewed_at"]) if record.get("reviewed_at") is not None else None
         return cls(
             **fields,
             model_config_name=record["model_config"],
@@ -351,6 +357,67 @@ class RetentionView(RetentionUpdate):
 
     product_id: ProductIdText
     default: bool = Field(description="true: the DCPSFR_ARCHIVE_* settings apply (no policy set for the product)")
+
+
+class ReviewPolicyUpdate(BaseModel):
+    """PUT /products/{id}/review-policy: which of the product's inspections wait for a person's verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+    band: float = Field(
+        ge=0.0,
+        le=1.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="scores within ±band × |threshold| of the threshold in force (0.1: ±10 %; 0: only on it)",
+    )
+    all_ng: StrictBool = Field(description="every anomalous (NG) inspection too")
+
+
+class ReviewPolicyView(ReviewPolicyUpdate):
+    """A product's review policy, and whether it is the default."""
+
+    product_id: ProductIdText
+    default: bool = Field(description="true: the DCPSFR_REVIEW_* settings apply (no policy set for the product)")
+
+
+class ReviewItem(BaseModel):
+    """One inspection waiting in the review queue."""
+
+    inspection_id: str
+    time: datetime = Field(description="when the verdict was made (UTC)")
+    product_id: str
+    reference_version: int
+    score: float
+    score_scale: str
+    threshold: float = Field(description="the threshold in force then")
+    threshold_source: Literal["calibrated", "manual"]
+    anomalous: bool
+    verdict: Literal["OK", "NG"]
+    rule: str | None
+    part_id: str | None
+    station: str | None
+    camera: str | None
+    filename: str | None
+    thumbnail: str = Field(description="JPEG data URL, 160 px on the longer side; empty when none was made")
+    frame_kept: bool = Field(description="whether the frame is archived (feedback by inspection_id needs it)")
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> ReviewItem:
+        """The queue's view of one record."""
+        fields = {name: record[name] for name in cls.model_fields if name in record}
+        verdict = "NG" if record["anomalous"] else "OK"
+        return cls(
+            **{**fields, "time": utc(record["time"]), "verdict": verdict, "thumbnail": record["thumbnail"] or ""}
+        )
+
+
+class ReviewQueue(BaseModel):
+    """GET /inspections/review-queue: inspections waiting for a verdict, oldest first, and the cursor of the next
+    page."""
+
+    pending: int = Field(description="how many wait in all (with the product filter)")
+    items: list[ReviewItem]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null after the last")
 
 
 class InspectionList(BaseModel):

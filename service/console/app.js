@@ -331,17 +331,15 @@ function showing(id) {
 
 // ---- routing ---------------------------------------------------------------------------------------------
 
-const pages = []; // [hash pattern, show()]: pages that other modules of the console add (reports.js)
+const pages = []; // [hash pattern, show()]: pages that other modules of the console add (reports.js, review.js)
 
 /** A page of another module: `show()` shows it (showView first) when the address matches `pattern`. */
-export function addPage(pattern, show) {
+function addPage(pattern, show) {
   pages.push([pattern, show]);
   if (state.routed && pattern.test(location.hash)) route(false); // opened at its address, routed before it was added
 }
 
-export { api, el, fmt, percent, reportError };
-
-export function showView(id) {
+function showView(id) {
   for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== id;
 }
 
@@ -1363,3 +1361,6 @@ async function start() {
 }
 
 start();
+
+// for the pages in their own modules (review.js, reports.js)
+export { addPage, api, el, fmt, modelErrorText, offerConfirmation, percent, productPath, reportError, showView, verdictText };

@@ -369,13 +369,16 @@ class Workflows:
         image: Upload | None,
         add_to_references: bool,
         force: bool = False,
+        author: str | None = None,
     ) -> Labelled:
         """Label a frame (a recent inspection's, or an uploaded one) good or defect. A good frame joins the
         calibration set (thresholds recomputed); a relabelled good one leaves it; every labelled frame is kept
         (bounded) for the evaluation. `add_to_references` (good only) also makes it a reference: a new version.
         A frame whose pixels already carry the label is ignored (counted in the answer). A label that would leave
         thresholds that reject nothing is refused (Conflict), one that would move the threshold in force by more
-        than CONFIRM_FACTOR asks first (NeedsConfirmation) unless `force`; nothing is stored then."""
+        than CONFIRM_FACTOR asks first (NeedsConfirmation) unless `force`; nothing is stored then. A label by
+        inspection id is recorded on the inspection with `author` (the API key's name) and the time: the review
+        queue's verdict."""
         product = await self.existing(product_id)
         if (inspection_id is None) == (image is None):
             raise InvalidInput(
@@ -401,7 +404,7 @@ class Workflows:
             else:
                 product, kept = await self._label(product, stored, frame, decoded, data, force)
         if inspection_id is not None:
-            await asyncio.to_thread(self._review, product_id, inspection_id, label)
+            await asyncio.to_thread(self._review, product_id, inspection_id, label, author)
         evaluation = evaluate(product_id, kept, product.threshold, product.version, product.calibration.score_scale)
         return Labelled(product, evaluation, ignored)
 
@@ -464,10 +467,11 @@ class Workflows:
         self.recorder.flush()
         return records_call(self.recorder.store.get, inspection_id)
 
-    def _review(self, product_id: str, inspection_id: str, label: str) -> None:
-        """The label on the record; the feedback stands when the database fails meanwhile (logged)."""
+    def _review(self, product_id: str, inspection_id: str, label: str, author: str | None) -> None:
+        """The label on the record (out of the review queue); the feedback stands when the database fails meanwhile
+        (logged)."""
         try:
-            self.recorder.store.add_review(inspection_id, product_id, label)
+            self.recorder.store.add_review(inspection_id, product_id, label, author)
         except SQLAlchemyError as err:
             log.error("the label of inspection %s was not recorded: %s", inspection_id, str(err).splitlines()[0])
 

@@ -1,6 +1,6 @@
-"""The audit log: one row per change (references, calibration, thresholds, rules, retention, product delete,
-feedback) with who made it (the API key's name), when, and small before/after values; read newest first in cursor
-pages, or every matching row in bounded batches for the JSON-lines export."""
+"""The audit log: one row per change (references, calibration, thresholds, rules, retention, review policy, product
+delete, feedback) with who made it (the API key's name), when, and small before/after values; read newest first in
+cursor pages, or every matching row in bounded batches for the JSON-lines export."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ ACTIONS = (
     "rules.set",  # acceptance rules replaced (before/after: rules, version)
     "rules.delete",
     "retention.set",  # the archive's policy (before/after: keep_ng, keep_ok_every, days)
+    "review_policy.set",  # which inspections wait for review (before/after: band, all_ng)
     "product.delete",  # (before: version, thresholds)
 )
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from service.records.archive import FrameArchive, RetentionPolicy, sha256_hex
 from service.records.audit import AuditLog
 from service.records.database import SchemaTooNew, migrate
+from service.records.review import DEFAULT_REVIEW, PENDING, ReviewPolicy
 from service.records.spool import Spool, read_segment
 from service.records.store import RecordStore, utc_now
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 INSERT_BATCH = 500  # records per INSERT
 RETRY_MAX_S = 5.0  # longest wait between tries while the database is down
-POLICY_REFRESH_S = 10.0  # how often another replica's retention change is picked up
+POLICY_REFRESH_S = 10.0  # how often another replica's retention or review policy change is picked up
 REJECTED_FILE = "rejected.jsonl"  # records the database refused (never expected): kept for a person
 PRUNE_GRACE_S = 3600.0  # an archive file younger than this is never pruned (its record may still be in a spool)
 
@@ -40,6 +41,7 @@ class RecorderSettings:
     default_policy: RetentionPolicy  # DCPSFR_ARCHIVE_KEEP_NG, _KEEP_OK_EVERY, _DAYS
     max_archive_bytes: int  # DCPSFR_ARCHIVE_MAX_BYTES
     prune_s: float  # DCPSFR_ARCHIVE_PRUNE_S
+    default_review: ReviewPolicy = DEFAULT_REVIEW  # DCPSFR_REVIEW_BAND, _ALL_NG
 
 
 class Recorder:
@@ -55,6 +57,7 @@ class Recorder:
         self.migrated = False
         self.error: str | None = None  # the last database failure, None while it answers
         self._policies: dict[str, RetentionPolicy] = {}
+        self._review_policies: dict[str, ReviewPolicy] = {}
         self._policies_read = 0.0
         self._ok_seen: dict[str, int] = {}
         self._frames: dict[str, bytes] = {}  # frames to archive, by sha256 (written by the thread)
@@ -71,13 +74,22 @@ class Recorder:
         """The product's retention policy (its own, else the settings')."""
         return self._policies.get(product_id, self.settings.default_policy)
 
+    def review_policy(self, product_id: str) -> ReviewPolicy:
+        """The product's review policy (its own, else the settings')."""
+        return self._review_policies.get(product_id, self.settings.default_review)
+
     def record(self, row: dict[str, Any], frame: bytes | None) -> dict[str, Any]:
-        """Spool one record (the tables' columns, less the frame's, which this fills from `frame` and the product's
-        policy); the frame is archived by the writer thread. Returns the row as spooled. Raises OSError when the
-        spool's disk fails (the caller logs it: the inspection's answer stands)."""
-        keep = frame is not None and self._keeps(row["product_id"], row["anomalous"])
+        """Spool one record (the tables' columns, less the frame's and the review's, which this fills from `frame`
+        and the product's policies: a record that goes to the review queue keeps its frame, whatever the retention
+        policy samples); the frame is archived by the writer thread. Returns the row as spooled. Raises OSError when
+        the spool's disk fails (the caller logs it: the inspection's answer stands)."""
+        policy = self.review_policy(row["product_id"])
+        pending = policy.needs_review(row["score"], row["threshold"], row["anomalous"], row["score_scale"])
+        sampled = frame is not None and self._keeps(row["product_id"], row["anomalous"])
+        keep = frame is not None and (sampled or pending)
         sha256 = sha256_hex(frame) if keep else None
         row = {**row, "frame_sha256": sha256, "frame_bytes": len(frame) if keep else None, "frame_kept": keep}
+        row["review"] = PENDING if pending else None
         if keep:
             with self._frames_lock:
                 self._frames[sha256] = frame
@@ -103,6 +115,11 @@ class Recorder:
         """Store the product's retention policy (this replica follows it at once, others within POLICY_REFRESH_S)."""
         self.store.set_policy(product_id, policy)
         self._policies = {**self._policies, product_id: policy}
+
+    def set_review_policy(self, product_id: str, policy: ReviewPolicy) -> None:
+        """Store the product's review policy (this replica follows it at once, others within POLICY_REFRESH_S)."""
+        self.store.set_review_policy(product_id, policy)
+        self._review_policies = {**self._review_policies, product_id: policy}
 
     # --- the writer thread ----------------------------------------------------------------------------------
 
@@ -185,6 +202,7 @@ class Recorder:
     def _refresh_policies(self, force: bool = False) -> None:
         if force or time.monotonic() - self._policies_read >= POLICY_REFRESH_S:
             self._policies = self.store.policies()
+            self._review_policies = self.store.review_policies()
             self._policies_read = time.monotonic()
 
     def _failed(self, err: SQLAlchemyError) -> None:
@@ -232,8 +250,8 @@ class Recorder:
 
     def _row(self, record: dict[str, Any]) -> dict[str, Any]:
         """A spooled record as a table row: times parsed; a frame the archive lacks (its process died before
-        writing it) is not kept."""
-        row = dict(record)
+        writing it) is not kept; a record spooled before the review queue existed waits for no review."""
+        row = {"review": None, **record}
         for key in ("time", "trigger_time"):
             if row.get(key) is not None:
                 row[key] = datetime.fromisoformat(row[key])

@@ -1,5 +1,6 @@
 """Reads and writes of the records tables: batched idempotent inserts, one record, filtered pages newest first with
-a keyset cursor, the rows of an export in bounded batches, reviews, retention policies and the archive's pruning.
+a keyset cursor, the rows of an export in bounded batches, reviews and the review queue (oldest first), retention
+and review policies, and the archive's pruning.
 Every call may raise SQLAlchemy's errors (the database is down or refuses); callers decide what that means."""
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, func, insert, select, tuple_, update
+from sqlalchemy import Engine, Table, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.errors import Unavailable
 from service.records.archive import RetentionPolicy
-from service.records.tables import inspections, retention, reviews
+from service.records.review import PENDING, REVIEWED, ReviewPolicy
+from service.records.tables import inspections, retention, review_policy, reviews
 
 T = TypeVar("T")
 EXPORT_BATCH = 1000  # rows read per query while exporting
@@ -87,11 +89,26 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return EPOCH + timedelta(microseconds=int(cursor[:17])), cursor[17:]
 
 
-def _after(cursor: tuple[datetime, str] | None) -> Any:
+def _after(cursor: tuple[datetime, str] | None, oldest_first: bool = False) -> Any:
     if cursor is None:
         return True
+    key, after = tuple_(inspections.c.time, inspections.c.inspection_id), tuple_(*cursor)
+    return key > after if oldest_first else key < after  # a row value: the (time, id) index serves it
+
+
+def _not_pending() -> Any:
+    """Records not waiting for review (their frames may be pruned; a pending one's stays for the reviewer)."""
     c = inspections.c
-    return tuple_(c.time, c.inspection_id) < tuple_(*cursor)  # a row value: the (time, id) index serves it
+    return or_(c.review.is_(None), c.review != PENDING)
+
+
+def _upsert(connection: Any, table: Table, product_id: str, values: dict[str, Any]) -> None:
+    """Set (or replace) a product's row of a per-product policy table."""
+    found = connection.execute(
+        update(table).where(table.c.product_id == product_id).values(**values, updated=utc_now())
+    )
+    if found.rowcount == 0:
+        connection.execute(insert(table), [{"product_id": product_id, **values, "updated": utc_now()}])
 
 
 def _insert_ignoring_duplicates(engine: Engine, table: Any) -> Any:
@@ -116,7 +133,7 @@ class RecordStore:
                 connection.execute(_insert_ignoring_duplicates(self.engine, inspections), list(rows))
 
     def get(self, inspection_id: str) -> dict[str, Any] | None:
-        """One record with its latest label, None when there is none."""
+        """One record with its latest label (and who gave it, when), None when there is none."""
         with self.engine.connect() as connection:
             row = connection.execute(select(inspections).where(inspections.c.inspection_id == inspection_id)).first()
             if row is None:
@@ -156,18 +173,66 @@ class RecordStore:
 
     def _labelled(self, connection: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ids = [r["inspection_id"] for r in rows]
-        labels: dict[str, str] = {}
+        latest: dict[str, dict[str, Any]] = {}
         if ids:
-            query = select(reviews.c.inspection_id, reviews.c.label).where(reviews.c.inspection_id.in_(ids))
-            for inspection_id, label in connection.execute(query.order_by(reviews.c.review_id)):
-                labels[inspection_id] = label  # the latest wins
-        return [{**r, "label": labels.get(r["inspection_id"])} for r in rows]
+            v = reviews.c
+            query = select(v.inspection_id, v.label, v.author, v.time).where(v.inspection_id.in_(ids))
+            for inspection_id, label, author, time in connection.execute(query.order_by(v.review_id)):
+                latest[inspection_id] = {"label": label, "reviewed_by": author, "reviewed_at": time}  # the latest wins
+        none = {"label": None, "reviewed_by": None, "reviewed_at": None}
+        return [{**r, **latest.get(r["inspection_id"], none)} for r in rows]
 
-    def add_review(self, inspection_id: str, product_id: str, label: str, source: str = "feedback") -> None:
-        """Record an operator's label on an inspection."""
+    def add_review(
+        self, inspection_id: str, product_id: str, label: str, author: str | None = None, source: str = "feedback"
+    ) -> None:
+        """Record an operator's label on an inspection (who: `author`, the API key's name; when: now); a record
+        waiting in the review queue leaves it, in the same transaction."""
         row = {"inspection_id": inspection_id, "product_id": product_id, "label": label, "source": source}
+        c = inspections.c
         with self.engine.begin() as connection:
-            connection.execute(insert(reviews), [{**row, "time": utc_now()}])
+            connection.execute(insert(reviews), [{**row, "author": author, "time": utc_now()}])
+            done = update(inspections).where(c.inspection_id == inspection_id, c.review == PENDING)
+            connection.execute(done.values(review=REVIEWED))
+
+    def reviews_of(self, inspection_id: str) -> list[dict[str, Any]]:
+        """Every label given to an inspection, oldest first (who, when, what, from where)."""
+        query = select(reviews).where(reviews.c.inspection_id == inspection_id).order_by(reviews.c.review_id)
+        with self.engine.connect() as connection:
+            return [r._asdict() for r in connection.execute(query)]
+
+    # --- the review queue -----------------------------------------------------------------------------------
+
+    def review_queue(
+        self, product_id: str | None, limit: int, cursor: tuple[datetime, str] | None = None
+    ) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None, int]:
+        """Up to `limit` records waiting for review (all products', or one's), oldest first after `cursor`, with
+        thumbnails; the cursor of the next page (None after the last) and how many wait in all."""
+        c = inspections.c
+        waiting = and_(c.review == PENDING, c.product_id == product_id if product_id is not None else True)
+        query = (
+            select(inspections)
+            .where(waiting, _after(cursor, oldest_first=True))
+            .order_by(c.time, c.inspection_id)
+            .limit(limit + 1)
+        )
+        with self.engine.connect() as connection:
+            rows = [r._asdict() for r in connection.execute(query)]
+            pending = connection.execute(select(func.count()).select_from(inspections).where(waiting)).scalar_one()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if more else None
+        return rows, (last["time"], last["inspection_id"]) if last else None, pending
+
+    def review_policies(self) -> dict[str, ReviewPolicy]:
+        """Every product's own review policy (products without one follow the settings)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(review_policy)).all()
+        return {r.product_id: ReviewPolicy(r.band, r.all_ng) for r in rows}
+
+    def set_review_policy(self, product_id: str, policy: ReviewPolicy) -> None:
+        """Set (or replace) the product's review policy."""
+        with self.engine.begin() as connection:
+            _upsert(connection, review_policy, product_id, {"band": policy.band, "all_ng": policy.all_ng})
 
     # --- retention ------------------------------------------------------------------------------------------
 
@@ -181,37 +246,38 @@ class RecordStore:
         """Set (or replace) the product's retention policy."""
         values = {"keep_ng": policy.keep_ng, "keep_ok_every": policy.keep_ok_every, "days": policy.days}
         with self.engine.begin() as connection:
-            found = connection.execute(
-                update(retention).where(retention.c.product_id == product_id).values(**values, updated=utc_now())
-            )
-            if found.rowcount == 0:
-                connection.execute(insert(retention), [{"product_id": product_id, **values, "updated": utc_now()}])
+            _upsert(connection, retention, product_id, values)
 
     def expire_frames(self, policies: dict[str, RetentionPolicy], default: RetentionPolicy, now: datetime) -> int:
-        """Mark the frames past their product's `days` as no longer kept; returns how many."""
+        """Mark the frames past their product's `days` as no longer kept (but a record's waiting for review);
+        returns how many."""
         c = inspections.c
         expired = 0
         with self.engine.begin() as connection:
             for product_id, policy in policies.items():
                 cutoff = now - timedelta(days=policy.days)
-                query = update(inspections).where(c.product_id == product_id, c.frame_kept, c.time < cutoff)
+                query = update(inspections).where(
+                    c.product_id == product_id, c.frame_kept, c.time < cutoff, _not_pending()
+                )
                 expired += connection.execute(query.values(frame_kept=False)).rowcount
             others = c.product_id.not_in(list(policies)) if policies else True
             cutoff = now - timedelta(days=default.days)
-            query = update(inspections).where(others, c.frame_kept, c.time < cutoff)
+            query = update(inspections).where(others, c.frame_kept, c.time < cutoff, _not_pending())
             expired += connection.execute(query.values(frame_kept=False)).rowcount
         return expired
 
     def cap_frames(self, max_bytes: int) -> int:
         """Mark the oldest kept frames as no longer kept until the kept ones take at most `max_bytes`; returns how
-        many (a frame kept by several records counts once per record: a conservative bound)."""
+        many (a frame kept by several records counts once per record: a conservative bound). Frames waiting for
+        review are never dropped: the others go first."""
         c = inspections.c
         with self.engine.begin() as connection:
             total = connection.execute(select(func.coalesce(func.sum(c.frame_bytes), 0)).where(c.frame_kept)).scalar()
             excess, dropped = int(total) - max_bytes, []
             if excess <= 0:
                 return 0
-            oldest = select(c.inspection_id, c.frame_bytes).where(c.frame_kept).order_by(c.time, c.inspection_id)
+            droppable = and_(c.frame_kept, _not_pending())
+            oldest = select(c.inspection_id, c.frame_bytes).where(droppable).order_by(c.time, c.inspection_id)
             for inspection_id, size in connection.execute(oldest):
                 dropped.append(inspection_id)
                 excess -= size or 0

@@ -1,7 +1,7 @@
 """The records' tables (SQLAlchemy Core): one row per inspected frame, operator reviews of them, each product's
-frame-retention policy, and the audit log of changes. Times are UTC without a zone (the same text sorts and compares
-on SQLite and PostgreSQL). The schema changes only by a migration (service/records/migrations), never by
-`create_all`."""
+frame-retention and review policies, and the audit log of changes. Times are UTC without a zone (the same text
+sorts and compares on SQLite and PostgreSQL). The schema changes only by a migration (service/records/migrations),
+never by `create_all`."""
 
 from __future__ import annotations
 
@@ -61,10 +61,12 @@ inspections = Table(
     Column("frame_bytes", BigInteger),
     Column("frame_kept", Boolean, nullable=False),  # whether the archive still holds the frame
     Column("replica", String(128), nullable=False),  # the host that answered
+    Column("review", String(16)),  # "pending": waits in the review queue, "reviewed": labelled since, None: neither
     Index("ix_inspections_product_time", "product_id", "time"),
     Index("ix_inspections_time", "time", "inspection_id"),
     Index("ix_inspections_part_id", "part_id"),
     Index("ix_inspections_frame", "frame_kept", "time"),
+    Index("ix_inspections_review", "review", "time", "inspection_id"),
 )
 
 reviews = Table(
@@ -74,9 +76,9 @@ reviews = Table(
     Column("inspection_id", String(32), nullable=False),
     Column("product_id", String(64), nullable=False),
     Column("label", String(16), nullable=False),  # "good" or "defect"
-    Column("source", String(16), nullable=False),  # "feedback" (POST /products/{id}/feedback)
+    Column("source", String(16), nullable=False),  # "feedback" (POST /products/{id}/feedback, the review queue's too)
     Column("time", DateTime, nullable=False),
-    Column("author", String(128)),
+    Column("author", String(128)),  # the API key's name, "anonymous" when authentication is off
     Column("comment", Text),
     Index("ix_reviews_inspection", "inspection_id"),
 )
@@ -88,6 +90,15 @@ retention = Table(
     Column("keep_ng", Boolean, nullable=False),
     Column("keep_ok_every", Integer, nullable=False),  # 0: no OK frame, 1: every one, N: every Nth
     Column("days", Integer, nullable=False),
+    Column("updated", DateTime, nullable=False),
+)
+
+review_policy = Table(
+    "review_policy",
+    metadata,
+    Column("product_id", String(64), primary_key=True),
+    Column("band", Float, nullable=False),  # scores within ±band × |threshold| of the threshold are reviewed
+    Column("all_ng", Boolean, nullable=False),  # every NG inspection too
     Column("updated", DateTime, nullable=False),
 )
 

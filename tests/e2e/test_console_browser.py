@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import shutil
 import struct
 import zlib
@@ -890,6 +891,77 @@ def test_unusable_thresholds_show_and_large_changes_are_confirmed(tmp_path):
             assert len(sent) == 2 and 'name="force"' not in sent[0]
             assert 'name="force"\r\n\r\ntrue' in sent[1]
             assert client.get("/products/p/evaluation").json()["n_good"] == 1
+            assert not page.errors, page.errors
+        finally:
+            browser.close()
+
+
+def test_the_review_queue_takes_a_verdict_and_the_item_leaves(tmp_path):
+    """A borderline inspection waits in the review queue; Good sends the verdict as feedback (recorded with the
+    reviewer's key name, the frame in the calibration set) and the item leaves; Defect empties the queue."""
+    executable = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    from service.keys import key_hash
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    reference = written(folder, "reference.png", image_bytes(96, 80, seed=1))
+    frame = image_bytes(96, 80, seed=2)
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(
+        f"- {{name: rita, role: operator, sha256: '{key_hash('rita-key')}'}}\n"
+        f"- {{name: eng, role: engineer, sha256: '{key_hash('eng-key')}'}}\n"
+    )
+    env = {"DCPSFR_DATA_DIR": str(tmp_path / "data"), "DCPSFR_KEYS_FILE": str(keys)}
+    with running_service(tmp_path, **env) as service, sync_playwright() as playwright:
+        client = service.client
+        client.headers["X-API-Key"] = "eng-key"
+        assert client.post("/products/p/references", files=image_files([reference])).status_code == 201
+        inspect = {"files": [("images", ("frame.png", frame, "image/png"))]}
+        score = client.post("/inspect", data={"product_id": "p"}, **inspect).json()["results"][0]["score"]
+        # a manual threshold 5 % above the frame's score: inside the default ±10 % band (and no recalibration
+        # question when the frame is labelled good)
+        assert client.put("/products/p/threshold", json={"threshold": score * 1.05}).status_code == 200
+        ids = [
+            client.post("/inspect", data={"product_id": "p", "part_id": part}, **inspect).json()["results"][0][
+                "inspection_id"
+            ]
+            for part in ("SN-1", "SN-2")
+        ]
+        assert client.get("/inspections/review-queue").json()["pending"] == 2
+        browser, page = open_browser(playwright, executable)
+        try:
+            page.goto(f"{client.base_url}#/review")
+            expect(page.locator("#key-dialog")).to_be_visible()
+            page.fill("#key-input", "rita-key")
+            page.keyboard.press("Enter")
+            items = page.locator("#review-list li")
+            expect(items).to_have_count(2)
+            expect(items.nth(0)).to_contain_text("SN-1")  # oldest first
+            expect(items.nth(0).locator("img")).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))
+            expect(items.nth(0)).to_contain_text("against threshold")
+            expect(page.locator("#review-status")).to_have_text("2 inspections wait for review.")
+            Console(page, tmp_path).check("review-queue")
+
+            items.nth(0).locator("button[data-label=good]").click()
+            expect(items).to_have_count(1)
+            expect(page.locator("#review-status")).to_have_text(
+                "Labelled part SN-1 good. 1 inspection waits for review."
+            )
+            record = client.get(f"/inspections/{ids[0]}").json()
+            assert (record["review"], record["label"], record["reviewed_by"]) == ("reviewed", "good", "rita")
+            assert client.get("/products/p/evaluation").json()["n_good"] == 1, "the frame joined the calibration set"
+            assert [i["inspection_id"] for i in client.get("/inspections/review-queue").json()["items"]] == ids[1:]
+
+            items.nth(0).locator("button[data-label=defect]").click()
+            expect(page.locator("#review-empty")).to_be_visible()
+            expect(page.locator("#review-empty")).to_have_text("Nothing waits for review.")
+            assert client.get(f"/inspections/{ids[1]}").json()["label"] == "defect"
+            Console(page, tmp_path).check("review-queue-empty")
+            page.reload()  # from the service again: still empty
+            expect(page.locator("#review-empty")).to_be_visible()
             assert not page.errors, page.errors
         finally:
             browser.close()

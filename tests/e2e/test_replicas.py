@@ -209,6 +209,26 @@ def test_every_replica_lists_every_inspection_and_takes_feedback_on_any(trio):
     assert trio[2].client.get(f"/inspections/{answered['A']}/frame").content == FRAME
 
 
+def review_queue(replica: ServiceProcess, product_id: str) -> list[str]:
+    answer = replica.client.get("/inspections/review-queue", params={"product_id": product_id})
+    return [item["inspection_id"] for item in answer.json()["items"]]
+
+
+def test_every_replica_sees_one_review_queue_and_a_verdict_on_any_empties_it(trio):
+    a, b, c = trio
+    assert upload(a, "rq").status_code == 201
+    assert a.client.put("/products/rq/review-policy", json={"band": 1.0, "all_ng": True}).status_code == 200
+    answer = a.client.post("/inspect", data={"product_id": "rq", "part_id": "SN-Q"}, files=files(FRAME))
+    queued = answer.json()["results"][0]["inspection_id"]  # queued: A follows its own policy change at once
+    for replica in trio:
+        wait_for(lambda r=replica: review_queue(r, "rq") == [queued],
+                 f"replica {replica.name} to list A's inspection in the review queue", SETTLE_TIMEOUT_S)  # fmt: skip
+    labelled = c.client.post("/products/rq/feedback", data={"label": "defect", "inspection_id": queued})
+    assert labelled.status_code == 200, labelled.text
+    assert [review_queue(r, "rq") for r in trio] == [[], [], []]
+    assert b.client.get(f"/inspections/{queued}").json()["review"] == "reviewed"
+
+
 def test_sigkill_mid_upload_leaves_the_others_serving_and_the_store_loadable(trio, data_dir, tiny_detector):
     """C is killed (SIGKILL) in the middle of an upload and a burst of inspections: the others serve on, the store
     loads, and every inspection C answered is on the record (its spool adopted by a live replica)."""

@@ -1,6 +1,6 @@
 """The inspection records: filtered pages newest first (cursor pagination), the same query as a streamed CSV export,
-one record, its archived frame. Every replica answers from the shared records; this replica's spooled records are
-written first, so that an inspection it answered is listed at once."""
+the review queue (oldest first), one record, its archived frame. Every replica answers from the shared records;
+this replica's spooled records are written first, so that an inspection it answered is listed at once."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pydantic import BeforeValidator
 from service.api.dependencies import StoreServices
 from service.api.errors import error_responses
 from service.api.routes.inspect import TAG_TEXT
-from service.api.schemas import InspectionPage, InspectionRecord, utc
+from service.api.schemas import InspectionPage, InspectionRecord, ReviewItem, ReviewQueue, utc
 from service.errors import InvalidInput, NotFound
 from service.imaging.formats import PRODUCT_ID
 from service.records.store import (
@@ -55,7 +55,8 @@ CSV_COLUMNS = [
     "inspection_id", "time", "product_id", "reference_version", "verdict", "score", "score_scale", "threshold",
     "pixel_threshold", "threshold_source", "rules_version", "rule", "rules_fired", "n_regions", "part_id",
     "station", "camera", "view", "trigger_time", "latency_ms", "total_ms", "timings_ms", "warnings", "model_config",
-    "mode", "weights_checksum", "filename", "width", "height", "frame_sha256", "frame_kept", "label", "replica",
+    "mode", "weights_checksum", "filename", "width", "height", "frame_sha256", "frame_kept", "label", "review",
+    "replica",
 ]  # fmt: skip
 
 
@@ -102,16 +103,47 @@ async def list_inspections(
         await asyncio.to_thread(records_call, recorder.store.page, where, 1)  # fail with 503 before streaming
         headers = {"Content-Disposition": 'attachment; filename="inspections.csv"'}
         return StreamingResponse(csv_chunks(recorder.store, where), media_type="text/csv", headers=headers)
-    try:
-        after = None if cursor is None else decode_cursor(cursor)
-    except BadCursor as err:
-        raise InvalidInput(str(err)) from None
-    rows, next_after = await asyncio.to_thread(records_call, recorder.store.page, where, limit, after)
+    rows, next_after = await asyncio.to_thread(records_call, recorder.store.page, where, limit, _cursor(cursor))
     page = InspectionPage(
         inspections=[InspectionRecord.of(r) for r in rows],
         next_cursor=None if next_after is None else encode_cursor(*next_after),
     )
     return Response(page.model_dump_json().encode(), media_type="application/json")
+
+
+def _cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    try:
+        return None if cursor is None else decode_cursor(cursor)
+    except BadCursor as err:
+        raise InvalidInput(str(err)) from None
+
+
+@router.get(
+    "/review-queue",
+    summary="Inspections waiting for a person's verdict, oldest first",
+    responses=error_responses(422),
+)
+async def review_queue(
+    services: StoreServices,
+    product_id: Annotated[str | None, Query(pattern=PRODUCT_ID.pattern)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> ReviewQueue:
+    """Every replica's inspections that the product's review policy sent to the queue and nobody has labelled yet,
+    oldest first (the longest waiting; a page stays put while new ones arrive), with `pending`, how many wait in all.
+    The verdict is feedback: POST /products/{id}/feedback with `inspection_id` and `label` takes it out. 422 a bad
+    cursor, 503 the records database does not answer."""
+    recorder = services.recorder
+    await asyncio.to_thread(recorder.flush)
+    after = _cursor(cursor)
+    rows, next_after, pending = await asyncio.to_thread(
+        records_call, recorder.store.review_queue, product_id, limit, after
+    )
+    return ReviewQueue(
+        pending=pending,
+        items=[ReviewItem.of(r) for r in rows],
+        next_cursor=None if next_after is None else encode_cursor(*next_after),
+    )
 
 
 def csv_chunks(store: RecordStore, where: RecordFilter) -> Iterator[str]:

@@ -27,6 +27,8 @@ from service.api.schemas import (
     RecentInspection,
     RetentionUpdate,
     RetentionView,
+    ReviewPolicyUpdate,
+    ReviewPolicyView,
     duplicates_warning,
     product_mode,
 )
@@ -34,6 +36,7 @@ from service.errors import InvalidInput
 from service.products.store import Product
 from service.products.workflows import unknown_product
 from service.records.archive import RetentionPolicy
+from service.records.review import ReviewPolicy
 from service.records.store import RecordFilter, records_call
 
 router = APIRouter(
@@ -195,14 +198,18 @@ async def give_feedback(
     force: Annotated[FormBool, Form(description=FORCE_DESCRIPTION)] = False,
 ) -> FeedbackAnswer:
     """A good frame joins the calibration set (thresholds recomputed); every labelled frame is kept (bounded)
-    for GET /products/{id}/evaluation. 422 unless exactly one of inspection_id and one file in images; 409 when the
-    new thresholds would reject nothing, or, with `confirmation`, when the label would move the threshold in force
-    by more than x1.5 (either way) and force is not true; nothing is stored then."""
+    for GET /products/{id}/evaluation. A label by inspection_id is stored on the record with who (the API key's
+    name) and when, and takes the inspection out of the review queue. 422 unless exactly one of inspection_id and
+    one file in images; 409 when the new thresholds would reject nothing, or, with `confirmation`, when the label
+    would move the threshold in force by more than x1.5 (either way) and force is not true; nothing is stored
+    then."""
     if image is not None:
         raise InvalidInput(OLD_IMAGE_FIELD)
     frame = await single_upload(images) if images else None
     before = audited_state(await run_in_threadpool(services.store.get, product_id))
-    labelled = await services.workflows.give_feedback(product_id, label, inspection_id, frame, add_to_references, force)
+    labelled = await services.workflows.give_feedback(
+        product_id, label, inspection_id, frame, add_to_references, force, author=audit.actor
+    )
     given = {"label": label, "inspection_id": inspection_id, "add_to_references": add_to_references}
     await audit("feedback", product_id, before, {**audited_state(labelled.product), **given})
     ignored = labelled.duplicates_ignored
@@ -276,6 +283,41 @@ async def set_retention(
     before = {**asdict(own or recorder.settings.default_policy), "default": own is None}
     await audit("retention.set", product_id, before, {**asdict(policy), "default": False})
     return RetentionView(product_id=product_id, default=False, **asdict(policy))
+
+
+@router.get(
+    "/{product_id}/review-policy",
+    summary="Which inspections of a product wait for a person's verdict",
+    responses=error_responses(404, 422),
+)
+async def show_review_policy(product_id: ProductId, services: StoreServices) -> ReviewPolicyView:
+    """The product's own policy, else the DCPSFR_REVIEW_* settings' (`default`: true); 404 unknown product."""
+    await services.workflows.existing(product_id)
+    recorder = services.recorder
+    own = (await run_in_threadpool(records_call, recorder.store.review_policies)).get(product_id)
+    return ReviewPolicyView(
+        product_id=product_id, default=own is None, **asdict(own or recorder.settings.default_review)
+    )
+
+
+@router.put(
+    "/{product_id}/review-policy",
+    summary="Set which inspections of a product wait for a person's verdict",
+    responses=error_responses(400, 404, 413, 422),
+)
+async def set_review_policy(
+    product_id: ProductId, update: ReviewPolicyUpdate, services: StoreServices, audit: AuditDep
+) -> ReviewPolicyView:
+    """Applies to inspections from now on (this replica at once, the others within 10 s): a record already made
+    keeps its decision. 404 unknown product, 503 the records database does not answer."""
+    await services.workflows.existing(product_id)
+    policy = ReviewPolicy(update.band, update.all_ng)
+    recorder = services.recorder
+    own = (await run_in_threadpool(records_call, recorder.store.review_policies)).get(product_id)
+    await run_in_threadpool(records_call, recorder.set_review_policy, product_id, policy)
+    before = {**asdict(own or recorder.settings.default_review), "default": own is None}
+    await audit("review_policy.set", product_id, before, {**asdict(policy), "default": False})
+    return ReviewPolicyView(product_id=product_id, default=False, **asdict(policy))
 
 
 @router.get("", summary="List products")

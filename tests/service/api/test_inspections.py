@@ -128,6 +128,8 @@ def test_retention_is_set_per_product_and_followed(replicas):
         assert client.get("/products/p/retention").json()["keep_ng"] is False
         integral = client.put("/products/p/retention", json={"keep_ng": False, "keep_ok_every": 0.0, "days": 7.0})
         assert integral.status_code == 200 and integral.json()["days"] == 7  # JSON Schema's integer
+        # DEFECT scores within 10 % of the threshold: the default review band would keep its frame for a person
+        assert client.put("/products/p/review-policy", json={"band": 0.0, "all_ng": False}).status_code == 200
         result = inspect_part(client, "p", DEFECT)
         assert client.get(f"/inspections/{result['inspection_id']}").json()["frame_kept"] is False
         assert client.get(f"/inspections/{result['inspection_id']}/frame").status_code == 404

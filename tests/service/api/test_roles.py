@@ -106,6 +106,28 @@ def test_every_change_is_on_the_audit_log_with_who_before_and_after(keyed_client
     assert "images" not in json.dumps(rows["feedback"])  # small values only, never a frame
 
 
+def test_the_review_queue_is_an_operators_and_its_policy_an_engineers_and_the_reviewer_is_recorded(keyed_client):
+    client = keyed_client
+    assert upload(client, "p", *GOOD[:2], headers=ENGINEER).status_code == 201
+    policy = {"band": 1.0, "all_ng": True}  # every distance score up to twice the threshold, and every NG
+    refused = client.put("/products/p/review-policy", json=policy, headers=OPERATOR)
+    assert refused.status_code == 403 and "the engineer role is needed" in refused.json()["detail"]
+    assert client.put("/products/p/review-policy", json=policy, headers=ENGINEER).status_code == 200
+    assert client.put("/products/p/review-policy", json=policy, headers=ADMIN).status_code == 200
+    assert client.get("/products/p/review-policy", headers=OPERATOR).status_code == 200
+    inspection = client.post("/inspect", data={"product_id": "p"}, files=files(GOOD[2]), headers=OPERATOR).json()
+    inspection_id = inspection["results"][0]["inspection_id"]
+    waiting = client.get("/inspections/review-queue", headers=OPERATOR)
+    assert waiting.status_code == 200 and [i["inspection_id"] for i in waiting.json()["items"]] == [inspection_id]
+    assert client.get("/inspections/review-queue").status_code == 401
+    feedback = {"label": "defect", "inspection_id": inspection_id}
+    assert client.post("/products/p/feedback", data=feedback, headers=OPERATOR).status_code == 200
+    record = client.get(f"/inspections/{inspection_id}", headers=OPERATOR).json()
+    assert (record["review"], record["label"], record["reviewed_by"]) == ("reviewed", "defect", "anna")
+    assert client.get("/inspections/review-queue", headers=OPERATOR).json()["pending"] == 0
+    assert [r["actor"] for r in audit_rows(client, action="review_policy.set")] == ["cleo", "ben"]
+
+
 def test_a_refused_change_writes_no_audit_row(keyed_client):
     client = keyed_client
     assert upload(client, "p", *GOOD[:2], headers=ENGINEER).status_code == 201

@@ -46,5 +46,6 @@ def row(n: int, product_id: str = "p", anomalous: bool = False, **fields: Any) -
         "frame_bytes": None,
         "frame_kept": False,
         "replica": "test",
+        "review": None,
         **fields,
     }

@@ -1,6 +1,7 @@
 """The record writer: records survive a SIGKILL in the spool and reach the database from the next process; a
 database outage (a real PostgreSQL server stopped, then started) delays only the writer, and every record arrives
-afterwards; frames are archived as the retention policy says and pruned with it."""
+afterwards; frames are archived as the retention policy says and pruned with it; the review policy sends
+borderline records to the queue, whose frames are kept whatever the retention policy samples."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from service.records.archive import FrameArchive, RetentionPolicy, sha256_hex
 from service.records.database import open_database
 from service.records.recorder import Recorder, RecorderSettings
+from service.records.review import ReviewPolicy
 from service.records.spool import Spool, read_segment
 from service.records.store import RecordFilter
 from tests.helpers.processes import REPO
@@ -24,9 +26,9 @@ KEEP_ALL = RetentionPolicy(keep_ng=True, keep_ok_every=1, days=30)
 
 
 def spooled(n: int, **fields) -> dict:
-    """Record n as the request path hands it to the recorder (JSON times, no frame columns)."""
+    """Record n as the request path hands it to the recorder (JSON times, no frame or review columns)."""
     record = row(n, **fields)
-    for key in ("frame_sha256", "frame_bytes", "frame_kept"):
+    for key in ("frame_sha256", "frame_bytes", "frame_kept", "review"):
         record.pop(key)
     return json.loads(json.dumps(record, default=lambda t: t.isoformat()))
 
@@ -99,6 +101,35 @@ def test_frames_are_archived_as_the_policy_says_and_pruned_with_it(database, tmp
         assert rec.prune(now=T0 + timedelta(days=20), grace_s=0) == 3
         assert rec.archive.get(sha256_hex(b"frame 1")) is None
         assert not any(r["frame_kept"] for r in rec.store.page(RecordFilter(), 100)[0])
+    finally:
+        rec.stop()
+
+
+def test_borderline_records_go_to_the_queue_and_keep_their_frames(database, tmp_path):
+    rec = recorder(database, tmp_path, policy=RetentionPolicy(keep_ng=False, keep_ok_every=0, days=1))
+    rec.start()
+    try:
+        # threshold 0.5, default band ±10 %: 0.46 and 0.54 are borderline, 0.1 and 0.9 are not
+        scores = {0: 0.46, 1: 0.54, 2: 0.1, 3: 0.9}
+        made = [rec.record(spooled(n, score=s, anomalous=s > 0.5), frame=f"f{n}".encode()) for n, s in scores.items()]
+        assert [r["review"] for r in made] == ["pending", "pending", None, None]
+        assert [r["frame_kept"] for r in made] == [True, True, False, False]  # the policy keeps no frame but these
+        rec.set_review_policy("p", ReviewPolicy(band=0.0, all_ng=True))
+        later = [rec.record(spooled(n, score=s, anomalous=s > 0.5), frame=None) for n, s in [(4, 0.46), (5, 0.9)]]
+        assert [r["review"] for r in later] == [None, "pending"]
+        assert rec.flush()
+        queue, _, pending = rec.store.review_queue("p", 10)
+        assert [r["inspection_id"] for r in queue] == [row(n)["inspection_id"] for n in (0, 1, 5)] and pending == 3
+        assert rec.prune(now=T0 + timedelta(days=20), grace_s=0) == 0  # past `days`, but waiting for a person
+        assert rec.archive.has(sha256_hex(b"f0")) and rec.archive.has(sha256_hex(b"f1"))
+        other = recorder(database, tmp_path / "other")  # another replica picks the policy up from the database
+        other.start()
+        try:
+            assert other.flush()  # its writer reads the policies
+            assert other.review_policy("p") == ReviewPolicy(band=0.0, all_ng=True)
+            assert other.review_policy("q") == ReviewPolicy(band=0.1, all_ng=False)
+        finally:
+            other.stop()
     finally:
         rec.stop()
 

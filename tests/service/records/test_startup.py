@@ -4,14 +4,18 @@ nothing (records wait in the spool)."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from alembic import command
+from sqlalchemy import insert, text
 
 from service.__main__ import check_records_schema
 from service.records.archive import FrameArchive, RetentionPolicy
-from service.records.database import database_url, migrate, open_database
+from service.records.database import alembic_config, database_url, migrate, open_database
 from service.records.recorder import Recorder, RecorderSettings
+from service.records.store import RecordStore
+from service.records.tables import inspections
 from service.settings import Settings
 from tests.helpers.processes import free_port
+from tests.service.records.rows import row
 from tests.service.records.test_recorder import spooled
 
 
@@ -46,4 +50,18 @@ def test_a_database_down_at_start_delays_nothing_and_is_retried(tmp_path):
 def test_migrations_run_on_an_empty_database_and_again_change_nothing(database):
     migrate(database)
     with database.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+
+
+def test_the_review_migration_keeps_the_records_made_before_it_out_of_the_queue_and_goes_back(database):
+    config = alembic_config()
+    with database.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0002")  # a database of the service before the review queue
+    before = {k: v for k, v in row(1).items() if k != "review"}
+    with database.begin() as connection:
+        connection.execute(insert(inspections).values(**before))
+    migrate(database)
+    store = RecordStore(database)
+    assert store.get(row(1)["inspection_id"])["review"] is None
+    assert store.review_queue(None, 10) == ([], None, 0) and store.review_policies() == {}

@@ -1,5 +1,6 @@
 """The records store on SQLite and on a real PostgreSQL server: idempotent batched inserts, filters, newest-first
-keyset pages, the export in bounded batches, labels, retention policies and the archive's expiry and size cap."""
+keyset pages, the export in bounded batches, labels, the review queue (oldest first, cursor pages, a review takes
+an item out), retention and review policies and the archive's expiry and size cap (never a pending review's)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from sqlalchemy import text
 
 from service.records.archive import RetentionPolicy
 from service.records.database import SchemaTooNew, migrate
-from service.records.store import BadCursor, RecordFilter, RecordStore, decode_cursor, encode_cursor
+from service.records.review import ReviewPolicy
+from service.records.store import BadCursor, RecordFilter, RecordStore, decode_cursor, encode_cursor, utc_now
 from tests.service.records.rows import T0, row
 
 
@@ -104,6 +106,68 @@ def test_frames_past_their_products_days_and_beyond_the_size_cap_are_no_longer_k
     assert [r["frame_kept"] for r in sorted(store.page(RecordFilter(), 10)[0], key=lambda r: r["time"])] == [
         False, False, False, False, False, True,
     ]  # fmt: skip
+
+
+def test_the_review_queue_lists_pending_records_oldest_first_in_cursor_pages(database):
+    store = RecordStore(database)
+    pending = [n for n in range(12) if n % 3 != 2]  # 8 pending records, 4 never queued
+    store.insert(
+        [row(n, product_id="a" if n < 6 else "b", review="pending" if n in pending else None) for n in range(12)]
+    )
+    store.insert([row(12, time=T0 + timedelta(seconds=1), review="pending")])  # the same time as record 1
+    seen, cursor, counts = [], None, []
+    while True:
+        page, cursor, count = store.review_queue(None, 3, cursor)
+        seen += page
+        counts.append(count)
+        if cursor is None:
+            break
+        cursor = decode_cursor(encode_cursor(*cursor))  # through the API's opaque text
+    assert ids(seen) == [row(n)["inspection_id"] for n in (0, 1, 12, 3, 4, 6, 7, 9, 10)]
+    assert counts == [9, 9, 9] and all(r["thumbnail"] is not None for r in seen)
+    page, cursor, count = store.review_queue("a", 10)
+    assert ids(page) == [row(n)["inspection_id"] for n in (0, 1, 3, 4)] and cursor is None and count == 4
+    assert store.review_queue("nope", 10) == ([], None, 0)
+
+
+def test_a_review_takes_a_record_out_of_the_queue_with_who_and_when(database):
+    store = RecordStore(database)
+    store.insert([row(n, review="pending") for n in range(3)] + [row(3)])
+    store.add_review(row(1)["inspection_id"], "p", "good", "anna")
+    store.add_review(row(3)["inspection_id"], "p", "defect")  # never queued: stays so
+    page, _, count = store.review_queue("p", 10)
+    assert ids(page) == [row(0)["inspection_id"], row(2)["inspection_id"]] and count == 2
+    assert store.get(row(1)["inspection_id"])["review"] == "reviewed"
+    assert store.get(row(3)["inspection_id"])["review"] is None
+    [review] = store.reviews_of(row(1)["inspection_id"])
+    assert (review["label"], review["author"], review["source"]) == ("good", "anna", "feedback")
+    assert abs(review["time"] - utc_now()) < timedelta(minutes=5)
+    store.add_review(row(1)["inspection_id"], "p", "defect", "ben")  # a second opinion: the latest is the label
+    assert store.get(row(1)["inspection_id"])["label"] == "defect" and store.review_queue("p", 10)[2] == 2
+
+
+def test_review_policies_are_set_and_replaced(database):
+    store = RecordStore(database)
+    store.set_review_policy("a", ReviewPolicy(0.1, False))
+    store.set_review_policy("a", ReviewPolicy(0.25, True))
+    store.set_review_policy("b", ReviewPolicy(0.0, True))
+    assert store.review_policies() == {"a": ReviewPolicy(0.25, True), "b": ReviewPolicy(0.0, True)}
+
+
+def test_frames_waiting_for_review_are_neither_expired_nor_capped(database):
+    store = RecordStore(database)
+    kept = {"frame_kept": True, "frame_bytes": 100}
+    store.insert([row(n, frame_sha256=f"{n:064x}", review="pending" if n < 2 else None, **kept) for n in range(4)])
+    now = T0 + timedelta(days=5)
+    assert store.expire_frames({"p": RetentionPolicy(True, 1, 2)}, RetentionPolicy(True, 1, 30), now) == 2
+    assert store.unreferenced([f"{n:064x}" for n in range(4)]) == [f"{n:064x}" for n in (2, 3)]
+    store.insert([row(n, frame_sha256=f"{n:064x}", **kept) for n in range(4, 6)])
+    assert store.cap_frames(100) == 2  # 400 bytes kept; the two pending ones stay, the others go oldest first
+    assert [r["frame_kept"] for r in sorted(store.page(RecordFilter(), 10)[0], key=lambda r: r["time"])] == [
+        True, True, False, False, False, False,
+    ]  # fmt: skip
+    store.add_review(row(0)["inspection_id"], "p", "good")  # reviewed: its frame follows the policy again
+    assert store.expire_frames({"p": RetentionPolicy(True, 1, 2)}, RetentionPolicy(True, 1, 30), now) == 1
 
 
 def test_a_schema_newer_than_the_code_is_refused(database):
