@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import tomllib
+from html.parser import HTMLParser
 
 import pytest
 
@@ -76,3 +77,36 @@ def test_every_console_file_is_package_data():
     assert {"index.html", "app.js", "style.css", "favicon.svg"} <= set(files)
     for name in files:
         assert any(fnmatch.fnmatch(f"console/{name}", pattern) for pattern in patterns), name
+
+
+class _Views(HTMLParser):
+    """Each `.view` section of the page with its parent chain (tag#id), and the unclosed elements at the end."""
+
+    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.views: dict[str, list[str]] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if "view" in (attributes.get("class") or "").split():
+            self.views[attributes.get("id") or "?"] = list(self.open)
+        if tag not in self.VOID:
+            self.open.append(f"{tag}#{attributes.get('id') or ''}")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in self.VOID:
+            assert self.open and self.open[-1].split("#")[0] == tag, f"</{tag}> closes {self.open[-1:]}"
+            self.open.pop()
+
+
+def test_every_view_is_its_own_section_of_main():
+    """A view nested in another (a section left open) stays hidden when the other is: every view must be a child of
+    <main> itself, and every element closed."""
+    parser = _Views()
+    parser.feed((CONSOLE_DIR / "index.html").read_text())
+    assert {"view-products", "view-product", "view-review", "view-reports"} <= set(parser.views)
+    assert {view: chain[-1] for view, chain in parser.views.items()} == dict.fromkeys(parser.views, "main#main")
+    assert parser.open == []
