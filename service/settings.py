@@ -254,7 +254,14 @@ class Settings(BaseSettings):
     store_poll_s: float = Field(
         2.0,
         gt=0,
-        description="how often (s) to look for products changed by other replicas sharing DATA_DIR",
+        description="how often (s) to re-read the product registry for changes by other replicas (one query)",
+        json_schema_extra=group("replicas"),
+    )
+    blob_grace_s: float = Field(
+        600.0,
+        gt=0,
+        description="an unreferenced bank or frame blob is removed once this old (s): another replica may be "
+        "writing it",
         json_schema_extra=group("replicas"),
     )
     # --- observability -----------------------------------------------------------------------------------------
@@ -297,8 +304,13 @@ class Settings(BaseSettings):
 
     @property
     def products_dir(self) -> Path:
-        """Where products are stored: DATA_DIR/products."""
+        """Where the old folder store kept products (imported into the registry at start-up): DATA_DIR/products."""
         return self.data_dir / "products"
+
+    @property
+    def blobs_dir(self) -> Path:
+        """The product registry's blobs (reference banks, labelled frames): DATA_DIR/blobs."""
+        return self.data_dir / "blobs"
 
 
 def variable_name(name: str) -> str:
