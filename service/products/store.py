@@ -231,7 +231,8 @@ class ProductStore:
 
     def all(self) -> list[Product]:
         """Every stored product (loading those not in memory or changed), sorted by id; Unavailable when the
-        database does not answer."""
+        database does not answer, StoreUnavailable while the blob folder is."""
+        self.check_available()
         self.refresh()
         return sorted(self._products.values(), key=lambda p: p.product_id)
 
@@ -397,11 +398,16 @@ class ProductStore:
     def refresh(self, product_id: str | None = None) -> list[str]:
         """Re-read the rows of one product (or all: one query) and install what changed: a new uid loads its
         version, a new generation updates the overrides, a missing row forgets the product; returns the ids
-        changed. Raises Unavailable when the database does not answer (nothing is forgotten then)."""
+        changed. Raises Unavailable when the database does not answer (nothing is forgotten then); changes nothing
+        while the blob folder is unavailable (`unavailable_reason`)."""
         if product_id is not None:
             before = version_of(self._products.get(product_id))
             after = self._load(product_id) if is_valid_product_id(product_id) else None
             return [] if version_of(after) == before else [product_id]
+        try:
+            self.check_available()  # where the poll notices a lost blob folder (and its return)
+        except StoreUnavailable:
+            return []  # products in memory are kept; a new version could not load
         query = select(products.c.product_id, products.c.uid, products.c.generation)
         rows = {r.product_id: (r.uid, r.generation) for r in self.read(lambda c: c.execute(query).all())}
         changed = []

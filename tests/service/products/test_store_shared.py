@@ -10,9 +10,9 @@ import threading
 import time
 
 import pytest
+from service.products.files import LOCK, LOCK_STALE_S, StoreError
 
 import service.products.store
-from service.products.files import LOCK, LOCK_STALE_S, StoreError
 from service.products.frames import FrameStore, new_frame
 from service.products.store import ProductStore, StoreConflict, StoreUnavailable
 from tests.helpers.apps import STORE_CALIBRATION, upload
