@@ -287,7 +287,7 @@ class ProductStore:
             return row
 
         try:
-            row = self._write(write)
+            row = self._write_retried(write, retry=expected is ANY)
         except IntegrityError:
             self._refresh_quietly(product_id)
             raise self._first_upload_conflict(product_id) from None
@@ -485,6 +485,15 @@ class ProductStore:
         self._database_up()
         return result
 
+    def _write_retried(self, call: Callable[[Connection], T], retry: bool) -> T:
+        """`_write`; with `retry`, a first INSERT that lost to another writer's is tried again (as an UPDATE)."""
+        for _ in range(3 if retry else 0):
+            try:
+                return self._write(call)
+            except IntegrityError:
+                continue
+        return self._write(call)
+
     def _database_down(self, err: SQLAlchemyError) -> Unavailable:
         message = (
             f"the product registry (records database) does not answer: {str(err).splitlines()[0]}; products in "
@@ -515,35 +524,35 @@ class ProductStore:
 
     def _claim(self, c: Connection, product_id: str, uid: str, expected: Any) -> dict[str, Any]:
         """The compare-and-swap of a commit: the product's row moved to a new version `uid`; the row after it."""
-        if expected is ANY:
-            expected = c.execute(select(products.c.uid).where(products.c.product_id == product_id)).scalar()
         now = utc_now()
-        if expected is None:
-            twin = self._twin(c, product_id)
-            if twin is not None:
-                raise self._twin_conflict(twin)
-            first = {"version": 1, "generation": 1, "rules": None, "rules_version": 0}
-            key = product_key(product_id)
-            c.execute(insert(products).values(product_id=product_id, product_key=key, uid=uid, **first, created=now,
-                                              updated=now))  # fmt: skip
-            return first
-        moved = c.execute(
-            update(products)
-            .where(products.c.product_id == product_id, products.c.uid == expected)
-            .values(
-                version=products.c.version + 1,
-                uid=uid,
-                generation=products.c.generation + 1,
-                threshold=None,
-                pixel_threshold=None,
-                recalibration=None,
-                updated=now,
+        if expected is not None:
+            cas = [] if expected is ANY else [products.c.uid == expected]
+            moved = c.execute(
+                update(products)
+                .where(products.c.product_id == product_id, *cas)
+                .values(
+                    version=products.c.version + 1,
+                    uid=uid,
+                    generation=products.c.generation + 1,
+                    threshold=None,
+                    pixel_threshold=None,
+                    recalibration=None,
+                    updated=now,
+                )
             )
-        )
-        if moved.rowcount == 0:
-            raise self._conflict(c, product_id)
-        columns = (products.c.version, products.c.generation, products.c.rules, products.c.rules_version)
-        return dict(c.execute(select(*columns).where(products.c.product_id == product_id)).one()._mapping)
+            if moved.rowcount == 1:
+                columns = (products.c.version, products.c.generation, products.c.rules, products.c.rules_version)
+                return dict(c.execute(select(*columns).where(products.c.product_id == product_id)).one()._mapping)
+            if expected is not ANY:
+                raise self._conflict(c, product_id)
+        twin = self._twin(c, product_id)
+        if twin is not None:
+            raise self._twin_conflict(twin)
+        first = {"version": 1, "generation": 1, "rules": None, "rules_version": 0}
+        key = product_key(product_id)
+        c.execute(insert(products).values(product_id=product_id, product_key=key, uid=uid, **first, created=now,
+                                          updated=now))  # fmt: skip
+        return first
 
     def _conflict(self, c: Connection, product_id: str) -> StoreConflict:
         version = c.execute(select(products.c.version).where(products.c.product_id == product_id)).scalar()
