@@ -12,11 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from bench import load
+from bench import load, memory
 from bench.common import Section, p50, photo_like, png_bytes
 from model import create_detector
 from service.decisions.calibration import fit_and_calibrate
-from service.products.store import ProductStore
 
 POLL_INTERVALS_S = (2.0, 0.2)
 
@@ -53,7 +52,7 @@ def startup_seconds(server_args, root: Path, n_products: int, config: str, rando
     det = create_detector(config, device="cpu", random_init=random_init and config != "tiny")
     fitted = fit_and_calibrate(det, [photo_like((256, 256), seed) for seed in range(2)])
     stored = root / "stored"
-    writer = ProductStore(stored / "products")
+    writer = memory.registry(stored)
     for i in range(n_products):
         writer.commit(f"p{i:03d}", fitted.refs, fitted.calibration)
     out = {}
