@@ -2,13 +2,15 @@
 and, with DCPSFR_BENCH_DATABASE_URL=postgresql://..., on PostgreSQL; the CSV export's peak Python memory for
 100k records (tracemalloc) against one batch; spool recovery (records spooled by a crashed process, written by the
 next); POST /inspect p50 in-process (tiny config, random weights) with the records on and with the spool write
-skipped, interleaved."""
+skipped, interleaved; on PostgreSQL, the change feed's delay from a committed announce to the other feed's
+callback (LISTEN/NOTIFY)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import tempfile
+import threading
 import time
 import tracemalloc
 from datetime import datetime, timedelta
@@ -17,6 +19,7 @@ from pathlib import Path
 from bench.common import Section, p50, photo_like, png_bytes
 from service.api.routes.inspections import csv_chunks
 from service.records.archive import FrameArchive, RetentionPolicy
+from service.records.changes import ChangeFeed, announce
 from service.records.database import migrate, open_database
 from service.records.recorder import Recorder, RecorderSettings
 from service.records.store import RecordFilter, RecordStore
@@ -95,6 +98,38 @@ def recovery_s(folder: Path, n: int) -> float:
     return seconds
 
 
+def notify_delays_ms(url: str, n: int) -> list[float]:
+    """Milliseconds from the start of each of n commits (one announce each) until a ChangeFeed sees the key."""
+    seen: dict[str, float] = {}
+    arrived = threading.Event()
+
+    def on_change(key: str | None) -> None:
+        if key is not None:
+            seen[key] = time.perf_counter()
+            arrived.set()
+
+    feed = ChangeFeed(url, on_change)
+    feed.start()
+    engine = open_database(url)
+    delays = []
+    try:
+        deadline = time.monotonic() + 30
+        while not feed.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for i in range(n):
+            arrived.clear()
+            with engine.connect() as connection:
+                announce(connection, f"bench-{i}")
+                committing = time.perf_counter()  # the callback may run before commit() returns here
+                connection.commit()
+            arrived.wait(10)
+            delays.append((seen[f"bench-{i}"] - committing) * 1000)
+    finally:
+        feed.stop()
+        engine.dispose()
+    return delays
+
+
 def inspect_p50(folder: Path, repeats: int) -> tuple[float, float]:
     """POST /inspect p50 (ms), in-process, tiny config: (records on, spool write skipped), interleaved."""
     from fastapi.testclient import TestClient
@@ -140,6 +175,13 @@ def run(args: argparse.Namespace) -> Section:
             rate = insert_rate(url, n_insert)
             section.data[f"insert_per_s_{name}"] = rate
             section.rows.append(f"insert {name:<11} {rate:>10,.0f} records/s ({n_insert} records, batches of 500)")
+        if "postgresql" in urls:
+            delays = notify_delays_ms(urls["postgresql"], 20 if args.quick else 100)
+            section.data.update(notify_p50_ms=p50(delays), notify_max_ms=max(delays))
+            section.rows.append(
+                f"change feed, commit -> other connection's callback (LISTEN/NOTIFY): p50 {p50(delays):.1f} ms, "
+                f"max {max(delays):.1f} ms ({len(delays)} commits)"
+            )
         export_url = f"sqlite:///{folder / 'export.sqlite3'}"
         insert_rate(export_url, n_export)
         peak, one_batch, seconds = export_peak_mib(export_url, n_export)

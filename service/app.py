@@ -4,6 +4,7 @@ import time, so tests can make apps with their own settings (and their own detec
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -64,8 +65,9 @@ def create_app(
     metrics = Metrics(per_product=settings.metrics_per_product, max_products=settings.metrics_max_products)
     url = database_url(settings.database_url, settings.data_dir)
     database = open_database(url)  # one engine for the records and the product registry
-    store = ProductStore(database, BlobStore(settings.blobs_dir), folder_importer(settings.products_dir))
+    store = ProductStore(database, BlobStore(settings.blobs_dir), folder_importer(settings.data_dir))
     sync = StoreSync(
+        store,
         ChangeFeed(url, store.refresh_one_or_all, settings.store_poll_s),
         BlobCollector(store, settings.blob_grace_s, settings.blob_grace_s / 2),
     )
@@ -156,15 +158,18 @@ def api_keys(settings: Settings) -> list[ApiKey]:
 
 
 class StoreSync:
-    """The product store's background threads: the change feed (every replica's changes, all products loaded at
-    its first call) and the blob garbage collector."""
+    """The product store's background threads: one that loads every stored product (so the service is ready before
+    they all are; a request for one not loaded yet loads it), the change feed (other replicas' changes) and the blob
+    garbage collector."""
 
-    def __init__(self, feed: ChangeFeed, collector: BlobCollector) -> None:
+    def __init__(self, store: ProductStore, feed: ChangeFeed, collector: BlobCollector) -> None:
+        self.store = store
         self.feed = feed
         self.collector = collector
 
     def start(self) -> None:
-        """Start both."""
+        """Start the three."""
+        threading.Thread(target=self.store.refresh_one_or_all, args=(None,), name="store-load", daemon=True).start()
         self.feed.start()
         self.collector.start()
 

@@ -254,7 +254,7 @@ class Settings(BaseSettings):
     store_poll_s: float = Field(
         2.0,
         gt=0,
-        description="how often (s) to re-read the product registry for changes by other replicas (one query)",
+        description="while the change feed cannot listen, how often (s) to re-read the product registry (one query)",
         json_schema_extra=group("replicas"),
     )
     blob_grace_s: float = Field(

@@ -19,6 +19,7 @@ from tests.helpers.deployfiles import (
     PROMETHEUS_CONFIG,
     REPO,
     SERVICE,
+    MissingVariable,
     compose_model,
     compose_schema,
     container_process,
@@ -27,7 +28,7 @@ from tests.helpers.deployfiles import (
     parse_dockerfile,
 )
 
-ENV = {"DCPSFR_API_KEYS": "k1,k2", "DCPSFR_METRICS_API_KEY": "k2"}
+ENV = {"POSTGRES_PASSWORD": "s3cret-from-env", "DCPSFR_METRICS_API_KEY": "k2"}
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,8 @@ def test_container_environment_names_are_real_settings_and_parse(monkeypatch):
             for name, value in dcpsfr.items():
                 patch.setenv(name, value)
             settings = Settings()
-        assert settings.api_key_list == ["k1", "k2"] and settings.device == device
+        assert settings.api_key_list == [] and str(settings.keys_file) == "/etc/dcpsfr/keys.yaml"
+        assert settings.device == device
         assert str(settings.data_dir) == "/data" and str(settings.weights_dir) == "/app/weights"
 
 
@@ -147,3 +149,40 @@ def test_grafana_is_provisioned_from_the_mounted_folders(gpu):
     assert (REPO / volumes[str(dashboards)]).resolve() == (GRAFANA / "dashboards")
     home = environment_dict(grafana["environment"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (GRAFANA / "dashboards" / Path(home).relative_to(dashboards)).is_file()
+
+
+def test_the_keys_file_is_mounted_and_the_deprecated_keys_variable_is_gone(gpu):
+    service = gpu["services"][SERVICE]
+    environment = environment_dict(service["environment"])
+    assert "DCPSFR_API_KEYS" not in environment and "DCPSFR_ALLOW_ANONYMOUS" not in environment
+    mounted = {config["target"]: config["source"] for config in service["configs"]}
+    assert gpu["configs"][mounted[environment["DCPSFR_KEYS_FILE"]]]["file"] == "./keys.yaml"
+    other = compose_model(COMPOSE, env={**ENV, "DCPSFR_KEYS_PATH": "/srv/keys.yaml"})
+    assert other["configs"][mounted[environment["DCPSFR_KEYS_FILE"]]]["file"] == "/srv/keys.yaml"
+
+
+def test_the_service_uses_the_bundled_postgresql_once_it_is_healthy(gpu):
+    service, postgres = gpu["services"][SERVICE], gpu["services"]["postgres"]
+    environment = environment_dict(service["environment"])
+    url = environment["DCPSFR_DATABASE_URL"]
+    assert url == f"postgresql://{postgres['environment']['POSTGRES_USER']}@postgres:5432/dcpsfr"
+    assert postgres["environment"]["POSTGRES_DB"] == "dcpsfr"
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert mounts(postgres)["/var/lib/postgresql/data"] in gpu["volumes"], "the database is not on a named volume"
+    assert postgres["image"].startswith("postgres:") and is_pinned(postgres["image"])
+    other = compose_model(COMPOSE, env={**ENV, "DCPSFR_DATABASE_URL": "postgresql://u@db.example/records"})
+    assert environment_dict(other["services"][SERVICE]["environment"])["DCPSFR_DATABASE_URL"].endswith("/records")
+
+
+def test_the_database_password_comes_from_the_environment_only(gpu):
+    service, postgres = gpu["services"][SERVICE], gpu["services"]["postgres"]
+    password = ENV["POSTGRES_PASSWORD"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == password
+    assert environment_dict(service["environment"])["PGPASSWORD"] == password  # libpq's, not in the URL
+    assert password not in COMPOSE.read_text()
+    assert password not in environment_dict(service["environment"])["DCPSFR_DATABASE_URL"]
+    for missing in ("", None):
+        env = {**ENV, "POSTGRES_PASSWORD": missing} if missing is not None else {"DCPSFR_METRICS_API_KEY": "k2"}
+        with pytest.raises(MissingVariable, match="POSTGRES_PASSWORD"):
+            compose_model(COMPOSE, env=env)

@@ -2,13 +2,15 @@
 Kubernetes OpenAPI schemas shipped offline in `kubernetes-validate` (strict: unknown fields fail), the CRD
 resources (ServiceMonitor, KEDA ScaledObject) are checked for structure (their CRD schemas are not available
 offline here), and the probes, ports, env names, secret keys and metric names match what the service
-really exposes."""
+really exposes; the service's database URL names the PostgreSQL StatefulSet's Service, user and database, and
+its password is one Secret key for both, never inlined."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -16,7 +18,7 @@ import yaml
 
 from service.app import create_app
 from service.settings import Settings, setting_variables
-from tests.helpers.deployfiles import COMPOSE, REPO, SERVICE, compose_model
+from tests.helpers.deployfiles import COMPOSE, REPO, SERVICE, compose_model, is_pinned
 from tests.helpers.kustomize import find, render
 from tests.helpers.monitoring import PROMTOOL, exported_series, metric_names, needs_promtool
 
@@ -25,6 +27,7 @@ OVERLAYS = ("gpu", "cpu")
 KUBERNETES_VERSION = "1.30.0"  # the oldest minor still in wide use; the manifests use nothing newer
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("keda.sh/v1alpha1", "ScaledObject")}
 POD_LABELS = {"app.kubernetes.io/name": "dcpsfr-inspect"}
+LIBPQ_VARIABLES = {"PGPASSWORD"}  # read by the PostgreSQL driver, not by the service's settings
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -67,7 +70,15 @@ def test_built_in_resources_validate_against_the_kubernetes_schemas(rendered):
             continue
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)  # raises on any error
         kinds.add(document["kind"])
-    assert kinds == {"Deployment", "Service", "PersistentVolumeClaim", "Secret", "PodDisruptionBudget"}
+    assert kinds == {
+        "Deployment",
+        "Service",
+        "PersistentVolumeClaim",
+        "Secret",
+        "ConfigMap",
+        "PodDisruptionBudget",
+        "StatefulSet",
+    }
 
 
 def test_the_validator_really_rejects_a_bad_manifest(rendered):
@@ -117,20 +128,86 @@ def test_probes_and_ports_match_the_service(rendered, routes):
 
 def test_env_names_are_real_settings_and_secrets_exist(rendered):
     _, documents = rendered
-    assert set(env(documents)) <= setting_variables()
-    secret = find(documents, "Secret", "dcpsfr-api-keys")
-    keys = env(documents)["DCPSFR_API_KEYS"]["valueFrom"]["secretKeyRef"]
-    assert keys["name"] == "dcpsfr-api-keys" and keys["key"] in secret["stringData"]
+    assert set(env(documents)) - LIBPQ_VARIABLES <= setting_variables()
+    assert "DCPSFR_API_KEYS" not in env(documents), "deprecated: the keys file replaces it"
     monitor = find(documents, "ServiceMonitor", "dcpsfr-inspect")
     credentials = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
-    assert credentials["name"] == "dcpsfr-api-keys" and credentials["key"] in secret["stringData"]
-    assert all(value == "" for value in secret["stringData"].values()), "no real key in the repository"
+    secret = find(documents, "Secret", credentials["name"])
+    assert credentials["key"] in secret["stringData"]
+    password = env(documents)["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password["key"] in find(documents, "Secret", password["name"])["stringData"]
+    for secret in (d for d in documents if d["kind"] == "Secret"):
+        assert all(value == "" for value in secret["stringData"].values()), "no real secret in the repository"
+
+
+def test_the_keys_file_is_a_mounted_config_map_that_starts_empty(rendered):
+    _, documents = rendered
+    keys_file = Path(env(documents)["DCPSFR_KEYS_FILE"]["value"])
+    pod = deployment(documents)["spec"]["template"]["spec"]
+    mount = next(m for m in container(documents)["volumeMounts"] if m["mountPath"] == str(keys_file.parent))
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    config_map = find(documents, "ConfigMap", volume["configMap"]["name"])
+    assert yaml.safe_load(config_map["data"][keys_file.name]) == []  # no keys: the service refuses to start
+
+
+def postgres(documents: list[dict]) -> tuple[dict, dict]:
+    """The PostgreSQL StatefulSet's pod spec and its one container."""
+    pod = find(documents, "StatefulSet", "dcpsfr-postgres")["spec"]["template"]["spec"]
+    (only,) = pod["containers"]
+    return pod, only
+
+
+def test_the_database_url_names_the_postgres_service_user_and_database(rendered):
+    _, documents = rendered
+    url = urlsplit(env(documents)["DCPSFR_DATABASE_URL"]["value"])
+    statefulset = find(documents, "StatefulSet", "dcpsfr-postgres")
+    service = find(documents, "Service", url.hostname)
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert statefulset["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert not set(labels.items()) & set(POD_LABELS.items()), "the inspect Service and PDB must not select it"
+    _, main = postgres(documents)
+    variables = {item["name"]: item.get("value") for item in main["env"]}
+    assert url.scheme == "postgresql" and url.password is None
+    assert (url.username, url.path) == (variables["POSTGRES_USER"], f"/{variables['POSTGRES_DB']}")
+    port = next(p for p in service["spec"]["ports"] if p["port"] == url.port)
+    assert port["targetPort"] in {p["name"] for p in main["ports"]}
+
+
+def test_the_database_password_is_one_secret_key_for_both_sides(rendered):
+    _, documents = rendered
+    _, main = postgres(documents)
+    server = {item["name"]: item for item in main["env"]}["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    client = env(documents)["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert server == client
+    for item in [*main["env"], *container(documents)["env"]]:
+        assert "PASSWORD" not in item["name"] or "value" not in item, f"{item['name']} inlined"
+
+
+def test_the_database_keeps_its_data_on_its_own_volume_and_is_probed(rendered):
+    _, documents = rendered
+    statefulset = find(documents, "StatefulSet", "dcpsfr-postgres")
+    pod, main = postgres(documents)
+    assert statefulset["spec"]["replicas"] == 1
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    mount = next(m for m in main["volumeMounts"] if m["name"] == claim["metadata"]["name"])
+    data = {item["name"]: item.get("value") for item in main["env"]}["PGDATA"]
+    assert Path(data).parent == Path(mount["mountPath"])  # a folder in the volume (its root may hold lost+found)
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert main[probe]["exec"]["command"][0] == "pg_isready"
+    assert is_pinned(main["image"]) and main["image"].startswith("postgres:")
+    assert pod["securityContext"]["runAsUser"] == 999 and pod["securityContext"]["runAsNonRoot"] is True
 
 
 def test_volumes_products_shared_read_write_weights_read_only(rendered):
     _, documents = rendered
     pod = deployment(documents)["spec"]["template"]["spec"]
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+    }
     mounts = {m["name"]: m for m in container(documents)["volumeMounts"]}
     variables = {name: item.get("value") for name, item in env(documents).items()}
     products = find(documents, "PersistentVolumeClaim", claims["products"])
@@ -202,7 +279,7 @@ def test_autoscaler_queries_are_valid_promql(tmp_path):
 
 def test_compose_stop_grace_period_covers_the_shutdown_grace():
     """Docker sends SIGKILL after stop_grace_period: it must outlast the drain after SIGTERM."""
-    inspect = compose_model(COMPOSE)["services"][SERVICE]
+    inspect = compose_model(COMPOSE, env={"POSTGRES_PASSWORD": "p"})["services"][SERVICE]
     period = inspect["stop_grace_period"]
     assert period.endswith("s")
     assert float(period[:-1]) > Settings.model_fields["shutdown_grace_s"].default

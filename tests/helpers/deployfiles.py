@@ -179,11 +179,16 @@ def load_yaml(path: Path) -> Any:
     return yaml.load(path.read_text(), Loader=ComposeLoader)  # a SafeLoader subclass
 
 
-INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?-)(?P<default>[^}]*))?\}|\$(?P<bare>\w+)")
+INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<default>[^}]*))?\}|\$(?P<bare>\w+)")
+
+
+class MissingVariable(ValueError):
+    """A `${V:?message}` (or `${V?message}`) variable is unset (or empty): Compose refuses to start."""
 
 
 def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """Compose variable substitution for the forms these files use: $$, ${V}, ${V:-d}, ${V-d}, $V."""
+    """Compose variable substitution for the forms these files use: $$, ${V}, ${V:-d}, ${V-d}, ${V:?message},
+    ${V?message}, $V. Raises MissingVariable where Compose refuses a required variable."""
     if isinstance(value, dict):
         return {key: interpolate(item, env) for key, item in value.items()}
     if isinstance(value, list):
@@ -200,9 +205,11 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
             return match.group("default")
         if match.group("op") == "-" and current is None:
             return match.group("default")
+        if (match.group("op") == ":?" and not current) or (match.group("op") == "?" and current is None):
+            raise MissingVariable(f"required variable {name} is missing a value: {match.group('default')}")
         return current or ""
 
-    if re.search(r"\$\{\w+:?[?+]", value):
+    if re.search(r"\$\{\w+:?\+", value):
         raise ValueError(f"interpolation form not handled by these checks: {value!r}")
     return INTERPOLATION.sub(replace, value)
 

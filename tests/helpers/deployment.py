@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from service.keys import key_hash
 from tests.helpers.deployfiles import COMPOSE, COMPOSE_CPU, PROMETHEUS_CONFIG, REPO, container_process
 from tests.helpers.processes import START_TIMEOUT_S, Process, ServiceProcess, free_port, start_process, start_service
 from tests.helpers.waiting import wait_for
@@ -22,9 +23,10 @@ CAMERA_KEY = "camera-key"
 PROMETHEUS_KEY = "prometheus-key"
 COMPOSE_ENV = {  # what an operator puts in .env for this test deployment
     "DCPSFR_MODEL_CONFIG": "tiny",
-    "DCPSFR_API_KEYS": f"{CAMERA_KEY},{PROMETHEUS_KEY}",
     "DCPSFR_METRICS_API_KEY": PROMETHEUS_KEY,
+    "POSTGRES_PASSWORD": "unused-here",
 }
+KEYS = [("camera", "admin", CAMERA_KEY), ("prometheus", "operator", PROMETHEUS_KEY)]  # the keys file: name, role
 CONTAINER_PATHS = {"DCPSFR_DATA_DIR": "data", "DCPSFR_WEIGHTS_DIR": "weights"}  # container path -> a temp folder
 
 
@@ -58,7 +60,9 @@ class DeployedService:
 def service_launch(root: Path, port: int) -> tuple[list[str], dict[str, str], Path]:
     """The container's command and environment, mapped onto this machine: `python` is this interpreter, the
     port is free, the container's /data and /app/weights are temp folders (weights holds the manifest, as in
-    the image). Everything else is exactly what the image and compose file give the container."""
+    the image), the keys file the compose file mounts is one written here (KEYS), and the records database is SQLite
+    in the data dir (compose's PostgreSQL service does not run here). Everything else is exactly what the image and
+    compose file give the container."""
     command, container_env = container_process(COMPOSE_ENV, *compose_files())
     assert command[0] == "python" and command[1:3] == ["-m", "service"], command
     command = [sys.executable, *command[1:]]
@@ -69,6 +73,10 @@ def service_launch(root: Path, port: int) -> tuple[list[str], dict[str, str], Pa
         env[name] = str(root / folder)
         (root / folder).mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "weights" / "manifest.json", root / "weights" / "manifest.json")
+    keys = [{"name": name, "role": role, "sha256": key_hash(key)} for name, role, key in KEYS]
+    (root / "keys.yaml").write_text(yaml.safe_dump(keys))
+    env["DCPSFR_KEYS_FILE"] = str(root / "keys.yaml")
+    env["DCPSFR_DATABASE_URL"] = ""
     return command, env, root / "data"
 
 

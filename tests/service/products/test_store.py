@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -18,7 +19,7 @@ from service.products.frames import FrameStore
 from service.products.importer import import_folder_store
 from service.products.store import StoreError, bank_blob, is_valid_product_id
 from service.records.tables import product_versions
-from tests.helpers.apps import STORE_CALIBRATION
+from tests.helpers.apps import STORE_CALIBRATION, running_app, tiny_settings
 from tests.helpers.images import image_bytes
 from tests.helpers.registry import open_registry
 
@@ -198,7 +199,8 @@ def old_product(products_dir, product_id: str, refs, **extra) -> None:
 
 def test_the_old_folder_store_is_imported_once_and_left_untouched(store, refs, tiny_detector, caplog):
     caplog.set_level(logging.INFO)
-    old = store.root.parent / "products"
+    data_dir = store.root.parent
+    old = data_dir / "products"
     frame = {"frame_id": "f1", "label": "defect", "source": "feedback", "time": "2026-01-02T03:04:05+00:00",
              "filename": "x.png", "inspection_id": None, "score": 1.5, "map_max": 1.7, "version": 3}  # fmt: skip
     recalibrated = {**CALIBRATION.to_dict(), "threshold": 0.45}
@@ -214,7 +216,7 @@ def test_the_old_folder_store_is_imported_once_and_left_untouched(store, refs, t
     old_product(old, "cap", refs)
     (old / "half").mkdir()  # a first upload that never got its pointer: not a product
     before = sorted((str(p), p.stat().st_mtime_ns) for p in old.rglob("*"))
-    assert import_folder_store(store, old) == (2, 0, 0)
+    assert import_folder_store(store, data_dir) == (2, 0, 0)
     fresh = reopened(store, tiny_detector)
     bottle = fresh.get("bottle")
     assert (bottle.version, bottle.uid, bottle.threshold_override) == (3, "u3", 0.8)
@@ -226,7 +228,7 @@ def test_the_old_folder_store_is_imported_once_and_left_untouched(store, refs, t
     assert fresh.get("cap").calibration.threshold == 0.5
     assert sorted((str(p), p.stat().st_mtime_ns) for p in old.rglob("*")) == before  # read only
     assert fresh.delete("cap")
-    assert import_folder_store(fresh, old) == (0, 2, 0)  # imported once: a deleted product stays deleted
+    assert import_folder_store(fresh, data_dir) == (0, 2, 0)  # imported once: a deleted product stays deleted
     assert fresh.product_ids() == ["bottle"]
     summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("old product store")]
     assert summaries[0].endswith("2 product(s) imported, 0 skipped (imported before or in the registry), 0 failed")
@@ -237,16 +239,40 @@ def test_an_old_product_that_cannot_be_read_is_logged_and_the_rest_imported(stor
     old_product(old, "good", refs)
     old_product(old, "broken", refs)
     shutil.rmtree(old / "broken" / "v3")
-    assert import_folder_store(store, old) == (1, 0, 1)
+    assert import_folder_store(store, old.parent) == (1, 0, 1)
     assert store.product_ids() == ["good"]
-    assert import_folder_store(store, old) == (0, 1, 1)  # tried again at the next start
+    assert import_folder_store(store, old.parent) == (0, 1, 1)  # tried again at the next start
 
 
-def test_a_service_imports_the_old_store_at_its_first_start(tmp_path, refs):
-    from tests.helpers.apps import running_app, tiny_settings
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "folder-store-v1"
 
-    old_product(tmp_path / "data" / "products", "legacy", refs)
-    with running_app(tiny_settings(tmp_path / "data")) as client:
-        shown = client.get("/products/legacy")
-        assert shown.status_code == 200, shown.text
-        assert (shown.json()["version"], shown.json()["threshold"]) == (3, 0.8)
+
+def test_a_service_imports_the_folder_store_fixture_at_its_first_start(tmp_path, caplog):
+    """The fixture written through the API by the folder store (tests/fixtures/make_folder_store.py)."""
+    caplog.set_level(logging.INFO)
+    data_dir = tmp_path / "data"
+    shutil.copytree(FIXTURE, data_dir)
+    with running_app(tiny_settings(data_dir)) as client:
+        bottle = client.get("/products/bottle").json()
+        assert (bottle["version"], bottle["threshold"], bottle["pixel_threshold"]) == (2, 0.9, 0.95)
+        rules = client.get("/products/bottle/rules").json()
+        assert (rules["rules_version"], rules["rules"]["max_regions"], rules["rules"]["min_area_px"]) == (2, 1, 4)
+        evaluation = client.get("/products/bottle/evaluation").json()
+        assert (evaluation["n_defect"], evaluation["n_good"]) == (1, 1)
+        frames = client.app.state.services.workflows.frames
+        assert [(f.label, f.source) for f in frames.frames("bottle")] == [
+            ("good", "calibration"),
+            ("good", "calibration"),
+            ("defect", "feedback"),
+            ("good", "feedback"),
+        ]
+        caps = client.get("/products/caps").json()
+        assert caps["version"] == 2 and client.get("/products/caps/rules").json()["rules_version"] == 2
+        assert [p["product_id"] for p in client.get("/products").json()["products"]] == ["bottle", "caps", "screws"]
+        assert client.delete("/products/screws").status_code == 204
+    with running_app(tiny_settings(data_dir)) as client:  # a restart imports nothing again
+        assert [p["product_id"] for p in client.get("/products").json()["products"]] == ["bottle", "caps"]
+    summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("old product store")]
+    assert summaries[0].endswith("3 product(s) imported, 0 skipped (imported before or in the registry), 0 failed")
+    assert summaries[1].endswith("0 product(s) imported, 3 skipped (imported before or in the registry), 0 failed")
+    assert not any(p.name == "blobs" for p in (data_dir / "products").iterdir())
