@@ -303,11 +303,6 @@ class Settings(BaseSettings):
         return self.data_dir / "records"
 
     @property
-    def products_dir(self) -> Path:
-        """Where the old folder store kept products (imported into the registry at start-up): DATA_DIR/products."""
-        return self.data_dir / "products"
-
-    @property
     def blobs_dir(self) -> Path:
         """The product registry's blobs (reference banks, labelled frames): DATA_DIR/blobs."""
         return self.data_dir / "blobs"

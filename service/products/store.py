@@ -409,11 +409,12 @@ class ProductStore:
         except StoreUnavailable:
             return []  # products in memory are kept; a new version could not load
         query = select(products.c.product_id, products.c.uid, products.c.generation)
+        before = dict(self._products)  # a product installed after the query (a commit here) is not gone
         rows = {r.product_id: (r.uid, r.generation) for r in self.read(lambda c: c.execute(query).all())}
         changed = []
-        for gone in sorted(set(self._products) - set(rows)):
+        for gone in sorted(set(before) - set(rows)):
             with self._product_lock(gone):
-                if self._forget(gone):
+                if self._products.get(gone) is before[gone] and self._forget(gone):
                     changed.append(gone)
                     self._notify(gone, None)
         for pid, (uid, generation) in sorted(rows.items()):
@@ -459,7 +460,10 @@ class ProductStore:
             return
         migrate(self.engine)
         if self.importer is not None:
-            self.importer(self)
+            try:
+                self.importer(self)
+            except OSError as err:  # the old store's folder cannot be listed: not imported, the registry serves
+                log.error("the old product store could not be read, nothing imported: %s", err)
         self._prepared = True
 
     def read(self, call: Callable[[Connection], T]) -> T:
