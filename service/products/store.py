@@ -306,8 +306,12 @@ class ProductStore:
             rules_version=row["rules_version"],
         )
         with self._product_lock(product_id):
-            self._install(product_id, product)
-        self._notify(product_id, product)
+            installed = self._products.get(product_id)
+            newer = installed is not None and installed.version > product.version  # heard of a later commit already
+            if not newer:
+                self._install(product_id, product)
+        if not newer:
+            self._notify(product_id, product)
         return product
 
     def check_new_id(self, product_id: str) -> None:

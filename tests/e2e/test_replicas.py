@@ -184,6 +184,36 @@ def test_two_uploads_at_once_on_a_and_b_end_in_one_consistent_version(trio, data
     store.engine.dispose()
 
 
+def test_a_delete_on_c_during_an_upload_on_a_never_resurrects_the_product(trio):
+    """Whatever the order, the replicas agree, and the product is gone unless the upload began after the delete."""
+    a, _, c = trio
+    assert upload(a, "z").status_code == 201
+    for replica in trio:
+        assert inspect(replica, "z").status_code == 200
+    big = [image_bytes(480, 480, seed=s) for s in range(8)]  # decoding and fitting these takes a while
+    answers: list[httpx.Response] = []
+    uploading = threading.Thread(target=lambda: answers.append(upload(a, "z", *big)))
+    uploading.start()
+    time.sleep(0.5)  # inside the upload
+    assert c.client.delete("/products/z").status_code == 204
+    uploading.join(120)
+    assert answers[0].status_code in (201, 409), answers[0].text
+    agreed: list[tuple] = []
+
+    def same_everywhere() -> bool:
+        states = {shown(replica, "z") for replica in trio}
+        agreed[:] = list(states)
+        return len(states) == 1
+
+    seconds_until(same_everywhere, "the replicas to agree on z")
+    if answers[0].status_code == 409:  # its fit began before the delete: refused, the product stays deleted
+        assert "deleted while this upload" in answers[0].json()["detail"]
+        assert agreed == [(404, None, None)]
+    else:  # committed before the delete (then deleted), or began after it (a new product)
+        created = answers[0].json()
+        assert agreed[0] in ((404, None, None), (200, created["version"], created["created_at"])), agreed
+
+
 def test_replicas_started_on_100_stored_products_serve_them_all(trio):
     for replica in trio:  # ready without loading them first (start-up figures: bench/replicas.py)
         assert shown(replica, "p099")[:2] == (200, 1)

@@ -325,3 +325,19 @@ def test_a_new_version_whose_blob_another_replica_cannot_read_yet_is_a_503_not_a
         b.get("p")
     restore()
     assert b.get("p").uid == a.get("p").uid
+
+
+def test_a_commit_that_hears_of_a_later_one_before_installing_its_own_keeps_the_later(replicas, refs, monkeypatch):
+    a, b = replicas
+    a.commit("p", refs, CALIBRATION)
+    write = a._write_retried
+
+    def then_b_commits_and_a_hears_of_it(*args, **kwargs):
+        row = write(*args, **kwargs)
+        b.commit("p", refs, CALIBRATION)  # between a's transaction and a's install
+        a.refresh("p")  # the change feed's call
+        return row
+
+    monkeypatch.setattr(a, "_write_retried", then_b_commits_and_a_hears_of_it)
+    assert a.commit("p", refs, CALIBRATION).version == 2
+    assert a.get("p").version == 3 and a.get("p").uid == b.get("p").uid
