@@ -341,3 +341,20 @@ def test_a_commit_that_hears_of_a_later_one_before_installing_its_own_keeps_the_
     monkeypatch.setattr(a, "_write_retried", then_b_commits_and_a_hears_of_it)
     assert a.commit("p", refs, CALIBRATION).version == 2
     assert a.get("p").version == 3 and a.get("p").uid == b.get("p").uid
+
+
+def test_the_collector_thread_removes_old_unreferenced_blobs_by_itself(replicas, refs):
+    from service.products.collector import BlobCollector
+    from tests.helpers.waiting import wait_for
+
+    a, _ = replicas
+    a.commit("p", refs, CALIBRATION)
+    kept = {sha for sha, _ in a.blobs.listing()}
+    orphan = a.blobs.put(b"a bank whose product was deleted")
+    collector = BlobCollector(a, grace_s=0.0, interval_s=0.05)
+    collector.start()
+    try:
+        wait_for(lambda: not a.blobs.has(orphan), "the collector to remove the unreferenced blob")
+    finally:
+        collector.stop()
+    assert {sha for sha, _ in a.blobs.listing()} == kept  # the version's bank stays
