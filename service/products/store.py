@@ -342,9 +342,11 @@ class ProductStore:
         garbage collector); False if absent. Unavailable when the database does not answer."""
 
         def write(c: Connection) -> bool:
+            # the product's row first: it waits for a writer holding it (a label, a commit), whose rows the next
+            # statements then see and delete (each statement reads what is committed when it starts)
+            removed = c.execute(delete(products).where(products.c.product_id == product_id)).rowcount
             for table in (labelled_frames, product_versions):
                 c.execute(delete(table).where(table.c.product_id == product_id))
-            removed = c.execute(delete(products).where(products.c.product_id == product_id)).rowcount
             announce(c, product_id)
             return removed > 0
 

@@ -358,3 +358,35 @@ def test_the_collector_thread_removes_old_unreferenced_blobs_by_itself(replicas,
     finally:
         collector.stop()
     assert {sha for sha, _ in a.blobs.listing()} == kept  # the version's bank stays
+
+
+def test_a_delete_while_another_replica_labels_leaves_no_labelled_frame_behind(replicas, refs, monkeypatch):
+    """Replica A holds the product's row in its label transaction when B deletes the product: B waits, then removes
+    A's new rows too (a product created again later under the id must not inherit them)."""
+    a, b = replicas
+    a.commit("p", refs, CALIBRATION)
+    label = new_frame("good", "feedback", "2026-11-29T17:00:00Z", "a.png")
+    a_has_read, a_may_write = threading.Event(), threading.Event()
+    stored = service.products.frames._stored
+
+    def a_pauses_after_reading(c, product_id):
+        frames = stored(c, product_id)
+        if threading.current_thread().name == "A":
+            a_has_read.set()
+            a_may_write.wait(30)
+        return frames
+
+    monkeypatch.setattr(service.products.frames, "_stored", a_pauses_after_reading)
+    arguments = ("p", [label], {label.frame_id: b"A"})
+    labelling = threading.Thread(target=FrameStore(a, 10, 10).add, args=arguments, name="A")
+    labelling.start()
+    assert a_has_read.wait(30)
+    deleted = []
+    deleting = threading.Thread(target=lambda: deleted.append(b.delete("p")))
+    deleting.start()
+    deleting.join(1.0)  # B waits for A's transaction
+    a_may_write.set()
+    labelling.join(30)
+    deleting.join(30)
+    assert deleted == [True]
+    assert [rows(a, t, "p") for t in (products, product_versions, labelled_frames)] == [0, 0, 0]
