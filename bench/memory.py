@@ -16,6 +16,8 @@ from bench.common import Section, Target, photo_like
 from model import create_detector
 from service.decisions.calibration import fit_and_calibrate
 from service.products.store import ProductStore
+from service.records.blobs import BlobStore
+from service.records.database import database_url, open_database
 
 DISK_LIMIT_MB = 32.0  # target: a 4-shot edge product on disk
 
@@ -29,11 +31,11 @@ def run(args: argparse.Namespace) -> Section:
     fitted = fit_and_calibrate(det, [photo_like(size, seed) for seed in range(4)])
     n_products = 20 if args.quick else 100
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        root = Path(tmp) / "products"
-        writer = ProductStore(root)
+        root = Path(tmp)
+        writer = registry(root)
         for i in range(n_products):
             writer.commit(f"p{i:03d}", fitted.refs, fitted.calibration)
-        disk = sum(f.stat().st_size for f in (root / "p000").rglob("*") if f.is_file())
+        disk = blob_bytes(root)
         rss_per_product = loaded_rss_per_product(root, det)
         startup = startup_seconds(args, Path(tmp), n_products)
     mb = 1024 * 1024
@@ -48,12 +50,24 @@ def run(args: argparse.Namespace) -> Section:
     return section
 
 
+def registry(data_dir: Path) -> ProductStore:
+    """The product store a service on `data_dir` opens (SQLite in the data dir, blobs in DATA_DIR/blobs)."""
+    (data_dir / "records").mkdir(parents=True, exist_ok=True)
+    return ProductStore(open_database(database_url("", data_dir)), BlobStore(data_dir / "blobs"))
+
+
+def blob_bytes(data_dir: Path) -> int:
+    """Bytes of the blobs on disk (equal references are one blob: the products here share one)."""
+    return sum(f.stat().st_size for f in (data_dir / "blobs").rglob("*") if f.is_file())
+
+
 def loaded_rss_per_product(root: Path, det) -> float:
     """RSS growth of this process while loading every stored product, divided by their number."""
     gc.collect()
     before = psutil.Process().memory_info().rss
-    store = ProductStore(root)
-    store.load_all(det.load_references)
+    store = registry(root)
+    store.open(det.load_references)
+    store.refresh()
     after = psutil.Process().memory_info().rss
     n = len(store)
     del store

@@ -4,11 +4,13 @@ import time, so tests can make apps with their own settings (and their own detec
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
 
+import sqlalchemy
 import torch
 from fastapi import FastAPI
 
@@ -27,11 +29,14 @@ from service.engine.worker import ModelWorker
 from service.imaging.decode import configure_decoding
 from service.keys import LEGACY_WARNING, ApiKey, configured_keys
 from service.metrics import Metrics
+from service.products.collector import BlobCollector
 from service.products.frames import FrameStore
+from service.products.importer import folder_importer
 from service.products.store import ProductStore, StoreUnavailable
-from service.products.sync import StoreSync
 from service.products.workflows import Limits, Workflows
 from service.records.archive import FrameArchive, RetentionPolicy
+from service.records.blobs import BlobStore
+from service.records.changes import ChangeFeed
 from service.records.database import database_url, open_database
 from service.records.recorder import Recorder, RecorderSettings
 from service.records.review import ReviewPolicy
@@ -50,7 +55,7 @@ DetectorFactory = Callable[[Settings], Detector]
 def create_app(
     settings: Settings | None = None, build: DetectorFactory | None = None, download: WeightsDownload | None = None
 ) -> FastAPI:
-    """Build the FastAPI app: store, store sync, model worker, engine, workflows, routers and middleware; the store
+    """Build the FastAPI app: store, change feed, model worker, engine, workflows, routers and middleware; the store
     opens and the model loads at start-up (lifespan), not here. `build` makes the detector (default:
     `build_detector`, the one the settings describe); with `download`, the worker first fetches the missing weight
     files (`--fetch-weights`), and /readyz reports its progress."""
@@ -59,8 +64,14 @@ def create_app(
     if download is not None:
         build = partial(download.fetched_then_built, build)
     metrics = Metrics(per_product=settings.metrics_per_product, max_products=settings.metrics_max_products)
-    store = ProductStore(settings.products_dir)
-    sync = StoreSync(store, settings.store_poll_s)
+    url = database_url(settings.database_url, settings.data_dir)
+    database = open_database(url)  # one engine for the records and the product registry
+    store = ProductStore(database, BlobStore(settings.blobs_dir), folder_importer(settings.data_dir))
+    sync = StoreSync(
+        store,
+        ChangeFeed(url, store.refresh_one_or_all, settings.store_poll_s),
+        BlobCollector(store, settings.blob_grace_s, settings.blob_grace_s / 2),
+    )
     worker = ModelWorker(
         build_detector=partial(build, settings),
         setup=partial(publish_model, store, sync, metrics, settings),
@@ -73,7 +84,7 @@ def create_app(
     metrics.watch(queue_depth=worker.queue.qsize, gpu_memory=partial(gpu_memory_allocated, worker))
     configure_decoding(settings.max_upload_bytes)
     engine = Engine(worker, settings.max_pixels, settings.max_request_pixels, settings.decode_concurrency, metrics)
-    recorder = build_recorder(settings)
+    recorder = build_recorder(settings, database)
     workflows = Workflows(
         store,
         FrameStore(store, settings.calibration_max_frames, settings.feedback_max_frames),
@@ -155,15 +166,37 @@ def api_keys(settings: Settings) -> list[ApiKey]:
     return configured_keys(settings.keys_file, settings.api_key_list)
 
 
-def build_recorder(settings: Settings) -> Recorder:
-    """The inspection records' writer: the database the settings name (SQLite in the data dir by default), the spool
-    and the frame archive in DATA_DIR/records, the default retention and review policies. Nothing connects or starts
-    yet."""
+class StoreSync:
+    """The product store's background threads: one that loads every stored product (so the service is ready before
+    they all are; a request for one not loaded yet loads it), the change feed (other replicas' changes) and the blob
+    garbage collector."""
+
+    def __init__(self, store: ProductStore, feed: ChangeFeed, collector: BlobCollector) -> None:
+        self.store = store
+        self.feed = feed
+        self.collector = collector
+
+    def start(self) -> None:
+        """Start the three."""
+        threading.Thread(target=self.store.refresh_one_or_all, args=(None,), name="store-load", daemon=True).start()
+        self.feed.start()
+        self.collector.start()
+
+    def stop(self) -> None:
+        """Stop the change feed and the collector."""
+        self.feed.stop()
+        self.collector.stop()
+
+
+def build_recorder(settings: Settings, database: sqlalchemy.Engine) -> Recorder:
+    """The inspection records' writer on `database` (the one the settings name, SQLite in the data dir by
+    default), the spool and the frame archive in DATA_DIR/records, the default retention and review policies.
+    Nothing connects or starts yet."""
     folder = settings.records_dir
     policy = RetentionPolicy(settings.archive_keep_ng, settings.archive_keep_ok_every, settings.archive_days)
     review = ReviewPolicy(settings.review_band, settings.review_all_ng)
     return Recorder(
-        open_database(database_url(settings.database_url, settings.data_dir)),
+        database,
         folder / "spool",
         FrameArchive(folder / "frames"),
         RecorderSettings(
@@ -210,6 +243,8 @@ def open_store(store: ProductStore, sync: StoreSync, metrics: Metrics, settings:
     """Open the store once; products load in the background (and on demand)."""
     if store.is_open:
         return
+    with suppress(OSError):  # the SQLite database's folder (the records spool makes it too)
+        settings.records_dir.mkdir(parents=True, exist_ok=True)
     store.open(reference_loader(settings))
     store.add_listener(lambda *_: metrics.products.set(len(store)))
     sync.start()

@@ -280,7 +280,14 @@ class Settings(BaseSettings):
     store_poll_s: float = Field(
         2.0,
         gt=0,
-        description="how often (s) to look for products changed by other replicas sharing DATA_DIR",
+        description="while the change feed cannot listen, how often (s) to re-read the product registry (one query)",
+        json_schema_extra=group("replicas"),
+    )
+    blob_grace_s: float = Field(
+        600.0,
+        gt=0,
+        description="an unreferenced bank or frame blob is removed once this old (s): another replica may be "
+        "writing it",
         json_schema_extra=group("replicas"),
     )
     # --- observability -----------------------------------------------------------------------------------------
@@ -334,9 +341,9 @@ class Settings(BaseSettings):
         return self.data_dir / "records"
 
     @property
-    def products_dir(self) -> Path:
-        """Where products are stored: DATA_DIR/products."""
-        return self.data_dir / "products"
+    def blobs_dir(self) -> Path:
+        """The product registry's blobs (reference banks, labelled frames): DATA_DIR/blobs."""
+        return self.data_dir / "blobs"
 
 
 def variable_name(name: str) -> str:

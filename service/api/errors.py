@@ -66,7 +66,7 @@ MEANINGS = {
     415: "not an accepted image (PNG, JPEG, BMP, TIFF)",
     422: "bad field, or a field taken once sent more than once",
     429: "queue full: retry after Retry-After seconds",
-    503: "model loading or unavailable, the products folder or the records database unavailable, or shutting down",
+    503: "model loading or unavailable, the blob folder or the records database unavailable, or shutting down",
     504: "the model did not answer within DCPSFR_WORKER_TIMEOUT_S",
     507: "the data dir could not store the change; the previous state is still current",
 }

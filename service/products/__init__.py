@@ -1,2 +1,3 @@
-"""Products: the store (versions on disk, shared by replicas), labelled frames, the store's sync with other
-replicas, and the workflows that change a product (upload references, calibrate, feedback)."""
+"""Products: the store (the product registry: rows in the records database, reference banks as blobs; shared by
+replicas), labelled frames, the blob collector, the import of the old folder store, and the workflows that change a
+product (upload references, calibrate, feedback)."""

@@ -1,41 +1,38 @@
 """Labelled frames of a product: calibration frames and operator feedback (their evaluation: decisions.evaluation).
 
-    products/<id>/frames/index.json     {"frames": [LabelledFrame, ...]} oldest first, replaced atomically
-    products/<id>/frames/<frame_id>.img the uploaded file as sent
+    labelled_frames     one row per frame (service.records.tables), `position` oldest first
+    <blobs>/<sha256>    the uploaded file as sent (service.records.blobs), written before its row commits
 
 Bounded per product and per source: at most `max_calibration` frames from POST /calibration and
 `max_feedback` from POST /feedback; the oldest go first. Each frame keeps its score against the reference
 version that scored it; frames scored by another version are rescored when the references change and are
-left out of calibration and evaluation until then. Files live inside the product folder, so a product delete
-removes them and replicas sharing the data dir see them. New labels are appended under the product's writer
-lock (`ProductStore.locked`, shared by every replica). A new reference version rewrites the whole list with
-the frames rescored; a label another replica adds during that refit is kept on disk only if it lands after it.
+left out of calibration and evaluation until then. A product delete removes the rows (its blobs go to the
+garbage collector). New labels are appended in one transaction that holds the product's row
+(`ProductStore.transaction`: every replica's writers of one product take turns). A new reference version
+rewrites the whole list with the frames rescored; a label another replica adds during that refit is kept only
+if it lands after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import uuid
-from contextlib import suppress
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
+from sqlalchemy import Connection, delete, insert, select
 
-from model import Frame, remove_path, write_atomic
-from service.products.files import write_json_atomic
-from service.products.store import ProductStore
+from model import Frame
+from service.products.store import ProductMissing, ProductStore
+from service.records.tables import labelled_frames
 
 log = logging.getLogger(__name__)
 
 Label = Literal["good", "defect"]
 Source = Literal["calibration", "feedback"]
-FRAMES_DIR = "frames"
-INDEX = "index.json"
 
 
 @dataclass(frozen=True)
@@ -51,11 +48,13 @@ class LabelledFrame:
     score: float | None  # decision score (Prediction.decision_score) against reference `version`
     map_max: float | None
     version: int | None
-    pixel_hash: str | None = None  # pixel_digest of the decoded frame; None in indexes written before it was kept
+    pixel_hash: str | None = None  # pixel_digest of the decoded frame; None for frames labelled before it was kept
+    sha256: str | None = None  # the blob of the uploaded file, None until stored
+    file_bytes: int = 0
 
     @property
     def file_name(self) -> str:
-        """The frame file's name in the frames folder: <frame_id>.img."""
+        """A name for the frame's file in messages: <frame_id>.img."""
         return f"{self.frame_id}.img"
 
     def scored(self, score: float, map_max: float, version: int) -> LabelledFrame:
@@ -139,80 +138,89 @@ def calibration_values(frames: list[LabelledFrame], version: int) -> tuple[list[
     return [f.score for f in good], [f.map_max for f in good]
 
 
+COLUMNS = {  # LabelledFrame field -> labelled_frames column, where they differ
+    "version": "scored_version",
+    "file_bytes": "bytes",
+}
+
+
+def frame_row(product_id: str, position: int, frame: LabelledFrame) -> dict[str, Any]:
+    """The labelled_frames row of a stored frame."""
+    fields = {name: getattr(frame, name) for name in LabelledFrame.__dataclass_fields__}
+    return {"product_id": product_id, "position": position, **{COLUMNS.get(k, k): v for k, v in fields.items()}}
+
+
+def row_frame(row: Any) -> LabelledFrame:
+    """The LabelledFrame of a labelled_frames row."""
+    return LabelledFrame(**{name: row[COLUMNS.get(name, name)] for name in LabelledFrame.__dataclass_fields__})
+
+
 class FrameStore:
-    """The labelled frames of every product, stored under products/<id>/frames/ (see the module docstring)."""
+    """The labelled frames of every product: rows of the records database, files as blobs (module docstring)."""
 
     def __init__(self, store: ProductStore, max_calibration: int, max_feedback: int) -> None:
         self.store = store
         self.max_calibration = max_calibration
         self.max_feedback = max_feedback
         self._locks: dict[str, asyncio.Lock] = {}
-        self._unreadable: set[tuple[Path, int]] = set()  # index files (and mtimes) already logged as unreadable
 
     def lock(self, product_id: str) -> asyncio.Lock:
         """The asyncio lock that serialises read-modify-write of one product's frames in this process."""
         return self._locks.setdefault(product_id, asyncio.Lock())
 
-    def _dir(self, product_id: str) -> Path:
-        return self.store.product_file(product_id, FRAMES_DIR)
-
     def frames(self, product_id: str) -> list[LabelledFrame]:
-        """The product's labelled frames from its index, oldest first ([] when it has none, or when the index is
-        unreadable: logged once per file version, and the next label writes a new index)."""
-        index = self._dir(product_id) / INDEX
-        if not index.is_file():
-            return []
-        try:
-            return [LabelledFrame(**raw) for raw in json.loads(index.read_text())["frames"]]
-        except (ValueError, TypeError, KeyError) as err:  # ValueError: JSON and UTF-8 errors
-            self._log_unreadable(index, err)
-            return []
-
-    def _log_unreadable(self, index: Path, err: Exception) -> None:
-        version = (index, index.stat().st_mtime_ns)
-        if version not in self._unreadable:
-            self._unreadable.add(version)
-            log.error(
-                "%s is unreadable (%s: %s): its labelled frames are left out until the next label rewrites it",
-                index,
-                type(err).__name__,
-                err,
-            )
+        """The product's labelled frames, oldest first ([] when it has none); Unavailable when the database does not
+        answer."""
+        return self.store.read(lambda c: _stored(c, product_id))
 
     def image_bytes(self, product_id: str, frame: LabelledFrame) -> bytes:
-        """The stored file of a frame, as it was uploaded; raises OSError when it is missing."""
-        return (self._dir(product_id) / frame.file_name).read_bytes()
+        """The stored file of a frame, as it was uploaded (its hash checked); raises OSError when it is missing or
+        damaged."""
+        if frame.sha256 is None:
+            raise FileNotFoundError(f"labelled frame {frame.frame_id} of {product_id!r} has no stored file")
+        return self.store.blobs.read(frame.sha256)
 
     def add(self, product_id: str, frames: list[LabelledFrame], new_files: dict[str, bytes]) -> list[LabelledFrame]:
-        """Append new frames to the stored ones (bounded) under the product's lock, so that replicas labelling
-        one product at the same time keep every label; returns what was kept. Raises ProductMissing when the
-        product is gone."""
-        with self.store.locked(product_id):
-            return self.save(product_id, relabelled(self.frames(product_id), frames), new_files)
+        """Append new frames to the stored ones (bounded) in one transaction holding the product's row, so that
+        replicas labelling one product at the same time keep every label; returns what was kept. Raises
+        ProductMissing when the product is gone, OSError when a file cannot be stored, Unavailable when the
+        database does not answer."""
+        frames = self._with_blobs(frames, new_files)
+        with self.store.transaction(product_id) as c:
+            kept = bounded(relabelled(_stored(c, product_id), frames), self.max_calibration, self.max_feedback)
+            _replace(c, product_id, kept)
+        return kept
 
     def save(self, product_id: str, frames: list[LabelledFrame], new_files: dict[str, bytes]) -> list[LabelledFrame]:
-        """Write the new frames' files, then the index (atomically), then drop files no longer listed.
-        `frames` is the whole list, oldest first; it is bounded here. Returns what was kept."""
-        folder = self._dir(product_id)
+        """Replace the product's frames by `frames` (the whole list, oldest first; bounded here), files stored
+        first; returns what was kept ([] when the product is gone). OSError / Unavailable as `add`."""
+        frames = self._with_blobs(frames, new_files)
         kept = bounded(frames, self.max_calibration, self.max_feedback)
-        if not kept and not folder.is_dir():
-            return []  # a product without labelled frames has no frames folder
-        created = not folder.is_dir()
-        folder.mkdir(exist_ok=True)
-        listed = {f.file_name for f in kept}
-        new = [f for f in kept if f.frame_id in new_files]
         try:
-            for frame in new:
-                write_atomic(folder / frame.file_name, new_files[frame.frame_id])
-            write_json_atomic(folder / INDEX, {"frames": [asdict(f) for f in kept]})
-        except BaseException:  # a full disk: the index still lists the old frames, whose files are untouched
-            for frame in new:
-                remove_path(folder / frame.file_name)
-            if created:
-                with suppress(OSError):
-                    folder.rmdir()
-            raise
-        for entry in folder.iterdir():
-            if entry.name.endswith(".img") and entry.name not in listed:
-                remove_path(entry)
+            with self.store.transaction(product_id) as c:
+                _replace(c, product_id, kept)
+        except ProductMissing:
+            return []
         return kept
+
+    def _with_blobs(self, frames: list[LabelledFrame], new_files: dict[str, bytes]) -> list[LabelledFrame]:
+        """The frames, those in `new_files` with their file stored as a blob (durable before any row names it)."""
+        stored = []
+        for frame in frames:
+            data = new_files.get(frame.frame_id)
+            if data is not None:
+                frame = replace(frame, sha256=self.store.blobs.put(data), file_bytes=len(data))
+            stored.append(frame)
+        return stored
+
+
+def _stored(c: Connection, product_id: str) -> list[LabelledFrame]:
+    t = labelled_frames.c
+    query = select(labelled_frames).where(t.product_id == product_id).order_by(t.position)
+    return [row_frame(row._mapping) for row in c.execute(query)]
+
+
+def _replace(c: Connection, product_id: str, frames: list[LabelledFrame]) -> None:
+    c.execute(delete(labelled_frames).where(labelled_frames.c.product_id == product_id))
+    if frames:
+        c.execute(insert(labelled_frames), [frame_row(product_id, i, f) for i, f in enumerate(frames)])

@@ -1,122 +1,120 @@
-"""Product store: one folder per product under DATA_DIR/products, shared safely by any number of replicas. The
-folder's files, its pointer and its lock are service.products.files; this module is how writers and readers use
-them.
+"""Product store: the product registry as rows of the records database, reference banks as immutable blobs in the
+data dir; shared by any number of replicas on one database (PostgreSQL) and one folder.
 
-    products/<id>/current.json   pointer: {"version": N, "uid": str, "generation": G,
-                                           "threshold": null|float, "pixel_threshold": null|float}
-    products/<id>/v<N>/          ReferenceSet files + product.json (calibration, creation time)
-    products/<id>/<name>         per-product files other features add (calibration sets, rules, ...)
-    products/<id>/rules.json     acceptance rules: {"rules": null|{...}, "rules_version": M}
-    products/<id>/calibration.json  thresholds recomputed from calibration frames: {"uid", "calibration"}
-                                 (applies only to the version with that uid; the workflows write it)
-    products/<id>/.lock          held for milliseconds by the one writer that moves the pointer
+    products            one row per product: current version and its uid (the compare-and-swap token), a
+                        generation bumped by every change, threshold overrides, rules, recalibrated thresholds
+    product_versions    (product_id, version) unique: the bank blob's sha256, calibration, creation time; the
+                        current version and the one before it are kept
+    labelled_frames     service.products.frames
+    <blobs>/<sha256>    a version's ReferenceSet as one uncompressed tar of the folder `ReferenceSet.save` writes
+                        (service.records.blobs: written, fsynced and renamed before a row names it)
 
-Writing. A new version is written to `products/.tmp-<id>-*` and fsynced without any lock (the slow part).
-Then the writer takes the product's lock: `.lock` created with O_CREAT|O_EXCL (atomic on local disks and on
-NFSv3+/CephFS/EFS). A lock whose mtime is older than LOCK_STALE_S was left by a killed writer and is broken;
-this needs the replicas' clocks in step within seconds (NTP). Under the lock the writer reads the pointer,
-checks what it expected (compare-and-swap), claims the next version number by renaming its folder to `v<N>`
-(N = one above every version present: unique, since claims only happen under the lock), replaces the
-pointer atomically (temp file, fsync, os.replace) with a new `uid` and `generation + 1`, and lets go.
-Threshold overrides, per-product files and deletes take the same lock. A crash at any point leaves the
-previous version current.
+Writing. A new version's blob is written first (the slow part, no lock), then one transaction moves the product:
+`UPDATE products SET version = version + 1, uid = :new, generation = generation + 1 WHERE product_id = :id AND
+uid = :expected`; no row updated is a StoreConflict (HTTP 409): another upload committed first (on any replica)
+or the product was deleted, so an upload whose fit began before a delete never resurrects it. A first upload
+INSERTs the row (one already there: a conflict), and the unique `product_key` (the id lower-cased) refuses an id
+that differs from another only by case. The version row is inserted in the same transaction. A delete is one
+transaction removing the product, its versions and labelled frames. A crash at any point leaves the previous
+state; blobs no row names are removed by `collect_garbage` once older than a grace period (another replica may
+be between its blob and its commit).
 
-Concurrent uploads: optimistic. `token(id)` (the pointer's uid, or None) is read before the fit, and
-`commit(..., expected=token)` raises StoreConflict (HTTP 409) if the product changed meanwhile: another
-upload (on any replica) committed first, or the product was deleted (an upload whose fit began before a
-delete never resurrects it). The loser is told, not retried: its client decides whether to upload again.
+Replicas. Each keeps its loaded products in memory; `refresh(product_id | None)` re-reads rows (for all products
+one query of (product_id, uid, generation)) and loads what changed: a new uid loads that version's blob, a new
+generation alone only updates the overrides. Listeners (`add_listener`) are told either way, and of deletions.
+Every write transaction announces the product (service.records.changes), so a change feed calls
+`refresh_one_or_all` on every replica. `get` of a product not in memory reads its row before answering None, so a
+fresh replica serves at once.
 
-Replicas. `refresh()` (polled by service.products.sync) costs one directory listing and one stat of each pointer:
-the pointer is only ever replaced by a rename, so any change gives a new (inode, mtime_ns, size). A change
-re-reads the pointer: a new uid loads that version, a new generation alone updates the overrides; listeners
-(`add_listener`) are told either way, and about deletions. Products are loaded lazily: `get` of a product
-not in memory looks at the disk before answering None, so a fresh replica serves at once.
+Outages. The database down: writes, listings and loads raise Unavailable (503, `database_error` says why); the
+products in memory keep serving inspections. The blob folder gone, not a directory or unreadable (a volume
+detached): `check_available` raises StoreUnavailable (503) with `unavailable_reason`, and so does a load that needs
+a blob; products in memory are kept.
 
-A lost volume. A store folder that is gone, not a directory or unreadable (an NFS mount lost, a volume
-detached) is not "no products": `refresh` keeps every product in memory and records why in
-`unavailable_reason` (logged once as an error, and once as info when the folder is back); `all` and
-`check_available` raise StoreUnavailable with that reason. The service answers 503 meanwhile. A folder that
-is there and empty is legitimately empty (open() creates it; a delete of the last product leaves it).
-
-Per-product files (for other features). Put them in the product folder with `write_product_file` (atomic,
-under the lock, bumps the generation) and read them with `product_file`; every replica's listeners then hear
-of the change within one poll. Names: letters, digits, `._-`, not starting with a dot or `v<digits>`.
-A new upload keeps these files; a delete removes them with the product.
-
-Debris (`.tmp-*`, `.trash-*`, a folder whose first upload never got its pointer) is removed only once older
-than `debris_age_s`: another replica may be writing it right now. Versions other than the current one are
-removed by each writer (those above the pointer under the lock, where no claim can be in flight). A replica
-that reads a version its writer just removed re-reads the pointer.
-
-Another backend (e.g. an S3-compatible object store) would implement the same public methods: `get`,
-`all`, `token`, `commit`, `set_thresholds`, `write_product_file`, `product_file`, `delete`, `refresh`,
-`open`, `add_listener` (the lock becomes a conditional put on the pointer object). Not implemented.
+Another blob backend (an S3-compatible object store) plugs in as a BlobStore (service.records.blobs); not
+implemented.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import logging
 import os
-import shutil
+import tarfile
+import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from model import ReferenceSet, fsync_dir, is_temporary, remove_path, write_atomic
-from service.decisions.rules import AcceptanceRules
+from sqlalchemy import Connection, Engine, delete, insert, select, union, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from model import ReferenceSet
+from service.decisions.rules import AcceptanceRules, sets_something
 from service.decisions.thresholds import PROVISIONAL_WARNING, Calibration
+from service.errors import Unavailable
 from service.imaging.formats import PRODUCT_ID
-from service.products.files import (
-    POINTER,
-    PRODUCT_META,
-    RULES_FILE,
-    ProductMissing,
-    Stat,
-    StoreError,
-    case_twin,
-    checked_file_name,
-    fsync_tree,
-    named_exactly,
-    pointer_stat,
-    pointer_uid,
-    product_lock,
-    read_pointer,
-    read_recalibration,
-    read_rules,
-    remove_versions,
-    storage_failure,
-    version_dirs,
-    write_json_atomic,
-)
+from service.records.blobs import BlobStore
+from service.records.changes import announce
+from service.records.database import migrate
+from service.records.tables import labelled_frames, product_versions, products
 
 log = logging.getLogger(__name__)
 
-TMP_PREFIX = ".tmp-"
-TRASH_PREFIX = ".trash-"
-DEBRIS_AGE_S = 600.0  # debris younger than this may be another replica's write in progress
 ANY = object()  # commit(expected=ANY): no compare-and-swap
+BLOB_GRACE_S = 600.0  # an unreferenced blob younger than this may be another replica's write in progress
+KEPT_VERSIONS = 2  # version rows kept per product: the current one and the one before it
+RETRY_AFTER_S = 5.0
 
+T = TypeVar("T")
 Listener = Callable[[str, "Product | None"], None]
+Importer = Callable[["ProductStore"], None]
 
 
 class StoreUnavailable(OSError):
-    """The data dir cannot be opened at all (missing permission, a file in the way, ...): a configuration mistake."""
+    """The blob folder cannot be read (a volume lost or detached, a permission): HTTP 503."""
 
 
 class StoreConflict(Exception):
     """The product changed (new version or deleted) since the caller looked at it (HTTP 409)."""
 
 
+class StoreError(OSError):
+    """The data dir could not store a blob; the previous state is untouched (HTTP 507)."""
+
+
+class ProductMissing(FileNotFoundError):
+    """The product is not (or no longer) stored."""
+
+
 def is_valid_product_id(product_id: str) -> bool:
     """Whether the id matches PRODUCT_ID (1-64 of letters, digits, `._-`, starting with a letter or digit)."""
     return PRODUCT_ID.fullmatch(product_id) is not None
+
+
+def product_key(product_id: str) -> str:
+    """The id as the unique key compares it: ids that differ only by case are one product (ids are ASCII)."""
+    return product_id.lower()
+
+
+def storage_failure(action: str, root: Path, err: BaseException) -> StoreError:
+    """The StoreError of a failed `action` ("store product 'p'") in the data dir folder `root`: names the folder and
+    the library's error (a full or read-only disk raises OSError, SafetensorError, numpy's errors, ...)."""
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return StoreError(
+        f"could not {action} in the data dir {root} ({type(err).__name__}: {reason}); "
+        "check the free space and permissions of the volume behind DCPSFR_DATA_DIR"
+    )
+
+
+def utc_now() -> datetime:
+    """Now, UTC, without a zone: how the tables store times."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -131,8 +129,8 @@ class Product:
     threshold_override: float | None = None
     pixel_threshold_override: float | None = None
     uid: str = ""  # unique per version, across deletes and replicas
-    generation: int = 0  # bumped by every pointer change (new version, thresholds, per-product files)
-    rules: AcceptanceRules | None = None  # from rules.json: kept across uploads, they describe the product
+    generation: int = 0  # bumped by every change of the product's row
+    rules: AcceptanceRules | None = None  # kept across uploads: they describe the product
     rules_version: int = 0  # counts the rule changes of this product
 
     @property
@@ -155,20 +153,64 @@ class Product:
         return [w for w in self.calibration.warnings if not w.startswith(PROVISIONAL_WARNING)]
 
 
+def bank_blob(refs: ReferenceSet) -> bytes:
+    """A ReferenceSet as one blob: `tar_folder` of the files `ReferenceSet.save` writes (one blob, one hash)."""
+    with tempfile.TemporaryDirectory(prefix="dcpsfr-bank-") as folder:
+        refs.save(folder)
+        return tar_folder(Path(folder), sorted(p.name for p in Path(folder).iterdir()))
+
+
+def tar_folder(folder: Path, names: list[str]) -> bytes:
+    """The files `names` of `folder` as an uncompressed tar without times or owners (equal files, equal bytes: one
+    blob; the tensors do not compress)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            data = (folder / name).read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def unpacked_bank(data: bytes, load: Callable[[Path], ReferenceSet]) -> ReferenceSet:
+    """The ReferenceSet of a bank blob, read by `load` from a temporary folder (plain files only are taken)."""
+    with tempfile.TemporaryDirectory(prefix="dcpsfr-bank-") as folder, tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            if not member.isfile() or "/" in member.name or member.name.startswith("."):
+                raise ValueError(f"unexpected member {member.name!r} in a reference bank blob")
+            (Path(folder) / member.name).write_bytes(tar.extractfile(member).read())
+        return load(Path(folder))
+
+
+def version_of(product: Product | None) -> tuple[str, int] | None:
+    """(uid, generation) of a product: what a change of its rows changes."""
+    return None if product is None else (product.uid, product.generation)
+
+
+def rules_of(raw: dict[str, Any] | None) -> AcceptanceRules | None:
+    """Stored rules as AcceptanceRules (rules that set nothing are no rules)."""
+    return AcceptanceRules.model_validate(raw) if raw is not None and sets_something(raw) else None
+
+
 class ProductStore:
     """Thread-safe and multi-process-safe (see the module docstring); reads are lookups of immutable Products."""
 
-    def __init__(self, root: Path, debris_age_s: float = DEBRIS_AGE_S) -> None:
-        self.root = Path(root)
-        self.debris_age_s = debris_age_s
+    def __init__(self, engine: Engine, blobs: BlobStore, importer: Importer | None = None) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.root = blobs.folder  # the data dir folder named in errors
+        self.importer = importer  # run once, after the schema is migrated (the old folder store's products)
         self._products: dict[str, Product] = {}
-        self._stats: dict[str, Stat] = {}  # pointer stat behind each loaded (or unloadable) product
-        self._unloadable: set[str] = set()
+        self._unloadable: dict[str, tuple[str, int]] = {}  # (uid, generation) of rows that failed to load (logged)
         self._load_references: Callable[[Path], ReferenceSet] | None = None
+        self._prepared = False
         self.open_error: str | None = None  # why the last open() failed
-        self.unavailable_reason: str | None = None  # why the folder was unreadable at the last look
+        self.unavailable_reason: str | None = None  # why the blob folder was unreadable at the last look
+        self.database_error: str | None = None  # why the database did not answer at the last try
         self._listeners: list[Listener] = []
-        self._lock = threading.RLock()  # serialises this process's writes and installs
+        self._lock = threading.RLock()  # guards the dicts
+        self._product_locks: dict[str, threading.Lock] = {}  # one reader-or-installer per product in this process
 
     def __len__(self) -> int:
         return len(self._products)
@@ -180,39 +222,32 @@ class ProductStore:
     # --- reads -----------------------------------------------------------------------------------------------
 
     def get(self, product_id: str) -> Product | None:
-        """The product in memory; if not there, the disk is checked (and the product loaded) before None."""
+        """The product in memory; if not there, its row is read (and the product loaded) before None. Raises
+        Unavailable (database) or StoreUnavailable (blob folder) only for a product not in memory."""
         product = self._products.get(product_id)
         if product is not None or self._load_references is None or not is_valid_product_id(product_id):
             return product
         return self._load(product_id)
 
     def all(self) -> list[Product]:
-        """Every product on disk (loading those not yet in memory), sorted by id; StoreUnavailable when the store
-        folder is gone, not a directory or unreadable."""
-        products = (self.get(product_id) for product_id in self.product_ids_on_disk())
-        return sorted((p for p in products if p is not None), key=lambda p: p.product_id)
+        """Every stored product (loading those not in memory or changed), sorted by id; Unavailable when the
+        database does not answer, StoreUnavailable while the blob folder is."""
+        self.check_available()
+        self.refresh()
+        return sorted(self._products.values(), key=lambda p: p.product_id)
 
     def token(self, product_id: str) -> str | None:
-        """The current version's uid on disk, None if the product does not exist: pass it to commit(expected=)."""
-        try:
-            pointer = read_pointer(self._existing_folder(product_id))
-        except ProductMissing:
-            return None
-        return None if pointer is None else pointer_uid(pointer)
+        """The current version's uid, None if the product does not exist: pass it to commit(expected=)."""
+        query = select(products.c.uid).where(products.c.product_id == product_id)
+        return self.read(lambda c: c.execute(query).scalar())
 
-    def product_file(self, product_id: str, name: str) -> Path:
-        """Where a per-product file lives (see write_product_file)."""
-        return self._folder(product_id) / checked_file_name(name)
-
-    def product_ids_on_disk(self) -> list[str]:
-        """Ids of the product folders that have a pointer, sorted.
-
-        Raises StoreUnavailable when the store folder is gone, not a directory or unreadable (see check_available)."""
-        names = (e.name for e in self._list_root() if is_valid_product_id(e.name))
-        return sorted(n for n in names if pointer_stat(self.root / n) is not None)
+    def product_ids(self) -> list[str]:
+        """Ids of every stored product, sorted; Unavailable when the database does not answer."""
+        query = select(products.c.product_id).order_by(products.c.product_id)
+        return self.read(lambda c: list(c.execute(query).scalars()))
 
     def check_available(self) -> None:
-        """Look at the store folder now (one open of the directory, no listing): raises StoreUnavailable with the
+        """Look at the blob folder now (one open of the directory, no listing): raises StoreUnavailable with the
         reason when it is gone, not a directory or unreadable. Records the state (`unavailable_reason`) either way;
         products in memory are kept."""
         try:
@@ -227,154 +262,117 @@ class ProductStore:
     def commit(self, product_id: str, refs: ReferenceSet, calibration: Calibration, expected: Any = ANY) -> Product:
         """Write a new version and make it current. `expected` (from `token`): StoreConflict if it moved.
 
-        Raises StoreConflict (it moved, or a new id differs from an existing one only by case), StoreError (nothing
-        written, nothing left behind: whatever the disk or a library raised while writing), ValueError (invalid id).
-        """
-        folder = self._folder(product_id)
+        Raises StoreConflict (it moved, or a new id differs from an existing one only by case), StoreError (the
+        blob could not be written; nothing changed), Unavailable (the database does not answer; nothing changed),
+        ValueError (invalid id)."""
+        self._check_id(product_id)
+        sha256, size = self._write_bank(product_id, refs)
         uid = uuid.uuid4().hex
         created_at = datetime.now(UTC).isoformat()
-        tmp = self.root / f"{TMP_PREFIX}{product_id}-{uid}"
-        claimed: Path | None = None
-        first = False
+        version_row = {
+            "product_id": product_id,
+            "uid": uid,
+            "bank_sha256": sha256,
+            "bank_bytes": size,
+            "calibration": calibration.to_dict(),
+            "created_at": created_at,
+        }
+
+        def write(c: Connection) -> dict[str, Any]:
+            row = self._claim(c, product_id, uid, expected)
+            c.execute(insert(product_versions).values(**version_row, version=row["version"]))
+            old = product_versions.c.version <= row["version"] - KEPT_VERSIONS
+            c.execute(delete(product_versions).where(product_versions.c.product_id == product_id, old))
+            announce(c, product_id)
+            return row
+
         try:
-            self._write_version(tmp, product_id, uid, created_at, refs, calibration)
-            with self._lock, product_lock(folder, create=expected is ANY or expected is None):
-                pointer = read_pointer(folder) if named_exactly(folder) else None
-                first = pointer is None
-                if first:
-                    self.check_new_id(product_id)
-                check_expected(product_id, pointer, expected)
-                remove_versions(folder, lambda v: pointer is None or v > pointer["version"])  # crashed claims
-                version = max([*version_dirs(folder), 0 if pointer is None else pointer["version"]]) + 1
-                claimed = folder / f"v{version}"
-                os.rename(tmp, claimed)
-                fsync_dir(folder)
-                generation = 1 if pointer is None else pointer.get("generation", 0) + 1
-                new_pointer = {"version": version, "uid": uid, "generation": generation}
-                write_json_atomic(folder / POINTER, {**new_pointer, "threshold": None, "pixel_threshold": None})
-                claimed = None  # current now
-                product = Product(
-                    product_id,
-                    version,
-                    refs,
-                    calibration,
-                    created_at,
-                    uid=uid,
-                    generation=generation,
-                    **read_rules(folder),
-                )
-                self._install(product_id, product, pointer_stat(folder))
-        except (StoreConflict, ProductMissing) as err:
-            self._discard(tmp, claimed, folder if first else None)
-            self._resync(product_id)  # learn now what the winner did
-            if isinstance(err, StoreConflict):
-                raise
-            raise StoreConflict(f"product {product_id!r} was deleted while this upload was being processed") from None
-        except StoreError:
-            self._discard(tmp, claimed, folder if first else None)
+            row = self._write_retried(write, retry=expected is ANY)
+        except IntegrityError:
+            self._refresh_quietly(product_id)
+            raise self._first_upload_conflict(product_id) from None
+        except StoreConflict:
+            self._refresh_quietly(product_id)  # learn now what the winner did
             raise
-        except OSError as err:
-            self._discard(tmp, claimed, folder if first else None)
-            raise storage_failure(f"store product {product_id!r}", self.root, err) from err
-        remove_versions(folder, lambda v: v < version)
-        self._notify(product_id, product)
+        product = Product(
+            product_id,
+            row["version"],
+            refs,
+            calibration,
+            created_at,
+            uid=uid,
+            generation=row["generation"],
+            rules=rules_of(row["rules"]),
+            rules_version=row["rules_version"],
+        )
+        with self._product_lock(product_id):
+            installed = self._products.get(product_id)
+            newer = installed is not None and installed.version > product.version  # heard of a later commit already
+            if not newer:
+                self._install(product_id, product)
+        if not newer:
+            self._notify(product_id, product)
         return product
 
     def check_new_id(self, product_id: str) -> None:
-        """Raise StoreConflict when a stored product's id differs from `product_id` only by case (str.casefold): on a
-        case-insensitive volume (SMB, NAS) both would be one folder, the new one overwriting the old; on ext4 two
-        products an operator cannot tell apart. Refused on every volume alike."""
-        twin = case_twin(self.root, product_id)
+        """Raise StoreConflict when a stored product's id differs from `product_id` only by case: two products an
+        operator cannot tell apart (and one folder on a case-insensitive volume, for the clients that mirror them).
+        Unavailable when the database does not answer."""
+        twin = self.read(lambda c: self._twin(c, product_id))
         if twin is not None:
-            raise StoreConflict(
-                f"product {twin!r} exists, and ids that differ only by case are one product on some volumes: "
-                f"use {twin!r}, or another id for a new product"
-            )
-
-    def _write_version(
-        self, tmp: Path, product_id: str, uid: str, created_at: str, refs: ReferenceSet, calibration: Calibration
-    ) -> None:
-        """The new version's files in `tmp`, fsynced (no lock: the slow part). Any error while writing (the disk's
-        OSError, safetensors' SafetensorError, numpy's, ...) is a StoreError naming the data dir, `tmp` removed."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            refs.save(tmp)
-            meta = {"product_id": product_id, "uid": uid, "created_at": created_at}
-            (tmp / PRODUCT_META).write_text(json.dumps({**meta, "calibration": calibration.to_dict()}, indent=2))
-            fsync_tree(tmp)
-        except Exception as err:  # every library raises its own kind for a full or read-only disk
-            remove_path(tmp)
-            log.warning("product %r: writing its new version failed", product_id, exc_info=True)
-            raise storage_failure(f"store product {product_id!r}", self.root, err) from err
-
-    def _discard(self, tmp: Path, claimed: Path | None, first_folder: Path | None) -> None:
-        """Remove what a failed commit wrote: its temp folder, a version folder it claimed but never made current,
-        and the folder of a first upload that got no pointer (only when empty: another writer may be in it)."""
-        remove_path(tmp)
-        if claimed is not None:
-            remove_path(claimed)
-        if first_folder is not None and pointer_stat(first_folder) is None:
-            with suppress(OSError):
-                first_folder.rmdir()
+            raise self._twin_conflict(twin)
 
     def set_thresholds(self, product_id: str, threshold: float | None, pixel_threshold: float | None) -> Product | None:
         """Override the thresholds (None keeps the calibrated value); None if the product does not exist."""
-        overrides = {"threshold": threshold, "pixel_threshold": pixel_threshold}
-        return self._update_pointer(product_id, overrides, f"thresholds of {product_id!r}")
-
-    def write_product_file(self, product_id: str, name: str, data: bytes) -> Product | None:
-        """Write a per-product file atomically and bump the generation, so every replica hears of it.
-
-        None if the product does not exist; StoreError if the disk refuses; ValueError for a bad name."""
-        path = self.product_file(product_id, name)
-        return self._update_pointer(product_id, {}, f"{name} of {product_id!r}", lambda: write_atomic(path, data))
+        return self._update(product_id, {"threshold": threshold, "pixel_threshold": pixel_threshold})
 
     def set_rules(self, product_id: str, rules: AcceptanceRules | None) -> Product | None:
-        """Replace the acceptance rules (None removes them), counting the change in `rules_version`.
+        """Replace the acceptance rules (None removes them), counting the change in `rules_version`; None if the
+        product does not exist."""
+        raw = None if rules is None else rules.model_dump(exclude_none=True)
+        return self._update(product_id, {"rules": raw, "rules_version": products.c.rules_version + 1})
 
-        None if the product does not exist; StoreError if the disk refuses."""
-        path = self.product_file(product_id, RULES_FILE)
-
-        def write() -> None:  # under the product's lock, so the count is exact across replicas
-            version = read_rules(path.parent)["rules_version"] + 1
-            content = {
-                "rules": None if rules is None else rules.model_dump(exclude_none=True),
-                "rules_version": version,
-            }
-            write_atomic(path, json.dumps(content).encode())
-
-        return self._update_pointer(product_id, {}, f"rules of {product_id!r}", write)
-
-    @contextmanager
-    def locked(self, product_id: str) -> Iterator[None]:
-        """Hold the product's writer lock (every replica's) for a read-modify-write of a per-product file.
-
-        Raises ProductMissing when the product folder is gone, StoreError when the lock stays taken."""
-        with product_lock(self._existing_folder(product_id), create=False):
-            yield
+    def set_recalibration(self, product_id: str, uid: str, calibration: Calibration) -> Product | None:
+        """Thresholds recomputed from calibration frames, for version `uid` only; None when the product is gone or
+        its current version is another one (the caller's request raced an upload)."""
+        return self._update(product_id, {"recalibration": calibration.to_dict()}, uid=uid)
 
     def delete(self, product_id: str) -> bool:
-        """Remove the product: the folder is renamed away (atomic) before memory forgets it. False if absent.
+        """Remove the product, its versions and labelled frames in one transaction (their blobs go to the
+        garbage collector); False if absent. Unavailable when the database does not answer."""
 
-        Raises StoreError when the disk refuses (the product then stays, on disk and in memory)."""
-        folder = self._folder(product_id)
-        trash = self.root / f"{TRASH_PREFIX}{product_id}-{uuid.uuid4().hex}"
-        with self._lock:
-            try:
-                with product_lock(self._existing_folder(product_id), create=False) as lock:
-                    os.rename(folder, trash)
-                    lock.moved = True
-                    fsync_dir(self.root)
-                on_disk = True
-            except ProductMissing:
-                on_disk = False
-            except OSError as err:
-                raise storage_failure(f"delete product {product_id!r}", self.root, err) from err
+        def write(c: Connection) -> bool:
+            # the product's row first: it waits for a writer holding it (a label, a commit), whose rows the next
+            # statements then see and delete (each statement reads what is committed when it starts)
+            removed = c.execute(delete(products).where(products.c.product_id == product_id)).rowcount
+            for table in (labelled_frames, product_versions):
+                c.execute(delete(table).where(table.c.product_id == product_id))
+            announce(c, product_id)
+            return removed > 0
+
+        removed = self._write(write)
+        with self._product_lock(product_id):
             existed = self._forget(product_id)
-        shutil.rmtree(trash, ignore_errors=True)
         if existed:
             self._notify(product_id, None)
-        return on_disk or existed
+        return removed or existed
+
+    @contextmanager
+    def transaction(self, product_id: str) -> Iterator[Connection]:
+        """A write transaction holding the product's row (PostgreSQL: its row lock; SQLite: the write lock), for
+        a read-modify-write of rows that belong to it (labelled frames); announced at commit. Raises ProductMissing
+        when the product is gone, Unavailable when the database does not answer."""
+        try:
+            self._prepare()
+            with self.engine.begin() as c:
+                held = update(products).where(products.c.product_id == product_id).values(updated=utc_now())
+                if c.execute(held).rowcount == 0:
+                    raise ProductMissing(f"product {product_id!r} is not stored")
+                yield c
+                announce(c, product_id)
+        except SQLAlchemyError as err:
+            raise self._database_down(err) from err
+        self._database_up()
 
     # --- loading and replicas --------------------------------------------------------------------------------
 
@@ -384,13 +382,12 @@ class ProductStore:
         return self._load_references is not None
 
     def open(self, load_references: Callable[[Path], ReferenceSet]) -> None:
-        """Remove old debris and remember how to load references; products load lazily (or by load_all).
+        """Make the blob folder and remember how to load references; products load lazily (or by `refresh`). The
+        database is migrated (and old products imported) at its first use, tried again while it does not answer.
 
-        Raises StoreUnavailable (one line: the path and DCPSFR_DATA_DIR) when the folder cannot be made or read.
-        """
+        Raises StoreUnavailable (one line: the path and DCPSFR_DATA_DIR) when the folder cannot be made."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._remove_debris()
         except OSError as err:
             self.open_error = (
                 f"the product store {self.root} cannot be opened ({type(err).__name__}: {err.strerror or err}); "
@@ -399,59 +396,320 @@ class ProductStore:
             raise StoreUnavailable(self.open_error) from None
         self.open_error = None
         self._load_references = load_references
-
-    def load_all(self, load_references: Callable[[Path], ReferenceSet] | None = None) -> None:
-        """Load every product on disk now (problems are logged, not fatal)."""
-        if load_references is not None:
-            self.open(load_references)
-        self.refresh()
-        log.info("product store %s: %d product(s) loaded", self.root, len(self._products))
-
-    def refresh(self) -> list[str]:
-        """Notice other replicas' changes: load new or changed products, drop deleted ones; the ids changed.
-
-        A store folder that is gone, not a directory or unreadable changes nothing (every product is kept): the
-        reason is recorded in `unavailable_reason` and [] returned; the first good refresh clears it."""
         try:
-            entries = self._list_root()
+            self._prepare()
+        except SQLAlchemyError as err:
+            self._database_down(err)  # logged; the first read or write tries again
+
+    def refresh(self, product_id: str | None = None) -> list[str]:
+        """Re-read the rows of one product (or all: one query) and install what changed: a new uid loads its
+        version, a new generation updates the overrides, a missing row forgets the product; returns the ids
+        changed. Raises Unavailable when the database does not answer (nothing is forgotten then); changes nothing
+        while the blob folder is unavailable (`unavailable_reason`)."""
+        if product_id is not None:
+            before = version_of(self._products.get(product_id))
+            after = self._load(product_id) if is_valid_product_id(product_id) else None
+            return [] if version_of(after) == before else [product_id]
+        try:
+            self.check_available()  # where the poll notices a lost blob folder (and its return)
         except StoreUnavailable:
-            return []
-        on_disk = {}
-        for entry in entries:
-            if is_valid_product_id(entry.name) and (stat := pointer_stat(self.root / entry.name)) is not None:
-                on_disk[entry.name] = stat
+            return []  # products in memory are kept; a new version could not load
+        query = select(products.c.product_id, products.c.uid, products.c.generation)
+        before = dict(self._products)  # a product installed after the query (a commit here) is not gone
+        rows = {r.product_id: (r.uid, r.generation) for r in self.read(lambda c: c.execute(query).all())}
         changed = []
-        gone = set(self._stats) - set(on_disk)
-        if gone and not self._still_available():
-            return []  # the folder went away during the listing: that deleted nothing
-        for product_id in gone:
-            if self._drop_if_gone(product_id):
-                changed.append(product_id)
-        for product_id, stat in sorted(on_disk.items()):
-            if self._stats.get(product_id) != stat:
-                self._load(product_id)
-                changed.append(product_id)
+        for gone in sorted(set(before) - set(rows)):
+            with self._product_lock(gone):
+                if self._products.get(gone) is before[gone] and self._forget(gone):
+                    changed.append(gone)
+                    self._notify(gone, None)
+        for pid, (uid, generation) in sorted(rows.items()):
+            loaded = self._products.get(pid)
+            if loaded is not None and (loaded.uid, loaded.generation) == (uid, generation):
+                continue
+            if self._unloadable.get(pid) == (uid, generation):
+                continue  # logged once; tried again when its row changes
+            if self._load(pid) is not loaded:
+                changed.append(pid)
         return changed
 
-    def _list_root(self) -> list[os.DirEntry[str]]:
-        """The store folder's entries; StoreUnavailable (recorded) when it cannot be listed."""
+    def refresh_one_or_all(self, product_id: str | None) -> None:
+        """`refresh` for a change feed: a failure is logged (once per outage), never raised."""
         try:
-            with os.scandir(self.root) as entries:
-                listing = list(entries)
-        except OSError as err:
-            raise self._unavailable(err) from None
-        self._available()
-        return listing
+            changed = self.refresh(product_id)
+        except (Unavailable, StoreUnavailable):
+            return  # logged where it was recorded
+        except Exception:
+            log.exception("product store refresh failed")
+            return
+        if changed:
+            log.info("product store: picked up changes of %s", ", ".join(changed))
 
-    def _still_available(self) -> bool:
+    def collect_garbage(self, grace_s: float = BLOB_GRACE_S) -> int:
+        """Delete the blobs no version or labelled frame names, once older than `grace_s`; returns how many."""
+        banks, frames = product_versions.c.bank_sha256, labelled_frames.c.sha256
+
+        def unreferenced(names: list[str]) -> list[str]:
+            query = union(select(banks).where(banks.in_(names)), select(frames).where(frames.in_(names)))
+            referenced = set(self.read(lambda c: c.execute(query).scalars().all()))
+            return [name for name in names if name not in referenced]
+
+        deleted = self.blobs.collect(unreferenced, grace_s)
+        if deleted:
+            log.info("product store: %d unreferenced blob(s) removed", deleted)
+        return deleted
+
+    # --- internals -------------------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        if self._prepared:
+            return
+        migrate(self.engine)
+        if self.importer is not None:
+            try:
+                self.importer(self)
+            except OSError as err:  # the old store's folder cannot be listed: not imported, the registry serves
+                log.error("the old product store could not be read, nothing imported: %s", err)
+        self._prepared = True
+
+    def read(self, call: Callable[[Connection], T]) -> T:
+        """`call(connection)` on a connection of the registry's database; Unavailable when it does not answer."""
+        try:
+            self._prepare()
+            with self.engine.connect() as c:
+                result = call(c)
+        except SQLAlchemyError as err:
+            raise self._database_down(err) from err
+        self._database_up()
+        return result
+
+    def _write(self, call: Callable[[Connection], T]) -> T:
+        try:
+            self._prepare()
+            with self.engine.begin() as c:
+                result = call(c)
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as err:
+            raise self._database_down(err) from err
+        self._database_up()
+        return result
+
+    def _write_retried(self, call: Callable[[Connection], T], retry: bool) -> T:
+        """`_write`; with `retry`, a first INSERT that lost to another writer's is tried again (as an UPDATE)."""
+        for _ in range(3 if retry else 0):
+            try:
+                return self._write(call)
+            except IntegrityError:
+                continue
+        return self._write(call)
+
+    def _database_down(self, err: SQLAlchemyError) -> Unavailable:
+        message = (
+            f"the product registry (records database) does not answer: {str(err).splitlines()[0]}; products in "
+            "memory still serve inspections"
+        )
+        if self.database_error is None:
+            log.warning("%s", message)
+        self.database_error = message
+        return Unavailable(message, RETRY_AFTER_S)
+
+    def _database_up(self) -> None:
+        if self.database_error is not None:
+            self.database_error = None
+            log.info("the product registry answers again")
+
+    def _check_id(self, product_id: str) -> None:
+        if not is_valid_product_id(product_id):
+            raise ValueError(f"invalid product id {product_id!r}")
+
+    def _write_bank(self, product_id: str, refs: ReferenceSet) -> tuple[str, int]:
+        """The version's bank blob, durable before any row names it; StoreError (nothing named) when it fails."""
+        try:
+            data = bank_blob(refs)
+            return self.blobs.put(data), len(data)
+        except Exception as err:  # every library raises its own kind for a full or read-only disk
+            log.warning("product %r: writing its new version failed", product_id, exc_info=True)
+            raise storage_failure(f"store product {product_id!r}", self.root, err) from err
+
+    def _claim(self, c: Connection, product_id: str, uid: str, expected: Any) -> dict[str, Any]:
+        """The compare-and-swap of a commit: the product's row moved to a new version `uid`; the row after it."""
+        now = utc_now()
+        if expected is not None:
+            cas = [] if expected is ANY else [products.c.uid == expected]
+            moved = c.execute(
+                update(products)
+                .where(products.c.product_id == product_id, *cas)
+                .values(
+                    version=products.c.version + 1,
+                    uid=uid,
+                    generation=products.c.generation + 1,
+                    threshold=None,
+                    pixel_threshold=None,
+                    recalibration=None,
+                    updated=now,
+                )
+            )
+            if moved.rowcount == 1:
+                columns = (products.c.version, products.c.generation, products.c.rules, products.c.rules_version)
+                return dict(c.execute(select(*columns).where(products.c.product_id == product_id)).one()._mapping)
+            if expected is not ANY:
+                raise self._conflict(c, product_id)
+        twin = self._twin(c, product_id)
+        if twin is not None:
+            raise self._twin_conflict(twin)
+        first = {"version": 1, "generation": 1, "rules": None, "rules_version": 0}
+        key = product_key(product_id)
+        c.execute(insert(products).values(product_id=product_id, product_key=key, uid=uid, **first, created=now,
+                                          updated=now))  # fmt: skip
+        return first
+
+    def _conflict(self, c: Connection, product_id: str) -> StoreConflict:
+        version = c.execute(select(products.c.version).where(products.c.product_id == product_id)).scalar()
+        if version is None:
+            return StoreConflict(f"product {product_id!r} was deleted while this upload was being processed")
+        return StoreConflict(
+            f"product {product_id!r} changed while this upload was being processed: version {version} "
+            "was stored meanwhile (by another request or replica); upload again to replace it"
+        )
+
+    def _first_upload_conflict(self, product_id: str) -> StoreConflict:
+        """Why a first upload's INSERT was refused: a case twin, or the same id stored meanwhile."""
+        try:
+            twin = self.read(lambda c: self._twin(c, product_id))
+        except Unavailable:
+            twin = None
+        if twin is not None:
+            return self._twin_conflict(twin)
+        return StoreConflict(
+            f"product {product_id!r} changed while this upload was being processed: another version was stored "
+            "meanwhile (by another request or replica); upload again to replace it"
+        )
+
+    @staticmethod
+    def _twin(c: Connection, product_id: str) -> str | None:
+        query = select(products.c.product_id).where(
+            products.c.product_key == product_key(product_id), products.c.product_id != product_id
+        )
+        return c.execute(query).scalar()
+
+    @staticmethod
+    def _twin_conflict(twin: str) -> StoreConflict:
+        return StoreConflict(
+            f"product {twin!r} exists, and ids that differ only by case are one product on some volumes: "
+            f"use {twin!r}, or another id for a new product"
+        )
+
+    def _update(self, product_id: str, values: dict[str, Any], uid: str | None = None) -> Product | None:
+        """One UPDATE of the product's row (generation bumped, announced), then the product re-read; None when
+        there is no such row (or, with `uid`, when its current version is another)."""
+        condition = [products.c.product_id == product_id]
+        if uid is not None:
+            condition.append(products.c.uid == uid)
+        values = {**values, "generation": products.c.generation + 1, "updated": utc_now()}
+
+        def write(c: Connection) -> int:
+            count = c.execute(update(products).where(*condition).values(**values)).rowcount
+            announce(c, product_id)
+            return count
+
+        if self._write(write) == 0:
+            return None if uid is None else self._refresh_quietly(product_id)
+        return self._load(product_id)
+
+    def _refresh_quietly(self, product_id: str) -> Product | None:
+        try:
+            return self._load(product_id)
+        except (Unavailable, StoreUnavailable):
+            return self._products.get(product_id)
+
+    def _load(self, product_id: str) -> Product | None:
+        """Read the product's row (and its version's, one join) and install it: a new uid loads the bank blob, a
+        new generation alone updates the overrides; no row forgets it. A product that fails to load is logged once
+        per (uid, generation) and None returned; Unavailable / StoreUnavailable when the database / blobs fail."""
+        v = product_versions.c
+        query = (
+            select(products, v.bank_sha256, v.calibration, v.created_at)
+            .join(product_versions, (v.product_id == products.c.product_id) & (v.version == products.c.version))
+            .where(products.c.product_id == product_id)
+        )
+        with self._product_lock(product_id):
+            row = self.read(lambda c: c.execute(query).one_or_none())
+            before = self._products.get(product_id)
+            product = None if row is None else self._product_from(row._mapping)
+            if product is not None:
+                self._install(product_id, product)
+            elif row is None:
+                self._forget(product_id)
+        if row is None and before is not None:
+            self._notify(product_id, None)
+        elif product is not None and version_of(product) != version_of(before):
+            self._notify(product_id, product)
+        return product
+
+    def _product_from(self, row: Any) -> Product | None:
+        """The Product of a joined row (installed and notified by the caller); None when it cannot load."""
+        product_id = row["product_id"]
+        calibration = Calibration.from_dict(row["recalibration"] or row["calibration"])
+        overrides = {
+            "calibration": calibration,
+            "threshold_override": row["threshold"],
+            "pixel_threshold_override": row["pixel_threshold"],
+            "generation": row["generation"],
+            "rules": rules_of(row["rules"]),
+            "rules_version": row["rules_version"],
+        }
+        cached = self._products.get(product_id)
+        if cached is not None and cached.uid == row["uid"]:
+            product = replace(cached, **overrides)
+        else:
+            refs = self._load_bank(product_id, row)
+            if refs is None:
+                return None
+            product = Product(product_id, row["version"], refs, created_at=row["created_at"], uid=row["uid"],
+                              **overrides)  # fmt: skip
+        return product
+
+    def _load_bank(self, product_id: str, row: Any) -> ReferenceSet | None:
+        assert self._load_references is not None, "open() the store first"
         try:
             self.check_available()
+            return unpacked_bank(self.blobs.read(row["bank_sha256"]), self._load_references)
         except StoreUnavailable:
-            return False
-        return True
+            raise
+        except Exception as err:  # one unreadable product must not stop the service; its rows and blobs are kept
+            if self._unloadable.get(product_id) != (row["uid"], row["generation"]):
+                log.error("product %r not loaded (its rows and blobs are kept as they are): %s", product_id, err)
+            with self._lock:
+                self._unloadable[product_id] = (row["uid"], row["generation"])
+            return None
+
+    @contextmanager
+    def _product_lock(self, product_id: str) -> Iterator[None]:
+        with self._lock:
+            lock = self._product_locks.setdefault(product_id, threading.Lock())
+        with lock:
+            yield
+
+    def _install(self, product_id: str, product: Product) -> None:
+        with self._lock:
+            self._products[product_id] = product
+            self._unloadable.pop(product_id, None)
+
+    def _forget(self, product_id: str) -> bool:
+        with self._lock:
+            self._unloadable.pop(product_id, None)
+            return self._products.pop(product_id, None) is not None
+
+    def _notify(self, product_id: str, product: Product | None) -> None:
+        for listener in self._listeners:
+            try:
+                listener(product_id, product)
+            except Exception:
+                log.exception("store listener failed for product %r", product_id)
 
     def _unavailable(self, err: OSError) -> StoreUnavailable:
-        """Record why the store folder cannot be read (logged when it breaks, not at every look); the error to raise."""
+        """Record why the blob folder cannot be read (logged when it breaks, not at every look); the error to raise."""
         reason = (
             f"the product store {self.root} is unavailable ({type(err).__name__}: {err.strerror or err}); "
             "products stay in memory until it is back; check the volume behind DCPSFR_DATA_DIR"
@@ -467,172 +725,5 @@ class ProductStore:
         if self.unavailable_reason is None:
             return
         with self._lock:
-            was_broken, self.unavailable_reason = self.unavailable_reason is not None, None
-        if was_broken:
-            log.info("the product store %s is available again", self.root)
-
-    def _load(self, product_id: str) -> Product | None:
-        """Read the pointer and (if its uid is new) the version; install unless the pointer moved meanwhile."""
-        folder = self._folder(product_id)
-        if not named_exactly(folder):
-            return None  # on a case-insensitive volume, another product's folder
-        if product_id in self._unloadable and self._stats.get(product_id) == pointer_stat(folder):
-            return None  # logged once; tried again when its pointer changes
-        for _ in range(5):
-            stat = pointer_stat(folder)
-            pointer = read_pointer(folder) if stat is not None else None
-            if pointer is None:
-                return None
-            try:
-                product = self._product_from(product_id, folder, pointer)
-            except FileNotFoundError:
-                continue  # the version was replaced while we read it
-            except Exception as err:  # one unreadable product must not stop the service; its files are kept
-                if product_id not in self._unloadable:
-                    log.error("product %r not loaded (files kept as they are): %s", product_id, err)
-                with self._lock:
-                    self._unloadable.add(product_id)
-                    self._stats[product_id] = stat
-                return None
-            with self._lock:
-                if pointer_stat(folder) != stat:
-                    continue  # changed while we loaded: read again
-                self._install(product_id, product, stat)
-            self._notify(product_id, product)
-            return product
-        return self._products.get(product_id)
-
-    def _product_from(self, product_id: str, folder: Path, pointer: dict[str, Any]) -> Product:
-        uid = pointer_uid(pointer)
-        overrides = {
-            "threshold_override": pointer.get("threshold"),
-            "pixel_threshold_override": pointer.get("pixel_threshold"),
-            "generation": pointer.get("generation", 0),
-            **read_rules(folder),
-            **read_recalibration(folder, uid),
-        }
-        cached = self._products.get(product_id)
-        if cached is not None and cached.uid == uid:
-            return replace(cached, **overrides)
-        version = int(pointer["version"])
-        version_dir = folder / f"v{version}"
-        meta = json.loads((version_dir / PRODUCT_META).read_text())
-        assert self._load_references is not None, "open() the store first"
-        refs = self._load_references(version_dir)
-        overrides.setdefault("calibration", Calibration.from_dict(meta["calibration"]))
-        return Product(product_id, version, refs, created_at=meta["created_at"], uid=uid, **overrides)
-
-    def _update_pointer(
-        self, product_id: str, changes: dict[str, Any], what: str, write: Callable[[], None] | None = None
-    ) -> Product | None:
-        folder = self._folder(product_id)
-        try:
-            with self._lock, product_lock(self._existing_folder(product_id), create=False):
-                pointer = read_pointer(folder)
-                if pointer is None:
-                    return None
-                if write is not None:
-                    write()
-                new_pointer = {**pointer, **changes, "generation": pointer.get("generation", 0) + 1}
-                write_json_atomic(folder / POINTER, new_pointer)
-                product = self._product_from(product_id, folder, new_pointer)
-                self._install(product_id, product, pointer_stat(folder))
-        except ProductMissing:
-            return None
-        except StoreError:
-            raise
-        except OSError as err:
-            raise storage_failure(f"store {what}", self.root, err) from err
-        self._notify(product_id, product)
-        return product
-
-    def _resync(self, product_id: str) -> None:
-        if not self._drop_if_gone(product_id) and self._load_references is not None:
-            self._load(product_id)
-
-    def _install(self, product_id: str, product: Product, stat: Stat | None) -> None:
-        with self._lock:
-            self._products[product_id] = product
-            self._unloadable.discard(product_id)
-            if stat is not None:
-                self._stats[product_id] = stat
-
-    def _forget(self, product_id: str) -> bool:
-        with self._lock:
-            self._stats.pop(product_id, None)
-            self._unloadable.discard(product_id)
-            return self._products.pop(product_id, None) is not None
-
-    def _drop_if_gone(self, product_id: str) -> bool:
-        with self._lock:
-            if pointer_stat(self._folder(product_id)) is not None:
-                return False
-            existed = self._forget(product_id)
-        if existed:
-            self._notify(product_id, None)
-        return existed
-
-    def _notify(self, product_id: str, product: Product | None) -> None:
-        for listener in self._listeners:
-            try:
-                listener(product_id, product)
-            except Exception:
-                log.exception("store listener failed for product %r", product_id)
-
-    def _remove_debris(self) -> None:
-        for entry in sorted(self.root.iterdir()):
-            if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
-                self._remove_if_old(entry, "debris of an interrupted write")
-            elif entry.is_dir() and is_valid_product_id(entry.name):
-                pointer = read_pointer(entry)
-                if pointer is None:
-                    self._remove_if_old(entry, "a first upload that never completed")
-                    continue
-                for inner in entry.iterdir():
-                    if is_temporary(inner.name):
-                        self._remove_if_old(inner, "debris of an interrupted write")
-                for version, path in version_dirs(entry).items():
-                    if version != pointer["version"]:
-                        self._remove_if_old(path, "a version that is not current")
-
-    def _remove_if_old(self, path: Path, why: str) -> None:
-        try:
-            age_s = time.time() - path.lstat().st_mtime
-        except FileNotFoundError:
-            return
-        if age_s >= self.debris_age_s:
-            log.warning("removing %s: %s", path, why)
-            remove_path(path)
-
-    # --- helpers ---------------------------------------------------------------------------------------------
-
-    def _folder(self, product_id: str) -> Path:
-        if not is_valid_product_id(product_id):
-            raise ValueError(f"invalid product id {product_id!r}")
-        folder = self.root / product_id
-        assert folder.resolve().parent == self.root.resolve(), "product folders stay inside the data dir"
-        return folder
-
-    def _existing_folder(self, product_id: str) -> Path:
-        """The product's folder when the store lists it under exactly this id; ProductMissing otherwise (on a
-        case-insensitive volume `bottle` would open `Bottle`'s folder: every volume answers alike)."""
-        folder = self._folder(product_id)
-        if not named_exactly(folder):
-            raise ProductMissing(f"no product folder {folder}")
-        return folder
-
-
-def check_expected(product_id: str, pointer: dict[str, Any] | None, expected: Any) -> None:
-    """Raise StoreConflict unless the pointer's uid is `expected` (ANY skips the check); the message says whether the
-    product was deleted or replaced."""
-    if expected is ANY:
-        return
-    current = None if pointer is None else pointer_uid(pointer)
-    if current == expected:
-        return
-    if current is None:
-        raise StoreConflict(f"product {product_id!r} was deleted while this upload was being processed")
-    raise StoreConflict(
-        f"product {product_id!r} changed while this upload was being processed: version {pointer['version']} "
-        "was stored meanwhile (by another request or replica); upload again to replace it"
-    )
+            self.unavailable_reason = None
+        log.info("the product store %s is available again", self.root)

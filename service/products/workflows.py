@@ -8,13 +8,13 @@ by more than CONFIRM_FACTOR ask for confirmation (NeedsConfirmation: force=true)
 the scale's end is refused (Conflict).
 
 Read-modify-write of a product's labelled frames runs under its frames lock (one writer per product in this
-process) and the store's compare-and-swap (one winner across replicas: a loser gets Conflict).
+process), in a transaction holding the product's row (across replicas), and the store's compare-and-swap on new
+versions and recalibrations (one winner across replicas: a loser gets Conflict).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -51,7 +51,6 @@ from service.errors import (
 )
 from service.imaging.decode import decode_image
 from service.metrics import Metrics
-from service.products.files import CALIBRATION_FILE, ProductMissing, storage_failure
 from service.products.frames import (
     FrameStore,
     Label,
@@ -64,7 +63,7 @@ from service.products.frames import (
     relabelled,
     relabelled_away,
 )
-from service.products.store import Product, ProductStore, StoreConflict
+from service.products.store import Product, ProductMissing, ProductStore, StoreConflict, storage_failure
 from service.records.recorder import Recorder
 from service.records.rows import inspection_row
 from service.records.store import records_call
@@ -535,7 +534,7 @@ class Workflows:
             return await asyncio.to_thread(self.frames.add, product.product_id, scored, files)
         except ProductMissing:  # deleted meanwhile
             raise unknown_product(product.product_id) from None
-        except OSError as err:  # StoreError too: the lock stayed taken
+        except OSError as err:  # a frame's blob could not be written: no row changed
             what = f"store the labelled frames of {product.product_id!r}"
             raise StorageFailed(str(storage_failure(what, self.store.root, err))) from err
 
@@ -561,8 +560,7 @@ class Workflows:
     async def _recalibrated(self, product: Product, frames: list[LabelledFrame]) -> Product:
         """The product with thresholds recomputed from its calibration set (references unchanged)."""
         new = recalibrate(product.calibration, calibration_values(frames, product.version), self.policy)
-        content = json.dumps({"uid": product.uid, "calibration": new.to_dict()}).encode()  # for this version only
-        write = partial(self.store.write_product_file, product.product_id, CALIBRATION_FILE, content)
+        write = partial(self.store.set_recalibration, product.product_id, product.uid, new)  # this version only
         updated = await asyncio.to_thread(write)
         if updated is None or updated.uid != product.uid:
             raise Conflict(f"the references of {product.product_id!r} changed during this request; send it again")

@@ -5,6 +5,7 @@ than this code is refused (SchemaTooNew)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -15,6 +16,7 @@ from sqlalchemy import Engine, create_engine, event
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_FILE = "records.sqlite3"
+_MIGRATING = threading.Lock()  # the recorder and the product store of one process both migrate
 
 
 class SchemaTooNew(RuntimeError):
@@ -61,6 +63,11 @@ def schema_revision(engine: Engine) -> str | None:
 def migrate(engine: Engine) -> None:
     """Bring the schema to this code's head revision. Raises SchemaTooNew when the database carries a revision this
     code does not know (a newer service migrated it), and SQLAlchemy's OperationalError when it cannot connect."""
+    with _MIGRATING:
+        _migrate(engine)
+
+
+def _migrate(engine: Engine) -> None:
     config = alembic_config()
     script = ScriptDirectory.from_config(config)
     current = schema_revision(engine)

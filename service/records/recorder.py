@@ -271,19 +271,4 @@ class Recorder:
         return self._delete_unkept(grace_s)
 
     def _delete_unkept(self, grace_s: float) -> int:
-        deleted = 0
-        oldest = time.time() - grace_s
-        files = [p for p in self.archive.folder.glob("*/*") if not p.name.startswith(".")]
-        for start in range(0, len(files), 500):
-            chunk = {p.name: p for p in files[start : start + 500] if _mtime(p) <= oldest}
-            for sha256 in self.store.unreferenced(list(chunk)) if chunk else []:
-                self.archive.delete(sha256)
-                deleted += 1
-        return deleted
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return float("inf")
+        return self.archive.collect(self.store.unreferenced, grace_s)

@@ -1,7 +1,8 @@
 """The records' tables (SQLAlchemy Core): one row per inspected frame, operator reviews of them, each product's
-frame-retention and review policies, and the audit log of changes. Times are UTC without a zone (the same text
-sorts and compares on SQLite and PostgreSQL). The schema changes only by a migration (service/records/migrations),
-never by `create_all`."""
+frame-retention and review policies, the audit log of changes, and the product registry (products, their reference
+versions and labelled frames, whose bytes are blobs named by sha256: service.records.blobs). Times are UTC without a
+zone (the same text sorts and compares on SQLite and PostgreSQL). The schema changes only by a migration
+(service/records/migrations), never by `create_all`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -114,4 +116,62 @@ audit = Table(
     Column("after", JSON),
     Index("ix_audit_time", "time", "audit_id"),
     Index("ix_audit_product_time", "product_id", "time"),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("product_id", String(64), primary_key=True),
+    Column("product_key", String(64), nullable=False, unique=True),  # the id lower-cased: no two ids differ by case
+    Column("version", Integer, nullable=False),  # the current version (product_versions)
+    Column("uid", String(32), nullable=False),  # the current version's uid: the compare-and-swap token
+    Column("generation", Integer, nullable=False),  # bumped by every change of the row
+    Column("threshold", Float),  # manual overrides, None: the calibrated value
+    Column("pixel_threshold", Float),
+    Column("rules", JSON),  # the acceptance rules, None without rules
+    Column("rules_version", Integer, nullable=False),
+    Column("recalibration", JSON),  # thresholds recomputed from calibration frames, for the current version only
+    Column("created", DateTime, nullable=False),
+    Column("updated", DateTime, nullable=False),
+)
+
+product_versions = Table(
+    "product_versions",
+    metadata,
+    Column("product_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("uid", String(32), nullable=False),
+    Column("bank_sha256", String(64), nullable=False),  # the ReferenceSet as one tar blob
+    Column("bank_bytes", BigInteger, nullable=False),
+    Column("calibration", JSON, nullable=False),
+    Column("created_at", String(40), nullable=False),  # ISO 8601 with its zone, as the API shows it
+    UniqueConstraint("product_id", "version", name="uq_product_versions"),
+)
+
+labelled_frames = Table(
+    "labelled_frames",
+    metadata,
+    Column("frame_id", String(32), primary_key=True),
+    Column("product_id", String(64), nullable=False),
+    Column("position", Integer, nullable=False),  # oldest first
+    Column("label", String(16), nullable=False),  # "good" or "defect"
+    Column("source", String(16), nullable=False),  # "calibration" or "feedback"
+    Column("time", String(40), nullable=False),
+    Column("filename", String(255)),
+    Column("inspection_id", String(32)),
+    Column("pixel_hash", String(32)),
+    Column("score", Float),
+    Column("map_max", Float),
+    Column("scored_version", Integer),  # the reference version that gave the score
+    Column("sha256", String(64), nullable=False),  # the frame's file as uploaded, a blob
+    Column("bytes", BigInteger, nullable=False),
+    Index("ix_labelled_frames_product", "product_id", "position"),
+)
+
+legacy_imports = Table(
+    "legacy_imports",
+    metadata,
+    Column("product_id", String(64), primary_key=True),  # a product of the old folder store, imported once
+    Column("uid", String(64), nullable=False),
+    Column("imported", DateTime, nullable=False),
 )

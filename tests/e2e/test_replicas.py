@@ -1,11 +1,11 @@
-"""ServiceProcesss: three `python -m service` processes on loopback sharing one data dir (tiny config, 0.2 s poll)
-and one records database (a real PostgreSQL server; SQLite in the data dir when PostgreSQL is not installed)."""
+"""ServiceProcesss: three `python -m service` processes on loopback sharing one data dir (the blobs; tiny config,
+0.2 s poll) and one database (the product registry and the records: a real PostgreSQL server; skipped when
+PostgreSQL is not installed)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 import signal
 import threading
 import time
@@ -13,11 +13,13 @@ import time
 import httpx
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
-from service.products.store import ProductStore
+from service.records.tables import product_versions
 from tests.helpers.apps import STORE_CALIBRATION, files
 from tests.helpers.images import image_bytes
 from tests.helpers.processes import ServiceProcess, start_service
+from tests.helpers.registry import open_registry
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -38,25 +40,26 @@ def seconds_until(condition, what: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, tiny_detector):
-    """The shared data dir, holding 100 products before any replica starts (one fitted, copied)."""
-    data = tmp_path_factory.mktemp("shared") / "data"
-    store = ProductStore(data / "products")
-    images = [Image.open(io.BytesIO(payload)).convert("RGB") for payload in REFERENCES]
-    store.commit("p000", tiny_detector.fit_references(images), CALIBRATION)
-    for i in range(1, N_STORED):
-        shutil.copytree(store.root / "p000", store.root / f"p{i:03d}")
-    return data
-
-
-@pytest.fixture(scope="module")
 def database_url(request) -> str:
-    """A fresh PostgreSQL database on the session's server; "" (SQLite in the shared data dir) without PostgreSQL."""
+    """A fresh PostgreSQL database on the session's server (replicas share the registry through it: SQLite tells no
+    other process of a change); skipped without PostgreSQL."""
     from tests.helpers.postgres import postgres_bin
 
     if postgres_bin() is None:
-        return ""
+        pytest.skip("replicas need PostgreSQL, which is not installed")
     return request.getfixturevalue("postgres_server").new_database("replicas")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, tiny_detector, database_url):
+    """The shared data dir and database, holding 100 products before any replica starts (one fitted; one bank blob)."""
+    data = tmp_path_factory.mktemp("shared") / "data"
+    store = open_registry(data, database_url)
+    refs = tiny_detector.fit_references([Image.open(io.BytesIO(payload)).convert("RGB") for payload in REFERENCES])
+    for i in range(N_STORED):
+        store.commit(f"p{i:03d}", refs, CALIBRATION)
+    store.engine.dispose()
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +156,7 @@ def test_delete_on_c_then_a_and_b_answer_404(trio):
         assert "d" not in [p["product_id"] for p in replica.client.get("/products").json()["products"]]
 
 
-def test_two_uploads_at_once_on_a_and_b_end_in_one_consistent_version(trio, data_dir):
+def test_two_uploads_at_once_on_a_and_b_end_in_one_consistent_version(trio, data_dir, database_url):
     a, b, _ = trio
     barrier, answers = threading.Barrier(2), {}
 
@@ -175,8 +178,40 @@ def test_two_uploads_at_once_on_a_and_b_end_in_one_consistent_version(trio, data
             assert "changed while this upload" in answer.json()["detail"]
     for replica in trio:
         seconds_until(lambda r=replica: shown(r, "q") == (200, final["version"], final["created_at"]), replica.name)
-    folder = data_dir / "products" / "q"
-    assert sorted(p.name for p in folder.iterdir()) == ["current.json", f"v{final['version']}"]
+    store = open_registry(data_dir, database_url)
+    query = select(product_versions.c.version).where(product_versions.c.product_id == "q")
+    assert max(store.read(lambda c: list(c.execute(query).scalars()))) == final["version"]
+    store.engine.dispose()
+
+
+def test_a_delete_on_c_during_an_upload_on_a_never_resurrects_the_product(trio):
+    """Whatever the order, the replicas agree, and the product is gone unless the upload began after the delete."""
+    a, _, c = trio
+    assert upload(a, "z").status_code == 201
+    for replica in trio:
+        assert inspect(replica, "z").status_code == 200
+    big = [image_bytes(480, 480, seed=s) for s in range(8)]  # decoding and fitting these takes a while
+    answers: list[httpx.Response] = []
+    uploading = threading.Thread(target=lambda: answers.append(upload(a, "z", *big)))
+    uploading.start()
+    time.sleep(0.5)  # inside the upload
+    assert c.client.delete("/products/z").status_code == 204
+    uploading.join(120)
+    assert answers[0].status_code in (201, 409), answers[0].text
+    agreed: list[tuple] = []
+
+    def same_everywhere() -> bool:
+        states = {shown(replica, "z") for replica in trio}
+        agreed[:] = list(states)
+        return len(states) == 1
+
+    seconds_until(same_everywhere, "the replicas to agree on z")
+    if answers[0].status_code == 409:  # its fit began before the delete: refused, the product stays deleted
+        assert "deleted while this upload" in answers[0].json()["detail"]
+        assert agreed == [(404, None, None)]
+    else:  # committed before the delete (then deleted), or began after it (a new product)
+        created = answers[0].json()
+        assert agreed[0] in ((404, None, None), (200, created["version"], created["created_at"])), agreed
 
 
 def test_replicas_started_on_100_stored_products_serve_them_all(trio):
@@ -185,6 +220,47 @@ def test_replicas_started_on_100_stored_products_serve_them_all(trio):
         assert inspect(replica, "p042").status_code == 200
     listed = {p["product_id"] for p in trio[1].client.get("/products").json()["products"]}
     assert {f"p{i:03d}" for i in range(N_STORED)} <= listed
+
+
+def test_postgresql_restarted_under_load_writes_503_inspections_served_then_recovers(trio, database_url, request):
+    server = request.getfixturevalue("postgres_server")
+    a, b, c = trio
+    assert upload(a, "pg").status_code == 201
+    for replica in trio:
+        assert inspect(replica, "pg").status_code == 200  # loaded everywhere
+    stop, answers = threading.Event(), []
+
+    def keep_inspecting() -> None:
+        while not stop.is_set():
+            answers.append(inspect(c, "pg").status_code)
+
+    load = threading.Thread(target=keep_inspecting)
+    load.start()
+    try:
+        server.stop()
+        try:
+            threshold = a.client.put("/products/pg/threshold", json={"threshold": 1.5})
+            assert threshold.status_code == 503, threshold.text
+            assert "does not answer" in threshold.json()["detail"]
+            assert upload(b, "pg").status_code == 503
+            assert c.client.delete("/products/pg").status_code == 503
+            for replica in trio:
+                assert inspect(replica, "pg").status_code == 200  # served from what is loaded
+        finally:
+            server.start()
+        seconds_until(
+            lambda: a.client.put("/products/pg/threshold", json={"threshold": 1.5}).status_code == 200, "writes again"
+        )
+        for replica in (b, c):  # and the change reaches the others
+            seconds_until(lambda r=replica: shown_threshold(r, "pg") == 1.5, f"{replica.name} has the new threshold")
+    finally:
+        stop.set()
+        load.join(120)
+    assert answers and set(answers) == {200}, answers
+
+
+def shown_threshold(replica: ServiceProcess, product_id: str) -> float | None:
+    return replica.client.get(f"/products/{product_id}").json().get("threshold")
 
 
 def records(replica: ServiceProcess, **params) -> list[dict]:
@@ -229,7 +305,9 @@ def test_every_replica_sees_one_review_queue_and_a_verdict_on_any_empties_it(tri
     assert b.client.get(f"/inspections/{queued}").json()["review"] == "reviewed"
 
 
-def test_sigkill_mid_upload_leaves_the_others_serving_and_the_store_loadable(trio, data_dir, tiny_detector):
+def test_sigkill_mid_upload_leaves_the_others_serving_and_the_store_loadable(
+    trio, data_dir, database_url, tiny_detector
+):
     """C is killed (SIGKILL) in the middle of an upload and a burst of inspections: the others serve on, the store
     loads, and every inspection C answered is on the record (its spool adopted by a live replica)."""
     a, b, victim = trio
@@ -254,10 +332,10 @@ def test_sigkill_mid_upload_leaves_the_others_serving_and_the_store_loadable(tri
         assert inspect(replica, "k").status_code == 200
     replaced = upload(b, "k")  # no lock or debris left in the way
     assert replaced.status_code == 201, replaced.text
-    store = ProductStore(data_dir / "products")  # what a restarted replica does
-    store.load_all(tiny_detector.load_references)
+    store = open_registry(data_dir, database_url, tiny_detector.load_references)  # what a restarted replica does
     assert store.get("k").version == replaced.json()["version"]
-    assert len(store) >= N_STORED
+    assert len(store.all()) >= N_STORED
+    store.engine.dispose()
 
 
 def test_sigterm_drains_the_request_in_flight_and_exits_0(trio):

@@ -289,7 +289,7 @@ def test_a_product_that_vanishes_during_a_threshold_update_or_delete_is_a_404(cl
 
 
 def test_a_lost_store_folder_answers_503_naming_it_and_serves_again_once_it_is_back(client, caplog):
-    """The reviewer's case: the products folder is moved away and a file put in its place (a lost mount). Every
+    """The reviewer's case: the blob folder is moved away and a file put in its place (a lost mount). Every
     store and model route, and /readyz, answer 503 naming the folder; nothing is forgotten; its return heals all."""
     assert upload(client, "widget", GOOD, OTHER_GOOD).status_code == 201
     store = client.app.state.services.store

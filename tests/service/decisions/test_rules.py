@@ -10,7 +10,7 @@ from PIL import Image
 
 from model import Prediction
 from service.decisions.rules import MAX_COORDINATE, MAX_MM_PER_PIXEL, AcceptanceRules, judge
-from service.products.files import read_rules
+from service.products.store import rules_of
 from tests.helpers.apps import STORE_CALIBRATION, inspect, upload
 from tests.helpers.images import image_bytes
 
@@ -156,9 +156,10 @@ def test_rules_that_set_nothing_are_a_422_pointing_to_delete(client, body):
     assert client.delete("/products/widget/rules").json()["rules"] is None
 
 
-def test_stored_rules_that_set_nothing_read_as_no_rules(tmp_path):
-    (tmp_path / "rules.json").write_text('{"rules": {"reject_in": [], "ignore_in": []}, "rules_version": 2}')
-    assert read_rules(tmp_path) == {"rules": None, "rules_version": 2}
+def test_stored_rules_that_set_nothing_read_as_no_rules():
+    assert rules_of({"reject_in": [], "ignore_in": []}) is None
+    assert rules_of({"max_regions": None}) is None
+    assert rules_of({"max_regions": 2}).max_regions == 2
 
 
 def test_rules_of_an_unknown_product_are_a_404(client):
@@ -245,11 +246,9 @@ def test_a_drawn_rectangle_on_a_real_bottle_frame_gives_its_geometry(client, bot
 
 
 def test_rules_reach_another_replica_and_outlive_a_new_upload(tmp_path, tiny_detector, refs):
-    from service.products.store import ProductStore
+    from tests.helpers.registry import open_registry
 
-    a, b = (ProductStore(tmp_path / "products") for _ in range(2))  # two processes sharing one data dir
-    for store in (a, b):
-        store.open(tiny_detector.load_references)
+    a, b = (open_registry(tmp_path, load_references=tiny_detector.load_references) for _ in range(2))  # 2 replicas
     calibration = STORE_CALIBRATION
     a.commit("p", refs, calibration)
     assert b.get("p").rules is None

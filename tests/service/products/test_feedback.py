@@ -219,21 +219,24 @@ def test_references_added_by_feedback_at_once_stop_at_the_maximum(make_client, m
         assert client.get("/products/p").json()["n_references"] == 2
 
 
-def test_an_unreadable_index_of_labelled_frames_is_logged_once_and_rewritten(make_client, tmp_path, caplog):
-    """A cut `frames/index.json` made every labelled-frame route of the product a 500 until it was deleted."""
+@pytest.mark.parametrize("damage", ["changed", "missing"])
+def test_a_damaged_labelled_frame_file_is_dropped_at_the_next_refit_and_the_rest_kept(make_client, caplog, damage):
+    """A labelled frame's blob whose bytes no longer match its sha256 (or that is gone) is never decoded: the next
+    refit drops that frame (logged) and keeps the others."""
     with make_client(**SETTINGS) as client:
         upload(client, "p", GOOD[0], GOOD[1])
         assert feedback(client, "p", "defect", image=DEFECT).status_code == 200
-        index = tmp_path / "data" / "products" / "p" / "frames" / "index.json"
-        index.write_text(index.read_text()[:25])  # cut mid-way, as by a full disk
-        for _ in range(2):
-            evaluation = client.get("/products/p/evaluation")
-            assert evaluation.status_code == 200 and evaluation.json()["n_defect"] == 0
-        unreadable = [r for r in caplog.records if "is unreadable" in r.getMessage()]
-        assert len(unreadable) == 1 and str(index) in unreadable[0].getMessage()
-        assert feedback(client, "p", "defect", image=DEFECT).status_code == 200  # the next label writes a new index
-        assert client.get("/products/p/evaluation").json()["n_defect"] == 1
-        assert add_calibration(client, "p", GOOD[2]).status_code == 200
+        assert feedback(client, "p", "good", image=GOOD[2], force="true").status_code == 200
+        frames = client.app.state.services.workflows.frames
+        broken = next(f for f in frames.frames("p") if f.label == "defect")
+        path = frames.store.blobs.path(broken.sha256)
+        path.write_bytes(b"not the frame") if damage == "changed" else path.unlink()
+        assert upload(client, "p", GOOD[0], GOOD[3]).status_code == 201
+        dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(dropped) == 1 and broken.frame_id in dropped[0]
+        assert [f.label for f in frames.frames("p")] == ["good"]
+        evaluation = client.get("/products/p/evaluation").json()
+        assert (evaluation["n_defect"], evaluation["n_good"]) == (0, 1)
 
 
 def reencoded(payload: bytes, fmt: str) -> bytes:

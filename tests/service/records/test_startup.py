@@ -50,7 +50,7 @@ def test_a_database_down_at_start_delays_nothing_and_is_retried(tmp_path):
 def test_migrations_run_on_an_empty_database_and_again_change_nothing(database):
     migrate(database)
     with database.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
 
 
 def test_the_review_migration_keeps_the_records_made_before_it_out_of_the_queue_and_goes_back(database):
