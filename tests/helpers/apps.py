@@ -54,6 +54,13 @@ def inspect(client: TestClient, product_id: str, *payloads: bytes, params=None, 
     return client.post("/inspect", data={"product_id": product_id}, files=files(*payloads), params=params, **kwargs)
 
 
+def inspect_part(client: TestClient, product_id: str, payload: bytes, **tags) -> dict:
+    """POST /inspect with one frame tagged with `tags` (part_id, station, ...); its result (asserts a 200)."""
+    response = client.post("/inspect", data={"product_id": product_id, **tags}, files=files(payload))
+    assert response.status_code == 200, response.text
+    return response.json()["results"][0]
+
+
 class ForwardGate:
     """Holds the model worker inside `detector.forward` until released: makes queueing and batching deterministic.
     `batch_sizes` records the frames of each forward."""

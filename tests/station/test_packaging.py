@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from setuptools import find_namespace_packages
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_ONLY = ("torch", "torchvision", "open-clip-torch", "timm", "faiss-cpu", "fastapi", "uvicorn", "sqlalchemy")
@@ -83,3 +84,17 @@ def test_the_installed_wheel_runs_without_torch_the_model_or_the_service(wheel, 
     first, *table = done.stdout.splitlines()
     assert Path(first).is_relative_to(tmp_path / "site")  # the installed copy, not the repository's
     assert any("CAMERA_TIMEOUT" in line for line in table)
+
+
+def test_the_top_level_distribution_takes_no_build_folder_of_the_station(tmp_path):
+    """`pip wheel ./station` leaves station/build/ (a copy of the package): the top-level distribution, whose packages
+    are found by its include patterns (namespace packages too, pyproject's default), must not ship it as
+    `station.build`."""
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in ("model", "service", "service/api", "station"):
+        (tmp_path / package).mkdir(parents=True)
+        (tmp_path / package / "__init__.py").touch()
+    (tmp_path / "station/build/lib/station").mkdir(parents=True)
+    (tmp_path / "station/build/lib/station/cli.py").touch()
+    found = find_namespace_packages(str(tmp_path), include=include)
+    assert sorted(found) == ["model", "service", "service.api", "station"]

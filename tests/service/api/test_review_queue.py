@@ -6,27 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.apps import files, upload
+from tests.helpers.apps import files, inspect_part, upload
 from tests.helpers.images import image_bytes
 
 GOOD = [image_bytes(56, 48, seed=s) for s in range(6)]
 DEFECT = image_bytes(56, 48, seed=9, defect=True)
 EVERY_OK = {"band": 1.0, "all_ng": False}  # ±100 %: every distance score from 0 to twice the threshold
-
-
-def inspect_part(client, product_id: str, payload: bytes, **tags) -> dict:
-    response = client.post("/inspect", data={"product_id": product_id, **tags}, files=files(payload))
-    assert response.status_code == 200, response.text
-    return response.json()["results"][0]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def replicas(request, make_client, tmp_path):
-    """make(**settings): an app on the shared data dir and the shared database (SQLite in it, or PostgreSQL)."""
-    shared = {"data_dir": tmp_path / "data", "records_flush_s": 60.0}  # flushed by the reads
-    if request.param == "postgresql":
-        shared["database_url"] = request.getfixturevalue("postgres_server").new_database("review_test")
-    return lambda **settings: make_client(**shared, **settings)
 
 
 def queue(client, **params) -> dict:
