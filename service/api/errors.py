@@ -140,11 +140,18 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 NOT_A_FILE = "Expected UploadFile"  # FastAPI's message for a text part where a file is expected
+NO_OFFSET = (
+    "a time without a UTC offset is ambiguous (the sender's zone is unknown): add Z for UTC or the offset, e.g. "
+    "2026-03-01T06:00:00Z or 2026-03-01T07:00:00+01:00"
+)
 
 
 def explained(error: dict[str, Any]) -> dict[str, Any]:
-    """A validation error with a message a sender can act on: a part without a file name arrives as a text field,
-    and FastAPI says only "Expected UploadFile, received: <class 'str'>"."""
+    """A validation error with a message a sender can act on: a time without its UTC offset (pydantic says only
+    "Input should have timezone info"); a part without a file name arrives as a text field, and FastAPI says only
+    "Expected UploadFile, received: <class 'str'>"."""
+    if error.get("type") == "timezone_aware":
+        return {**error, "msg": NO_OFFSET}
     if NOT_A_FILE not in str(error.get("msg", "")):
         return error
     loc = [p for p in error.get("loc", ()) if p != "body"]
