@@ -39,7 +39,7 @@ class ServiceConfig(Strict):
     """The inspection service."""
 
     url: str = Field(pattern=r"^https?://", description="http(s)://host:port of the service")
-    api_key: str | None = Field(None, description="a camera-role key; prefer api_key_env")
+    api_key: str | None = Field(None, description="an operator-role key; prefer api_key_env")
     api_key_env: str | None = Field(None, description="the environment variable holding the key")
 
     def key(self) -> str | None:
