@@ -17,6 +17,7 @@ from station.codes import ErrorCode
 FRAME_STATUS = frozenset({400, 413, 415, 422})
 CONFIGURATION_STATUS = frozenset({401, 403, 404})
 BUSY_STATUS = frozenset({429, 503})
+RANDOM_WEIGHTS = "(random weights)"  # how the service's `mode` says its scores mean nothing (tiny, RANDOM_INIT)
 
 
 class InspectFailed(Exception):
@@ -64,7 +65,9 @@ class Inspector(Protocol):
 
 
 class HttpInspector:
-    """POST /inspect with the part's fields (`part_id`, `station`, `camera`, `view`, `trigger_time`). Thread-safe."""
+    """POST /inspect with the part's fields (`part_id`, `station`, `camera`, `view`, `trigger_time`). Thread-safe.
+    A verdict of a service that runs random weights is refused (CONFIGURATION) unless `allow_random_weights`: an
+    OK from it would pass any part."""
 
     def __init__(
         self,
@@ -74,10 +77,12 @@ class HttpInspector:
         camera: str,
         transport: httpx.BaseTransport | None = None,
         view: str | None = None,
+        allow_random_weights: bool = False,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=url, headers=headers, transport=transport)
         self.station, self.camera, self.view = station, camera, view
+        self.allow_random_weights = allow_random_weights
 
     def inspect(self, frame: Frame, part: Part, timeout_s: float) -> Inspection:
         """One request, no retry (the part cannot wait); raises InspectFailed."""
@@ -93,6 +98,17 @@ class HttpInspector:
         response = self.send("POST", "/inspect", timeout_s, params={"outputs": "verdict"}, data=data, files=files)
         try:
             result = response.json()["results"][0]
+            mode = str(result.get("mode") or "")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+            raise InspectFailed(ErrorCode.SERVICE_ERROR, f"unreadable answer from the service: {err!r}") from err
+        if RANDOM_WEIGHTS in mode and not self.allow_random_weights:
+            raise InspectFailed(
+                ErrorCode.CONFIGURATION,
+                f"the service runs random weights (mode {mode!r}): its verdicts mean nothing; give it real weights "
+                "(DCPSFR_MODEL_CONFIG, python -m model.weights fetch), or set service.allow_random_weights: true "
+                "(tests only)",
+            )
+        try:
             return Inspection(
                 anomalous=bool(result["anomalous"]),
                 score=float(result["score"]),

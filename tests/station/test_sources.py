@@ -159,7 +159,29 @@ def test_a_service_that_cannot_be_reached_is_an_error_with_its_code(failure, cod
     assert raised.value.code == code
 
 
-@pytest.mark.parametrize("body", [{"results": []}, {"results": [{"score": 1.0}]}, ["not", "an", "object"]])
+@pytest.mark.parametrize("mode", ["training-free (random weights)", "full (random weights)"])
+def test_a_verdict_of_random_weights_is_a_configuration_error_unless_allowed(mode):
+    """A service left on the tiny config (or DCPSFR_RANDOM_INIT) answered OK verdicts that mean nothing, and the
+    line passed the parts."""
+    inspector = HttpInspector("http://service", None, "st3", "top", transport=answering(200, result(mode=mode)))
+    with pytest.raises(InspectFailed, match="the service runs random weights") as raised:
+        inspector.inspect(Frame(b"png", "top.png"), Part("bottle"), 1.0)
+    assert raised.value.code == ErrorCode.CONFIGURATION
+    allowed = HttpInspector(
+        "http://service", None, "st3", "top", transport=answering(200, result(mode=mode)), allow_random_weights=True
+    )
+    assert allowed.inspect(Frame(b"png", "top.png"), Part("bottle"), 1.0).score == 2.5
+
+
+@pytest.mark.parametrize("mode", ["training-free", "full", None])
+def test_a_verdict_of_real_weights_is_taken(mode):
+    inspector = HttpInspector("http://service", None, "st3", "top", transport=answering(200, result(mode=mode)))
+    assert inspector.inspect(Frame(b"png", "top.png"), Part("bottle"), 1.0).anomalous is True
+
+
+@pytest.mark.parametrize(
+    "body", [{"results": []}, {"results": [{"score": 1.0}]}, ["not", "an", "object"], {"results": ["x"]}]
+)
 def test_an_unreadable_answer_is_a_service_error(body):
     inspector = HttpInspector("http://service", None, "st3", "top", transport=answering(200, body))
     with pytest.raises(InspectFailed) as raised:
