@@ -17,11 +17,10 @@ from service.api.routes.uploads import UploadRoute, read_uploads
 from service.api.schemas import InspectedImage, InspectResponse
 from service.decisions.results import FULL, MASK_ONLY, VERDICT_ONLY, InspectionResult, Outputs, PartTag
 from service.errors import InvalidInput
-from service.imaging.formats import PRODUCT_ID
+from service.imaging.formats import PRODUCT_ID, TAG_TEXT
 from service.products.store import Product
 from service.products.workflows import check_count
 
-TAG_TEXT = r"^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$"  # 1-128 printable ASCII, no edge blanks
 Tag = Annotated[str | None, Form(pattern=TAG_TEXT, description="1-128 printable ASCII characters, echoed")]
 
 router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503), route_class=UploadRoute)

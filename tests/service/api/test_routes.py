@@ -361,6 +361,25 @@ def test_a_bad_part_field_is_422(client, field, value):
     assert field in answer.text
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "data", "detail"),
+    [
+        ("post", "/inspect", {"product_id": "widget", "part_id": "Prüfteil-1"}, "part_id: must be 1-128 printable"),
+        ("post", "/inspect", {"product_id": "widget", "station": "line 1 "}, "station: must be 1-128 printable"),
+        ("post", "/inspect", {"product_id": "bad id"}, "product_id: must be 1-64 letters, digits"),
+        ("post", "/products/bad%20id/references", {}, "path.product_id: must be 1-64 letters, digits"),
+        ("get", "/inspections?part_id=%09SN-1", None, "query.part_id: must be 1-128 printable"),
+    ],
+)
+def test_a_text_that_misses_its_pattern_is_told_the_rule_in_words(client, method, path, data, detail):
+    """The 422 quoted the regex ('String should match pattern ^[\\x21-\\x7e](?:...') where the sender needs the rule."""
+    upload(client, "widget", GOOD, OTHER_GOOD)
+    kwargs = {"data": data, "files": files(GOOD)} if method == "post" else {}
+    answer = getattr(client, method)(path, **kwargs)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith(detail) and "pattern" not in answer.json()["detail"]
+
+
 @pytest.mark.parametrize("value", ["2026-12-06T22:15:00", "2026-12-06T22:15:00.125", "2026-12-06 22:15"])
 def test_a_trigger_time_without_its_utc_offset_is_422_not_read_as_utc(client, value):
     """A PLC clock in local time sent without an offset was echoed as sent and recorded as UTC: every latency and
