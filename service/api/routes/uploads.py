@@ -131,7 +131,8 @@ def multipart_detail(err: MultiPartException) -> str:
 
 
 class UploadRoute(APIRoute):
-    """The route class of routes that take files: their requests are UploadRequests; a form field the route does
+    """The route class of routes that take files: their requests are UploadRequests; a body that is not a form (JSON,
+    a bare image) is a 422 that says so; a form field the route does
     not take (`image` for `images`, `partid`, a query parameter such as `outputs`) is a 422, not silently dropped
     with its files or value; and a form field the route takes once (`product_id`, `label`, `force`, ...) sent more
     than once is a 422, not its last value."""
@@ -147,13 +148,26 @@ class UploadRoute(APIRoute):
 
         async def with_file_parts(request: Request) -> Response:
             upload_request = UploadRequest(request.scope, request.receive)
-            if known and upload_request.headers.get("Content-Type", "").lower().startswith(FORM_TYPES):
+            if known:
+                content_type = upload_request.headers.get("Content-Type", "")
+                if not content_type.lower().startswith(FORM_TYPES):
+                    raise InvalidInput(not_a_form(content_type, listed))
                 form = await upload_request.form()
                 refuse_unknown_fields(form, known, listed, query)
                 refuse_repeated_fields(form, single)
             return await handler(upload_request)
 
         return with_file_parts
+
+
+def not_a_form(content_type: str, listed: tuple[str, ...]) -> str:
+    """Why a body of another type (JSON, a bare image) cannot carry a call's fields, and how to send them (FastAPI
+    would say each field is missing, though a JSON body may hold them all)."""
+    sent = f"a body of type {content_type.split(';')[0].strip()}" if content_type else "a body without a Content-Type"
+    return (
+        f"this call takes its fields ({', '.join(listed)}) as multipart/form-data, not {sent}: send each field as "
+        "a form part, the images as files (curl -F images=@frame.png)"
+    )
 
 
 def refuse_unknown_fields(

@@ -157,3 +157,26 @@ def test_every_field_the_inspect_call_takes_is_still_taken(client):
     answer = client.post("/inspect", content=body(*parts), headers=HEADERS)
     assert answer.status_code == 200, answer.text
     assert answer.json()["results"][0]["part_id"] == "SN-1"
+
+
+@pytest.mark.parametrize(
+    ("path", "request_kwargs", "sent"),
+    [
+        ("/inspect", {"json": {"product_id": "part", "images": ["frame.png"]}}, "a body of type application/json"),
+        (
+            "/products/part/references",
+            {"content": image_bytes(), "headers": {"Content-Type": "image/png"}},
+            "image/png",
+        ),
+        ("/products/part/feedback", {"content": b""}, "a body without a Content-Type"),
+    ],
+)
+def test_a_body_that_is_not_a_form_is_told_to_be_one(client, path, request_kwargs, sent):
+    """A JSON body holding product_id was answered "product_id: Field required; images: Field required"."""
+    assert upload(client, "part", image_bytes()).status_code == 201
+    answer = client.post(path, **request_kwargs)
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert detail.startswith("this call takes its fields (") and "as multipart/form-data, not " in detail
+    assert sent in detail and "curl -F images=@frame.png" in detail
+    assert client.get("/products/part").json()["version"] == 1
