@@ -5,6 +5,7 @@ Every failure is an `InspectFailed` with its `ErrorCode`: the part gets an ERROR
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -17,6 +18,9 @@ from station.codes import ErrorCode
 FRAME_STATUS = frozenset({400, 413, 415, 422})
 CONFIGURATION_STATUS = frozenset({401, 403, 404})
 BUSY_STATUS = frozenset({429, 503})
+# the service's rule for part_id, station, camera and view (service/imaging/formats.py TAG_TEXT): 1-128 printable
+# ASCII characters, no space at either end
+TAG = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$")
 RANDOM_WEIGHTS = "(random weights)"  # how the service's `mode` says its scores mean nothing (tiny, RANDOM_INIT)
 
 
@@ -85,7 +89,14 @@ class HttpInspector:
         self.allow_random_weights = allow_random_weights
 
     def inspect(self, frame: Frame, part: Part, timeout_s: float) -> Inspection:
-        """One request, no retry (the part cannot wait); raises InspectFailed."""
+        """One request, no retry (the part cannot wait); raises InspectFailed (CONFIGURATION, before any request,
+        for a part id the service would refuse: the PLC's to fix, not the frame's)."""
+        if part.part_id and not TAG.fullmatch(part.part_id):
+            raise InspectFailed(
+                ErrorCode.CONFIGURATION,
+                f"part id {part.part_id[:40]!r}{'...' if len(part.part_id) > 40 else ''} is not 1-128 printable ASCII "
+                "characters without a space at either end, which the service refuses: fix the part ids the PLC sends",
+            )
         data = {"product_id": part.product_id, "station": self.station, "camera": self.camera}
         if part.part_id:
             data["part_id"] = part.part_id
