@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from bench.common import Section
+from model import ConfigError
 
 SECTIONS = ("stages", "runtime", "fit", "memory", "bank", "http", "throughput", "replicas", "station", "records")
 
@@ -92,8 +93,8 @@ def print_section(section: Section) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the chosen sections in turn, print their tables and the
-    issue-13 targets, and write the JSON report; returns 0."""
+    """Run the chosen sections in turn, print their tables and the targets, and write the JSON report; returns 0,
+    or 2 with one line when a section's config or weight files cannot be used (the sections before it printed)."""
     args = parse_args(argv)
     chosen = args.only or SECTIONS
     conditions = {
@@ -109,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     sections: list[Section] = []
     for name in chosen:
         start = time.perf_counter()
-        section = importlib.import_module(f"bench.{name}").run(args)
+        try:
+            section = importlib.import_module(f"bench.{name}").run(args)
+        except (ConfigError, FileNotFoundError) as err:  # WeightsMissingError too: it names the fetch command
+            print(f"error: bench {name}: {err}", file=sys.stderr)
+            return 2
         section.data["seconds"] = round(time.perf_counter() - start, 1)
         sections.append(section)
         print_section(section)

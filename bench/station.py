@@ -119,7 +119,7 @@ class LineStation:
         self.closers: list[Callable[[], None]] = []
 
     def __enter__(self) -> dict[str, Callable[[], None]]:
-        inspector = HttpInspector(self.url, None, "bench", "bench")
+        inspector = HttpInspector(self.url, None, "bench", "bench", allow_random_weights=True)  # tiny / random init
         settings = Settings(acquire_timeout_s=TIMEOUT_S, inspect_timeout_s=TIMEOUT_S, acknowledge=False)
         handshake = Handshake(MemoryCamera(self.frame), inspector, ProductTable({1: "bench"}), 1, settings)
         stop = threading.Event()

@@ -16,7 +16,7 @@ class ErrorCode(IntEnum):
     SERVICE_BUSY = 5  # 429 queue full, 503 not ready
     FRAME_REJECTED = 6  # 400/413/415/422: the service cannot decode or accept the frame
     SERVICE_ERROR = 7  # 5xx or an answer the station cannot read
-    CONFIGURATION = 8  # 401/403/404: wrong API key or a product the service does not know
+    CONFIGURATION = 8  # 401/403/404: wrong key, unknown product; random weights; a part id the service refuses
     UNKNOWN_PRODUCT = 9  # the product index is not in the station's product table
     INTERNAL = 10  # a bug in the station (logged with its traceback)
 
@@ -30,7 +30,8 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.SERVICE_BUSY: "the service is overloaded (429) or not ready (503)",
     ErrorCode.FRAME_REJECTED: "the service cannot use the frame (400/413/415/422: undecodable, too large)",
     ErrorCode.SERVICE_ERROR: "the service failed (5xx) or answered something unreadable",
-    ErrorCode.CONFIGURATION: "the service refused the key (401/403) or does not know the product (404)",
+    ErrorCode.CONFIGURATION: "the service refused the key (401/403), does not know the product (404), or runs random "
+    "weights (its verdicts mean nothing); or the PLC's part id is not 1-128 printable ASCII characters",
     ErrorCode.UNKNOWN_PRODUCT: "the product index is not in the station's product table",
     ErrorCode.INTERNAL: "an unexpected error in the station (see its log)",
 }

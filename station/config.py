@@ -39,8 +39,13 @@ class ServiceConfig(Strict):
     """The inspection service."""
 
     url: str = Field(pattern=r"^https?://", description="http(s)://host:port of the service")
-    api_key: str | None = Field(None, description="a camera-role key; prefer api_key_env")
+    api_key: str | None = Field(None, description="an operator-role key; prefer api_key_env")
     api_key_env: str | None = Field(None, description="the environment variable holding the key")
+    allow_random_weights: bool = Field(
+        False,
+        description="take the verdicts of a service that runs random weights (the tiny config, DCPSFR_RANDOM_INIT), "
+        "whose scores mean nothing: tests and timing only; without it every part is ERROR 8",
+    )
 
     def key(self) -> str | None:
         """The API key: api_key, else the variable named by api_key_env."""

@@ -5,6 +5,7 @@ Every failure is an `InspectFailed` with its `ErrorCode`: the part gets an ERROR
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -17,6 +18,10 @@ from station.codes import ErrorCode
 FRAME_STATUS = frozenset({400, 413, 415, 422})
 CONFIGURATION_STATUS = frozenset({401, 403, 404})
 BUSY_STATUS = frozenset({429, 503})
+# the service's rule for part_id, station, camera and view (service/imaging/formats.py TAG_TEXT): 1-128 printable
+# ASCII characters, no space at either end
+TAG = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$")
+RANDOM_WEIGHTS = "(random weights)"  # how the service's `mode` says its scores mean nothing (tiny, RANDOM_INIT)
 
 
 class InspectFailed(Exception):
@@ -64,7 +69,9 @@ class Inspector(Protocol):
 
 
 class HttpInspector:
-    """POST /inspect with the part's fields (`part_id`, `station`, `camera`, `view`, `trigger_time`). Thread-safe."""
+    """POST /inspect with the part's fields (`part_id`, `station`, `camera`, `view`, `trigger_time`). Thread-safe.
+    A verdict of a service that runs random weights is refused (CONFIGURATION) unless `allow_random_weights`: an
+    OK from it would pass any part."""
 
     def __init__(
         self,
@@ -74,13 +81,22 @@ class HttpInspector:
         camera: str,
         transport: httpx.BaseTransport | None = None,
         view: str | None = None,
+        allow_random_weights: bool = False,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=url, headers=headers, transport=transport)
         self.station, self.camera, self.view = station, camera, view
+        self.allow_random_weights = allow_random_weights
 
     def inspect(self, frame: Frame, part: Part, timeout_s: float) -> Inspection:
-        """One request, no retry (the part cannot wait); raises InspectFailed."""
+        """One request, no retry (the part cannot wait); raises InspectFailed (CONFIGURATION, before any request,
+        for a part id the service would refuse: the PLC's to fix, not the frame's)."""
+        if part.part_id and not TAG.fullmatch(part.part_id):
+            raise InspectFailed(
+                ErrorCode.CONFIGURATION,
+                f"part id {part.part_id[:40]!r}{'...' if len(part.part_id) > 40 else ''} is not 1-128 printable ASCII "
+                "characters without a space at either end, which the service refuses: fix the part ids the PLC sends",
+            )
         data = {"product_id": part.product_id, "station": self.station, "camera": self.camera}
         if part.part_id:
             data["part_id"] = part.part_id
@@ -93,6 +109,17 @@ class HttpInspector:
         response = self.send("POST", "/inspect", timeout_s, params={"outputs": "verdict"}, data=data, files=files)
         try:
             result = response.json()["results"][0]
+            mode = str(result.get("mode") or "")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+            raise InspectFailed(ErrorCode.SERVICE_ERROR, f"unreadable answer from the service: {err!r}") from err
+        if RANDOM_WEIGHTS in mode and not self.allow_random_weights:
+            raise InspectFailed(
+                ErrorCode.CONFIGURATION,
+                f"the service runs random weights (mode {mode!r}): its verdicts mean nothing; give it real weights "
+                "(DCPSFR_MODEL_CONFIG, python -m model.weights fetch), or set service.allow_random_weights: true "
+                "(tests only)",
+            )
+        try:
             return Inspection(
                 anomalous=bool(result["anomalous"]),
                 score=float(result["score"]),

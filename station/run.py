@@ -67,9 +67,17 @@ def make_inspector(config: StationConfig, camera: Camera) -> HttpInspector | Mul
     """The service client: one request per part, or with `views` one per view."""
     if config.views:
         return MultiViewInspector(
-            config.service.url, config.service.key(), config.station, views_of(config), camera.name
+            config.service.url,
+            config.service.key(),
+            config.station,
+            views_of(config),
+            camera.name,
+            allow_random_weights=config.service.allow_random_weights,
         )
-    return HttpInspector(config.service.url, config.service.key(), config.station, camera.name)
+    service = config.service
+    return HttpInspector(
+        service.url, service.key(), config.station, camera.name, allow_random_weights=service.allow_random_weights
+    )
 
 
 def make_adapters(config: StationConfig, handshake: Handshake) -> list[Adapter]:

@@ -163,10 +163,21 @@ class MultiViewInspector:
     """Sends each view's frame to its product at once (`view` and the part's `part_id` in every request) and
     answers one Inspection for the part, its `views` the evidence; raises ViewsFailed when any view failed."""
 
-    def __init__(self, url: str, api_key: str | None, station: str, views: dict[str, list[View]], camera: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        station: str,
+        views: dict[str, list[View]],
+        camera: str,
+        allow_random_weights: bool = False,
+    ) -> None:
         self.views, self.camera = views, camera
         names = {(v.camera, v.name) for vs in views.values() for v in vs} | {(camera, None)}
-        self.http = {key: HttpInspector(url, api_key, station, key[0], view=key[1]) for key in names}
+        self.http = {
+            key: HttpInspector(url, api_key, station, key[0], view=key[1], allow_random_weights=allow_random_weights)
+            for key in names
+        }
         self.pool = concurrent.futures.ThreadPoolExecutor(max(1, len(names)), thread_name_prefix="view-inspect")
 
     def check_product(self, product_id: str, timeout_s: float) -> None:

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from model.config import ConfigError
 from model.factory import create_detector, default_runtime_cache
 from model.runtime.export import export_backbones
 from model.runtime.quantize import quantize_backbones
@@ -15,7 +16,8 @@ from model.weights import DEFAULT_WEIGHTS_DIR
 
 def main(argv: list[str] | None = None) -> int:
     """Run `python -m model.runtime export`: export the config's backbones to ONNX in the cache (with `--precision
-    int8`, also their int8 quantizations) and print the paths; returns 0."""
+    int8`, also their int8 quantizations) and print the paths; returns 0, or 2 with one line when the config or
+    its weight files cannot be used."""
     parser = argparse.ArgumentParser(
         prog="python -m model.runtime",
         description="Export the frozen CLIP and DINOv2 vision towers to ONNX for DCPSFR_RUNTIME=openvino or "
@@ -43,13 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cache_dir = args.cache_dir or default_runtime_cache(args.weights_dir)
-    detector = create_detector(
-        args.config,
-        weights_dir=args.weights_dir,
-        device="cpu",
-        random_init=args.random_init,
-        heads_file=None if args.training_free else "random",  # the heads' values do not enter the export
-    )
+    try:
+        detector = create_detector(
+            args.config,
+            weights_dir=args.weights_dir,
+            device="cpu",
+            random_init=args.random_init,
+            heads_file=None if args.training_free else "random",  # the heads' values do not enter the export
+        )
+    except (ConfigError, FileNotFoundError) as err:  # WeightsMissingError too: its message names the fetch command
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     paths = export_backbones(detector.network, cache_dir)
     if args.precision == "int8":
         paths += quantize_backbones(detector.network, paths)

@@ -31,6 +31,7 @@ from service.errors import (
     Unavailable,
     UnsupportedImage,
 )
+from service.imaging.formats import PRODUCT_ID, PRODUCT_ID_TEXT, TAG_TEXT, TAG_TEXT_MEANING
 from service.products.store import ProductMissing, StoreConflict, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -140,11 +141,23 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 NOT_A_FILE = "Expected UploadFile"  # FastAPI's message for a text part where a file is expected
+PATTERN_MEANINGS = {PRODUCT_ID.pattern: PRODUCT_ID_TEXT, TAG_TEXT: TAG_TEXT_MEANING}  # instead of the regex
+NO_OFFSET = (
+    "a time without a UTC offset is ambiguous (the sender's zone is unknown): add Z for UTC or the offset, e.g. "
+    "2026-03-01T06:00:00Z or 2026-03-01T07:00:00+01:00"
+)
 
 
 def explained(error: dict[str, Any]) -> dict[str, Any]:
-    """A validation error with a message a sender can act on: a part without a file name arrives as a text field,
-    and FastAPI says only "Expected UploadFile, received: <class 'str'>"."""
+    """A validation error with a message a sender can act on: a product id or part tag that does not match its
+    pattern (said in words, not as the regex); a time without its UTC offset (pydantic says only "Input should
+    have timezone info"); a part without a file name arrives as a text field, and FastAPI says only
+    "Expected UploadFile, received: <class 'str'>"."""
+    if error.get("type") == "timezone_aware":
+        return {**error, "msg": NO_OFFSET}
+    if error.get("type") == "string_pattern_mismatch":
+        meaning = next((m for p, m in PATTERN_MEANINGS.items() if f"'{p}'" in str(error.get("msg", ""))), None)
+        return {**error, "msg": f"must be {meaning}"} if meaning else error
     if NOT_A_FILE not in str(error.get("msg", "")):
         return error
     loc = [p for p in error.get("loc", ()) if p != "body"]

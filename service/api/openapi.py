@@ -5,7 +5,7 @@
   takes 1 to N files, N from the app's settings (the route names the setting with `max_files`);
 - optional multipart fields are absent or a value, never null (a form part cannot carry a JSON null);
 - a field the service refuses (`refused`: an old field name that gets a hint) must be absent (or empty, which
-  FastAPI reads as absent);
+  FastAPI reads as absent); a field the route does not take at all is refused too (additionalProperties: false);
 - cross-field rules a route puts next to its form body's `$ref` (`openapi_extra`) go into the body's model;
 - a product created by POST /products/{product_id}/references links to the GET, PUT and DELETE operations on it.
 
@@ -40,6 +40,11 @@ def max_files(limit: str | int) -> dict[str, Any]:
 def refused(why: str) -> dict[str, Any]:
     """`json_schema_extra` of a form field the service refuses with a hint (`why`): the schema forbids it."""
     return {_REFUSED: why}
+
+
+def is_refused(json_schema_extra: object) -> bool:
+    """Whether a field's `json_schema_extra` marks it as refused (see `refused`)."""
+    return isinstance(json_schema_extra, dict) and _REFUSED in json_schema_extra
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:
@@ -97,7 +102,9 @@ def body_rules(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def complete_form(body: dict[str, Any], settings: Settings) -> None:
-    """One form body's schema: no null alternatives, refused fields forbidden, file fields as counted images."""
+    """One form body's schema: no null alternatives, refused and unknown fields forbidden, file fields as counted
+    images."""
+    body["additionalProperties"] = False  # UploadRoute refuses a field the route does not take
     required = set(body.get("required", ()))
     properties = body.get("properties", {})
     for name, field in list(properties.items()):

@@ -7,6 +7,11 @@ from __future__ import annotations
 import re
 
 PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PRODUCT_ID_TEXT = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+TAG_TEXT = r"^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$"  # a part tag: 1-128 printable ASCII, no edge blanks
+TAG_TEXT_MEANING = (
+    "1-128 printable ASCII characters (no accents, tabs or line breaks), without leading or trailing spaces"
+)
 
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "BMP": "BMP", "TIFF": "TIFF"}  # Pillow's -> ours
 ACCEPTED_NAMES = "PNG, JPEG, BMP or TIFF"

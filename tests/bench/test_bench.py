@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bench.__main__ import SECTIONS, parse_args
+from bench.__main__ import main as bench_main
 from bench.common import Target, interleaved
 from bench.gpu import main as gpu_main
 from bench.runtime import map_correlation, separating_threshold
@@ -22,6 +23,18 @@ def test_only_and_quick_select_sections_and_repeats():
     with pytest.raises(SystemExit):
         parse_args(["--only", "everything"])
     assert set(SECTIONS) >= {"stages", "runtime", "http", "throughput", "fit", "memory", "bank"}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [("nonexistent", "unknown config 'nonexistent'"), ("{tmp}/missing.json", "config file not found")],
+)
+def test_an_unusable_config_is_one_line_not_a_traceback(tmp_path, capsys, config, message):
+    argv = ["--only", "fit", "--quick", "--config", config.format(tmp=tmp_path), "--json", str(tmp_path / "b.json")]
+    assert bench_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bench fit: ") and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "b.json").exists()
 
 
 def test_target_is_met_only_within_its_limit():

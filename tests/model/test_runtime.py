@@ -78,6 +78,22 @@ def test_export_command_writes_both_towers(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--config", "edge"], "weight file {weights}/edge/dinov2-vit-small-patch14.safetensors is missing"),
+        (["--config", "nonexistent"], "unknown config 'nonexistent'"),
+        (["--config", "{weights}/missing.json"], "config file not found"),
+    ],
+)
+def test_export_command_refuses_an_unusable_config_in_one_line(tmp_path, capsys, argv, message):
+    """Missing weights or an unknown config: exit 2 with the reason (and the fetch command), not a traceback."""
+    argv = [a.format(weights=tmp_path) for a in argv]
+    assert runtime_cli(["export", *argv, "--weights-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message.format(weights=tmp_path) in err
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"runtime": "tensorrt"}, "unknown runtime"),

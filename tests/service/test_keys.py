@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from service.__main__ import check_keys
 from service.keys import (
+    ROLES,
     ApiKey,
     KeysFileError,
     configured_keys,
@@ -19,6 +22,7 @@ from service.keys import (
 )
 from service.settings import Settings
 
+REPO = Path(__file__).resolve().parents[2]
 HASH = key_hash("secret")
 OTHER = key_hash("other")
 
@@ -117,3 +121,20 @@ def test_the_cli_takes_the_file_from_the_environment(tmp_path, capsys, monkeypat
     monkeypatch.delenv("DCPSFR_KEYS_FILE")
     with pytest.raises(SystemExit, match="name the keys file"):
         main(["add", "dan", "--role", "admin"])
+
+
+def role_mentions() -> list[tuple[str, str]]:
+    """(file, role) for every `--role NAME` command and `NAME-role key` in the pages, the README and the station's
+    example and config, where a newcomer copies a role from."""
+    files = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "station").glob("*.y*ml"))]
+    files += sorted((REPO / "station").glob("*.py"))
+    pattern = re.compile(r"--role\s+([a-z]+)|\b([a-z]+)-role key")
+    return [(f.name, a or b) for f in files for a, b in pattern.findall(f.read_text(encoding="utf-8"))]
+
+
+def test_every_role_the_docs_and_the_station_name_exists():
+    """The station's example and config asked for "a camera-role key": no such role, `--role camera` fails."""
+    mentions = role_mentions()
+    assert len({file for file, _ in mentions}) >= 4, mentions  # the README, service, deployment, plc pages at least
+    assert [(file, role) for file, role in mentions if role not in ROLES] == []
+    assert ("plc.md", "operator") in mentions and ("station.example.yaml", "operator") in mentions

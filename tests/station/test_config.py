@@ -169,3 +169,19 @@ def test_any_combination_of_protocols_is_valid(tmp_path, chosen):
     path = example(tmp_path, protocols={name: config[name] for name in chosen})
     protocols = load_config(path).protocol_config()
     assert [name for name in ("modbus", "opcua", "mqtt") if getattr(protocols, name)] == chosen
+
+
+@pytest.mark.parametrize("views", [{}, {"bottle-1l": [{"name": "top", "camera": "top", "product": "b1-top"}]}])
+def test_random_weights_are_refused_unless_the_file_allows_them(tmp_path, views):
+    """Off by default; `service.allow_random_weights: true` reaches every request's inspector, one view or many."""
+    from station.camera import FolderCamera
+    from station.run import make_inspector
+
+    camera = FolderCamera(tmp_path, name="top")
+    for allowed in (None, True):
+        changes = {"service__allow_random_weights": allowed} if allowed else {}
+        config = load_config(example(tmp_path, **changes, **({"views": views} if views else {})))
+        assert config.service.allow_random_weights is bool(allowed)
+        inspector = make_inspector(config, camera)
+        inspectors = list(inspector.http.values()) if views else [inspector]
+        assert [i.allow_random_weights for i in inspectors] == [bool(allowed)] * len(inspectors)

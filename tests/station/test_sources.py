@@ -14,7 +14,7 @@ import pytest
 
 from station.camera import CameraTimeout, FolderCamera, Frame
 from station.codes import ErrorCode
-from station.inspector import HttpInspector, InspectFailed, Part
+from station.inspector import TAG, HttpInspector, InspectFailed, Part
 from station.opencv import CameraUnavailable, OpenCVCamera
 
 
@@ -159,7 +159,53 @@ def test_a_service_that_cannot_be_reached_is_an_error_with_its_code(failure, cod
     assert raised.value.code == code
 
 
-@pytest.mark.parametrize("body", [{"results": []}, {"results": [{"score": 1.0}]}, ["not", "an", "object"]])
+@pytest.mark.parametrize("part_id", ["Prüfteil 7", " P-3", "P-3 ", "x" * 129, "line\tbreak"])
+def test_a_part_id_the_service_would_refuse_is_a_configuration_error_before_any_request(part_id):
+    """It was sent, refused with 422, and reported as ERROR 6 FRAME_REJECTED: the camera blamed for the PLC's id."""
+    seen: list[httpx.Request] = []
+    inspector = HttpInspector("http://service", None, "st3", "top", transport=answering(200, result(), seen))
+    with pytest.raises(InspectFailed, match="is not 1-128 printable ASCII characters") as raised:
+        inspector.inspect(Frame(b"png", "top.png"), Part("bottle", part_id), 1.0)
+    assert raised.value.code == ErrorCode.CONFIGURATION and seen == []
+
+
+def test_the_station_checks_part_ids_by_the_services_own_rule():
+    from service.imaging.formats import TAG_TEXT  # the station cannot import the service; the test can
+
+    assert TAG.pattern == TAG_TEXT
+
+
+@pytest.mark.parametrize("part_id", ["P-1", "12345", "x" * 128, "SN 0042/7"])
+def test_a_part_id_the_service_takes_is_sent(part_id):
+    seen: list[httpx.Request] = []
+    inspector = HttpInspector("http://service", None, "st3", "top", transport=answering(200, result(), seen))
+    inspector.inspect(Frame(b"png", "top.png"), Part("bottle", part_id), 1.0)
+    assert f'name="part_id"\r\n\r\n{part_id}\r\n' in seen[0].read().decode()
+
+
+@pytest.mark.parametrize("mode", ["training-free (random weights)", "full (random weights)"])
+def test_a_verdict_of_random_weights_is_a_configuration_error_unless_allowed(mode):
+    """A service left on the tiny config (or DCPSFR_RANDOM_INIT) answered OK verdicts that mean nothing, and the
+    line passed the parts."""
+    inspector = HttpInspector("http://service", None, "st3", "top", transport=answering(200, result(mode=mode)))
+    with pytest.raises(InspectFailed, match="the service runs random weights") as raised:
+        inspector.inspect(Frame(b"png", "top.png"), Part("bottle"), 1.0)
+    assert raised.value.code == ErrorCode.CONFIGURATION
+    allowed = HttpInspector(
+        "http://service", None, "st3", "top", transport=answering(200, result(mode=mode)), allow_random_weights=True
+    )
+    assert allowed.inspect(Frame(b"png", "top.png"), Part("bottle"), 1.0).score == 2.5
+
+
+@pytest.mark.parametrize("mode", ["training-free", "full", None])
+def test_a_verdict_of_real_weights_is_taken(mode):
+    inspector = HttpInspector("http://service", None, "st3", "top", transport=answering(200, result(mode=mode)))
+    assert inspector.inspect(Frame(b"png", "top.png"), Part("bottle"), 1.0).anomalous is True
+
+
+@pytest.mark.parametrize(
+    "body", [{"results": []}, {"results": [{"score": 1.0}]}, ["not", "an", "object"], {"results": ["x"]}]
+)
 def test_an_unreadable_answer_is_a_service_error(body):
     inspector = HttpInspector("http://service", None, "st3", "top", transport=answering(200, body))
     with pytest.raises(InspectFailed) as raised:

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
+from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 
 from service.api.dependencies import ReadyServices
@@ -17,11 +17,10 @@ from service.api.routes.uploads import UploadRoute, read_uploads
 from service.api.schemas import InspectedImage, InspectResponse
 from service.decisions.results import FULL, MASK_ONLY, VERDICT_ONLY, InspectionResult, Outputs, PartTag
 from service.errors import InvalidInput
-from service.imaging.formats import PRODUCT_ID
+from service.imaging.formats import PRODUCT_ID, TAG_TEXT
 from service.products.store import Product
 from service.products.workflows import check_count
 
-TAG_TEXT = r"^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$"  # 1-128 printable ASCII, no edge blanks
 Tag = Annotated[str | None, Form(pattern=TAG_TEXT, description="1-128 printable ASCII characters, echoed")]
 
 router = APIRouter(tags=["inspect"], responses=error_responses(401, 403, 503), route_class=UploadRoute)
@@ -61,12 +60,16 @@ async def inspect(
     station: Tag = None,
     camera: Tag = None,
     view: Tag = None,
-    trigger_time: Annotated[datetime | None, Form(description="ISO 8601 time of the trigger, echoed")] = None,
+    trigger_time: Annotated[
+        AwareDatetime | None,
+        Form(description="ISO 8601 time of the trigger with its UTC offset (Z or +01:00), echoed"),
+    ] = None,
 ) -> Response:
     """Scores each image against the product's references: verdict, score, thresholds, regions, mask and heat-map PNGs
     (base64; null with outputs=verdict), or with format=png one image's mask PNG with the verdict in X-* headers. 404
     unknown product, 413 too many images or pixels, 415/400 unsupported or broken image, 422 a bad field (format=png
-    with outputs=verdict too), 429 queue full, 503 model not ready, 504 model timeout. `part_id`, `station`, `camera`,
+    with outputs=verdict too; a trigger_time without a UTC offset, which would be read as UTC whatever the line's
+    zone), 429 queue full, 503 model not ready, 504 model timeout. `part_id`, `station`, `camera`,
     `view` and `trigger_time` tag the request's parts and are echoed in each result."""
     workflows = services.workflows
     product = await workflows.existing(product_id)  # another replica's, or not loaded yet: read from disk

@@ -19,10 +19,9 @@ from pydantic import BeforeValidator
 
 from service.api.dependencies import StoreServices
 from service.api.errors import error_responses
-from service.api.routes.inspect import TAG_TEXT
 from service.api.schemas import InspectionPage, InspectionRecord, ReviewItem, ReviewQueue, utc
 from service.errors import InvalidInput, NotFound
-from service.imaging.formats import PRODUCT_ID
+from service.imaging.formats import PRODUCT_ID, TAG_TEXT
 from service.records.store import (
     CURSOR_PATTERN,
     BadCursor,

@@ -17,6 +17,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service.api.openapi import is_refused
 from service.engine.pipeline import Upload
 from service.errors import InvalidInput
 
@@ -130,22 +131,57 @@ def multipart_detail(err: MultiPartException) -> str:
 
 
 class UploadRoute(APIRoute):
-    """The route class of routes that take files: their requests are UploadRequests, and a form field the route
-    takes once (`product_id`, `label`, `force`, ...) sent more than once is a 422, not its last value."""
+    """The route class of routes that take files: their requests are UploadRequests; a body that is not a form (JSON,
+    a bare image) is a 422 that says so; a form field the route does
+    not take (`image` for `images`, `partid`, a query parameter such as `outputs`) is a 422, not silently dropped
+    with its files or value; and a form field the route takes once (`product_id`, `label`, `force`, ...) sent more
+    than once is a 422, not its last value."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """FastAPI's handler, given an UploadRequest whose single-valued form fields were checked."""
+        """FastAPI's handler, given an UploadRequest whose form fields were checked."""
         handler = super().get_route_handler()
         form_params = [f for f in self.dependant.body_params if isinstance(f.field_info, params.Form)]  # File too
+        known = frozenset(f.alias for f in form_params)
+        listed = tuple(f.alias for f in form_params if not is_refused(f.field_info.json_schema_extra))
         single = frozenset(f.alias for f in form_params if not _takes_many(f.field_info.annotation))
+        query = frozenset(f.alias for f in self.dependant.query_params)
 
         async def with_file_parts(request: Request) -> Response:
             upload_request = UploadRequest(request.scope, request.receive)
-            if single and upload_request.headers.get("Content-Type", "").lower().startswith(FORM_TYPES):
-                refuse_repeated_fields(await upload_request.form(), single)
+            if known:
+                content_type = upload_request.headers.get("Content-Type", "")
+                if not content_type.lower().startswith(FORM_TYPES):
+                    raise InvalidInput(not_a_form(content_type, listed))
+                form = await upload_request.form()
+                refuse_unknown_fields(form, known, listed, query)
+                refuse_repeated_fields(form, single)
             return await handler(upload_request)
 
         return with_file_parts
+
+
+def not_a_form(content_type: str, listed: tuple[str, ...]) -> str:
+    """Why a body of another type (JSON, a bare image) cannot carry a call's fields, and how to send them (FastAPI
+    would say each field is missing, though a JSON body may hold them all)."""
+    sent = f"a body of type {content_type.split(';')[0].strip()}" if content_type else "a body without a Content-Type"
+    return (
+        f"this call takes its fields ({', '.join(listed)}) as multipart/form-data, not {sent}: send each field as "
+        "a form part, the images as files (curl -F images=@frame.png)"
+    )
+
+
+def refuse_unknown_fields(
+    form: FormData, known: frozenset[str], listed: tuple[str, ...], query: frozenset[str] = frozenset()
+) -> None:
+    """InvalidInput naming each field of the form that is not in `known` (the route's form fields), with the fields
+    the route takes (`listed`); a name in `query` (the route's query parameters) is told to go into the URL."""
+    unknown = sorted(set(form.keys()) - known)
+    if not unknown:
+        return
+    names = ", ".join(f"'{key}'" for key in unknown)
+    hints = [f"'{key}' is a query parameter: send it in the URL (?{key}=...)" for key in unknown if key in query]
+    takes = ", ".join(listed)
+    raise InvalidInput(f"unknown form field {names}; this call takes {takes}" + "".join(f"; {h}" for h in hints))
 
 
 def refuse_repeated_fields(form: FormData, single: frozenset[str]) -> None:

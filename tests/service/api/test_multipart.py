@@ -56,7 +56,8 @@ def test_a_reference_part_with_only_filename_star_is_a_reference(client):
 @pytest.mark.parametrize("path", ["/inspect", "/products/part/references"])
 def test_a_part_without_a_file_name_or_type_is_told_what_is_missing(client, path):
     assert upload(client, "part", image_bytes()).status_code == 201
-    answer = client.post(path, content=body(product_field("part"), image_part("", None)), headers=HEADERS)
+    parts = [product_field("part")] if path == "/inspect" else []  # references take no product_id field
+    answer = client.post(path, content=body(*parts, image_part("", None)), headers=HEADERS)
     assert answer.status_code == 422
     detail = answer.json()["detail"]
     assert "Expected UploadFile" not in detail
@@ -110,3 +111,72 @@ def test_a_part_over_the_header_limits_is_told_which_limit(client, part, detail)
     answer = client.post("/inspect", content=body(product_field("part"), part), headers=HEADERS)
     assert answer.status_code == 400, answer.text
     assert answer.json()["detail"].startswith("Invalid multipart data: ") and detail in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "named"),
+    [
+        ("/inspect", ('; name="image"; filename="second.png"', None), "'image'"),  # a frame under a wrong name
+        ("/inspect", field("partid", "SN-1"), "'partid'"),  # a misspelled tag
+        ("/products/part/references", field("bitdepth", "12"), "'bitdepth'"),  # the references' bit depth
+        ("/products/part/calibration", ('; name="frames"; filename="good.png"', None), "'frames'"),
+    ],
+)
+def test_a_field_the_call_does_not_take_is_refused_not_dropped(client, path, extra, named):
+    assert upload(client, "part", image_bytes()).status_code == 201
+    if extra[1] is None:  # a file part under another field name
+        extra = ([f"Content-Disposition: form-data{extra[0]}", "Content-Type: image/png"], image_bytes())
+    parts = [image_part('; filename="frame.png"'), extra]
+    if path == "/inspect":
+        parts.insert(0, product_field("part"))
+    answer = client.post(path, content=body(*parts), headers=HEADERS)
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert detail.startswith(f"unknown form field {named}; this call takes ") and "images" in detail
+    assert client.get("/products/part").json()["version"] == 1  # nothing stored
+
+
+def test_a_query_parameter_sent_as_a_form_field_is_told_to_go_into_the_url(client):
+    assert upload(client, "part", image_bytes()).status_code == 201
+    parts = (product_field("part"), field("outputs", "verdict"), image_part('; filename="frame.png"'))
+    answer = client.post("/inspect", content=body(*parts), headers=HEADERS)
+    assert answer.status_code == 422, answer.text
+    assert "'outputs' is a query parameter: send it in the URL (?outputs=...)" in answer.json()["detail"]
+
+
+def test_every_field_the_inspect_call_takes_is_still_taken(client):
+    assert upload(client, "part", image_bytes()).status_code == 201
+    tags = {
+        "part_id": "SN-1",
+        "station": "st3",
+        "camera": "top",
+        "view": "front",
+        "trigger_time": "2026-01-02T03:04:05Z",
+    }
+    parts = (product_field("part"), *(field(k, v) for k, v in tags.items()), image_part('; filename="f.png"'))
+    answer = client.post("/inspect", content=body(*parts), headers=HEADERS)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["results"][0]["part_id"] == "SN-1"
+
+
+@pytest.mark.parametrize(
+    ("path", "request_kwargs", "sent"),
+    [
+        ("/inspect", {"json": {"product_id": "part", "images": ["frame.png"]}}, "a body of type application/json"),
+        (
+            "/products/part/references",
+            {"content": image_bytes(), "headers": {"Content-Type": "image/png"}},
+            "image/png",
+        ),
+        ("/products/part/feedback", {"content": b""}, "a body without a Content-Type"),
+    ],
+)
+def test_a_body_that_is_not_a_form_is_told_to_be_one(client, path, request_kwargs, sent):
+    """A JSON body holding product_id was answered "product_id: Field required; images: Field required"."""
+    assert upload(client, "part", image_bytes()).status_code == 201
+    answer = client.post(path, **request_kwargs)
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert detail.startswith("this call takes its fields (") and "as multipart/form-data, not " in detail
+    assert sent in detail and "curl -F images=@frame.png" in detail
+    assert client.get("/products/part").json()["version"] == 1

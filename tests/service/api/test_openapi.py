@@ -93,6 +93,16 @@ def test_optional_form_fields_are_absent_or_a_value_never_null(client):
             assert "anyOf" not in field and field.get("type") != "null", (path, name)
 
 
+def test_form_bodies_forbid_fields_the_service_refuses(client):
+    """A field a route does not take is a 422 (UploadRoute), so the schema must not allow it either."""
+    schema = client.get("/openapi.json").json()
+    for path in ("/products/{product_id}/references", "/products/{product_id}/calibration", FEEDBACK, "/inspect"):
+        assert form_body(schema, path)["additionalProperties"] is False, path
+    inspect = validator(schema, form_body(schema, "/inspect")["title"])
+    assert inspect.is_valid({"product_id": "p", "images": ["png"], "part_id": "SN-1"})
+    assert not inspect.is_valid({"product_id": "p", "images": ["png"], "partid": "SN-1"})
+
+
 def test_feedback_takes_one_file_in_images_and_refuses_the_old_image_field(client):
     schema = client.get("/openapi.json").json()
     image = form_body(schema, FEEDBACK)["properties"]["image"]

@@ -359,3 +359,36 @@ def test_a_bad_part_field_is_422(client, field, value):
     answer = client.post("/inspect", data={"product_id": "widget", field: value}, files=files(GOOD))
     assert answer.status_code == 422, answer.text
     assert field in answer.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data", "detail"),
+    [
+        ("post", "/inspect", {"product_id": "widget", "part_id": "Prüfteil-1"}, "part_id: must be 1-128 printable"),
+        ("post", "/inspect", {"product_id": "widget", "station": "line 1 "}, "station: must be 1-128 printable"),
+        ("post", "/inspect", {"product_id": "bad id"}, "product_id: must be 1-64 letters, digits"),
+        ("post", "/products/bad%20id/references", {}, "path.product_id: must be 1-64 letters, digits"),
+        ("get", "/inspections?part_id=%09SN-1", None, "query.part_id: must be 1-128 printable"),
+    ],
+)
+def test_a_text_that_misses_its_pattern_is_told_the_rule_in_words(client, method, path, data, detail):
+    """The 422 quoted the regex ('String should match pattern ^[\\x21-\\x7e](?:...') where the sender needs the rule."""
+    upload(client, "widget", GOOD, OTHER_GOOD)
+    kwargs = {"data": data, "files": files(GOOD)} if method == "post" else {}
+    answer = getattr(client, method)(path, **kwargs)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith(detail) and "pattern" not in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("value", ["2026-12-06T22:15:00", "2026-12-06T22:15:00.125", "2026-12-06 22:15"])
+def test_a_trigger_time_without_its_utc_offset_is_422_not_read_as_utc(client, value):
+    """A PLC clock in local time sent without an offset was echoed as sent and recorded as UTC: every latency and
+    time filter of the line off by its zone."""
+    upload(client, "widget", GOOD, OTHER_GOOD)
+    answer = client.post("/inspect", data={"product_id": "widget", "trigger_time": value}, files=files(GOOD))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith("trigger_time: a time without a UTC offset is ambiguous")
+    for aware in ("2026-12-06T22:15:00Z", "2026-12-06T23:15:00+01:00"):
+        answer = client.post("/inspect", data={"product_id": "widget", "trigger_time": aware}, files=files(GOOD))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["results"][0]["trigger_time"] in ("2026-12-06T22:15:00Z", "2026-12-06T23:15:00+01:00")
