@@ -81,6 +81,8 @@ class Confirmation(BaseModel):
     field: str = Field(description="send the same request again with this form field set to true to apply it")
     threshold: float | None = Field(None, description="the image threshold in force now")
     proposed_threshold: float | None = Field(None, description="the image threshold the change would set")
+    pixel_threshold: float | None = Field(None, description="the pixel threshold in force now (when it would move)")
+    proposed_pixel_threshold: float | None = Field(None, description="the pixel threshold the change would set")
     factor: float | None = Field(
         None,
         description="the proposed threshold over the one in force (logits: heights above the median normal logit)",

@@ -285,11 +285,13 @@ def unreachable_calibration(calibration: Calibration) -> str | None:
 @dataclass(frozen=True)
 class ThresholdChange:
     """A calibrated threshold moving by more than CONFIRM_FACTOR: from `threshold` to `proposed`; `factor` is the
-    new height over the old one (see `large_change`)."""
+    new height over the old one (see `large_change`); `name`: "threshold" (the image threshold) or
+    "pixel threshold"."""
 
     threshold: float
     proposed: float
     factor: float
+    name: str = "threshold"
 
 
 def large_change(before: Calibration, after: Calibration) -> ThresholdChange | None:
@@ -299,8 +301,17 @@ def large_change(before: Calibration, after: Calibration) -> ThresholdChange | N
     at least the scale's absolute floor, so a tiny one does not make every change look large."""
     lowest = SCORE_RANGE[before.score_scale][0]
     base = lowest if math.isfinite(lowest) else before.normal_median
-    floor = ABSOLUTE_FLOOR[before.score_scale]
-    factor = max(after.threshold - base, floor) / max(before.threshold - base, floor)
+    return _large(before.threshold, after.threshold, base, ABSOLUTE_FLOOR[before.score_scale], "threshold")
+
+
+def large_pixel_change(before: Calibration, after: Calibration) -> ThresholdChange | None:
+    """The same for the pixel threshold (always on the distance scale: a plain ratio), which draws the mask and the
+    regions and, with acceptance rules, decides the verdict."""
+    return _large(before.pixel_threshold, after.pixel_threshold, 0.0, ABSOLUTE_FLOOR["distance"], "pixel threshold")
+
+
+def _large(before: float, after: float, base: float, floor: float, name: str) -> ThresholdChange | None:
+    factor = max(after - base, floor) / max(before - base, floor)
     if 1.0 / CONFIRM_FACTOR <= factor <= CONFIRM_FACTOR:
         return None
-    return ThresholdChange(before.threshold, after.threshold, factor)
+    return ThresholdChange(before, after, factor, name)

@@ -34,6 +34,7 @@ from service.decisions.thresholds import (
     CalibrationPolicy,
     above_the_scale,
     large_change,
+    large_pixel_change,
     normal_values,
     recalibrate,
     unreachable_calibration,
@@ -139,8 +140,8 @@ def check_bit_depth(frames: Sequence[Frame], names: Sequence[str], bit_depth: in
 
 def check_recalibrated(product: Product, calibration: Calibration, force: bool) -> None:
     """Raise Conflict when good frames would recalibrate `product` to thresholds that reject nothing (never applied,
-    not even with `force`), and NeedsConfirmation when its calibrated image threshold, in force, would move by more
-    than CONFIRM_FACTOR and `force` is false. Both are 409s: the request is well-formed, the product's scale and
+    not even with `force`), and NeedsConfirmation when its calibrated image or pixel threshold, in force, would move
+    by more than CONFIRM_FACTOR and `force` is false. Both are 409s: the request is well-formed, the product's scale and
     references stand in the way."""
     problem = unreachable_calibration(calibration)
     if problem is not None:
@@ -150,15 +151,20 @@ def check_recalibrated(product: Product, calibration: Calibration, force: bool) 
             f"{highest:.4g} against the references of {product.product_id!r}: if good parts look like this, add "
             "them to the references (POST /products/<id>/references, or feedback with add_to_references=true)"
         )
-    if force or product.threshold_override is not None:
+    if force:
         return
-    change = large_change(product.calibration, calibration)
+    changes = [
+        large_change(product.calibration, calibration) if product.threshold_override is None else None,
+        large_pixel_change(product.calibration, calibration) if product.pixel_threshold_override is None else None,
+    ]  # only a calibrated threshold in force moves: a hand-set one stays
+    change = next((c for c in changes if c is not None), None)
     if change is not None:
+        key = change.name.replace(" ", "_")
         raise NeedsConfirmation(
-            f"this would move the threshold of {product.product_id!r} from {change.threshold:.4g} to "
+            f"this would move the {change.name} of {product.product_id!r} from {change.threshold:.4g} to "
             f"{change.proposed:.4g} (x{change.factor:.3g}); nothing "
             "changed: send the request again with force=true to apply it",
-            details={"threshold": change.threshold, "proposed_threshold": change.proposed, "factor": change.factor},
+            details={key: change.threshold, f"proposed_{key}": change.proposed, "factor": change.factor},
         )
 
 

@@ -121,14 +121,45 @@ def test_a_label_that_lowers_the_threshold_past_the_factor_asks_first(client):
     assert done.json()["product"]["threshold"] == pytest.approx(before["threshold"])
 
 
-def test_with_a_hand_set_threshold_in_force_labels_need_no_confirmation(client):
+def test_with_both_thresholds_hand_set_labels_need_no_confirmation(client):
     upload(client, "p", REFERENCE)
-    assert client.put("/products/p/threshold", json={"threshold": 0.5}).status_code == 200
+    hand_set = {"threshold": 0.5, "pixel_threshold": 0.6}
+    assert client.put("/products/p/threshold", json=hand_set).status_code == 200
     answer = good_label(client, "p", level(110))
     assert answer.status_code == 200, answer.text
     product = answer.json()["product"]
     assert product["threshold"] == 0.5 and product["calibration"]["threshold"] > 1.5  # calibrated, not in force
+    assert product["pixel_threshold"] == 0.6
     assert good_label(client, "p", level(100)).status_code == 409  # the scale still holds
+
+
+@pytest.mark.parametrize("route", ["feedback", "calibration"])
+def test_a_hand_set_image_threshold_leaves_the_calibrated_pixel_threshold_asking_first(client, route):
+    """With only the image threshold set by hand, the pixel threshold in force is the calibrated one: it draws the
+    regions and, with acceptance rules, decides the verdict, so good frames moving it past the factor ask first."""
+    upload(client, "p", REFERENCE)
+    assert client.put("/products/p/threshold", json={"threshold": 0.5}).status_code == 200
+    assert client.put("/products/p/rules", json={"max_regions": 0}).status_code == 200
+    before = client.get("/products/p").json()
+    frame = level(110)
+
+    def send(**form):
+        if route == "feedback":
+            return good_label(client, "p", frame, **form)
+        return client.post("/products/p/calibration", files=files(frame), data=form)
+
+    asked = send()
+    assert asked.status_code == 409, asked.text
+    confirmation = asked.json()["confirmation"]
+    assert confirmation["pixel_threshold"] == pytest.approx(before["pixel_threshold"])
+    assert confirmation["factor"] > 1.5 and "threshold" not in confirmation
+    assert "pixel threshold" in asked.json()["detail"]
+    assert client.get("/products/p").json()["pixel_threshold"] == before["pixel_threshold"]  # nothing changed
+    forced = send(force="true")
+    assert forced.status_code == 200, forced.text
+    assert client.get("/products/p").json()["pixel_threshold"] == pytest.approx(
+        confirmation["proposed_pixel_threshold"]
+    )
 
 
 @pytest.mark.parametrize(

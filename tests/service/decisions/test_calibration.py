@@ -21,6 +21,7 @@ from service.decisions.thresholds import (
     apply_rule,
     derive,
     large_change,
+    large_pixel_change,
     recalibrate,
     unreachable_calibration,
     unusable_warnings,
@@ -149,6 +150,16 @@ def test_a_large_change_is_a_ratio_of_distances_and_of_heights_above_the_median_
     logits = replace(before, score_scale="logit", threshold=-2.0, normal_median=-4.0)
     assert large_change(logits, replace(logits, threshold=-1.2)) is None  # height 2 -> 2.8: x1.4
     assert large_change(logits, replace(logits, threshold=-0.5)).factor == pytest.approx(3.5 / 2.0)
+
+
+def test_a_large_pixel_change_is_a_ratio_of_distances_on_every_scale():
+    before = Calibration("leave-one-out", [0.3], [0.3], threshold=0.6, pixel_threshold=0.5, score_scale="logit")
+    assert large_pixel_change(before, replace(before, pixel_threshold=0.74)) is None  # x1.48
+    moved = large_pixel_change(before, replace(before, pixel_threshold=0.85, threshold=0.6))
+    assert (moved.name, moved.threshold, moved.proposed) == ("pixel threshold", 0.5, 0.85)
+    assert moved.factor == pytest.approx(0.85 / 0.5)
+    assert large_pixel_change(before, replace(before, pixel_threshold=0.3)).factor == pytest.approx(0.3 / 0.5)
+    assert large_change(before, replace(before, pixel_threshold=0.85)) is None  # the image threshold did not move
 
 
 # --- with the tiny detector -----------------------------------------------------------------------------------
