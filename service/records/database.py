@@ -5,6 +5,7 @@ than this code is refused (SchemaTooNew)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 
+log = logging.getLogger(__name__)
+# Alembic says "Context impl ...", "Will assume ... DDL" and each step at INFO on every look at the schema; the one line
+# that matters, a migration done, is logged here instead
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_FILE = "records.sqlite3"
 _MIGRATING = threading.Lock()  # the recorder and the product store of one process both migrate
@@ -76,6 +81,10 @@ def _migrate(engine: Engine) -> None:
             f"the records database is at schema revision {current!r}, newer than this service knows "
             f"(head {script.get_current_head()!r}): run the newer service, or restore a backup made by this one"
         )
+    head = script.get_current_head()
+    if current == head:
+        return  # nothing to run: no connection handed to Alembic, none of its lines in the log
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+    log.info("records database: schema migrated from %s to %s", current or "empty", head)

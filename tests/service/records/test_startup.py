@@ -3,6 +3,8 @@ nothing (records wait in the spool)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from alembic import command
 from sqlalchemy import insert, text
@@ -65,3 +67,13 @@ def test_the_review_migration_keeps_the_records_made_before_it_out_of_the_queue_
     store = RecordStore(database)
     assert store.get(row(1)["inspection_id"])["review"] is None
     assert store.review_queue(None, 10) == ([], None, 0) and store.review_policies() == {}
+
+
+def test_a_migration_is_one_log_line_and_an_up_to_date_schema_none(tmp_path, caplog):
+    engine = open_database(f"sqlite:///{tmp_path / 'records.sqlite3'}")
+    caplog.set_level(logging.INFO)
+    migrate(engine)
+    assert [r.getMessage() for r in caplog.records] == ["records database: schema migrated from empty to 0004"]
+    caplog.clear()
+    migrate(engine)  # every later start
+    assert caplog.records == []
