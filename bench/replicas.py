@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> Section:
     server_args = load.parse_args(["--config", config, "--device", "cpu", *args.server_flags])
     references = [png_bytes(photo_like((256, 256), seed)) for seed in range(2)]
     n_products = 20 if args.quick else 100
-    repeats = 3 if args.quick else 8
+    repeats = 5 if args.quick else 20
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp:
         startup = startup_seconds(server_args, Path(tmp), n_products, config, args.random_init)
         section.rows.append(
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> Section:
         delays = propagation_seconds(server_args, Path(tmp) / "shared", url, references, repeats) if url else []
         if delays:
             section.rows.append(
-                f"new version on A -> served by B (change feed): median {p50(delays):.2f} s, max {max(delays):.2f} s "
+                f"new version on A -> served by B (change feed): median {p50(delays) * 1000:.1f} ms, max "
+                f"{max(delays) * 1000:.1f} ms "
                 f"({repeats} uploads)"
             )
         else:
