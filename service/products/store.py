@@ -221,6 +221,10 @@ class ProductStore:
 
     # --- reads -----------------------------------------------------------------------------------------------
 
+    def loaded(self, product_id: str) -> Product | None:
+        """The product if it is in memory (no I/O: safe on the event loop), else None."""
+        return self._products.get(product_id)
+
     def get(self, product_id: str) -> Product | None:
         """The product in memory; if not there, its row is read (and the product loaded) before None. Raises
         Unavailable (database) or StoreUnavailable (blob folder) only for a product not in memory."""

@@ -219,8 +219,9 @@ class Workflows:
         return product
 
     async def existing(self, product_id: str) -> Product:
-        """`product`, off the event loop (a product not in memory is read from disk)."""
-        return await asyncio.to_thread(self.product, product_id)
+        """`product`: from memory at once, else read off the event loop (a product not in memory yet)."""
+        product = self.store.loaded(product_id)
+        return product if product is not None else await asyncio.to_thread(self.product, product_id)
 
     async def evaluation(self, product_id: str) -> dict[str, Any]:
         """The current threshold's i-AUROC, F1, false alarms and misses on the product's feedback frames."""
