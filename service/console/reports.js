@@ -104,19 +104,9 @@ function yieldChart(report) {
       svg("rect", { class: "bar-ng", x, y: area.y0 - ok - ng, width: barWidth, height: ng }),
     );
   });
-  const line = svg("polyline", { class: "line", points: points.map(([x, y]) => `${x},${y}`).join(" ") });
-  const dots = points.map(([x, y, tip]) => svg("circle", { class: "fpy-point", cx: x, cy: y, r: 3.5 }, title(tip)));
   const names = buckets.map((b) => bucketLabel(b, report.by));
   const label = `First-pass yield ${percent(report.total.first_pass_yield)} over ${buckets.length} buckets per ${report.by}`;
-  return svg(
-    "svg",
-    { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": label },
-    ...axes(area, maxCount),
-    ...bars,
-    line,
-    ...dots,
-    ...xLabels(area, names, slot),
-  );
+  return barsAndLine(label, area, maxCount, bars, points, "fpy-point", names, slot);
 }
 
 /** Bars per cause, the most frequent first, and the cumulative share as a line. */
@@ -136,10 +126,18 @@ function paretoChart(pareto) {
     area.x0 + (i + 0.5) * slot,
     area.y0 - (entry.cumulative_percent / 100) * (area.y0 - area.y1),
   ]);
-  const line = svg("polyline", { class: "line", points: points.map(([x, y]) => `${x},${y}`).join(" ") });
-  const dots = points.map(([x, y]) => svg("circle", { class: "cumulative-point", cx: x, cy: y, r: 3.5 }));
   const names = entries.map((e) => (e.key.length > 14 ? `${e.key.slice(0, 13)}…` : e.key));
   const label = `Pareto of ${pareto.ng} NG inspections by ${pareto.by}: ${entries.map((e) => `${e.key} ${e.count}`).join(", ") || "none"}`;
+  return barsAndLine(label, area, maxCount, bars, points, "cumulative-point", names, slot);
+}
+
+/** One chart: the axes, the `bars`, a line through `points` ([x, y, tooltip?]) with a dot of `pointClass` at each,
+ * and the x labels `names`, one per `slot`. */
+function barsAndLine(label, area, maxCount, bars, points, pointClass, names, slot) {
+  const line = svg("polyline", { class: "line", points: points.map(([x, y]) => `${x},${y}`).join(" ") });
+  const dots = points.map(([x, y, tip]) =>
+    svg("circle", { class: pointClass, cx: x, cy: y, r: 3.5 }, ...(tip === undefined ? [] : [title(tip)])),
+  );
   return svg(
     "svg",
     { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": label },
