@@ -245,7 +245,7 @@ class GenICamCamera:
                 except self.aravis_errors() as err:
                     raise self.mark_lost(err) from err
             if buffer is None:
-                buffer = self.stream.timeout_pop_buffer(max(1, int(timeout_s * 1e6)))
+                buffer = self.next_filled_buffer(time.monotonic() + timeout_s)
             if buffer is None:
                 if self.lost.is_set():
                     raise self.mark_lost("control lost while waiting for the frame")
@@ -254,6 +254,18 @@ class GenICamCamera:
                 return self.frame(buffer)
             finally:
                 self.stream.push_buffer(buffer)
+
+    def next_filled_buffer(self, deadline: float) -> Any:
+        """The next buffer the stream gives before `deadline` (time.monotonic()), None when none comes. A buffer given
+        back never filled (status CLEARED: no image was written into it) is not a frame: it goes back to the stream
+        and the wait goes on."""
+        while (left := deadline - time.monotonic()) > 0:
+            buffer = self.stream.timeout_pop_buffer(max(1, int(left * 1e6)))
+            if buffer is None or buffer.get_status() != self.aravis.BufferStatus.CLEARED:
+                return buffer
+            log.debug("camera %s: an unfilled buffer came back; still waiting for the frame", self.name)
+            self.stream.push_buffer(buffer)
+        return None
 
     def waiting_buffer(self, started_ns: int) -> Any:
         """A frame already received that belongs to this trigger, else None; older ones are dropped (given back to

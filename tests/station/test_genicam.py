@@ -149,11 +149,16 @@ class StandInBuffer:
 
 
 class StandInStream:
-    def __init__(self, *buffers) -> None:
-        self.output, self.given_back = list(buffers), []
+    """`buffers` are waiting when the call comes; `later` arrive while it waits (timeout_pop_buffer)."""
+
+    def __init__(self, *buffers, later=()) -> None:
+        self.output, self.later, self.given_back = list(buffers), list(later), []
 
     def try_pop_buffer(self):
         return self.output.pop(0) if self.output else None
+
+    def timeout_pop_buffer(self, _timeout_us: int):
+        return self.later.pop(0) if self.later else None
 
     def push_buffer(self, buffer) -> None:
         self.given_back.append(buffer)
@@ -189,6 +194,28 @@ def test_a_hardware_triggered_frame_just_before_the_call_is_taken_an_older_one_d
         camera.trigger = "Software"  # a software trigger's frame must follow it: both are dropped
         camera.stream = StandInStream(old, recent)
         assert camera.waiting_buffer(now) is None and camera.stream.given_back == [old, recent]
+    finally:
+        camera.stream = real_stream
+        camera.close()
+
+
+@pytest.mark.parametrize("then", ["nothing", "a frame"])
+def test_a_buffer_given_back_unfilled_is_not_a_frame_and_the_wait_goes_on(fake_camera, then):
+    """Under load Aravis may hand back a buffer it cleared without writing an image into it (status CLEARED): that is
+    no frame and no camera failure; the station waits on for the trigger's frame until its timeout."""
+    serial, _ = fake_camera
+    camera = GenICamCamera(serial, trigger="Line0", settings=CameraSettings("Mono8"))
+    real_stream = camera.stream
+    cleared = StandInBuffer(ARAVIS.BufferStatus.CLEARED, frame_id=0)
+    later = [cleared] if then == "nothing" else [cleared, StandInBuffer(ARAVIS.BufferStatus.SUCCESS, frame_id=8)]
+    try:
+        camera.stream = StandInStream(later=later)
+        if then == "nothing":
+            with pytest.raises(CameraTimeout, match=r"no frame within 0\.2 s"):
+                camera.acquire(0.2)
+        else:
+            assert camera.acquire(0.2).frame_id == 8
+        assert camera.stream.given_back[0] is cleared
     finally:
         camera.stream = real_stream
         camera.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 
 import pytest
@@ -68,7 +69,8 @@ def test_a_start_that_fails_at_first_is_raised():
 def test_the_opcua_server_crashing_once_is_restarted_and_answers_again(make_station, caplog, monkeypatch):
     handshake, _, inspector = make_station(acknowledge=False, acquire_timeout_s=2, inspect_timeout_s=2)
     inspector.answers[:] = [GOOD]
-    adapter = OpcUaAdapter(handshake, "line1-st3", "127.0.0.1", free_port())
+    port = free_port()
+    adapter = OpcUaAdapter(handshake, "line1-st3", "127.0.0.1", port)
     handshake.on_result.append(adapter)
     stop = threading.Event()
     worker = threading.Thread(target=handshake.serve, args=(stop,), daemon=True)
@@ -88,6 +90,7 @@ def test_the_opcua_server_crashing_once_is_restarted_and_answers_again(make_stat
             monkeypatch.setattr(adapter, "refresh", crash_once)
             wait_for(lambda: restarts(handshake.metrics, "opcua") == 1, "the restart")
             wait_for(lambda: adapter.alive() and len(calls) > 1, "the server back")
+            wait_for(lambda: listening(port), "the server listening again")  # its thread runs before it listens
         assert any("OPC UA: the server failed" in r.getMessage() for r in caplog.records)
 
         async def scenario():
@@ -129,6 +132,15 @@ def test_the_modbus_server_ending_is_restarted_and_the_plc_reconnects(make_stati
         supervisor.stop()
         stop.set()
         worker.join(10)
+
+
+def listening(port: int) -> bool:
+    """Whether a TCP connection to the port on loopback is accepted now."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def connect(port: int) -> Plc | None:
