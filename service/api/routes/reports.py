@@ -5,12 +5,13 @@ product, and the Pareto of the rejects by rule or by grid cell of the frame. The
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query
 
-from service.api.dependencies import StoreServices
+from service.api.dependencies import Services, StoreServices
 from service.api.errors import error_responses
 from service.api.routes.inspections import DateTime
 from service.api.schemas import ParetoEntryView, ParetoReportView, YieldBucket, YieldReportView, utc
@@ -19,6 +20,8 @@ from service.imaging.formats import PRODUCT_ID
 from service.records.reports import ReportRange, region_pareto, rule_pareto, yield_report
 from service.records.shifts import parse_shifts, parse_timezone
 from service.records.store import as_stored, records_call, utc_now
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/reports", tags=["reports"], responses=error_responses(401, 403, 422, 503))
 
@@ -50,6 +53,13 @@ def report_range(since: datetime | None, until: datetime | None, product_id: str
     return ReportRange(start, end, product_id)
 
 
+async def fresh_report(services: Services, report: Callable[..., T], *args: Any) -> T:
+    """`report(engine, *args)` on the records database, off the event loop, once this replica's spooled records are
+    written; Unavailable (503) when the database does not answer."""
+    await asyncio.to_thread(services.recorder.flush)
+    return await asyncio.to_thread(records_call, report, services.recorder.store.engine, *args)
+
+
 @router.get("/yield", summary="First-pass yield and counts per hour, shift or product")
 async def yield_by(
     services: StoreServices,
@@ -64,9 +74,7 @@ async def yield_by(
     window = report_range(since, until, product_id)
     settings = services.settings
     zone, shifts = parse_timezone(settings.timezone), parse_shifts(settings.shifts)
-    engine = services.recorder.store.engine
-    await asyncio.to_thread(services.recorder.flush)
-    report = await asyncio.to_thread(records_call, yield_report, engine, window, by, zone, shifts)
+    report = await fresh_report(services, yield_report, window, by, zone, shifts)
     return YieldReportView(
         since=utc(window.since),
         until=utc(window.until),
@@ -92,12 +100,10 @@ async def pareto_by(
     first, with percent and cumulative percent. 422 a bad or empty range, 503 the records database does not
     answer."""
     window = report_range(since, until, product_id)
-    engine = services.recorder.store.engine
-    await asyncio.to_thread(services.recorder.flush)
     if by == "rule":
-        report = await asyncio.to_thread(records_call, rule_pareto, engine, window)
+        report = await fresh_report(services, rule_pareto, window)
     else:
-        report = await asyncio.to_thread(records_call, region_pareto, engine, window, grid)
+        report = await fresh_report(services, region_pareto, window, grid)
     return ParetoReportView(
         since=utc(window.since),
         until=utc(window.until),
